@@ -1,0 +1,81 @@
+"""`bitnet bench`: prompt-processing and decode speed of a model on one backend.
+
+Like llama-bench: pp = a batch of random prompt tokens through the model (GEMM path); tg = that
+many tokens decoded one at a time from an empty context (GEMV path). Medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from bitnet.cli.common import add_model_args, fail, load_model, user_errors
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="measure prompt and decode tokens per second",
+                              description="Measure prompt processing (pp) and decode (tg) speed.")
+    add_model_args(p)
+    p.add_argument("--prompt", type=int, default=128, metavar="N", help="prompt tokens (pp)")
+    p.add_argument("--tokens", type=int, default=64, metavar="N", help="decoded tokens (tg)")
+    p.add_argument("-r", "--repeat", type=int, default=3, metavar="N", help="repeats (median)")
+    p.add_argument("--json", action="store_true",
+                   help='one line: {"prompt_tps": ..., "decode_tps": ..., ...}')
+    p.set_defaults(func=run)
+
+
+def bench_model(model, n_prompt: int, n_tokens: int, repeat: int) -> dict:
+    from bitnet.core.generate import check_fits, decode_one, prefill
+
+    t = model.transformer
+    check_fits(max(n_prompt, n_tokens), t.n_ctx)
+    rng = np.random.default_rng(0)
+    prompt = [int(x) for x in rng.integers(0, model.config.n_vocab, n_prompt)]
+    prefill(t, prompt[:8])  # warm-up: first-use costs (kernel builds, page faults)
+    pp, tg = [], []
+    for _ in range(repeat):
+        if n_prompt:
+            t0 = time.perf_counter()
+            prefill(t, prompt)
+            pp.append(n_prompt / (time.perf_counter() - t0))
+        if n_tokens:
+            token = prompt[0] if prompt else 1
+            t0 = time.perf_counter()
+            for pos in range(n_tokens):
+                logits = decode_one(t, token, pos)
+                token = int(np.argmax(logits))
+            tg.append(n_tokens / (time.perf_counter() - t0))
+    return {
+        "prompt_tps": round(statistics.median(pp), 3) if pp else None,
+        "decode_tps": round(statistics.median(tg), 3) if tg else None,
+        "prompt_tokens": n_prompt, "decode_tokens": n_tokens, "repeat": repeat,
+        "backend": model.backend.name, "device": model.backend.device.name,
+        "backend_info": model.backend.info(), "model": str(model.path),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompt < 0 or args.tokens < 0 or args.repeat < 1:
+        return fail("--prompt and --tokens must be >= 0 and --repeat >= 1")
+    try:
+        model = load_model(args)
+        result = bench_model(model, args.prompt, args.tokens, args.repeat)
+    except user_errors() as e:
+        return fail(str(e))
+    result["threads"] = args.threads
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"model   {model.path.name} ({model.config.arch}, {model.config.n_layers} layers)")
+    print(f"backend {model.backend.name} on {model.backend.device.name}  threads={args.threads}")
+    if result["prompt_tps"] is not None:
+        print(f"pp{args.prompt:<5} {result['prompt_tps']:10.2f} tok/s")
+    if result["decode_tps"] is not None:
+        print(f"tg{args.tokens:<5} {result['decode_tps']:10.2f} tok/s")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,150 @@
+"""The BitNet b1.58 transformer, written over backend ops only (formats.md 4.4 and 4.5).
+
+    h = embed(tokens)
+    for each layer:
+        h = h + attn_output(rmsnorm(attention(rope(q(x)), rope(k(x)), v(x))))   x = rmsnorm(h)
+        h = h + ffn_down(rmsnorm(act(ffn_gate(x)) * ffn_up(x)))                  x = rmsnorm(h)
+    logits = head(rmsnorm(h))
+
+Every choice that depends on the file (ternary or float matmul, squared ReLU or SiLU, tied head)
+is made once at load time, so the forward pass never branches on a format, a device or a dtype.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from bitnet.hal import TERNARY_FORMATS, Buffer, KernelBackend, KVCache, Weight, WeightTensor
+
+# the ops a forward pass calls, counted for receipts
+COUNTED_OPS = ("embed", "rmsnorm", "linear_ternary", "linear_float", "rope", "attention",
+               "relu2_mul", "silu_mul", "add", "slice_rows", "upload", "download")
+
+
+class CountingBackend:
+    """Forwards to a backend and counts the kernels that actually ran, by op and weight format."""
+
+    def __init__(self, backend: KernelBackend) -> None:
+        self.inner = backend
+        self.counts: Counter[str] = Counter()
+        for name in COUNTED_OPS:
+            setattr(self, name, self._counted(name, getattr(backend, name)))
+
+    def _counted(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        counts = self.counts
+        if name.startswith("linear") or name == "embed":
+            def by_format(w: Weight, x: Buffer) -> Buffer:
+                counts[f"{name}[{w.format.value}]"] += 1
+                return fn(w, x)
+            return by_format
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return plain
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class Linear:
+    """One matmul: a device weight and the op that runs it, chosen at load from its format."""
+
+    weight: Weight
+    run: Callable[[Weight, Buffer], Buffer]
+
+    def __call__(self, x: Buffer) -> Buffer:
+        return self.run(self.weight, x)
+
+
+@dataclass
+class Layer:
+    """One transformer block on the device. d = d_model, F = d_ff, H/Hkv heads, D head dim."""
+
+    attn_norm: Buffer  # f32 [1, d]
+    attn_q: Linear  # [H*D, d]
+    attn_k: Linear  # [Hkv*D, d]
+    attn_v: Linear  # [Hkv*D, d]
+    attn_sub_norm: Buffer  # f32 [1, H*D]
+    attn_output: Linear  # [d, H*D]
+    ffn_norm: Buffer  # f32 [1, d]
+    ffn_gate: Linear  # [F, d]
+    ffn_up: Linear  # [F, d]
+    ffn_sub_norm: Buffer  # f32 [1, F]
+    ffn_down: Linear  # [d, F]
+
+
+class Transformer:
+    """Weights and KV cache on one backend, and the forward pass over them."""
+
+    def __init__(self, config: Any, weights: Any, backend: KernelBackend, n_ctx: int,
+                 progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> None:
+        self.config = config
+        self.ops = CountingBackend(backend)
+        b = self.ops
+        self.n_ctx = n_ctx
+        self.token_embd = b.load_weight(weights.token_embd)  # [V, d], a float format
+        self.head = self.token_embd if weights.output is None else b.load_weight(weights.output)
+        self.output_norm = self._norm(weights.output_norm)
+        self.gate = b.relu2_mul if config.activation == "relu2" else b.silu_mul
+        layers = weights.layers if progress is None else progress(weights.layers)
+        self.layers = [self._layer(lw) for lw in layers]
+        self.cache: KVCache = b.kv_cache_alloc(config.n_layers, n_ctx, config.n_kv_heads,
+                                               config.head_dim)
+
+    def _norm(self, w: np.ndarray) -> Buffer:
+        return self.ops.upload(np.ascontiguousarray(w, dtype=np.float32).reshape(1, -1))
+
+    def _linear(self, t: WeightTensor) -> Linear:
+        # ternary formats run with their activation quantization; float formats (an F16 file, or
+        # a Q8_0 head) run as plain float matmuls, as llama.cpp and bitnet.cpp run them
+        run = self.ops.linear_ternary if t.format in TERNARY_FORMATS else self.ops.linear_float
+        return Linear(self.ops.load_weight(t), run)
+
+    def _layer(self, lw: Any) -> Layer:
+        return Layer(
+            attn_norm=self._norm(lw.attn_norm),
+            attn_q=self._linear(lw.attn_q),
+            attn_k=self._linear(lw.attn_k),
+            attn_v=self._linear(lw.attn_v),
+            attn_sub_norm=self._norm(lw.attn_sub_norm),
+            attn_output=self._linear(lw.attn_output),
+            ffn_norm=self._norm(lw.ffn_norm),
+            ffn_gate=self._linear(lw.ffn_gate),
+            ffn_up=self._linear(lw.ffn_up),
+            ffn_sub_norm=self._norm(lw.ffn_sub_norm),
+            ffn_down=self._linear(lw.ffn_down),
+        )
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool) -> Buffer:
+        """Run ``tokens`` (int32 [n]) at positions pos .. pos+n-1 through the model, filling the
+        KV cache. Returns logits f32 [n, V], or [1, V] for the last token when ``last_only``."""
+        c = self.config
+        b = self.ops
+        n = len(tokens)
+        eps = c.rms_eps
+        h = b.embed(self.token_embd, b.upload(tokens))  # [n, d]
+        for i, layer in enumerate(self.layers):
+            # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
+            x = b.rmsnorm(h, layer.attn_norm, eps)
+            q = b.rope(layer.attn_q(x), pos, c.n_heads, c.head_dim, c.rope_theta)  # [n, H*D]
+            k = b.rope(layer.attn_k(x), pos, c.n_kv_heads, c.head_dim, c.rope_theta)  # [n, Hkv*D]
+            v = layer.attn_v(x)  # [n, Hkv*D]
+            a = b.attention(q, k, v, self.cache, i, pos, c.n_heads, c.n_kv_heads, c.head_dim)
+            # BitNet's sub-norm sits before the output projection
+            a = b.rmsnorm(a, layer.attn_sub_norm, eps)
+            h = b.add(h, layer.attn_output(a))
+            # feed-forward: gated (squared ReLU or SiLU), sub-norm, down projection
+            x = b.rmsnorm(h, layer.ffn_norm, eps)
+            f = self.gate(layer.ffn_gate(x), layer.ffn_up(x))  # [n, F]
+            f = b.rmsnorm(f, layer.ffn_sub_norm, eps)
+            h = b.add(h, layer.ffn_down(f))
+        if last_only and n > 1:
+            h = b.slice_rows(h, n - 1, n)  # [1, d]: only the next token's logits are needed
+        h = b.rmsnorm(h, self.output_norm, eps)
+        return b.linear_float(self.head, h)  # [n or 1, V]

@@ -1,0 +1,96 @@
+"""Turning logits into the next token. Host-side numpy only; the sampler never touches a backend.
+
+The order of the steps follows llama.cpp's default sampler chain: penalties, top-k, top-p,
+min-p, temperature, then a seeded draw. ``temperature == 0`` is greedy (ties go to the lowest id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40  # 0 disables
+    top_p: float = 0.95  # 1.0 disables
+    min_p: float = 0.05  # 0.0 disables
+    repeat_penalty: float = 1.0  # 1.0 disables; llama.cpp semantics (divide positive logits)
+    presence_penalty: float = 0.0  # subtracted once from every token already seen
+    frequency_penalty: float = 0.0  # subtracted per occurrence
+    repeat_last_n: int = 64  # how many recent tokens the penalties look at
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repeat_penalty <= 0:
+            raise ValueError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        if self.repeat_last_n < 0:
+            raise ValueError(f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Sampler:
+    """Stateful only through its random generator: same seed + same logits = same tokens."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def sample(self, logits: np.ndarray, history: list[int]) -> int:
+        """Pick the next token id from ``logits`` f32 [vocab] given the ids seen so far."""
+        p = self.params
+        z = apply_penalties(logits.astype(np.float64), history, p)
+        if p.greedy:
+            return int(np.argmax(z))
+        ids, z = truncate(z, p)
+        probs = softmax(z / p.temperature)
+        return int(ids[self.rng.choice(len(ids), p=probs)])
+
+
+def apply_penalties(z: np.ndarray, history: list[int], p: SamplingParams) -> np.ndarray:
+    """Repetition, presence and frequency penalties over the last ``repeat_last_n`` tokens."""
+    no_penalty = p.repeat_penalty == 1.0 and p.presence_penalty == 0 and p.frequency_penalty == 0
+    if no_penalty or not history or p.repeat_last_n == 0:
+        return z
+    recent = np.asarray(history[-p.repeat_last_n:], dtype=np.int64)
+    ids, counts = np.unique(recent, return_counts=True)
+    z = z.copy()
+    seen = z[ids]
+    seen = np.where(seen > 0, seen / p.repeat_penalty, seen * p.repeat_penalty)
+    z[ids] = seen - p.presence_penalty - counts * p.frequency_penalty
+    return z
+
+
+def truncate(z: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Apply top-k, top-p and min-p. Returns (kept ids, their logits), best first."""
+    order = np.argsort(-z, kind="stable")  # stable: ties keep the lower id first
+    if p.top_k:
+        order = order[: p.top_k]
+    kept = z[order]
+    probs = softmax(kept)
+    if p.top_p < 1.0:
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        cut = int(np.searchsorted(np.cumsum(probs), p.top_p)) + 1
+        order, kept, probs = order[:cut], kept[:cut], probs[:cut]
+    if p.min_p > 0.0:
+        keep = probs >= p.min_p * probs[0]
+        order, kept = order[keep], kept[keep]
+    return order, kept
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - np.max(z))
+    return e / e.sum()

@@ -1,0 +1,61 @@
+"""Where the parity fixtures live (shared/fixtures beside the repository) and how to read them."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(os.environ.get("BITNET_FIXTURES",
+                               Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
+
+
+@lru_cache(maxsize=1)
+def manifest() -> dict:
+    path = FIXTURES / "manifest.json"
+    if not path.is_file():
+        pytest.skip(f"parity fixtures not found at {FIXTURES} (set BITNET_FIXTURES)")
+    return json.loads(path.read_text())
+
+
+def model_path(name: str) -> Path:
+    return FIXTURES / "models" / f"{name}.gguf"
+
+
+def engine_of(name: str) -> str:
+    return "fork" if "-b158-" in name else "mainline"
+
+
+def tokens_of(name: str) -> list[int]:
+    return manifest()["inputs"][f"{name.split('-')[0]}_tokens"]
+
+
+def engine_logits(name: str, path: str = "batch") -> np.ndarray:
+    return np.load(FIXTURES / "logits" / f"{name}.{engine_of(name)}.{path}.npy")
+
+
+def is_float_file(name: str) -> bool:
+    return name.endswith("-f16")
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+
+
+def clear_margin(row: np.ndarray) -> bool:
+    """The fixtures README's rule: a top-2 margin above 0.5 and a quarter of the logits' std."""
+    top2 = np.sort(row)[-2:]
+    return bool(top2[1] - top2[0] > max(0.5, float(row.std()) / 4))
+
+
+MODEL_NAMES = [
+    "tiny-b158-f16", "tiny-b158-i2_s", "tiny-bitnet-f16", "tiny-bitnet-tq2_0", "tiny-bitnet-tq1_0",
+    "mid-b158-f16", "mid-b158-i2_s", "mid-b158-i2_s-embq6k", "mid-bitnet-f16",
+    "mid-bitnet-tq2_0", "mid-bitnet-tq1_0",
+]

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitnet.core.sampling import Sampler, SamplingParams, apply_penalties, truncate
+
+
+def test_greedy_takes_the_argmax_and_the_lower_id_on_ties() -> None:
+    s = Sampler(SamplingParams(temperature=0))
+    assert s.sample(np.array([0.0, 3.0, 1.0, 3.0], np.float32), []) == 1
+
+
+def test_same_seed_same_tokens_other_seed_differs() -> None:
+    logits = np.random.default_rng(1).normal(size=500).astype(np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
+    a = [Sampler(params).sample(logits, []) for _ in range(1)]
+    s1, s2 = Sampler(params), Sampler(params)
+    run1 = [s1.sample(logits, []) for _ in range(50)]
+    run2 = [s2.sample(logits, []) for _ in range(50)]
+    assert run1 == run2 and a[0] == run1[0]
+    s3 = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=8))
+    assert [s3.sample(logits, []) for _ in range(50)] != run1
+
+
+def test_top_k_keeps_the_k_best() -> None:
+    z = np.array([1.0, 5.0, 3.0, 4.0, 2.0])
+    ids, _ = truncate(z, SamplingParams(top_k=2, top_p=1.0, min_p=0.0))
+    assert list(ids) == [1, 3]
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p() -> None:
+    z = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    ids, _ = truncate(z, SamplingParams(top_k=0, top_p=0.75, min_p=0.0))
+    assert list(ids) == [0, 1]
+    ids, _ = truncate(z, SamplingParams(top_k=0, top_p=0.85, min_p=0.0))
+    assert list(ids) == [0, 1, 2]
+
+
+def test_min_p_drops_tokens_below_a_fraction_of_the_best() -> None:
+    z = np.log(np.array([0.6, 0.3, 0.06, 0.04]))
+    ids, _ = truncate(z, SamplingParams(top_k=0, top_p=1.0, min_p=0.1))
+    assert list(ids) == [0, 1]
+
+
+def test_repeat_penalty_follows_llama_cpp() -> None:
+    z = np.array([2.0, -2.0, 1.0])
+    out = apply_penalties(z, [0, 1], SamplingParams(repeat_penalty=2.0))
+    assert list(out) == [1.0, -4.0, 1.0]
+
+
+def test_presence_and_frequency_penalties() -> None:
+    z = np.zeros(3)
+    out = apply_penalties(z, [2, 2, 0], SamplingParams(presence_penalty=0.5,
+                                                       frequency_penalty=0.25))
+    assert list(out) == [-0.75, 0.0, -1.0]
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5),
+                                 dict(min_p=2), dict(top_k=-1), dict(repeat_penalty=0)])
+def test_bad_parameters_are_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        SamplingParams(**bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-30, 30), min_size=1, max_size=64), st.integers(0, 10),
+       st.floats(0.05, 1.0), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+def test_sampled_token_is_always_a_kept_candidate(z, k, top_p, min_p, seed) -> None:
+    logits = np.array(z, np.float32)
+    params = SamplingParams(temperature=0.7, top_k=k, top_p=top_p, min_p=min_p, seed=seed)
+    ids, _ = truncate(logits.astype(np.float64), params)
+    assert Sampler(params).sample(logits, []) in set(ids.tolist())
