@@ -24,7 +24,7 @@ from bitnet.hal.formats import (
     row_bytes,
     tensor_bytes,
 )
-from bitnet.hal.ops import ALL_OPS, Op
+from bitnet.hal.ops import ALL_OPS, OPTIONAL_OPS, REQUIRED_OPS, Op
 
 __all__ = [
     "API_VERSION",
@@ -39,7 +39,9 @@ __all__ = [
     "FLOAT_FORMATS",
     "KVCache",
     "KernelBackend",
+    "OPTIONAL_OPS",
     "Op",
+    "REQUIRED_OPS",
     "TERNARY_FORMATS",
     "Unavailable",
     "Weight",

@@ -178,6 +178,11 @@ class KernelBackend:
         """Rows start .. stop-1 of x [n, K] -> [stop - start, K] (the last token before the head)."""
         raise NotImplementedError(f"{type(self).__name__}.slice_rows")
 
+    def concat_rows(self, parts: list[Buffer]) -> Buffer:
+        """Optional. Stack f32 [n_i, K] buffers into [sum n_i, K], in order. Lets the engine
+        decode many sequences in one batch (their attention runs per sequence)."""
+        raise NotImplementedError(f"{type(self).__name__}.concat_rows")
+
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""
 

@@ -14,6 +14,10 @@ class Op(str, Enum):
     SILU_MUL = "silu_mul"
     ADD = "add"
     SLICE_ROWS = "slice_rows"
+    CONCAT_ROWS = "concat_rows"  # optional: lets the server batch decode steps of many requests
 
 
 ALL_OPS = frozenset(Op)
+# ops a model can run without; a backend that lacks them is used with a narrower feature set
+OPTIONAL_OPS = frozenset({Op.CONCAT_ROWS})
+REQUIRED_OPS = ALL_OPS - OPTIONAL_OPS
