@@ -11,6 +11,7 @@ import numpy as np
 
 from bitnet.core.model import Transformer
 from bitnet.core.sampling import Sampler
+from bitnet.hal import KVCache
 
 UBATCH = 512  # tokens per prefill step: bounds activation memory ([UBATCH, d_ff] f32)
 
@@ -46,9 +47,10 @@ def check_fits(n_tokens: int, n_ctx: int) -> None:
             f"model with a larger n_ctx (the file allows up to its context_length)")
 
 
-def prefill(model: Transformer, tokens: list[int], last_only: bool = True) -> np.ndarray:
-    """Run the prompt from position 0 in UBATCH chunks. Returns host logits: the last token's
-    [1, V] when ``last_only``, else every position's [n, V]."""
+def prefill(model: Transformer, tokens: list[int], last_only: bool = True,
+            cache: KVCache | None = None) -> np.ndarray:
+    """Run the prompt from position 0 in UBATCH chunks (into ``cache``, default the model's own).
+    Returns host logits: the last token's [1, V] when ``last_only``, else every position's."""
     check_fits(len(tokens), model.n_ctx)
     ids = np.asarray(tokens, dtype=np.int32)
     out = []
@@ -56,15 +58,16 @@ def prefill(model: Transformer, tokens: list[int], last_only: bool = True) -> np
         chunk = ids[start:start + UBATCH]
         is_last_chunk = start + UBATCH >= len(ids)
         if last_only and not is_last_chunk:
-            model.forward(chunk, start, last_only=True)  # fills the cache; logits unused
+            model.forward(chunk, start, True, cache)  # fills the cache; logits unused
             continue
-        out.append(model.ops.download(model.forward(chunk, start, last_only)))
+        out.append(model.ops.download(model.forward(chunk, start, last_only, cache)))
     return np.concatenate(out, axis=0)
 
 
-def decode_one(model: Transformer, token: int, pos: int) -> np.ndarray:
+def decode_one(model: Transformer, token: int, pos: int,
+               cache: KVCache | None = None) -> np.ndarray:
     """One token at ``pos`` through the model -> host logits f32 [V]."""
-    logits = model.forward(np.asarray([token], dtype=np.int32), pos, last_only=True)
+    logits = model.forward(np.asarray([token], dtype=np.int32), pos, True, cache)
     return model.ops.download(logits)[0]
 
 

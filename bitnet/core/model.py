@@ -22,7 +22,7 @@ from bitnet.hal import TERNARY_FORMATS, Buffer, KernelBackend, KVCache, Weight, 
 
 # the ops a forward pass calls, counted for receipts
 COUNTED_OPS = ("embed", "rmsnorm", "linear_ternary", "linear_float", "rope", "attention",
-               "relu2_mul", "silu_mul", "add", "slice_rows", "upload", "download")
+               "relu2_mul", "silu_mul", "add", "slice_rows", "concat_rows", "upload", "download")
 
 
 class CountingBackend:
@@ -94,8 +94,7 @@ class Transformer:
         self.gate = b.relu2_mul if config.activation == "relu2" else b.silu_mul
         layers = weights.layers if progress is None else progress(weights.layers)
         self.layers = [self._layer(lw) for lw in layers]
-        self.cache: KVCache = b.kv_cache_alloc(config.n_layers, n_ctx, config.n_kv_heads,
-                                               config.head_dim)
+        self.cache: KVCache = self.new_cache()
 
     def _norm(self, w: np.ndarray) -> Buffer:
         return self.ops.upload(np.ascontiguousarray(w, dtype=np.float32).reshape(1, -1))
@@ -121,21 +120,34 @@ class Transformer:
             ffn_down=self._linear(lw.ffn_down),
         )
 
-    def forward(self, tokens: np.ndarray, pos: int, last_only: bool) -> Buffer:
-        """Run ``tokens`` (int32 [n]) at positions pos .. pos+n-1 through the model, filling the
-        KV cache. Returns logits f32 [n, V], or [1, V] for the last token when ``last_only``."""
+    def new_cache(self) -> KVCache:
+        """Another KV cache of the same size, for one more concurrent sequence."""
+        c = self.config
+        return self.ops.kv_cache_alloc(c.n_layers, self.n_ctx, c.n_kv_heads, c.head_dim)
+
+    def forward(self, tokens: np.ndarray, pos: int, last_only: bool,
+                cache: KVCache | None = None) -> Buffer:
+        """Run ``tokens`` (int32 [n]) of one sequence at positions pos .. pos+n-1, filling its KV
+        cache. Returns logits f32 [n, V], or [1, V] for the last token when ``last_only``."""
+        seg = Segment(0, len(tokens), pos, self.cache if cache is None else cache)
+        return self._run(tokens, [seg], last_only and len(tokens) > 1)
+
+    def forward_batch(self, tokens: np.ndarray, positions: list[int],
+                      caches: list[KVCache]) -> Buffer:
+        """One decode step for several sequences: token r (int32 [B]) sits at positions[r] of
+        caches[r]. The matmuls run batched; attention runs per sequence. -> logits f32 [B, V]."""
+        segs = [Segment(r, 1, p, c) for r, (p, c) in enumerate(zip(positions, caches))]
+        return self._run(tokens, segs, last_only=False)
+
+    def _run(self, tokens: np.ndarray, segs: list["Segment"], last_only: bool) -> Buffer:
         c = self.config
         b = self.ops
-        n = len(tokens)
         eps = c.rms_eps
         h = b.embed(self.token_embd, b.upload(tokens))  # [n, d]
         for i, layer in enumerate(self.layers):
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)
-            q = b.rope(layer.attn_q(x), pos, c.n_heads, c.head_dim, c.rope_theta)  # [n, H*D]
-            k = b.rope(layer.attn_k(x), pos, c.n_kv_heads, c.head_dim, c.rope_theta)  # [n, Hkv*D]
-            v = layer.attn_v(x)  # [n, Hkv*D]
-            a = b.attention(q, k, v, self.cache, i, pos, c.n_heads, c.n_kv_heads, c.head_dim)
+            a = self._attention(i, layer.attn_q(x), layer.attn_k(x), layer.attn_v(x), segs)
             # BitNet's sub-norm sits before the output projection
             a = b.rmsnorm(a, layer.attn_sub_norm, eps)
             h = b.add(h, layer.attn_output(a))
@@ -144,7 +156,39 @@ class Transformer:
             f = self.gate(layer.ffn_gate(x), layer.ffn_up(x))  # [n, F]
             f = b.rmsnorm(f, layer.ffn_sub_norm, eps)
             h = b.add(h, layer.ffn_down(f))
-        if last_only and n > 1:
+        if last_only:
+            n = segs[0].count
             h = b.slice_rows(h, n - 1, n)  # [1, d]: only the next token's logits are needed
         h = b.rmsnorm(h, self.output_norm, eps)
         return b.linear_float(self.head, h)  # [n or 1, V]
+
+    def _attention(self, layer: int, q: Buffer, k: Buffer, v: Buffer,
+                   segs: list["Segment"]) -> Buffer:
+        """RoPE + causal attention for q [n, H*D], k and v [n, Hkv*D], sequence by sequence."""
+        c = self.config
+        b = self.ops
+        outs = []
+        for s in segs:
+            if len(segs) > 1:  # rows of several sequences: take this one's rows
+                end = s.start + s.count
+                q_s = b.slice_rows(q, s.start, end)
+                k_s = b.slice_rows(k, s.start, end)
+                v_s = b.slice_rows(v, s.start, end)
+            else:
+                q_s, k_s, v_s = q, k, v
+            q_s = b.rope(q_s, s.pos, c.n_heads, c.head_dim, c.rope_theta)
+            k_s = b.rope(k_s, s.pos, c.n_kv_heads, c.head_dim, c.rope_theta)
+            outs.append(b.attention(q_s, k_s, v_s, s.cache, layer, s.pos, c.n_heads,
+                                    c.n_kv_heads, c.head_dim))
+        return outs[0] if len(outs) == 1 else b.concat_rows(outs)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The rows of a batch that belong to one sequence: where they start, how many, the position
+    of the first, and that sequence's KV cache."""
+
+    start: int
+    count: int
+    pos: int
+    cache: KVCache

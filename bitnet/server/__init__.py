@@ -1,0 +1,1 @@
+"""`bitnet serve`: an OpenAI-compatible HTTP server with continuous batching (extra: server)."""

@@ -1,0 +1,70 @@
+"""A live server on loopback for the tests: uvicorn in a thread, over a small fixture model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is not installed: pip install bitnet[server]")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from tests.core.fixtures import model_path  # noqa: E402
+
+MODEL = "tiny-b158-i2_s"
+API_KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, path: Path, **settings) -> None:
+        import bitnet
+        from bitnet.server.app import ServerSettings, create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(lambda: bitnet.load(path, device="reference", progress=False),
+                         ServerSettings(model_name="tiny", **settings))
+        self.app = app
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the test server did not become ready in 120 s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = LiveServer(model_path(MODEL), max_tokens_limit=256, max_request_bytes=64 * 1024).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server():
+    s = LiveServer(model_path(MODEL), api_keys=[API_KEY], rate_limit=30).start()
+    yield s
+    s.stop()
