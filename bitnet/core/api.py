@@ -19,6 +19,7 @@ from bitnet.core.model import Transformer
 from bitnet.core.sampling import Sampler, SamplingParams
 
 DEMO_MODEL = "demo-b158-i2_s.gguf"
+DEFAULT_CTX = 4096  # the default KV cache size: a file may declare far more than anyone needs
 
 
 def demo_model_path() -> Path:
@@ -43,7 +44,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     threads: CPU threads for CPU backends (None: the backend's default).
     ternarize: run F32/F16/BF16 weights ternarized (per-tensor absmean) with int8 activations,
         BitNet b1.58's training semantics and the fast path; default runs them as float matmuls.
-    n_ctx: context length to allocate (default and maximum: the file's context_length).
+    n_ctx: context length to allocate (default: the file's context_length, at most 4096;
+        the file's context_length is the maximum).
     pretokenizer: override a gpt2 vocabulary's pre-tokenizer (e.g. "llama3").
     progress: show progress bars (None: only on a terminal).
     """
@@ -62,7 +64,7 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
         config = ModelConfig.from_metadata(gguf.metadata)
         tokenizer = Tokenizer.from_metadata(gguf.metadata, pretokenizer=pretokenizer)
         weights = load_weights(gguf, config, ternarize=ternarize)
-        ctx = config.n_ctx if n_ctx is None else n_ctx
+        ctx = min(config.n_ctx, DEFAULT_CTX) if n_ctx is None else n_ctx
         if not 0 < ctx <= config.n_ctx:
             raise ValueError(f"n_ctx must be in 1..{config.n_ctx} (the file's context_length), "
                              f"got {ctx}")

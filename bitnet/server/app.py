@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from fastapi import Depends, FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from bitnet.core.sampling import SamplingParams
 from bitnet.server.limits import BodySizeLimit, RateLimiter
@@ -103,6 +105,17 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
         metrics.errors.labels(code=str(e.status)).inc()
         return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(_req: HTTPRequest, e: HTTPException) -> JSONResponse:
+        # framework errors (an undecodable body, an unknown path) in OpenAI's shape too
+        metrics.errors.labels(code=str(e.status_code)).inc()
+        message = str(e.detail)
+        if e.status_code == 400 and "parsing the body" in message:
+            message = "the request body is not valid JSON (or not UTF-8)"
+        kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        return JSONResponse(error_body(message, kind), status_code=e.status_code,
+                            headers=getattr(e, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: HTTPRequest, e: RequestValidationError) -> JSONResponse:
         metrics.errors.labels(code="400").inc()
@@ -153,7 +166,8 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
             return JSONResponse({"status": "loading"}, status_code=503)
         m = state.model
         return JSONResponse({"status": "ok", "model": settings.model_name,
-                             "backend": m.backend.name, "device": m.backend.device.name})
+                             "backend": m.backend.name, "device": m.backend.device.name,
+                             "pid": os.getpid()})
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
@@ -234,6 +248,7 @@ class _Job:
     max_tokens: int
     stops: list[str]
     logprobs: int | None
+    ignore_eos: bool
 
 
 def _job(model: Any, body: Any, prompt: list[int], max_tokens: int | None,
@@ -257,7 +272,7 @@ def _job(model: Any, body: Any, prompt: list[int], max_tokens: int | None,
                                 frequency_penalty=body.frequency_penalty, seed=body.seed)
     except ValueError as e:
         raise APIError(400, str(e)) from None
-    return _Job(prompt, params, max_tokens, body.stop_list, logprobs)
+    return _Job(prompt, params, max_tokens, body.stop_list, logprobs, body.ignore_eos)
 
 
 async def _respond(request: HTTPRequest, state: _State, metrics: Metrics, job: _Job, body: Any,
@@ -269,7 +284,7 @@ async def _respond(request: HTTPRequest, state: _State, metrics: Metrics, job: _
         loop.call_soon_threadsafe(events.put_nowait, ev)
 
     req = Request(job.prompt, job.params, job.max_tokens, emit, job.stops,
-                  logprobs=job.logprobs)
+                  ignore_eos=job.ignore_eos, logprobs=job.logprobs)
     try:
         state.scheduler.submit(req)
     except QueueFullError as e:

@@ -1,12 +1,11 @@
 """Scale-out: the same app as a Ray Serve deployment with several replicas (docs/serving.md).
 
-Each replica builds the FastAPI app in its own process (a builder function, so nothing with
+Each replica builds the FastAPI app in its own process (Ray's deferred ingress, so nothing with
 threads or locks has to be pickled) and loads the model there; Ray's proxy spreads requests.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 from typing import Any
 
@@ -26,6 +25,16 @@ def build_app(model: str | None, device: str | None, threads: int | None,
     return create_app(load, ServerSettings(**settings))
 
 
+class BitnetReplica:
+    """One Ray Serve replica: keeps its settings, builds its app when Ray asks for it."""
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_app(*self.args)
+
+
 def deployment(model: str | None, device: str | None, threads: int | None, ternarize: bool,
                n_ctx: int | None, settings: ServerSettings, replicas: int,
                min_replicas: int | None = None, max_replicas: int | None = None,
@@ -33,8 +42,6 @@ def deployment(model: str | None, device: str | None, threads: int | None, terna
     """A bound Ray Serve application: fixed ``replicas``, or autoscaling between the bounds."""
     from ray import serve
 
-    builder = functools.partial(build_app, model, device, threads, ternarize, n_ctx,
-                                asdict(settings))
     options: dict[str, Any] = {"name": "bitnet",
                                "ray_actor_options": {"num_cpus": cpus_per_replica}}
     if min_replicas is not None or max_replicas is not None:
@@ -47,7 +54,8 @@ def deployment(model: str | None, device: str | None, threads: int | None, terna
     else:
         options["num_replicas"] = replicas
     options["max_ongoing_requests"] = settings.max_batch + settings.max_waiting
-    return serve.deployment(serve.ingress(builder)(), **options).bind()
+    replica = serve.deployment(serve.ingress()(BitnetReplica), **options)
+    return replica.bind(model, device, threads, ternarize, n_ctx, asdict(settings))
 
 
 def run(app: Any, host: str, port: int, address: str | None = None) -> None:

@@ -125,6 +125,10 @@ class Scheduler:
     def queue_depth(self) -> int:
         return self.waiting.qsize()
 
+    @property
+    def free_slots(self) -> int:
+        return len(self._free_caches)
+
     # -- the worker ------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -138,7 +142,6 @@ class Scheduler:
             self._admit()
             if self._slots:
                 self._step()
-            self.stats.active = len(self._slots)
             self.stats.waiting = self.waiting.qsize()
 
     def _admit(self) -> None:
@@ -167,6 +170,7 @@ class Scheduler:
         slot = _Slot(req, cache, len(req.prompt), Sampler(req.params), list(req.prompt),
                      self.model.tokenizer.stream_decoder(), StopStrings(req.stops))
         self._slots.append(slot)
+        self.stats.active = len(self._slots)
         self._sample(slot, logits)
 
     def _step(self) -> None:
@@ -241,6 +245,7 @@ class Scheduler:
         if s in self._slots:
             self._slots.remove(s)
             self._free_caches.append(s.cache)
+            self.stats.active = len(self._slots)
         if event is not None:
             s.request.emit(event)
 

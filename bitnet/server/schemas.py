@@ -25,6 +25,7 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extension: keep generating past EOS/EOT
 
     @field_validator("stop")
     @classmethod
