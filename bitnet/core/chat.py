@@ -1,0 +1,155 @@
+"""Chat prompts: a conversation rendered with the file's ``tokenizer.chat_template``.
+
+Templates are Jinja, as Hugging Face writes them, and come from model files we did not write, so
+they run in jinja2's immutable sandbox: no attribute starting with ``_``, no mutation of the
+messages, bounded ``range``. Any escape attempt or rendering failure is a ChatTemplateError
+naming the cause.
+
+A file without a template, or with the placeholder template the BitNet converters write (it
+contains "BITNET"), gets the BitNet llama.cpp fork's built-in "bitnet" format instead, exactly as
+bitnet.cpp renders it (``llama_chat_apply_template``, Eddie-Wang1120/llama.cpp @ 40ed0f29,
+src/llama.cpp ~L22146)::
+
+    System: {system}User: {user}<|eot_id|>Assistant: {assistant}User: ...<|eot_id|>Assistant:
+
+Note there is no separator after the system text and none after an assistant turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+BITNET_MARKER = "BITNET"  # bitnet.cpp picks its built-in format for templates containing this
+
+
+class ChatTemplateError(ValueError):
+    """A conversation or chat template that cannot be rendered; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in format
+
+
+def render_bitnet(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+                  ) -> str:
+    """The BitNet fork's "bitnet" chat format. The fork always writes "Assistant: " after a
+    user turn; with ``add_generation_prompt=False`` we leave it off after the *last* user turn
+    (the fork has no such mode)."""
+    parts = []
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role == "system":
+            parts.append("System: " + message["content"])
+        elif role == "user":
+            parts.append("User: " + message["content"] + "<|eot_id|>")
+            if add_generation_prompt or i != last_user:
+                parts.append("Assistant: ")
+        else:
+            parts.append(message["content"])  # the fork appends any other role's text as is
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# the jinja sandbox
+
+
+class _ChatSandbox(ImmutableSandboxedEnvironment):
+    """Raise on an unsafe attribute at once: the stock sandbox returns an Undefined that
+    renders as "" when printed, which would hide an escape attempt."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:  # type: ignore[override]
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} "
+                            f"objects is not allowed")
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None, separators: Any = None,
+            sort_keys: bool = False, ensure_ascii: bool = False) -> str:
+    # Hugging Face's tojson: plain JSON, no HTML escaping (jinja's own escapes < > & ')
+    return json.dumps(value, indent=indent, separators=separators, sort_keys=sort_keys,
+                      ensure_ascii=ensure_ascii)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> _ChatSandbox:
+    # trim_blocks / lstrip_blocks and loopcontrols as Hugging Face's apply_chat_template sets them
+    env = _ChatSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+@lru_cache(maxsize=8)
+def _compile(template: str) -> jinja2.Template:
+    try:
+        return _environment().from_string(template)
+    except jinja2.TemplateSyntaxError as err:
+        raise ChatTemplateError(f"chat template does not parse (line {err.lineno}): "
+                                f"{err.message}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def check_messages(messages: Any) -> list[dict[str, str]]:
+    """``messages`` as a fresh list of {"role": str, "content": str, ...} dicts, or
+    ChatTemplateError naming the first bad entry."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ChatTemplateError(f"messages must be a list of {{'role', 'content'}} dicts, "
+                                f"got {type(messages).__name__}")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ChatTemplateError(f"messages[{i}] must be a dict, got "
+                                    f"{type(message).__name__}")
+        for key in ("role", "content"):
+            if key not in message:
+                raise ChatTemplateError(f"messages[{i}] has no {key!r}")
+            if not isinstance(message[key], str):
+                raise ChatTemplateError(f"messages[{i}][{key!r}] must be a str, got "
+                                        f"{type(message[key]).__name__}")
+        checked.append(dict(message))
+    return checked
+
+
+def render_chat(messages: Sequence[Mapping[str, str]], template: str | None, *,
+                bos_token: str = "", eos_token: str = "",
+                add_generation_prompt: bool = True) -> str:
+    """The prompt text for ``messages`` (a list of {"role", "content"} dicts).
+
+    ``template`` is the file's ``tokenizer.chat_template`` (None: the built-in BitNet format).
+    ``bos_token`` / ``eos_token`` are the texts the template may write. Encode the result with
+    ``parse_special=True`` so that texts such as ``<|eot_id|>`` become their tokens.
+    """
+    checked = check_messages(messages)
+    if template is None or BITNET_MARKER in template:
+        return render_bitnet(checked, add_generation_prompt)
+    compiled = _compile(template)
+    try:
+        return compiled.render(messages=checked, bos_token=bos_token, eos_token=eos_token,
+                               add_generation_prompt=add_generation_prompt)
+    except SecurityError as err:
+        raise ChatTemplateError(f"chat template rejected by the sandbox: {err}") from None
+    except TemplateError as err:
+        raise ChatTemplateError(f"chat template failed: {err}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as err:
+        raise ChatTemplateError(f"chat template failed: {type(err).__name__}: {err}") from None
