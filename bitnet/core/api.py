@@ -188,6 +188,7 @@ class Model:
                 params: SamplingParams) -> Iterator[str]:
         self.last_stats = stats = GenerationStats()
         self._last_seed = params.seed
+        self.transformer.ops.counts.clear()  # the receipt describes this generation only
         is_eog = (lambda _t: False) if ignore_eos else self.tokenizer.is_eog
         text = self.tokenizer.stream_decoder()
         cut = StopStrings(stops)
