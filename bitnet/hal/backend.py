@@ -159,7 +159,9 @@ class KernelBackend:
         First stores k and v (rounded to float16) at cache rows pos .. pos+n-1 of ``layer``; then
         for token i (absolute position p = pos + i) and head h, with kv head ``h // (H // Hkv)``:
         ``softmax(q_ih . K[0..p] / sqrt(D)) @ V[0..p]`` over the cached (f16) keys and values,
-        the softmax max-subtracted in f32. Returns f32 [n, H*D]. pos + n must be <= n_ctx."""
+        the softmax max-subtracted in f32. q is rounded to float16 before the q.K product, as
+        ggml's F16 dot converts it (without this, I2_S fixtures drift ~0.5 logits from bitnet.cpp).
+        Returns f32 [n, H*D]. pos + n must be <= n_ctx."""
         raise NotImplementedError(f"{type(self).__name__}.attention")
 
     def relu2_mul(self, gate: Buffer, up: Buffer) -> Buffer:
