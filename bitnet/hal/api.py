@@ -9,8 +9,10 @@ def check_api_version(plugin: str, supported: tuple[int, int]) -> str | None:
     if low <= API_VERSION <= high:
         return None
     if API_VERSION > high:
-        fix = f"pip install --upgrade {plugin} (it speaks API {low}..{high}; bitnet speaks {API_VERSION})"
+        fix = f"upgrade the plugin {plugin}; it speaks API {low}..{high}, bitnet speaks " \
+              f"{API_VERSION} (bitnet's own plugins: scripts/install.sh in its repository)"
     else:
-        fix = f"pip install --upgrade bitnet (the plugin {plugin} needs API {low}..{high}; " \
-              f"bitnet speaks {API_VERSION})"
+        # never `pip install bitnet`: that name on PyPI is an unrelated project
+        fix = f"upgrade bitnet from its repository (scripts/install.sh; the plugin {plugin} " \
+              f"needs API {low}..{high}, bitnet speaks {API_VERSION})"
     return f"API version mismatch: {fix}"

@@ -1,0 +1,1 @@
+"""Test helpers for backend authors (``bitnet.testing.conformance``: a pytest plugin)."""
