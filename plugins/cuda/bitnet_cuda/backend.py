@@ -1,0 +1,326 @@
+"""CudaBackend: every KernelBackend op on device-resident buffers, through PyCUDA.
+
+Host side only: kernels are the precompiled PTX of ``kernels/*.cu`` (see ``ptx.py``), launched
+with the geometry of ``launch.py`` on weights laid out by ``layout.py``. Everything runs in
+order on the context's default stream; only ``upload`` and ``download`` cross the bus, so a
+decode step moves the token ids in and the logits out and nothing else.
+
+Memory: weights get their own allocations; activations and scratch come from a PyCUDA
+DeviceMemoryPool, so the many small per-op buffers of a decode step are recycled instead of
+hitting cuMemAlloc each time. A buffer returns to the pool when Python drops it; as all work is
+ordered on one stream, a recycled block is never written before earlier kernels finished with it.
+
+No GPU was available when this was written: it compiles and its host logic is unit-tested, but
+it has not been run (plugins/cuda/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycuda.driver as cuda
+from pycuda.tools import DeviceMemoryPool
+
+from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.device import Capabilities, DeviceInfo
+from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.ops import ALL_OPS
+
+from bitnet_cuda import launch, ptx
+from bitnet_cuda.launch import KERNEL_ARGS
+from bitnet_cuda.layout import DeviceLayout, repack
+
+
+
+class CudaBuffer:
+    """A device array: ``shape`` and ``dtype`` on the host, the allocation on the GPU."""
+
+    __slots__ = ("shape", "dtype", "alloc")
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, alloc: Any) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.alloc = alloc
+
+    @property
+    def ptr(self) -> int:
+        return int(self.alloc)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class CudaWeight:
+    """A weight on the device in a ``layout.py`` layout; format/rows/cols as loaded."""
+
+    format: WeightFormat
+    rows: int
+    cols: int
+    out_scale: float
+    kind: str  # the layout kind: "i2s", "tq", "f32", "f16", "bf16", "i8g"
+    arrays: dict[str, Any] = field(default_factory=dict)  # name -> DeviceAllocation
+    w_scale: float = 1.0
+    group: int = 0
+
+
+@dataclass
+class CudaKVCache:
+    """f16 K and V for all layers, each [n_layers, n_ctx, n_kv_heads * head_dim], on the GPU."""
+
+    n_ctx: int
+    n_layers: int
+    width: int  # n_kv_heads * head_dim
+    k: Any
+    v: Any
+
+
+class CudaBackend(KernelBackend):
+    """One NVIDIA GPU. Create through the ``cuda`` descriptor."""
+
+    name = "cuda"
+
+    def __init__(self, device: DeviceInfo) -> None:
+        self.device = device
+        dev = cuda.Device(device.index)
+        self._context = dev.retain_primary_context()
+        self._context.push()
+        self._arch = ptx.arch_for(dev.compute_capability())
+        self._pool = DeviceMemoryPool()
+        self._kernels: dict[str, Any] = {}
+        self._modules = []  # keep modules alive as long as their functions
+        for module_name in ptx.KERNEL_MODULES:
+            module = cuda.module_from_buffer(ptx.read_ptx(module_name, self._arch))
+            self._modules.append(module)
+        for kernel, arg_types in KERNEL_ARGS.items():
+            self._kernels[kernel] = self._find(kernel).prepare(arg_types)
+        self.capabilities = Capabilities(
+            ops=ALL_OPS,
+            ternary_formats=TERNARY_FORMATS,
+            float_formats=FLOAT_FORMATS,
+            notes=(f"PTX compute_{self._arch}, JIT-compiled by the driver",
+                   "TQ1_0 is repacked to 2-bit codes at load (+18.5 % weight bytes)"),
+        )
+
+    def _find(self, kernel: str) -> Any:
+        for module in self._modules:
+            try:
+                return module.get_function(kernel)
+            except cuda.LogicError:
+                continue
+        raise RuntimeError(f"bitnet-cuda: kernel {kernel} is in no shipped PTX module")
+
+    def _launch(self, spec: launch.Launch, *args: Any) -> None:
+        self._kernels[spec.kernel].prepared_call(spec.grid, spec.block, *args)
+
+    def _empty(self, shape: tuple[int, ...], dtype: Any) -> CudaBuffer:
+        buf_dtype = np.dtype(dtype)
+        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * buf_dtype.itemsize)
+        return CudaBuffer(shape, buf_dtype, self._pool.allocate(nbytes))
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def upload(self, array: np.ndarray) -> CudaBuffer:
+        """f32 2-D activations or int32 1-D token ids -> a device buffer."""
+        array = np.ascontiguousarray(array)
+        if array.dtype == np.float32 and array.ndim == 2:
+            pass
+        elif array.dtype == np.int32 and array.ndim == 1:
+            pass
+        else:
+            raise ValueError(f"bitnet-cuda.upload: expects float32 2-D or int32 1-D, got "
+                             f"{array.dtype} {array.shape}")
+        buf = self._empty(array.shape, array.dtype)
+        cuda.memcpy_htod(buf.ptr, array)
+        return buf
+
+    def download(self, buf: CudaBuffer) -> np.ndarray:
+        out = np.empty(buf.shape, dtype=buf.dtype)
+        cuda.memcpy_dtoh(out, buf.ptr)  # waits for the kernels that produce buf
+        return out
+
+    def load_weight(self, tensor: WeightTensor) -> CudaWeight:
+        layout: DeviceLayout = repack(tensor)
+        arrays = {name: cuda.to_device(np.ascontiguousarray(a)) for name, a in
+                  layout.arrays.items()}
+        return CudaWeight(tensor.format, tensor.rows, tensor.cols, float(tensor.out_scale),
+                          layout.kind, arrays, layout.w_scale, layout.group)
+
+    def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
+                       head_dim: int) -> CudaKVCache:
+        width = n_kv_heads * head_dim
+        nbytes = n_layers * n_ctx * width * 2  # f16
+        k = cuda.mem_alloc(nbytes)
+        v = cuda.mem_alloc(nbytes)
+        cuda.memset_d8(k, 0, nbytes)
+        cuda.memset_d8(v, 0, nbytes)
+        return CudaKVCache(n_ctx, n_layers, width, k, v)
+
+    # -- ops ---------------------------------------------------------------------------------
+
+    def embed(self, table: CudaWeight, token_ids: CudaBuffer) -> CudaBuffer:
+        if table.kind not in ("f32", "f16", "bf16", "i8g"):
+            raise ValueError(f"bitnet-cuda.embed: the table must be a float format, got "
+                             f"{table.format.value}")
+        if len(token_ids.shape) != 1 or token_ids.dtype != np.int32:
+            raise ValueError("bitnet-cuda.embed: token ids must be an int32 1-D buffer")
+        n = token_ids.shape[0]
+        out = self._empty((n, table.cols), np.float32)
+        spec = launch.rows_launch(f"embed_{table.kind}", n, launch.EMBED_THREADS)
+        self._launch(spec, *self._weight_args(table), token_ids.ptr, out.ptr, table.cols)
+        return out
+
+    def rmsnorm(self, x: CudaBuffer, weight: CudaBuffer, eps: float) -> CudaBuffer:
+        n, k = self._f32_2d(x, "rmsnorm")
+        if int(np.prod(weight.shape)) != k:
+            raise ValueError(f"bitnet-cuda.rmsnorm: weight {weight.shape} does not match K={k}")
+        out = self._empty((n, k), np.float32)
+        spec = launch.rows_launch("rmsnorm", n, launch.NORM_THREADS)
+        self._launch(spec, x.ptr, weight.ptr, out.ptr, k, np.float32(eps))
+        return out
+
+    def linear_ternary(self, w: CudaWeight, x: CudaBuffer) -> CudaBuffer:
+        if w.kind not in ("i2s", "tq"):
+            raise ValueError(f"bitnet-cuda.linear_ternary: {w.format.value} is not ternary")
+        n = launch.check_width(x.shape, w.cols, "linear_ternary")
+        self._f32_2d(x, "linear_ternary")
+        m, k = w.rows, w.cols
+        y = self._empty((n, m), np.float32)
+        q = self._empty((n, k), np.int8)
+        out_scale = np.float32(w.out_scale)
+        if w.kind == "i2s":
+            scale = self._empty((n,), np.float32)
+            qsum = self._empty((n,), np.int32)
+            self._launch(launch.quantize_launch("per_token_i8", n, k), x.ptr, k, q.ptr, scale.ptr,
+                         qsum.ptr)
+            self._launch(launch.linear_launch("i2s", m, n), int(w.arrays["codes"]), q.ptr,
+                         scale.ptr, qsum.ptr, np.float32(w.w_scale), out_scale, y.ptr, m, k, n)
+            return y
+        n_blocks = k // launch.QK_K
+        d = self._empty((n, n_blocks), np.float32)
+        bsum = self._empty((n, n_blocks), np.int32)
+        self._launch(launch.quantize_launch("q8_k", n, k), x.ptr, k, q.ptr, d.ptr, bsum.ptr)
+        self._launch(launch.linear_launch("tq", m, n), int(w.arrays["codes"]), int(w.arrays["d"]),
+                     q.ptr, d.ptr, bsum.ptr, out_scale, y.ptr, m, k, n)
+        return y
+
+    def linear_float(self, w: CudaWeight, x: CudaBuffer) -> CudaBuffer:
+        if w.kind not in ("f32", "f16", "bf16", "i8g"):
+            raise ValueError(f"bitnet-cuda.linear_float: {w.format.value} is not a float format")
+        n = launch.check_width(x.shape, w.cols, "linear_float")
+        self._f32_2d(x, "linear_float")
+        y = self._empty((n, w.rows), np.float32)
+        spec = launch.linear_launch(w.kind, w.rows, n)
+        self._launch(spec, *self._weight_args(w), x.ptr, np.float32(w.out_scale), y.ptr, w.rows,
+                     w.cols, n)
+        return y
+
+    @staticmethod
+    def _weight_args(w: CudaWeight) -> tuple[Any, ...]:
+        if w.kind == "i8g":
+            return int(w.arrays["codes"]), int(w.arrays["scale"]), w.group
+        return (int(w.arrays["w"]),)
+
+    def rope(self, x: CudaBuffer, pos: int, n_heads: int, head_dim: int,
+             theta: float) -> CudaBuffer:
+        n, width = self._f32_2d(x, "rope")
+        launch.check_shape((n, width), (n, n_heads * head_dim), "rope")
+        if head_dim % 2:
+            raise ValueError(f"bitnet-cuda.rope: head_dim must be even, got {head_dim}")
+        out = self._empty((n, width), np.float32)
+        spec = launch.heads_launch("rope_neox", n_heads, n, launch.ROPE_THREADS)
+        self._launch(spec, x.ptr, out.ptr, n_heads, head_dim, pos, np.float64(theta))
+        return out
+
+    def attention(self, q: CudaBuffer, k: CudaBuffer, v: CudaBuffer, cache: CudaKVCache,
+                  layer: int, pos: int, n_heads: int, n_kv_heads: int,
+                  head_dim: int) -> CudaBuffer:
+        launch.check_heads(n_heads, n_kv_heads, head_dim)
+        n, _ = self._f32_2d(q, "attention")
+        width = n_kv_heads * head_dim
+        launch.check_shape(q.shape, (n, n_heads * head_dim), "attention(q)")
+        launch.check_shape(k.shape, (n, width), "attention(k)")
+        launch.check_shape(v.shape, (n, width), "attention(v)")
+        if width != cache.width:
+            raise ValueError(f"bitnet-cuda.attention: cache rows are {cache.width} wide, "
+                             f"k/v rows {width}")
+        if not 0 <= layer < cache.n_layers:
+            raise ValueError(f"bitnet-cuda.attention: layer {layer} of {cache.n_layers}")
+        if pos < 0 or pos + n > cache.n_ctx:
+            raise ValueError(f"bitnet-cuda.attention: positions up to {pos + n} exceed n_ctx "
+                             f"{cache.n_ctx}")
+        self._launch(launch.rows_launch("kv_store", n, launch.KV_THREADS), k.ptr, v.ptr,
+                     int(cache.k), int(cache.v), layer, pos, width, cache.n_ctx)
+        out = self._empty((n, n_heads * head_dim), np.float32)
+        score_scale = np.float32(1 / np.sqrt(head_dim))  # the reference's f32 factor
+        spec = launch.heads_launch("attention", n_heads, n, launch.ATT_WARPS * 32)
+        self._launch(spec, q.ptr, int(cache.k), int(cache.v), out.ptr, layer, pos, n_heads,
+                     n_kv_heads, head_dim, cache.n_ctx, score_scale)
+        return out
+
+    def relu2_mul(self, gate: CudaBuffer, up: CudaBuffer) -> CudaBuffer:
+        return self._elementwise("relu2_mul", gate, up)
+
+    def silu_mul(self, gate: CudaBuffer, up: CudaBuffer) -> CudaBuffer:
+        return self._elementwise("silu_mul", gate, up)
+
+    def add(self, a: CudaBuffer, b: CudaBuffer) -> CudaBuffer:
+        return self._elementwise("add", a, b)
+
+    def _elementwise(self, kernel: str, a: CudaBuffer, b: CudaBuffer) -> CudaBuffer:
+        self._f32_2d(a, kernel)
+        launch.check_shape(b.shape, a.shape, kernel)
+        out = self._empty(a.shape, np.float32)
+        count = a.shape[0] * a.shape[1]
+        self._launch(launch.elementwise_launch(kernel, count), a.ptr, b.ptr, out.ptr, count)
+        return out
+
+    def slice_rows(self, x: CudaBuffer, start: int, stop: int) -> CudaBuffer:
+        n, k = self._f32_2d(x, "slice_rows")
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"bitnet-cuda.slice_rows: rows {start}..{stop} of {n}")
+        out = self._empty((stop - start, k), np.float32)
+        if stop > start:
+            cuda.memcpy_dtod(out.ptr, x.ptr + start * k * 4, (stop - start) * k * 4)
+        return out
+
+    def concat_rows(self, parts: list[CudaBuffer]) -> CudaBuffer:
+        """Stack f32 [n_i, K] buffers into one [sum n_i, K] (rows of several sequences)."""
+        if not parts:
+            raise ValueError("bitnet-cuda.concat_rows: nothing to concatenate")
+        k = self._f32_2d(parts[0], "concat_rows")[1]
+        for part in parts:
+            launch.check_width(part.shape, k, "concat_rows")
+        out = self._empty((sum(p.shape[0] for p in parts), k), np.float32)
+        offset = 0
+        for part in parts:
+            cuda.memcpy_dtod(out.ptr + offset, part.ptr, part.nbytes)
+            offset += part.nbytes
+        return out
+
+    @staticmethod
+    def _f32_2d(x: CudaBuffer, who: str) -> tuple[int, int]:
+        if len(x.shape) != 2 or x.dtype != np.float32:
+            raise ValueError(f"bitnet-cuda.{who}: expects a float32 2-D buffer, got "
+                             f"{x.dtype} {x.shape}")
+        return x.shape[0], x.shape[1]
+
+    def synchronize(self) -> None:
+        cuda.Context.synchronize()
+
+    def close(self) -> None:
+        if self._context is None:
+            return
+        cuda.Context.synchronize()
+        self._pool.stop_holding()
+        self._kernels.clear()
+        self._modules.clear()
+        self._context.pop()
+        self._context = None
+
+    def info(self) -> dict[str, Any]:
+        return {"kernel": f"ptx compute_{self._arch}", "gemv": "warp per row",
+                "gemm_tokens_per_warp": launch.GEMM_TOKENS, "ptx": ptx.fingerprint()}

@@ -1,0 +1,116 @@
+// attention: causal softmax attention over a device-side f16 KV cache.
+//
+//   kv_store   k, v f32 [n, Hkv * D] -> rows pos .. pos + n - 1 of `layer` in the caches
+//              (f16 [n_layers, n_ctx, Hkv * D] each), rounded to nearest like the reference
+//   attention  q f32 [n, H * D] -> f32 [n, H * D]; token i (position pos + i) sees cache rows
+//              0 .. pos + i; query head h reads kv head h / (H / Hkv). q is rounded to f16
+//              before the q.K product, as ggml's F16 dot (and the contract) does
+//
+// Geometry: grid (H, n), ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
+// with an online (running max) softmax in f32; the warps' partial results are merged at the end.
+// The reference subtracts the global max instead; the results agree to f32 rounding (the
+// validation suite's tolerance). D <= ATT_MAX_DIM (the host checks). For long contexts with a
+// single token (decode) only H blocks run: a split-K (flash-decoding) pass would use the GPU
+// better; not done, as no GPU was available to measure it.
+#include "common.cuh"
+
+#define KV_THREADS 256
+#define ATT_WARPS 8
+#define ATT_MAX_DIM 256
+#define ATT_PER_LANE (ATT_MAX_DIM / WARP_SIZE)
+
+// Grid n, KV_THREADS threads striding over the row width.
+extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
+    const float* __restrict__ k, const float* __restrict__ v, __half* __restrict__ k_cache,
+    __half* __restrict__ v_cache, int layer, int pos, int width, int n_ctx)
+{
+    const int i = blockIdx.x;
+    const size_t dst = ((size_t)layer * n_ctx + pos + i) * width;
+    const size_t src = (size_t)i * width;
+    for (int c = threadIdx.x; c < width; c += KV_THREADS) {
+        k_cache[dst + c] = __float2half_rn(k[src + c]);
+        v_cache[dst + c] = __float2half_rn(v[src + c]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
+    const float* __restrict__ q, const __half* __restrict__ k_cache,
+    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int pos,
+    int n_heads, int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+{
+    __shared__ float s_m[ATT_WARPS];
+    __shared__ float s_l[ATT_WARPS];
+    __shared__ float s_acc[ATT_WARPS][ATT_MAX_DIM];
+    const int h = blockIdx.x;
+    const int i = blockIdx.y;
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int kv_head = h / (n_heads / n_kv_heads);
+    const int last = pos + i;  // the last visible cache row
+    const int width = n_kv_heads * head_dim;
+    const size_t q_off = ((size_t)i * n_heads + h) * head_dim;
+    const size_t kv_off = (size_t)layer * n_ctx * width + (size_t)kv_head * head_dim;
+
+    float qr[ATT_PER_LANE];
+    float acc[ATT_PER_LANE];
+#pragma unroll
+    for (int c = 0; c < ATT_PER_LANE; ++c) {
+        const int d = lane + WARP_SIZE * c;
+        qr[c] = d < head_dim ? __half2float(__float2half_rn(q[q_off + d])) : 0.0f;
+        acc[c] = 0.0f;
+    }
+    float m = -INFINITY;  // running max of this warp's scores
+    float l = 0.0f;       // running sum of exp(score - m)
+    for (int j = warp; j <= last; j += ATT_WARPS) {
+        const __half* kj = k_cache + kv_off + (size_t)j * width;
+        float part = 0.0f;
+#pragma unroll
+        for (int c = 0; c < ATT_PER_LANE; ++c) {
+            const int d = lane + WARP_SIZE * c;
+            if (d < head_dim) {
+                part = fmaf(qr[c], __half2float(kj[d]), part);
+            }
+        }
+        const float score = __fmul_rn(warp_sum_float(part), score_scale);
+        const float m_new = fmaxf(m, score);
+        const float correction = expf(m - m_new);  // 0 on the first key (m = -inf)
+        const float p = expf(score - m_new);
+        l = fmaf(l, correction, p);
+        const __half* vj = v_cache + kv_off + (size_t)j * width;
+#pragma unroll
+        for (int c = 0; c < ATT_PER_LANE; ++c) {
+            const int d = lane + WARP_SIZE * c;
+            if (d < head_dim) {
+                acc[c] = fmaf(acc[c], correction, p * __half2float(vj[d]));
+            }
+        }
+        m = m_new;
+    }
+    if (lane == 0) {
+        s_m[warp] = m;
+        s_l[warp] = l;
+    }
+#pragma unroll
+    for (int c = 0; c < ATT_PER_LANE; ++c) {
+        const int d = lane + WARP_SIZE * c;
+        if (d < head_dim) {
+            s_acc[warp][d] = acc[c];
+        }
+    }
+    __syncthreads();
+    // merge: warps that saw no key hold m = -inf, l = 0 and weigh exp(-inf) = 0
+    float m_all = s_m[0];
+    for (int w = 1; w < ATT_WARPS; ++w) {
+        m_all = fmaxf(m_all, s_m[w]);
+    }
+    for (int d = threadIdx.x; d < head_dim; d += ATT_WARPS * WARP_SIZE) {
+        float total = 0.0f;
+        float o = 0.0f;
+        for (int w = 0; w < ATT_WARPS; ++w) {
+            const float e = expf(s_m[w] - m_all);
+            total = fmaf(s_l[w], e, total);
+            o = fmaf(s_acc[w][d], e, o);
+        }
+        out[q_off + d] = o / total;
+    }
+}

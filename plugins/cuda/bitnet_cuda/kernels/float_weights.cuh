@@ -1,0 +1,75 @@
+// Readers of the float-format device layouts (bitnet_cuda/layout.py makes them at load time).
+// Each decodes to exactly the f32 value bitnet.formats.dequantize gives:
+//   F32Weights   f32 as on disk
+//   F16Weights   f16 bits as on disk (exact widening)
+//   BF16Weights  bf16 bits as on disk (exact widening)
+//   I8GWeights   int8 codes + one f32 scale per `group` consecutive elements of a row: Q8_0
+//                (group 32, scale = d) and Q6_K (group 16, scale = d * sub-scale, exact in f32);
+//                scale * code is one f32 rounding, the same single rounding the reference makes.
+// load8 reads 8 consecutive elements starting at a multiple of 8 (one 32/16/8-byte load).
+#pragma once
+
+#include "common.cuh"
+
+struct F32Weights {
+    const float* w;
+    __device__ __forceinline__ float load1(size_t i) const { return __ldg(w + i); }
+    __device__ __forceinline__ void load8(size_t i, float out[8]) const {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(w + i));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(w + i + 4));
+        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+    }
+};
+
+struct F16Weights {
+    const unsigned short* w;
+    __device__ __forceinline__ float load1(size_t i) const {
+        return f16_bits_to_float(__ldg(w + i));
+    }
+    __device__ __forceinline__ void load8(size_t i, float out[8]) const {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(w + i));
+        const unsigned int words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            out[2 * j] = f16_bits_to_float((unsigned short)(words[j] & 0xffffu));
+            out[2 * j + 1] = f16_bits_to_float((unsigned short)(words[j] >> 16));
+        }
+    }
+};
+
+struct BF16Weights {
+    const unsigned short* w;
+    __device__ __forceinline__ float load1(size_t i) const {
+        return bf16_bits_to_float(__ldg(w + i));
+    }
+    __device__ __forceinline__ void load8(size_t i, float out[8]) const {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(w + i));
+        const unsigned int words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            out[2 * j] = __uint_as_float(words[j] << 16);
+            out[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+        }
+    }
+};
+
+struct I8GWeights {
+    const signed char* w;
+    const float* scale;  // one per `group` elements, row-major: index = flat element / group
+    int group;           // 16 or 32; rows are whole groups, so a flat index works
+    __device__ __forceinline__ float load1(size_t i) const {
+        return __fmul_rn(__ldg(scale + i / group), (float)__ldg(w + i));
+    }
+    __device__ __forceinline__ void load8(size_t i, float out[8]) const {
+        // 8 elements from a multiple of 8 never straddle a group of 16 or 32
+        const float s = __ldg(scale + i / group);
+        const uint2 v = __ldg(reinterpret_cast<const uint2*>(w + i));
+        const unsigned int words[2] = {v.x, v.y};
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const signed char c = (signed char)((words[j >> 2] >> (8 * (j & 3))) & 0xffu);
+            out[j] = __fmul_rn(s, (float)c);
+        }
+    }
+};

@@ -1,0 +1,356 @@
+// linear_ternary: ternary weights [M, K] times f32 activations [n, K] -> f32 [n, M].
+//
+// Two activation quantizers (bit-exact with bitnet.formats.activations) and two matmul families:
+//   quantize_per_token_i8 + linear_i2s_{gemv,gemm}   I2_S, bitnet.cpp semantics
+//   quantize_q8_k         + linear_tq_{gemv,gemm}    TQ2_0 and TQ1_0 (repacked to TQ2_0 codes at
+//                                                    load), llama.cpp semantics
+//
+// Weight codes stay 2-bit on the device; four codes at a time become int8 lanes of a 32-bit word
+// ((word >> shift) & 0x03030303) and meet four int8 activations in one __dp4a. The codes are
+// 0..2 (value + 1), so each dot is sum(code * q) and the kernels subtract sum(q) (computed by the
+// quantizer) to get sum((code - 1) * q): exact integers, as the reference demands.
+//
+// Geometry (bitnet_cuda/launch.py mirrors it): one warp per output row, ROWS_PER_BLOCK warps per
+// block, grid (ceil(M / ROWS_PER_BLOCK), ceil(n / TN)). Why a warp per row rather than a tiled
+// GEMV: BitNet rows are short (K = 2560..6912 -> 640..1728 bytes of codes), so 32 lanes reading
+// 16 bytes each cover a row in 1-4 coalesced steps, and M = 2560..6912 rows give hundreds of
+// blocks to hide memory latency; no shared memory or block barrier is needed. The GEMM variant
+// keeps the same shape but lets each warp carry TN = GEMM_TOKENS tokens, so every weight vector
+// read from DRAM is reused TN times; the TN activation rows (TN * K bytes) are shared by the
+// block's warps through L1. A shared-memory / mma.sync int8 tile is the next step for long
+// prompts (not done: no GPU was available to measure it).
+#include "common.cuh"
+
+#define QUANT_THREADS 256
+#define QK_K 256
+#define ROWS_PER_BLOCK 8
+#define GEMM_TOKENS 8
+
+// ---------------------------------------------------------------------------------------------
+// activation quantizers
+
+// Per-token absmax int8 (bitnet.cpp quantize_row_i8_s). Grid n, block QUANT_THREADS.
+// x f32 [n, K] -> q int8 [n, K], scale f32 [n] (= 127 / max|x|), qsum int32 [n] (= sum q).
+extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_per_token_i8(
+    const float* __restrict__ x, int K, signed char* __restrict__ q, float* __restrict__ scale,
+    int* __restrict__ qsum)
+{
+    __shared__ float s_max[QUANT_THREADS / WARP_SIZE];
+    __shared__ int s_sum[QUANT_THREADS / WARP_SIZE];
+    __shared__ float s_scale;
+    const int row = blockIdx.x;
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int warp = threadIdx.x / WARP_SIZE;
+    const float* xr = x + (size_t)row * K;
+    signed char* qr = q + (size_t)row * K;
+
+    float amax = 0.0f;
+    for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
+        amax = fmaxf(amax, fabsf(xr[k]));
+    }
+    amax = warp_max_float(amax);
+    if (lane == 0) {
+        s_max[warp] = amax;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float m = s_max[0];
+        for (int w = 1; w < QUANT_THREADS / WARP_SIZE; ++w) {
+            m = fmaxf(m, s_max[w]);
+        }
+        // the reference floors at 1e-5 and divides in float64, then rounds to f32 once
+        const double md = fmax(1e-5, (double)m);
+        s_scale = (float)(127.0 / md);
+        scale[row] = s_scale;
+    }
+    __syncthreads();
+
+    const float s = s_scale;
+    int sum = 0;
+    for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
+        // f32 product, round half to even, clip: exactly the reference's order
+        float v = rintf(__fmul_rn(xr[k], s));
+        v = fminf(fmaxf(v, -128.0f), 127.0f);
+        const int qi = (int)v;
+        qr[k] = (signed char)qi;
+        sum += qi;
+    }
+    sum = warp_sum_int(sum);
+    if (lane == 0) {
+        s_sum[warp] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int total = 0;
+        for (int w = 0; w < QUANT_THREADS / WARP_SIZE; ++w) {
+            total += s_sum[w];
+        }
+        qsum[row] = total;
+    }
+}
+
+// (|x|, index) reduction step: the larger |x| wins; on a tie the lower index (the first found).
+__device__ __forceinline__ void amax_pick(float& a, int& idx, float other_a, int other_idx) {
+    if (other_a > a || (other_a == a && other_idx < idx)) {
+        a = other_a;
+        idx = other_idx;
+    }
+}
+
+// ggml Q8_K. Grid (K / 256, n), block 256: one thread per element of one block.
+// x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256], bsum int32 [n, K/256] (= sum q of the block).
+extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
+    const float* __restrict__ x, int K, signed char* __restrict__ q, float* __restrict__ d,
+    int* __restrict__ bsum)
+{
+    __shared__ float s_a[QK_K / WARP_SIZE];
+    __shared__ int s_i[QK_K / WARP_SIZE];
+    __shared__ int s_sum[QK_K / WARP_SIZE];
+    __shared__ float s_max;
+    const int blk = blockIdx.x;
+    const int row = blockIdx.y;
+    const int nblk = K / QK_K;
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int warp = threadIdx.x / WARP_SIZE;
+    const size_t base = (size_t)row * K + (size_t)blk * QK_K;
+    const float v = x[base + threadIdx.x];
+
+    float a = fabsf(v);
+    int idx = threadIdx.x;
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float oa = __shfl_xor_sync(FULL_MASK, a, offset);
+        const int oi = __shfl_xor_sync(FULL_MASK, idx, offset);
+        amax_pick(a, idx, oa, oi);
+    }
+    if (lane == 0) {
+        s_a[warp] = a;
+        s_i[warp] = idx;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < QK_K / WARP_SIZE; ++w) {
+            amax_pick(a, idx, s_a[w], s_i[w]);
+        }
+        s_max = x[base + idx];  // signed: the element itself
+    }
+    __syncthreads();
+
+    const float maxv = s_max;
+    int qi = 0;
+    if (maxv != 0.0f) {
+        const float iscale = __fdiv_rn(-127.0f, maxv);
+        qi = min(127, (int)rintf(__fmul_rn(iscale, v)));
+        if (threadIdx.x == 0) {
+            d[(size_t)row * nblk + blk] = __fdiv_rn(1.0f, iscale);
+        }
+    } else if (threadIdx.x == 0) {
+        d[(size_t)row * nblk + blk] = 0.0f;  // an all-zero block: d = 0, q = 0
+    }
+    q[base + threadIdx.x] = (signed char)qi;
+
+    const int sum = warp_sum_int(qi);
+    if (lane == 0) {
+        s_sum[warp] = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int total = 0;
+        for (int w = 0; w < QK_K / WARP_SIZE; ++w) {
+            total += s_sum[w];
+        }
+        bsum[(size_t)row * nblk + blk] = total;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// integer dot of one 16-byte code vector with the activations of one token
+
+// Bytes 0..15 of `pk` are bytes b0 .. b0+15 of a 32-byte group that serves 128 elements; byte b
+// holds elements 32*g + b (g = 0..3). I2_S keeps g = 0 in bits 7:6 (shift 6 - 2g); TQ2_0 in bits
+// 1:0 (shift 2g). `qt` points at activation element (group base + b0), 16-byte aligned.
+template <bool HIGH_FIRST>
+__device__ __forceinline__ int dot_codes16(const uint4 pk, const signed char* __restrict__ qt,
+                                           int acc) {
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+        const int shift = HIGH_FIRST ? 6 - 2 * g : 2 * g;
+        const int4 qv = *reinterpret_cast<const int4*>(qt + 32 * g);
+        acc = __dp4a((int)((pk.x >> shift) & 0x03030303u), qv.x, acc);
+        acc = __dp4a((int)((pk.y >> shift) & 0x03030303u), qv.y, acc);
+        acc = __dp4a((int)((pk.z >> shift) & 0x03030303u), qv.z, acc);
+        acc = __dp4a((int)((pk.w >> shift) & 0x03030303u), qv.w, acc);
+    }
+    return acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// I2_S: codes in the on-disk layout (row r at byte r*K/4; K % 128 == 0), one f32 tensor scale
+
+template <int TN>
+__device__ __forceinline__ void linear_i2s_rows(
+    const uint4* __restrict__ w, const signed char* __restrict__ q,
+    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
+    float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int t0 = blockIdx.y * TN;
+    if (row >= M) {
+        return;  // the whole warp leaves together: no shuffle or barrier is left waiting
+    }
+    const int nvec = K / 64;  // 16-byte vectors per row, 64 codes each
+    const uint4* wrow = w + (size_t)row * nvec;
+    int acc[TN];
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        acc[t] = 0;
+    }
+    for (int u = lane; u < nvec; u += WARP_SIZE) {
+        const uint4 pk = __ldg(wrow + u);
+        const int base = (u >> 1) * 128 + (u & 1) * 16;  // 128-element group, byte offset in it
+#pragma unroll
+        for (int t = 0; t < TN; ++t) {
+            if (t0 + t < n) {
+                acc[t] = dot_codes16<true>(pk, q + (size_t)(t0 + t) * K + base, acc[t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        acc[t] = warp_sum_int(acc[t]);
+    }
+    if (lane != 0) {
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        const int tok = t0 + t;
+        if (tok < n) {
+            const int dot = acc[t] - act_sum[tok];  // sum((code - 1) * q), exact
+            // the bitnet.cpp epilogue: one f32 divide, then one f32 multiply
+            float yv = __fmul_rn(__fdiv_rn((float)dot, act_scale[tok]), w_scale);
+            if (out_scale != 1.0f) {
+                yv = __fmul_rn(yv, out_scale);
+            }
+            y[(size_t)tok * M + row] = yv;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_i2s_gemv(
+    const uint4* __restrict__ w, const signed char* __restrict__ q,
+    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
+    float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    linear_i2s_rows<1>(w, q, act_scale, act_sum, w_scale, out_scale, y, M, K, n);
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_i2s_gemm(
+    const uint4* __restrict__ w, const signed char* __restrict__ q,
+    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
+    float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    linear_i2s_rows<GEMM_TOKENS>(w, q, act_scale, act_sum, w_scale, out_scale, y, M, K, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TQ2_0 codes (TQ1_0 is repacked to them at load): per row, K/256 blocks of 64 code bytes
+// (the on-disk qs, scales split off), and f32 block scales w_d [M, K/256].
+
+template <int TN>
+__device__ __forceinline__ void linear_tq_rows(
+    const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
+    float* __restrict__ y, int M, int K, int n)
+{
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int t0 = blockIdx.y * TN;
+    if (row >= M) {
+        return;
+    }
+    const int nblk = K / QK_K;
+    const int nvec = nblk * 4;  // four 16-byte vectors per 256-block
+    const uint4* wrow = w + (size_t)row * nvec;
+    const float* drow = w_d + (size_t)row * nblk;
+    float acc[TN];
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        acc[t] = 0.0f;
+    }
+    // 32 lanes x 16 bytes = 8 blocks per step; lanes 4j .. 4j+3 share block j of the step
+    for (int u0 = 0; u0 < nvec; u0 += WARP_SIZE) {
+        const int u = u0 + lane;
+        int part[TN];
+#pragma unroll
+        for (int t = 0; t < TN; ++t) {
+            part[t] = 0;
+        }
+        if (u < nvec) {
+            const uint4 pk = __ldg(wrow + u);
+            // block u/4; bytes 0..31 serve elements 0..127, bytes 32..63 elements 128..255
+            const int base = (u >> 2) * QK_K + ((u >> 1) & 1) * 128 + (u & 1) * 16;
+#pragma unroll
+            for (int t = 0; t < TN; ++t) {
+                if (t0 + t < n) {
+                    part[t] = dot_codes16<false>(pk, q + (size_t)(t0 + t) * K + base, 0);
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < TN; ++t) {
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 1);
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 2);
+        }
+        // combine the step's blocks one by one, in block order, as the reference does:
+        // acc += float(sumi_b) * (d_w_b * d_y_b), each op rounded in f32 (no FMA contraction)
+        for (int j = 0; j < WARP_SIZE / 4; ++j) {
+            const int b = u0 / 4 + j;
+            if (b >= nblk) {
+                break;  // uniform across the warp
+            }
+            const float dw = drow[b];
+#pragma unroll
+            for (int t = 0; t < TN; ++t) {
+                const int raw = __shfl_sync(FULL_MASK, part[t], 4 * j);
+                const int tok = t0 + t;
+                if (tok < n) {
+                    const size_t ab = (size_t)tok * nblk + b;
+                    const int sumi = raw - act_bsum[ab];
+                    const float dd = __fmul_rn(dw, act_d[ab]);
+                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)sumi, dd));
+                }
+            }
+        }
+    }
+    if (lane != 0) {
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        const int tok = t0 + t;
+        if (tok < n) {
+            float yv = acc[t];
+            if (out_scale != 1.0f) {
+                yv = __fmul_rn(yv, out_scale);
+            }
+            y[(size_t)tok * M + row] = yv;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq_gemv(
+    const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
+    float* __restrict__ y, int M, int K, int n)
+{
+    linear_tq_rows<1>(w, w_d, q, act_d, act_bsum, out_scale, y, M, K, n);
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq_gemm(
+    const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
+    float* __restrict__ y, int M, int K, int n)
+{
+    linear_tq_rows<GEMM_TOKENS>(w, w_d, q, act_d, act_bsum, out_scale, y, M, K, n);
+}

@@ -1,0 +1,29 @@
+"""bitnet-cuda tests. None needs a GPU: no GPU or driver was available where they were written.
+The helpers kernel_model.py (numpy models of the kernels) and fake_cuda.py (a fake PyCUDA) sit
+beside them.
+
+The conformance suite (bitnet.testing.conformance) runs on the REAL cuda backend: here, without
+a driver, it is skipped with the probe's reason; on a machine with an NVIDIA GPU it runs.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bitnet.hal import CreateOptions, Unavailable
+from bitnet.testing.conformance import pytest_collect_file  # noqa: F401  (adds the suite)
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def conformance_backend():
+    from bitnet_cuda.descriptor import descriptor
+
+    devices = descriptor.probe()
+    if isinstance(devices, Unavailable):
+        pytest.skip(f"cuda is unavailable here: {devices}")
+    backend = descriptor.create(devices[0], CreateOptions())
+    yield backend
+    backend.close()

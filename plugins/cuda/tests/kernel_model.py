@@ -1,0 +1,156 @@
+"""numpy models of the CUDA kernels, written from the .cu sources' index formulas and op orders.
+
+They run the kernels' arithmetic on the host: where a vector of codes sits in memory, which
+activations it meets, in which order the float epilogue rounds. Tests compare them with the
+reference backend (bit for bit where the contract demands it). They do not prove the CUDA code
+right: only running it on a GPU does that, and no GPU was available to this work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+QK_K = 256
+
+
+def quantize_per_token_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quantize_per_token_i8: x f32 [n, K] -> q int8, scale f32 [n], qsum int32 [n]."""
+    amax = np.abs(x).max(axis=1)  # f32 max: exact
+    m = np.maximum(1e-5, amax.astype(np.float64))
+    scale = (127.0 / m).astype(np.float32)
+    v = np.rint((x * scale[:, None]).astype(np.float32))
+    q = np.clip(v, -128.0, 127.0).astype(np.int8)
+    return q, scale, q.astype(np.int32).sum(axis=1).astype(np.int32)
+
+
+def quantize_q8_k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quantize_q8_k: x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256], bsum int32 [n, K/256]."""
+    n, k = x.shape
+    blocks = x.reshape(n, k // QK_K, QK_K)
+    a = np.abs(blocks)
+    idx = a.argmax(axis=2)  # the (|x|, lowest index) reduction picks the first maximum
+    maxv = np.take_along_axis(blocks, idx[..., None], axis=2)[..., 0]
+    zero = maxv == 0
+    safe = np.where(zero, np.float32(1), maxv).astype(np.float32)
+    iscale = (np.float32(-127.0) / safe).astype(np.float32)
+    q = np.minimum(127, np.rint((iscale[..., None] * blocks).astype(np.float32)))
+    q = np.where(zero[..., None], 0, q).astype(np.int8)
+    d = np.where(zero, np.float32(0), np.float32(1.0) / iscale).astype(np.float32)
+    bsum = q.astype(np.int32).sum(axis=2).astype(np.int32)
+    return q.reshape(n, k), d, bsum
+
+
+def codes_by_vectors(codes: np.ndarray, cols: int, kind: str) -> np.ndarray:
+    """The code (0..2) each weight element gets, walking 16-byte vectors as the kernels do.
+
+    I2_S: vector u of a row covers bytes 16*(u&1).. of 128-element group u>>1, base element
+    (u>>1)*128 + (u&1)*16; TQ: base (u>>2)*256 + ((u>>1)&1)*128 + (u&1)*16. Word i of the vector,
+    byte j of the word, group g -> element base + 32*g + 4*i + j, bits shift = 6-2g (I2_S) or 2g.
+    """
+    rows = codes.shape[0]
+    vec = codes.reshape(rows, -1, 16)  # [rows, nvec, 16 bytes]
+    nvec = vec.shape[1]
+    out = np.full((rows, cols), -1, dtype=np.int16)
+    u = np.arange(nvec)
+    if kind == "i2s":
+        base = (u >> 1) * 128 + (u & 1) * 16
+    else:
+        base = (u >> 2) * QK_K + ((u >> 1) & 1) * 128 + (u & 1) * 16
+    for g in range(4):
+        shift = 6 - 2 * g if kind == "i2s" else 2 * g
+        for i in range(4):
+            for j in range(4):
+                element = base + 32 * g + 4 * i + j  # [nvec]
+                out[:, element] = (vec[:, :, 4 * i + j] >> shift) & 3
+    if (out < 0).any():
+        raise AssertionError("some element was never reached by the vector walk")
+    return out
+
+
+def linear_i2s(codes: np.ndarray, q: np.ndarray, scale: np.ndarray, qsum: np.ndarray,
+               w_scale: np.float32, out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
+    """linear_i2s_*: integer dot by the vector walk, then (f32(dot) / s) * w_scale (* out)."""
+    c = codes_by_vectors(codes.reshape(rows, cols // 4), cols, "i2s").astype(np.int64)
+    dot = q.astype(np.int64) @ c.T - qsum.astype(np.int64)[:, None]  # [n, M]
+    y = (dot.astype(np.float32) / scale[:, None]).astype(np.float32) * np.float32(w_scale)
+    if out_scale != 1:
+        y = y * np.float32(out_scale)
+    return y.astype(np.float32)
+
+
+def linear_tq(codes: np.ndarray, w_d: np.ndarray, q: np.ndarray, act_d: np.ndarray,
+              bsum: np.ndarray, out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
+    """linear_tq_*: per 256-block exact sums, combined block by block in f32 (no FMA)."""
+    c = codes_by_vectors(codes.reshape(rows, -1), cols, "tq").astype(np.int64)
+    n_blocks = cols // QK_K
+    y = np.zeros((q.shape[0], rows), dtype=np.float32)
+    for b in range(n_blocks):
+        sl = slice(b * QK_K, (b + 1) * QK_K)
+        raw = q[:, sl].astype(np.int64) @ c[:, sl].T  # [n, M]
+        sumi = (raw - bsum[:, b, None]).astype(np.float32)
+        dd = (w_d[None, :, b] * act_d[:, b, None]).astype(np.float32)
+        y = (y + (sumi * dd).astype(np.float32)).astype(np.float32)
+    if out_scale != 1:
+        y = y * np.float32(out_scale)
+    return y
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
+    sq = (x * x).astype(np.float64).sum(axis=1)
+    mean = (sq / x.shape[1]).astype(np.float32)
+    scale = (np.float32(1) / np.sqrt((mean + np.float32(eps)).astype(np.float32)))
+    return ((x * scale.astype(np.float32)[:, None]).astype(np.float32) * w.reshape(1, -1))
+
+
+def rope_neox(x: np.ndarray, n_heads: int, head_dim: int, pos: int, theta: float) -> np.ndarray:
+    n = x.shape[0]
+    half = head_dim // 2
+    heads = x.reshape(n, n_heads, head_dim).astype(np.float64)
+    i = np.arange(half, dtype=np.float64)
+    inv_freq = np.power(float(theta), -2.0 * i / head_dim)
+    angle = np.arange(pos, pos + n, dtype=np.float64)[:, None] * inv_freq[None, :]
+    c = np.cos(angle)[:, None, :]
+    s = np.sin(angle)[:, None, :]
+    a = heads[..., :half]
+    b = heads[..., half:]
+    out = np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
+    return out.reshape(n, n_heads * head_dim).astype(np.float32)
+
+
+def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, layer: int, pos: int,
+              n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
+              warps: int) -> np.ndarray:
+    """Online softmax per warp (keys j = w, w + warps, ...), merged as the kernel does; q is
+    rounded to f16 first."""
+    n = q.shape[0]
+    out = np.zeros((n, n_heads * head_dim), dtype=np.float32)
+    keys = k_cache[layer].astype(np.float32)  # [n_ctx, Hkv*D]
+    vals = v_cache[layer].astype(np.float32)
+    group = n_heads // n_kv_heads
+    for i in range(n):
+        for h in range(n_heads):
+            kvh = h // group
+            qh = q[i, h * head_dim:(h + 1) * head_dim].astype(np.float16).astype(np.float32)
+            cols = slice(kvh * head_dim, (kvh + 1) * head_dim)
+            ms, ls, accs = [], [], []
+            for w in range(warps):
+                m = np.float32(-np.inf)
+                l_sum = np.float32(0)
+                acc = np.zeros(head_dim, np.float32)
+                for j in range(w, pos + i + 1, warps):
+                    score = np.float32(np.dot(qh, keys[j, cols])) * score_scale
+                    m_new = max(m, score)
+                    corr = np.exp(np.float32(m - m_new))
+                    p = np.exp(np.float32(score - m_new))
+                    l_sum = l_sum * corr + p
+                    acc = acc * corr + p * vals[j, cols]
+                    m = m_new
+                ms.append(m)
+                ls.append(l_sum)
+                accs.append(acc)
+            m_all = max(ms)
+            e = np.exp(np.array(ms, np.float32) - m_all)
+            total = np.float32((np.array(ls, np.float32) * e).sum())
+            o = (np.array(accs) * e[:, None]).sum(axis=0)
+            out[i, h * head_dim:(h + 1) * head_dim] = o / total
+    return out

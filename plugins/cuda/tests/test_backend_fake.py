@@ -1,0 +1,161 @@
+"""CudaBackend's host code end to end on a fake PyCUDA (fake_cuda.py), against the reference.
+
+Each kernel is replaced by its numpy model (kernel_model.py) reading arguments in the .cu
+parameter order, so these tests catch wrong argument order, pointer arithmetic, layouts, shapes
+and launch geometry in backend.py. They cannot catch a bug in the CUDA code itself: that needs a
+GPU, and none was available to this work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fake_cuda
+from bitnet.backends.reference.backend import ReferenceBackend
+from bitnet.formats.floats import quantize_rows
+from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
+from bitnet.hal import DeviceInfo, DeviceKind, WeightFormat, WeightTensor
+
+REF = ReferenceBackend(DeviceInfo(backend="reference", index=0, name="numpy",
+                                  kind=DeviceKind.CPU))
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    cuda = descriptor.create(device, CreateOptions())
+    yield cuda
+    cuda.close()
+
+
+def _ternary(fmt: WeightFormat, rows: int, cols: int, rng, out_scale: float = 1.0):
+    values = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+    if fmt is WeightFormat.I2_S:
+        data = i2s_pack(values, 0.0173)
+    else:
+        d = rng.uniform(0.01, 0.1, (rows, cols // 256)).astype(np.float16).astype(np.float32)
+        data = (tq2_pack if fmt is WeightFormat.TQ2_0 else tq1_pack)(values, d)
+    return WeightTensor("blk.0.ffn_up.weight", fmt, rows, cols, data, out_scale)
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0])
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_linear_ternary_is_bit_exact(backend, fmt, n):
+    rng = np.random.default_rng(n)
+    tensor = _ternary(fmt, 13, 512, rng, out_scale=1.0 if n != 3 else 0.5)
+    x = rng.standard_normal((n, 512)).astype(np.float32)
+    x[0, :256] = 0.0  # an all-zero Q8_K block
+    got = backend.download(backend.linear_ternary(backend.load_weight(tensor), backend.upload(x)))
+    want = REF.linear_ternary(REF.load_weight(tensor), x)
+    assert got.shape == (n, 13) and got.dtype == np.float32
+    assert np.array_equal(got, want)
+    kernels = [name for name, _, _ in fake_cuda.LAUNCHES]
+    assert any(k.endswith("_gemv" if n == 1 else "_gemm") for k in kernels)
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16,
+                                 WeightFormat.Q8_0, WeightFormat.Q6_K])
+def test_linear_float_and_embed(backend, fmt):
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((40, 256)).astype(np.float32)
+    tensor = WeightTensor("token_embd.weight", fmt, 40, 256, quantize_rows(fmt, table))
+    w_cuda = backend.load_weight(tensor)
+    w_ref = REF.load_weight(tensor)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    got = backend.download(backend.linear_float(w_cuda, backend.upload(x)))
+    np.testing.assert_allclose(got, REF.linear_float(w_ref, x), rtol=1e-5, atol=1e-5)
+    ids = np.array([3, 0, 39, 3], dtype=np.int32)
+    rows = backend.download(backend.embed(w_cuda, backend.upload(ids)))
+    assert np.array_equal(rows, REF.embed(w_ref, ids))
+
+
+def test_rmsnorm_rope_gating_add_slices(backend):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 128)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (1, 128)).astype(np.float32)
+    bx = backend.upload(x)
+    assert np.array_equal(backend.download(backend.rmsnorm(bx, backend.upload(w), 1e-5)),
+                          REF.rmsnorm(x, w, 1e-5))
+    got = backend.download(backend.rope(bx, 7, 2, 64, 10000.0))
+    assert np.array_equal(got, REF.rope(x, 7, 2, 64, 10000.0))
+    y = rng.standard_normal((5, 128)).astype(np.float32)
+    by = backend.upload(y)
+    assert np.array_equal(backend.download(backend.add(bx, by)), REF.add(x, y))
+    assert np.array_equal(backend.download(backend.relu2_mul(bx, by)), REF.relu2_mul(x, y))
+    np.testing.assert_allclose(backend.download(backend.silu_mul(bx, by)), REF.silu_mul(x, y),
+                               rtol=1e-6, atol=1e-7)
+    assert np.array_equal(backend.download(backend.slice_rows(bx, 2, 4)), x[2:4])
+    parts = [backend.slice_rows(bx, 4, 5), backend.slice_rows(bx, 0, 2)]
+    assert np.array_equal(backend.download(backend.concat_rows(parts)), x[[4, 0, 1]])
+
+
+def test_attention_with_cache_prefill_then_decode(backend):
+    rng = np.random.default_rng(3)
+    n_layers, n_ctx, heads, kv_heads, dim = 2, 16, 4, 2, 32
+    cache_c = backend.kv_cache_alloc(n_layers, n_ctx, kv_heads, dim)
+    cache_r = REF.kv_cache_alloc(n_layers, n_ctx, kv_heads, dim)
+    pos = 0
+    for n in (5, 1, 1, 3):  # a prompt, two decode steps, a second chunk
+        q = rng.standard_normal((n, heads * dim)).astype(np.float32)
+        k = rng.standard_normal((n, kv_heads * dim)).astype(np.float32)
+        v = rng.standard_normal((n, kv_heads * dim)).astype(np.float32)
+        got = backend.download(backend.attention(backend.upload(q), backend.upload(k),
+                                                 backend.upload(v), cache_c, 1, pos, heads,
+                                                 kv_heads, dim))
+        want = REF.attention(q, k, v, cache_r, 1, pos, heads, kv_heads, dim)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+        pos += n
+    with pytest.raises(ValueError, match="n_ctx"):
+        backend.attention(backend.upload(q), backend.upload(k), backend.upload(v), cache_c, 1,
+                          15, heads, kv_heads, dim)
+
+
+def test_shape_errors_name_the_op(backend):
+    w = backend.load_weight(_ternary(WeightFormat.I2_S, 4, 256, np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="linear_ternary.*K=256"):
+        backend.linear_ternary(w, backend.upload(np.zeros((2, 128), np.float32)))
+    with pytest.raises(ValueError, match="not a float format"):
+        backend.linear_float(w, backend.upload(np.zeros((2, 256), np.float32)))
+    with pytest.raises(ValueError, match="upload"):
+        backend.upload(np.zeros((2, 3), np.float64))
+    with pytest.raises(ValueError, match="add"):
+        backend.add(backend.upload(np.zeros((2, 3), np.float32)),
+                    backend.upload(np.zeros((3, 2), np.float32)))
+
+
+def test_decode_step_moves_only_ids_in_and_logits_out(backend, monkeypatch):
+    """A whole tiny layer's worth of ops between one upload and one download: no other copies."""
+    copies = []
+    driver = fake_cuda.build_modules()["pycuda.driver"]  # fresh functions to wrap
+    import pycuda.driver as live
+
+    for name in ("memcpy_htod", "memcpy_dtoh"):
+        real = getattr(live, name)
+        monkeypatch.setattr(live, name, lambda *a, _n=name, _r=real: (copies.append(_n), _r(*a)))
+    assert driver is not live
+    rng = np.random.default_rng(9)
+    embed = backend.load_weight(WeightTensor(
+        "token_embd.weight", WeightFormat.F16, 64, 256,
+        quantize_rows(WeightFormat.F16, rng.standard_normal((64, 256)).astype(np.float32))))
+    up = backend.load_weight(_ternary(WeightFormat.I2_S, 256, 256, rng))
+    norm = backend.upload(np.ones((1, 256), np.float32))
+    copies.clear()
+    h = backend.embed(embed, backend.upload(np.array([5], np.int32)))
+    h = backend.add(h, backend.linear_ternary(up, backend.rmsnorm(h, norm, 1e-5)))
+    logits = backend.download(backend.linear_float(embed, backend.rmsnorm(h, norm, 1e-5)))
+    assert copies == ["memcpy_htod", "memcpy_dtoh"]
+    assert logits.shape == (1, 64)
+
+
+@pytest.mark.slow
+def test_registry_validation_cases_on_the_fake_driver(backend):
+    """bitnet.registry.validation's whole table through the host code (fake kernels)."""
+    from bitnet.registry import validation
+
+    result = validation.validate_backend(backend)
+    assert not result.failed, "\n".join(r.line() for r in result.failed)

@@ -1,0 +1,100 @@
+"""The shipped PTX: present, current with the .cu sources, assembling with ptxas for every target,
+and declaring exactly the parameters the host passes. CI has nvcc/ptxas but no GPU, so this is
+what it can check; running the kernels needs a GPU (none was available to this work)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bitnet_cuda import launch, ptx
+
+PTX_PARAM = {"u64": "P", "u32": "i", "s32": "i", "f32": "f", "f64": "d"}
+MAX_SPILL_BYTES = 64  # a few bytes of spill in the widest GEMM tiles are tolerated, not more
+BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_ptx.py"
+
+
+def _entries(text: str) -> dict[str, str]:
+    """`.entry name(.param .u64 a, ...)` -> {name: "P..."} in parameter order."""
+    out = {}
+    for match in re.finditer(r"\.entry\s+(\w+)\(([^)]*)\)", text):
+        types = re.findall(r"\.param\s+\.(\w+)", match.group(2))
+        out[match.group(1)] = "".join(PTX_PARAM[t] for t in types)
+    return out
+
+
+def test_manifest_matches_the_sources():
+    manifest = ptx.read_manifest()
+    assert manifest["sources_sha256"] == ptx.sources_digest(), (
+        "kernels/*.cu changed since the PTX was built: run plugins/cuda/scripts/build_ptx.py")
+    assert manifest["archs"] == list(ptx.TARGET_ARCHS)
+    assert manifest["modules"] == list(ptx.KERNEL_MODULES)
+    assert {p.stem for p in ptx.KERNEL_DIR.glob("*.cu")} == set(ptx.KERNEL_MODULES)
+
+
+def test_every_module_is_shipped_for_every_arch():
+    for module in ptx.KERNEL_MODULES:
+        for arch in ptx.TARGET_ARCHS:
+            text = ptx.ptx_path(module, arch).read_text()
+            assert f".target sm_{arch}" in text
+            assert ptx.read_ptx(module, arch).endswith(b"\0")
+
+
+def test_host_signatures_match_the_ptx_parameters():
+    declared: dict[str, str] = {}
+    for module in ptx.KERNEL_MODULES:
+        declared.update(_entries(ptx.ptx_path(module, ptx.TARGET_ARCHS[0]).read_text()))
+    assert set(declared) == set(launch.KERNEL_ARGS), "kernels without host signatures or back"
+    for name, signature in launch.KERNEL_ARGS.items():
+        assert declared[name] == signature, f"{name}: PTX {declared[name]} vs host {signature}"
+
+
+def test_arch_choice():
+    assert ptx.arch_for((7, 5)) == 75
+    assert ptx.arch_for((8, 6)) == 86
+    assert ptx.arch_for((8, 7)) == 86  # Orin takes sm_86 PTX
+    assert ptx.arch_for((9, 0)) == 90
+    assert ptx.arch_for((12, 0)) == 90  # newer GPUs JIT the newest PTX forward
+    with pytest.raises(ValueError, match="below sm_75"):
+        ptx.arch_for((7, 0))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) not on PATH")
+@pytest.mark.parametrize("arch", ptx.TARGET_ARCHS)
+def test_ptxas_assembles_every_module(arch, capsys):
+    report = []
+    for module in ptx.KERNEL_MODULES:
+        path = ptx.ptx_path(module, arch)
+        done = subprocess.run(["ptxas", f"-arch=sm_{arch}", "-v", str(path), "-o", "/dev/null"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"ptxas sm_{arch} {module}:\n{done.stderr}"
+        for name, body in re.findall(r"entry function '(\w+)'.*?\n(.*?Used \d+ registers[^\n]*)",
+                                     done.stderr, flags=re.S):
+            regs = int(re.search(r"Used (\d+) registers", body).group(1))
+            spill = int(re.search(r"(\d+) bytes spill stores", body).group(1))
+            report.append(f"sm_{arch} {name}: {regs} registers, {spill} bytes spilled")
+            assert regs <= 255
+            assert spill <= MAX_SPILL_BYTES, f"{name} spills {spill} bytes on sm_{arch}"
+    with capsys.disabled():
+        print("\n" + "\n".join(report))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not on PATH")
+def test_shipped_ptx_is_what_the_sources_build_to(tmp_path):
+    """Every .cu compiles with nvcc -ptx for every target, to exactly the shipped bytes."""
+    done = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    sys.path.insert(0, str(BUILD_SCRIPT.parent))
+    try:
+        import build_ptx
+    finally:
+        sys.path.remove(str(BUILD_SCRIPT.parent))
+    assert build_ptx.stale_files(tmp_path) == [], "stale PTX: run scripts/build_ptx.py"

@@ -1,0 +1,112 @@
+// attention over a device-side f16 KV cache ([n_layers, n_ctx, Hkv * D] each), as bitnet-cuda:
+// kv_store writes rows pos .. pos + n - 1; attention runs one threadgroup of ATT_SIMDGROUPS x 32
+// threads per (head, token), each SIMD group an online softmax over every ATT_SIMDGROUPS-th key,
+// merged at the end. q is rounded to half before q.K (the contract). head_dim <= 256.
+// WRITTEN, NOT RUN (no Mac was available).
+#include <metal_stdlib>
+using namespace metal;
+
+#define ATT_SIMDGROUPS 8
+#define ATT_MAX_DIM 256
+#define ATT_PER_LANE (ATT_MAX_DIM / 32)
+
+kernel void kv_store(device const float* k [[buffer(0)]],
+                     device const float* v [[buffer(1)]],
+                     device half* k_cache [[buffer(2)]],
+                     device half* v_cache [[buffer(3)]],
+                     constant int& layer [[buffer(4)]],
+                     constant int& pos [[buffer(5)]],
+                     constant int& width [[buffer(6)]],
+                     constant int& n_ctx [[buffer(7)]],
+                     uint i [[threadgroup_position_in_grid]],
+                     uint tid [[thread_position_in_threadgroup]],
+                     uint threads [[threads_per_threadgroup]])
+{
+    const ulong dst = ((ulong)layer * n_ctx + pos + i) * width;
+    for (int c = int(tid); c < width; c += int(threads)) {
+        k_cache[dst + c] = half(k[(ulong)i * width + c]);
+        v_cache[dst + c] = half(v[(ulong)i * width + c]);
+    }
+}
+
+kernel void attention(device const float* q [[buffer(0)]],
+                      device const half* k_cache [[buffer(1)]],
+                      device const half* v_cache [[buffer(2)]],
+                      device float* out [[buffer(3)]],
+                      constant int& layer [[buffer(4)]],
+                      constant int& pos [[buffer(5)]],
+                      constant int& n_heads [[buffer(6)]],
+                      constant int& n_kv_heads [[buffer(7)]],
+                      constant int& head_dim [[buffer(8)]],
+                      constant int& n_ctx [[buffer(9)]],
+                      constant float& score_scale [[buffer(10)]],
+                      uint2 group [[threadgroup_position_in_grid]],
+                      uint tid [[thread_position_in_threadgroup]],
+                      uint lane [[thread_index_in_simdgroup]],
+                      uint sg [[simdgroup_index_in_threadgroup]])
+{
+    threadgroup float tg_m[ATT_SIMDGROUPS];
+    threadgroup float tg_l[ATT_SIMDGROUPS];
+    threadgroup float tg_acc[ATT_SIMDGROUPS][ATT_MAX_DIM];
+    const int h = int(group.x);
+    const int i = int(group.y);
+    const int kv_head = h / (n_heads / n_kv_heads);
+    const int width = n_kv_heads * head_dim;
+    const ulong q_off = ((ulong)i * n_heads + h) * head_dim;
+    const ulong kv_off = (ulong)layer * n_ctx * width + (ulong)kv_head * head_dim;
+    float qr[ATT_PER_LANE];
+    float acc[ATT_PER_LANE];
+    for (int c = 0; c < ATT_PER_LANE; ++c) {
+        const int d = int(lane) + 32 * c;
+        qr[c] = d < head_dim ? float(half(q[q_off + d])) : 0.0f;
+        acc[c] = 0.0f;
+    }
+    float m = -INFINITY;
+    float l = 0.0f;
+    for (int j = int(sg); j <= pos + i; j += ATT_SIMDGROUPS) {
+        float part = 0.0f;
+        for (int c = 0; c < ATT_PER_LANE; ++c) {
+            const int d = int(lane) + 32 * c;
+            if (d < head_dim) {
+                part += qr[c] * float(k_cache[kv_off + (ulong)j * width + d]);
+            }
+        }
+        const float score = simd_sum(part) * score_scale;
+        const float m_new = max(m, score);
+        const float correction = exp(m - m_new);
+        const float p = exp(score - m_new);
+        l = l * correction + p;
+        for (int c = 0; c < ATT_PER_LANE; ++c) {
+            const int d = int(lane) + 32 * c;
+            if (d < head_dim) {
+                acc[c] = acc[c] * correction + p * float(v_cache[kv_off + (ulong)j * width + d]);
+            }
+        }
+        m = m_new;
+    }
+    if (lane == 0) {
+        tg_m[sg] = m;
+        tg_l[sg] = l;
+    }
+    for (int c = 0; c < ATT_PER_LANE; ++c) {
+        const int d = int(lane) + 32 * c;
+        if (d < head_dim) {
+            tg_acc[sg][d] = acc[c];
+        }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    float m_all = tg_m[0];
+    for (int w = 1; w < ATT_SIMDGROUPS; ++w) {
+        m_all = max(m_all, tg_m[w]);
+    }
+    for (int d = int(tid); d < head_dim; d += ATT_SIMDGROUPS * 32) {
+        float total = 0.0f;
+        float o = 0.0f;
+        for (int w = 0; w < ATT_SIMDGROUPS; ++w) {
+            const float e = exp(tg_m[w] - m_all);
+            total += tg_l[w] * e;
+            o += tg_acc[w][d] * e;
+        }
+        out[q_off + d] = o / total;
+    }
+}
