@@ -1,0 +1,374 @@
+"""OpenCLBackend: the KernelBackend contract on one OpenCL device, buffers kept on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.tools as cl_tools
+
+from bitnet.hal import (
+    ALL_OPS,
+    FLOAT_FORMATS,
+    TERNARY_FORMATS,
+    Capabilities,
+    DeviceInfo,
+    KernelBackend,
+    WeightFormat,
+    WeightTensor,
+)
+from bitnet_opencl.programs import TILE_N, Programs
+from bitnet_opencl.weights import float_rows, ternary_to_device_layout
+
+_ROPE_MIN_POSITIONS = 4096  # rope tables grow by doubling from here
+
+
+@dataclass
+class ClArray:
+    """A device buffer: f32 [n, K] activations or int32 [n] token ids."""
+
+    mem: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class ClTernaryWeight:
+    format: WeightFormat
+    rows: int
+    cols: int
+    codes: Any  # uint8 [M, K/4], I2_S interleave (bitnet_opencl.weights)
+    block_scales: Any | None  # TQ: f32 [M, K/256]
+    tensor_scale: float  # I2_S
+    out_scale: float
+
+
+@dataclass
+class ClFloatWeight:
+    format: WeightFormat
+    rows: int
+    cols: int
+    data: Any  # on-disk bytes [rows, row_bytes]
+    row_bytes: int
+    out_scale: float
+
+
+@dataclass
+class ClKVCache:
+    n_layers: int
+    n_ctx: int
+    width: int  # n_kv_heads * head_dim
+    k: Any  # f16 [n_layers, n_ctx, width]
+    v: Any
+
+
+def _i32(value: int) -> np.int32:
+    return np.int32(value)
+
+
+def _f32(value: float) -> np.float32:
+    return np.float32(value)
+
+
+class OpenCLBackend(KernelBackend):
+    name = "opencl"
+
+    def __init__(self, device: DeviceInfo, cl_device: Any) -> None:
+        self.device = device
+        self.cl_device = cl_device
+        self.context = cl.Context([cl_device])
+        self.queue = cl.CommandQueue(self.context)
+        self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        self.programs = Programs(self.context, cl_device)
+        self.capabilities = Capabilities(
+            ops=ALL_OPS,
+            ternary_formats=TERNARY_FORMATS,
+            float_formats=FLOAT_FORMATS,
+            notes=("int8 dot: " + ("cl_khr_integer_dot_product" if self.programs.int_dot
+                                   else "portable char4 fallback"),),
+        )
+        self._rope_tables: dict[tuple[float, int], tuple[Any, Any, int]] = {}
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def _alloc(self, shape: tuple[int, ...], dtype: Any) -> ClArray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes == 0:
+            raise ValueError(f"opencl: cannot allocate an empty buffer of shape {shape}")
+        return ClArray(self.pool.allocate(nbytes), tuple(int(s) for s in shape), dtype)
+
+    def _to_device(self, array: np.ndarray) -> Any:
+        array = np.ascontiguousarray(array)
+        if array.nbytes > self.cl_device.max_mem_alloc_size:
+            raise MemoryError(f"a {array.nbytes}-byte weight exceeds this OpenCL device's "
+                              f"CL_DEVICE_MAX_MEM_ALLOC_SIZE ({self.cl_device.max_mem_alloc_size})")
+        mem = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, max(array.nbytes, 4))
+        cl.enqueue_copy(self.queue, mem, array)
+        return mem
+
+    def upload(self, array: np.ndarray) -> ClArray:
+        array = np.asarray(array)
+        ids = array.dtype == np.int32 and array.ndim == 1
+        activations = array.dtype == np.float32 and array.ndim == 2
+        if not (ids or activations):
+            raise ValueError(
+                f"opencl upload takes float32 2-D or int32 1-D arrays, got {array.dtype} "
+                f"{array.ndim}-D"
+            )
+        buf = self._alloc(array.shape, array.dtype)
+        cl.enqueue_copy(self.queue, buf.mem, np.ascontiguousarray(array))
+        return buf
+
+    def download(self, buf: ClArray) -> np.ndarray:
+        out = np.empty(buf.shape, dtype=buf.dtype)
+        cl.enqueue_copy(self.queue, out, buf.mem)
+        return out
+
+    def load_weight(self, tensor: WeightTensor) -> ClTernaryWeight | ClFloatWeight:
+        if tensor.format in TERNARY_FORMATS:
+            host = ternary_to_device_layout(tensor)
+            scales = None
+            if host.block_scales is not None:
+                scales = self._to_device(host.block_scales.astype(np.float32))
+            return ClTernaryWeight(
+                format=tensor.format,
+                rows=tensor.rows,
+                cols=tensor.cols,
+                codes=self._to_device(host.codes),
+                block_scales=scales,
+                tensor_scale=host.tensor_scale,
+                out_scale=float(tensor.out_scale),
+            )
+        if tensor.format in FLOAT_FORMATS:
+            rows = float_rows(tensor)
+            return ClFloatWeight(
+                format=tensor.format,
+                rows=tensor.rows,
+                cols=tensor.cols,
+                data=self._to_device(rows),
+                row_bytes=rows.shape[1],
+                out_scale=float(tensor.out_scale),
+            )
+        raise ValueError(f"{tensor.name}: opencl cannot hold {tensor.format.value}")
+
+    def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
+                       head_dim: int) -> ClKVCache:
+        width = n_kv_heads * head_dim
+        nbytes = n_layers * n_ctx * width * 2
+        k = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, nbytes)
+        v = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, nbytes)
+        return ClKVCache(n_layers=n_layers, n_ctx=n_ctx, width=width, k=k, v=v)
+
+    # -- ops ---------------------------------------------------------------------------------
+
+    def _run(self, kernel: Any, global_size: tuple[int, ...], local_size: tuple[int, ...] | None,
+             *args: Any) -> None:
+        kernel.set_args(*args)
+        cl.enqueue_nd_range_kernel(self.queue, kernel, global_size, local_size)
+
+    def _float_kernel(self, fmt: WeightFormat, name: str) -> Any:
+        return self.programs.kernel("linear_float.cl", name, (f"DECODE=decode_{fmt.value}",))
+
+    def embed(self, table: ClFloatWeight, token_ids: ClArray) -> ClArray:
+        if not isinstance(table, ClFloatWeight):
+            raise TypeError(f"opencl embed needs a float-format table, got {table.format.value}")
+        n = token_ids.shape[0]
+        out = self._alloc((n, table.cols), np.float32)
+        kernel = self._float_kernel(table.format, "embed")
+        self._run(kernel, (_round_up(table.cols, 64), n), None, table.data,
+                  _i32(table.row_bytes), token_ids.mem, _i32(table.cols), out.mem)
+        return out
+
+    def rmsnorm(self, x: ClArray, weight: ClArray, eps: float) -> ClArray:
+        n, k = _check_2d(x, "rmsnorm")
+        if weight.shape != (1, k):
+            raise ValueError(f"opencl rmsnorm: weight shape {weight.shape} != (1, {k})")
+        out = self._alloc((n, k), np.float32)
+        kernel = self.programs.kernel("rmsnorm.cl", "rmsnorm")
+        wg = self.programs.work_group(kernel)
+        acc_bytes = 8 if self.programs.fp64 else 4
+        self._run(kernel, (wg * n,), (wg,), x.mem, weight.mem, _i32(k), _f32(eps), out.mem,
+                  cl.LocalMemory(acc_bytes * wg))
+        return out
+
+    def linear_ternary(self, w: ClTernaryWeight, x: ClArray) -> ClArray:
+        if not isinstance(w, ClTernaryWeight):
+            raise TypeError(f"opencl linear_ternary got a {w.format.value} weight")
+        n, k = _check_2d(x, "linear_ternary")
+        if k != w.cols:
+            raise ValueError(f"opencl linear_ternary: x has {k} columns, weight has {w.cols}")
+        q = self._alloc((n, k), np.int8)
+        out = self._alloc((n, w.rows), np.float32)
+        tiles = -(-n // TILE_N)
+        if w.format is WeightFormat.I2_S:
+            scales = self._alloc((n,), np.float32)
+            quant = self.programs.kernel("quantize.cl", "quantize_per_token_i8")
+            qwg = self.programs.work_group(quant)
+            self._run(quant, (qwg * n,), (qwg,), x.mem, _i32(k), q.mem, scales.mem,
+                      cl.LocalMemory(4 * qwg))
+            kernel = self.programs.kernel("linear_ternary.cl", "linear_i2s")
+            per_row = 4 * TILE_N * self.programs.matmul_shape(kernel, 0)[0]
+            lanes, rows = self.programs.matmul_shape(kernel, per_row)
+            self._run(kernel, (lanes, _round_up(w.rows, rows), tiles), (lanes, rows, 1), w.codes,
+                      q.mem, scales.mem, _i32(k), _i32(n), _i32(w.rows), _f32(w.tensor_scale),
+                      _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
+            return out
+        nb = k // 256
+        act_d = self._alloc((n, nb), np.float32)
+        quant = self.programs.kernel("quantize.cl", "quantize_q8_k")
+        qwg = self.programs.work_group(quant)
+        self._run(quant, (qwg * nb, n), (qwg, 1), x.mem, _i32(k), q.mem, act_d.mem,
+                  cl.LocalMemory(4 * qwg), cl.LocalMemory(4 * qwg))
+        kernel = self.programs.kernel("linear_ternary.cl", "linear_tq")
+        per_row = 4 * TILE_N * nb
+        lanes, rows = self.programs.matmul_shape(kernel, per_row)
+        self._run(kernel, (lanes, _round_up(w.rows, rows), tiles), (lanes, rows, 1), w.codes,
+                  w.block_scales, q.mem, act_d.mem, _i32(k), _i32(n), _i32(w.rows),
+                  _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
+        return out
+
+    def linear_float(self, w: ClFloatWeight, x: ClArray) -> ClArray:
+        if not isinstance(w, ClFloatWeight):
+            raise TypeError(f"opencl linear_float got a {w.format.value} weight")
+        n, k = _check_2d(x, "linear_float")
+        if k != w.cols:
+            raise ValueError(f"opencl linear_float: x has {k} columns, weight has {w.cols}")
+        out = self._alloc((n, w.rows), np.float32)
+        kernel = self._float_kernel(w.format, "linear_float")
+        per_row = 4 * TILE_N * self.programs.matmul_shape(kernel, 0)[0]
+        lanes, rows = self.programs.matmul_shape(kernel, per_row)
+        self._run(kernel, (lanes, _round_up(w.rows, rows), -(-n // TILE_N)), (lanes, rows, 1),
+                  w.data, _i32(w.row_bytes), x.mem, _i32(k), _i32(n), _i32(w.rows),
+                  _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
+        return out
+
+    def rope(self, x: ClArray, pos: int, n_heads: int, head_dim: int, theta: float) -> ClArray:
+        n, width = _check_2d(x, "rope")
+        if width != n_heads * head_dim or head_dim % 2:
+            raise ValueError(f"opencl rope: width {width} != {n_heads} heads x {head_dim}")
+        cos_t, sin_t = self._rope_table(theta, head_dim, pos + n)
+        out = self._alloc((n, width), np.float32)
+        kernel = self.programs.kernel("rope.cl", "rope")
+        self._run(kernel, (_round_up(n_heads * head_dim // 2, 64), n), None, x.mem,
+                  _i32(n_heads), _i32(head_dim), _i32(pos), cos_t, sin_t, out.mem)
+        return out
+
+    def _rope_table(self, theta: float, head_dim: int, positions: int) -> tuple[Any, Any]:
+        """cos/sin [P, D/2] of angle p * theta**(-2i/D), computed in float64 on the host once per
+        (theta, D) and grown by doubling: decode steps upload nothing. f64 where the device has
+        it (then rope matches the reference bit for bit), else f32."""
+        key = (float(theta), head_dim)
+        cached = self._rope_tables.get(key)
+        if cached is not None and cached[2] >= positions:
+            return cached[0], cached[1]
+        size = max(positions, _ROPE_MIN_POSITIONS, 2 * cached[2] if cached else 0)
+        inv_freq = np.float64(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        angles = np.arange(size, dtype=np.float64)[:, None] * inv_freq[None, :]
+        table_type = np.float64 if self.programs.fp64 else np.float32
+        cos_t = self._to_device(np.cos(angles).astype(table_type))
+        sin_t = self._to_device(np.sin(angles).astype(table_type))
+        self._rope_tables[key] = (cos_t, sin_t, size)
+        return cos_t, sin_t
+
+    def attention(self, q: ClArray, k: ClArray, v: ClArray, cache: ClKVCache, layer: int,
+                  pos: int, n_heads: int, n_kv_heads: int, head_dim: int) -> ClArray:
+        n, q_width = _check_2d(q, "attention")
+        width = n_kv_heads * head_dim
+        if q_width != n_heads * head_dim or k.shape != (n, width) or v.shape != (n, width):
+            raise ValueError(
+                f"opencl attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
+                f"{n_heads}/{n_kv_heads} heads of {head_dim}"
+            )
+        if width != cache.width or n_heads % n_kv_heads:
+            raise ValueError("opencl attention: the KV cache was allocated for other head sizes")
+        if pos + n > cache.n_ctx or not 0 <= layer < cache.n_layers:
+            raise ValueError(
+                f"opencl attention: positions {pos}..{pos + n - 1} / layer {layer} exceed the "
+                f"cache ({cache.n_ctx} positions, {cache.n_layers} layers)"
+            )
+        store = self.programs.kernel("attention.cl", "kv_store")
+        self._run(store, (_round_up(width, 64), n), None, k.mem, v.mem, cache.k, cache.v,
+                  _i32(layer), _i32(pos), _i32(cache.n_ctx), _i32(width))
+        scores = self._alloc((n, n_heads, pos + n), np.float32)
+        out = self._alloc((n, q_width), np.float32)
+        kernel = self.programs.kernel("attention.cl", "attention")
+        wg = self.programs.work_group(kernel)
+        self._run(kernel, (wg * n_heads, n), (wg, 1), q.mem, cache.k, cache.v, _i32(layer),
+                  _i32(pos), _i32(cache.n_ctx), _i32(n_heads), _i32(n_kv_heads),
+                  _i32(head_dim), _f32(1 / np.sqrt(head_dim)), scores.mem, out.mem,
+                  cl.LocalMemory(4 * wg), cl.LocalMemory(4 * head_dim))
+        return out
+
+    def _elementwise(self, name: str, a: ClArray, b: ClArray) -> ClArray:
+        _check_2d(a, name)
+        if a.shape != b.shape:
+            raise ValueError(f"opencl {name}: shapes {a.shape} and {b.shape} differ")
+        out = self._alloc(a.shape, np.float32)
+        count = a.shape[0] * a.shape[1]
+        kernel = self.programs.kernel("elementwise.cl", name)
+        self._run(kernel, (_round_up(count, 64),), None, a.mem, b.mem, _i32(count), out.mem)
+        return out
+
+    def relu2_mul(self, gate: ClArray, up: ClArray) -> ClArray:
+        return self._elementwise("relu2_mul", gate, up)
+
+    def silu_mul(self, gate: ClArray, up: ClArray) -> ClArray:
+        return self._elementwise("silu_mul", gate, up)
+
+    def add(self, a: ClArray, b: ClArray) -> ClArray:
+        return self._elementwise("add", a, b)
+
+    def slice_rows(self, x: ClArray, start: int, stop: int) -> ClArray:
+        n, k = _check_2d(x, "slice_rows")
+        if not 0 <= start < stop <= n:
+            raise ValueError(f"opencl slice_rows: rows {start}..{stop} of {n}")
+        out = self._alloc((stop - start, k), np.float32)
+        cl.enqueue_copy(self.queue, out.mem, x.mem, byte_count=(stop - start) * k * 4,
+                        src_offset=start * k * 4, dst_offset=0)
+        return out
+
+    def concat_rows(self, parts: list[ClArray]) -> ClArray:
+        if not parts:
+            raise ValueError("opencl concat_rows: nothing to concatenate")
+        k = _check_2d(parts[0], "concat_rows")[1]
+        for part in parts:
+            if _check_2d(part, "concat_rows")[1] != k:
+                raise ValueError(f"opencl concat_rows: widths {[p.shape for p in parts]} differ")
+        out = self._alloc((sum(p.shape[0] for p in parts), k), np.float32)
+        row = 0
+        for part in parts:
+            cl.enqueue_copy(self.queue, out.mem, part.mem, byte_count=part.shape[0] * k * 4,
+                            src_offset=0, dst_offset=row * k * 4)
+            row += part.shape[0]
+        return out
+
+    def synchronize(self) -> None:
+        self.queue.finish()
+
+    def close(self) -> None:
+        self.queue.finish()
+        self.pool.free_held()
+        self._rope_tables.clear()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "device": self.cl_device.name.strip(),
+            "platform": self.cl_device.platform.name.strip(),
+            "int_dot": self.programs.int_dot,
+            "fp16": "cl_khr_fp16" in self.cl_device.extensions.split(),
+            "tile_tokens": TILE_N,
+        }
+
+
+def _check_2d(buf: ClArray, op: str) -> tuple[int, int]:
+    if len(buf.shape) != 2 or buf.dtype != np.float32:
+        raise ValueError(f"opencl {op}: expected a float32 [n, K] buffer, got {buf.shape} "
+                         f"{buf.dtype}")
+    return buf.shape[0], buf.shape[1]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

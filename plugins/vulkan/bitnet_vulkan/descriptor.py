@@ -1,0 +1,74 @@
+"""The ``vulkan`` entry point. Imports only bitnet.hal; the Vulkan binding loads in probe/create."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+from bitnet.hal import (
+    BackendDescriptor,
+    CreateOptions,
+    DeviceInfo,
+    DeviceKind,
+    KernelBackend,
+    Unavailable,
+)
+
+NO_LOADER_REMEDY = "apt-get install libvulkan1 mesa-vulkan-drivers (or your GPU's Vulkan driver)"
+
+
+class VulkanDescriptor(BackendDescriptor):
+    name = "vulkan"
+    version = "0.1.0"
+    api_version = (1, 1)
+    kind = DeviceKind.DGPU
+    priority = 25
+    distribution = "bitnet-vulkan"
+
+    def probe(self) -> list[DeviceInfo] | Unavailable:
+        try:
+            import vulkan as vk
+        except ImportError as exc:
+            return Unavailable(f"the vulkan binding cannot be imported ({exc})",
+                               "pip install vulkan")
+        except OSError as exc:
+            # the binding dlopens libvulkan.so.1 at import time
+            return Unavailable(f"no Vulkan loader ({exc})", NO_LOADER_REMEDY)
+        from bitnet_vulkan.devices import create_instance, vulkan_devices
+
+        try:
+            instance = create_instance()
+        except vk.VkError as exc:
+            return Unavailable(f"no Vulkan driver ({type(exc).__name__})", NO_LOADER_REMEDY)
+        try:
+            found = vulkan_devices(instance)
+        finally:
+            vk.vkDestroyInstance(instance, None)
+        if not found:
+            return Unavailable("no Vulkan 1.1 device with a compute queue", NO_LOADER_REMEDY)
+        return [device.info for device in found]
+
+    def create(self, device: DeviceInfo, options: CreateOptions) -> KernelBackend:
+        import vulkan as vk
+
+        from bitnet_vulkan.backend import VulkanBackend
+        from bitnet_vulkan.devices import create_instance, vulkan_devices
+
+        instance = create_instance()
+        for candidate in vulkan_devices(instance):
+            if candidate.info.index == device.index and candidate.info.name == device.name:
+                return VulkanBackend(instance, candidate)
+        vk.vkDestroyInstance(instance, None)
+        raise ValueError(f"Vulkan device {device.spec} ({device.name}) is no longer present")
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.version.encode())
+        shaders = resources.files("bitnet_vulkan") / "shaders"
+        for entry in sorted(shaders.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".spv"):
+                digest.update(entry.name.encode())
+                digest.update(entry.read_bytes())
+        return f"{self.version}+{digest.hexdigest()[:16]}"
+
+
+descriptor = VulkanDescriptor()

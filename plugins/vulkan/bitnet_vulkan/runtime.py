@@ -1,0 +1,361 @@
+"""A small Vulkan compute runtime over the `vulkan` binding: device, buffers, pipelines, and a
+recorder that batches dispatches into one command buffer until results are needed.
+
+Binding pitfalls (gpu-testing.md): every nested create-info struct is kept in a local variable
+until its call returns; sizes are real byte counts (VK_WHOLE_SIZE is -1 in the binding).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import vulkan as vk
+
+ffi = vk.ffi
+_MIN_BLOCK = 256  # pooled buffers are powers of two from here
+_STAGING_CHUNK = 64 << 20  # host <-> device copies go through a staging buffer of this size
+_SETS_PER_BATCH = 512  # descriptor sets one batch may hold before it is flushed
+_MAX_BINDINGS = 6
+_COMPUTE = vk.VK_SHADER_STAGE_COMPUTE_BIT
+
+
+@dataclass(frozen=True)
+class ShaderSpec:
+    """A shader's interface: storage-buffer bindings 0..n-1 and its push-constant layout."""
+
+    bindings: int
+    push_format: str  # struct format of the push constants, e.g. "<iiiff"
+
+
+SHADERS = {
+    "quantize_i8": ShaderSpec(3, "<i"),
+    "quantize_q8k": ShaderSpec(3, "<i"),
+    "linear_i2s": ShaderSpec(4, "<iiiff"),
+    "linear_tq": ShaderSpec(5, "<iiif"),
+    "linear_i2s_idot": ShaderSpec(4, "<iiiff"),
+    "linear_tq_idot": ShaderSpec(5, "<iiif"),
+    "linear_float": ShaderSpec(3, "<iiiif"),
+    "embed": ShaderSpec(3, "<ii"),
+    "rmsnorm": ShaderSpec(3, "<if"),
+    "rmsnorm_f64": ShaderSpec(3, "<if"),
+    "rope": ShaderSpec(4, "<iii"),
+    "rope_f64": ShaderSpec(4, "<iii"),
+    "kv_store": ShaderSpec(4, "<iiii"),
+    "attention": ShaderSpec(5, "<iiiiiif"),
+    "elementwise": ShaderSpec(3, "<i"),
+}
+
+
+def find_memory_type(memory: Any, type_bits: int, wanted: int, fallback: int | None) -> int:
+    """Index of the first memory type allowed by type_bits that has the `wanted` flags (else the
+    `fallback` flags); the device's own list is searched, never an assumed index."""
+    for flags in (wanted, fallback):
+        if flags is None:
+            continue
+        for i in range(memory.memoryTypeCount):
+            if type_bits & (1 << i) and (memory.memoryTypes[i].propertyFlags & flags) == flags:
+                return i
+    raise RuntimeError(f"no Vulkan memory type with flags {wanted:#x} in bits {type_bits:#x}")
+
+
+class Block:
+    """One VkBuffer with its own memory."""
+
+    def __init__(self, device: Any, memory_props: Any, size: int, host_visible: bool) -> None:
+        self.device = device
+        self.size = size
+        usage = (vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | vk.VK_BUFFER_USAGE_TRANSFER_SRC_BIT
+                 | vk.VK_BUFFER_USAGE_TRANSFER_DST_BIT)
+        info = vk.VkBufferCreateInfo(size=size, usage=usage,
+                                     sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE)
+        self.buffer = vk.vkCreateBuffer(device, info, None)
+        reqs = vk.vkGetBufferMemoryRequirements(device, self.buffer)
+        if host_visible:
+            coherent = (vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
+                        | vk.VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+            index = find_memory_type(memory_props, reqs.memoryTypeBits, coherent, None)
+        else:
+            index = find_memory_type(memory_props, reqs.memoryTypeBits,
+                                     vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0)
+        alloc = vk.VkMemoryAllocateInfo(allocationSize=reqs.size, memoryTypeIndex=index)
+        self.memory = vk.vkAllocateMemory(device, alloc, None)
+        vk.vkBindBufferMemory(device, self.buffer, self.memory, 0)
+        self.mapped = vk.vkMapMemory(device, self.memory, 0, size, 0) if host_visible else None
+
+    def destroy(self) -> None:
+        if self.mapped is not None:
+            vk.vkUnmapMemory(self.device, self.memory)
+            self.mapped = None
+        vk.vkDestroyBuffer(self.device, self.buffer, None)
+        vk.vkFreeMemory(self.device, self.memory, None)
+
+
+@dataclass
+class Pipeline:
+    layout: Any
+    set_layout: Any
+    pipeline: Any
+    module: Any
+    spec: ShaderSpec
+
+
+class VulkanRuntime:
+    """One logical device with one compute queue."""
+
+    def __init__(self, instance: Any, physical: Any, work_group: int, use_fp64: bool,
+                 max_buffer_range: int, int_dot: bool) -> None:
+        self.instance = instance
+        self.max_buffer_range = max_buffer_range
+        self.int_dot = int_dot
+        self.physical = physical
+        self.work_group = work_group
+        self.use_fp64 = use_fp64
+        self.memory_props = vk.vkGetPhysicalDeviceMemoryProperties(physical)
+        limits = vk.vkGetPhysicalDeviceProperties(physical).limits
+        self.max_groups = int(limits.maxComputeWorkGroupCount[0])
+        self.family = _compute_family(physical)
+        priorities = ffi.new("float[]", [1.0])
+        queue_info = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.family, queueCount=1,
+                                                pQueuePriorities=priorities)
+        features = vk.VkPhysicalDeviceFeatures(shaderFloat64=vk.VK_TRUE if use_fp64 else 0)
+        extensions = []
+        dot_features = None
+        if int_dot:  # the *_idot shaders use OpSDot: enable the extension and its feature
+            extensions = ["VK_KHR_shader_integer_dot_product"]
+            dot_features = vk.VkPhysicalDeviceShaderIntegerDotProductFeatures(
+                sType=vk.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES,
+                shaderIntegerDotProduct=vk.VK_TRUE,
+            )
+        device_info = vk.VkDeviceCreateInfo(queueCreateInfoCount=1, pQueueCreateInfos=[queue_info],
+                                            pEnabledFeatures=features, pNext=dot_features,
+                                            enabledExtensionCount=len(extensions),
+                                            ppEnabledExtensionNames=extensions)
+        self.device = vk.vkCreateDevice(physical, device_info, None)
+        self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
+        pool_info = vk.VkCommandPoolCreateInfo(
+            flags=vk.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, queueFamilyIndex=self.family
+        )
+        self.command_pool = vk.vkCreateCommandPool(self.device, pool_info, None)
+        alloc_info = vk.VkCommandBufferAllocateInfo(commandPool=self.command_pool,
+                                                    level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                                    commandBufferCount=1)
+        self.cmd = vk.vkAllocateCommandBuffers(self.device, alloc_info)[0]
+        self.fence = vk.vkCreateFence(self.device, vk.VkFenceCreateInfo(), None)
+        sizes = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                        descriptorCount=_SETS_PER_BATCH * _MAX_BINDINGS)
+        desc_info = vk.VkDescriptorPoolCreateInfo(maxSets=_SETS_PER_BATCH, poolSizeCount=1,
+                                                  pPoolSizes=[sizes])
+        self.descriptor_pool = vk.vkCreateDescriptorPool(self.device, desc_info, None)
+        self.staging = Block(self.device, self.memory_props, _STAGING_CHUNK, host_visible=True)
+        self._free: dict[int, list[Block]] = {}
+        self._owned: list[Block] = []
+        self._pipelines: dict[tuple[str, int, int, int, int], Pipeline] = {}
+        self._recording = False
+        self._sets_in_batch = 0
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def allocate(self, nbytes: int) -> Block:
+        """A pooled device buffer of at least nbytes (power-of-two classes)."""
+        self._check_range(nbytes)
+        size = max(_MIN_BLOCK, 1 << (max(nbytes, 1) - 1).bit_length())
+        size = min(size, max(nbytes, self.max_buffer_range))
+        free = self._free.get(size)
+        if free:
+            return free.pop()
+        block = Block(self.device, self.memory_props, size, host_visible=False)
+        self._owned.append(block)
+        return block
+
+    def _check_range(self, nbytes: int) -> None:
+        if nbytes > self.max_buffer_range:
+            raise MemoryError(f"a {nbytes}-byte buffer exceeds this Vulkan device's "
+                              f"maxStorageBufferRange ({self.max_buffer_range} bytes)")
+
+    def release(self, block: Block) -> None:
+        """Return a pooled block. Safe while recorded work still reads it: every dispatch is
+        followed by a full barrier, so a later reuse cannot overtake earlier readers."""
+        self._free.setdefault(block.size, []).append(block)
+
+    def dedicated(self, nbytes: int) -> Block:
+        """An unpooled device buffer (weights, KV caches), freed at close."""
+        self._check_range(nbytes)
+        block = Block(self.device, self.memory_props, max(4, (nbytes + 3) // 4 * 4),
+                      host_visible=False)
+        self._owned.append(block)
+        return block
+
+    def write(self, block: Block, data: np.ndarray) -> None:
+        """Copy host bytes into a device buffer (flushes queued work first)."""
+        raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        self.flush()
+        for start in range(0, raw.size, _STAGING_CHUNK):
+            chunk = raw[start:start + _STAGING_CHUNK]
+            self.staging.mapped[0:chunk.size] = chunk.tobytes()
+            self._begin()
+            region = vk.VkBufferCopy(srcOffset=0, dstOffset=start, size=chunk.size)
+            vk.vkCmdCopyBuffer(self.cmd, self.staging.buffer, block.buffer, 1, [region])
+            self._barrier()
+            self.flush()
+
+    def read(self, block: Block, nbytes: int) -> np.ndarray:
+        """Device bytes -> a new host uint8 array (runs everything queued before it)."""
+        out = np.empty(nbytes, dtype=np.uint8)
+        for start in range(0, nbytes, _STAGING_CHUNK):
+            size = min(_STAGING_CHUNK, nbytes - start)
+            self._begin()
+            region = vk.VkBufferCopy(srcOffset=start, dstOffset=0, size=size)
+            vk.vkCmdCopyBuffer(self.cmd, block.buffer, self.staging.buffer, 1, [region])
+            host = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+                                      dstAccessMask=vk.VK_ACCESS_HOST_READ_BIT)
+            vk.vkCmdPipelineBarrier(self.cmd, vk.VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                    vk.VK_PIPELINE_STAGE_HOST_BIT, 0, 1, [host], 0, None, 0, None)
+            self.flush()
+            out[start:start + size] = np.frombuffer(self.staging.mapped[0:size], dtype=np.uint8)
+        return out
+
+    def copy(self, src: Block, src_offset: int, dst: Block, nbytes: int,
+             dst_offset: int = 0) -> None:
+        self._begin()
+        region = vk.VkBufferCopy(srcOffset=src_offset, dstOffset=dst_offset, size=nbytes)
+        vk.vkCmdCopyBuffer(self.cmd, src.buffer, dst.buffer, 1, [region])
+        self._barrier()
+
+    # -- pipelines and dispatch ----------------------------------------------------------------
+
+    def pipeline(self, name: str, constant: int = 0, lanes: int | None = None, rows: int = 1,
+                 blocks: int = 1) -> Pipeline:
+        """The compute pipeline of shaders/<name>.spv, specialized: constant 0 = WG_SIZE (the
+        runtime's work-group, or `lanes` for matmuls), 1 = FMT or OP, 2 = ROWS (matmul rows per
+        work-group), 3 = BLOCKS (linear_tq's K / 256). Unused constants are ignored."""
+        width = self.work_group if lanes is None else lanes
+        key = (name, constant, width, rows, blocks)
+        if key in self._pipelines:
+            return self._pipelines[key]
+        spec = SHADERS[name]
+        code = (resources.files("bitnet_vulkan") / "shaders" / f"{name}.spv").read_bytes()
+        module_info = vk.VkShaderModuleCreateInfo(codeSize=len(code), pCode=code)
+        module = vk.vkCreateShaderModule(self.device, module_info, None)
+        bindings = [
+            vk.VkDescriptorSetLayoutBinding(binding=i,
+                                            descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                            descriptorCount=1, stageFlags=_COMPUTE)
+            for i in range(spec.bindings)
+        ]
+        set_info = vk.VkDescriptorSetLayoutCreateInfo(bindingCount=len(bindings),
+                                                      pBindings=bindings)
+        set_layout = vk.vkCreateDescriptorSetLayout(self.device, set_info, None)
+        push_range = vk.VkPushConstantRange(stageFlags=_COMPUTE, offset=0,
+                                            size=struct.calcsize(spec.push_format))
+        layout_info = vk.VkPipelineLayoutCreateInfo(setLayoutCount=1, pSetLayouts=[set_layout],
+                                                    pushConstantRangeCount=1,
+                                                    pPushConstantRanges=[push_range])
+        layout = vk.vkCreatePipelineLayout(self.device, layout_info, None)
+        entries = [vk.VkSpecializationMapEntry(constantID=i, offset=4 * i, size=4)
+                   for i in range(4)]
+        values = ffi.new("int32_t[]", [width, constant, rows, blocks])
+        spec_info = vk.VkSpecializationInfo(mapEntryCount=4, pMapEntries=entries, dataSize=16,
+                                            pData=values)
+        stage = vk.VkPipelineShaderStageCreateInfo(stage=_COMPUTE, module=module, pName="main",
+                                                   pSpecializationInfo=spec_info)
+        create = vk.VkComputePipelineCreateInfo(stage=stage, layout=layout)
+        pipeline = vk.vkCreateComputePipelines(self.device, vk.VK_NULL_HANDLE, 1, [create],
+                                               None)[0]
+        self._pipelines[key] = Pipeline(layout, set_layout, pipeline, module, spec)
+        return self._pipelines[key]
+
+    def dispatch(self, pipe: Pipeline, buffers: list[Block], push: tuple,
+                 groups: tuple[int, int]) -> None:
+        """Record one dispatch of groups (x, y); x beyond the device limit folds into z (the
+        shaders that can see that many groups recover the row with folded_row())."""
+        if len(buffers) != pipe.spec.bindings:
+            raise ValueError(f"shader wants {pipe.spec.bindings} buffers, got {len(buffers)}")
+        if self._sets_in_batch >= _SETS_PER_BATCH:
+            self.flush()
+        self._begin()
+        alloc = vk.VkDescriptorSetAllocateInfo(descriptorPool=self.descriptor_pool,
+                                               descriptorSetCount=1, pSetLayouts=[pipe.set_layout])
+        descriptor_set = vk.vkAllocateDescriptorSets(self.device, alloc)[0]
+        self._sets_in_batch += 1
+        infos = [vk.VkDescriptorBufferInfo(buffer=b.buffer, offset=0, range=b.size)
+                 for b in buffers]
+        writes = [vk.VkWriteDescriptorSet(dstSet=descriptor_set, dstBinding=i, descriptorCount=1,
+                                          descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                          pBufferInfo=[info])
+                  for i, info in enumerate(infos)]
+        vk.vkUpdateDescriptorSets(self.device, len(writes), writes, 0, None)
+        vk.vkCmdBindPipeline(self.cmd, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.pipeline)
+        vk.vkCmdBindDescriptorSets(self.cmd, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipe.layout, 0, 1,
+                                   [descriptor_set], 0, None)
+        data = struct.pack(pipe.spec.push_format, *push)
+        vk.vkCmdPushConstants(self.cmd, pipe.layout, _COMPUTE, 0, len(data),
+                              ffi.from_buffer(data))
+        x, y = groups
+        if y > 65535:
+            raise ValueError(f"{y} work-groups in y exceed what the shaders index")
+        z = -(-x // self.max_groups)
+        vk.vkCmdDispatch(self.cmd, min(x, self.max_groups), y, z)
+        self._barrier()
+
+    # -- submission ----------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self._recording:
+            begin = vk.VkCommandBufferBeginInfo(
+                flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT
+            )
+            vk.vkBeginCommandBuffer(self.cmd, begin)
+            self._recording = True
+
+    def _barrier(self) -> None:
+        """Order everything recorded so far before everything after (RAW and WAR)."""
+        stages = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+        barrier = vk.VkMemoryBarrier(
+            srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+            dstAccessMask=(vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
+                           | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT),
+        )
+        vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [barrier], 0, None, 0, None)
+
+    def flush(self) -> None:
+        """Submit the recorded batch and wait for it."""
+        if not self._recording:
+            return
+        vk.vkEndCommandBuffer(self.cmd)
+        self._recording = False
+        submit = vk.VkSubmitInfo(commandBufferCount=1, pCommandBuffers=[self.cmd])
+        vk.vkQueueSubmit(self.queue, 1, [submit], self.fence)
+        vk.vkWaitForFences(self.device, 1, [self.fence], vk.VK_TRUE, 0xFFFFFFFFFFFFFFFF)
+        vk.vkResetFences(self.device, 1, [self.fence])
+        vk.vkResetCommandBuffer(self.cmd, 0)
+        vk.vkResetDescriptorPool(self.device, self.descriptor_pool, 0)
+        self._sets_in_batch = 0
+
+    def close(self) -> None:
+        self.flush()
+        vk.vkDeviceWaitIdle(self.device)
+        for pipe in self._pipelines.values():
+            vk.vkDestroyPipeline(self.device, pipe.pipeline, None)
+            vk.vkDestroyPipelineLayout(self.device, pipe.layout, None)
+            vk.vkDestroyDescriptorSetLayout(self.device, pipe.set_layout, None)
+            vk.vkDestroyShaderModule(self.device, pipe.module, None)
+        self._pipelines.clear()
+        for block in self._owned + [self.staging]:
+            block.destroy()
+        self._owned.clear()
+        self._free.clear()
+        vk.vkDestroyDescriptorPool(self.device, self.descriptor_pool, None)
+        vk.vkDestroyFence(self.device, self.fence, None)
+        vk.vkDestroyCommandPool(self.device, self.command_pool, None)
+        vk.vkDestroyDevice(self.device, None)
+
+
+def _compute_family(physical: Any) -> int:
+    for index, family in enumerate(vk.vkGetPhysicalDeviceQueueFamilyProperties(physical)):
+        if family.queueFlags & vk.VK_QUEUE_COMPUTE_BIT:
+            return index
+    raise RuntimeError("this Vulkan device has no compute queue")
