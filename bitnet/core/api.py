@@ -150,7 +150,7 @@ class Model:
             ids = self.tokenizer.encode(prompt, add_bos=add_bos)
         else:
             ids = self._check_ids(prompt)
-        return self._run(ids, max_tokens, stop, stream, ignore_eos, SamplingParams(
+        return self._run(ids, max_tokens, stop, stream, ignore_eos, False, SamplingParams(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
             repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty, seed=seed))
@@ -170,7 +170,8 @@ class Model:
         stop = sampling.pop("stop", None)
         ignore_eos = sampling.pop("ignore_eos", False)
         params = SamplingParams(**sampling)
-        return self._run(ids, max_tokens, stop, stream, ignore_eos, params)
+        # a reply starts fresh after "Assistant: ": its first piece's prefix space is dropped
+        return self._run(ids, max_tokens, stop, stream, ignore_eos, True, params)
 
     def _special_text(self, token_id: int | None) -> str:
         if token_id is None:
@@ -178,19 +179,23 @@ class Model:
         return self.tokenizer.token_to_piece(token_id).decode("utf-8", errors="replace")
 
     def _run(self, ids: list[int], max_tokens: int, stop: list[str] | str | None, stream: bool,
-             ignore_eos: bool, params: SamplingParams) -> str | Iterator[str]:
+             ignore_eos: bool, fresh_text: bool,
+             params: SamplingParams) -> str | Iterator[str]:
         check_fits(len(ids), self.transformer.n_ctx)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        pieces = self._pieces(ids, max_tokens, stops, ignore_eos, params)
+        pieces = self._pieces(ids, max_tokens, stops, ignore_eos, fresh_text, params)
         return pieces if stream else "".join(pieces)
 
     def _pieces(self, ids: list[int], max_tokens: int, stops: list[str], ignore_eos: bool,
-                params: SamplingParams) -> Iterator[str]:
+                fresh_text: bool, params: SamplingParams) -> Iterator[str]:
+        """Text pieces as tokens are sampled. ``fresh_text``: the output starts a new text (a
+        chat reply), so a SentencePiece prefix space on its first piece is dropped; otherwise
+        it continues the prompt and keeps it ("Elizabeth" + " felt")."""
         self.last_stats = stats = GenerationStats()
         self._last_seed = params.seed
         self.transformer.ops.counts.clear()  # the receipt describes this generation only
         is_eog = (lambda _t: False) if ignore_eos else self.tokenizer.is_eog
-        text = self.tokenizer.stream_decoder()
+        text = self.tokenizer.stream_decoder(lstrip=None if fresh_text else False)
         cut = StopStrings(stops)
         for token in generate_ids(self.transformer, ids, Sampler(params), max_tokens, is_eog,
                                   stats):

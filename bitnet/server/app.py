@@ -198,6 +198,7 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
             else body.max_tokens
         k = (body.top_logprobs or 0) if body.logprobs else None
         job = _job(model, body, prompt_ids, limit, k, settings)
+        job.fresh_text = True
         return await _respond(request, state, metrics, job, body, "chat.completion",
                               settings.model_name, "")
 
@@ -249,6 +250,7 @@ class _Job:
     stops: list[str]
     logprobs: int | None
     ignore_eos: bool
+    fresh_text: bool = False
 
 
 def _job(model: Any, body: Any, prompt: list[int], max_tokens: int | None,
@@ -284,7 +286,7 @@ async def _respond(request: HTTPRequest, state: _State, metrics: Metrics, job: _
         loop.call_soon_threadsafe(events.put_nowait, ev)
 
     req = Request(job.prompt, job.params, job.max_tokens, emit, job.stops,
-                  ignore_eos=job.ignore_eos, logprobs=job.logprobs)
+                  ignore_eos=job.ignore_eos, logprobs=job.logprobs, fresh_text=job.fresh_text)
     try:
         state.scheduler.submit(req)
     except QueueFullError as e:

@@ -52,6 +52,7 @@ class Request:
     stops: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; k >= 0: the chosen token's logprob + top k
+    fresh_text: bool = False  # a chat reply: drop the first piece's SentencePiece prefix space
     id: int = field(default_factory=itertools.count().__next__)
     cancelled: threading.Event = field(default_factory=threading.Event)
     completion_tokens: int = 0
@@ -168,7 +169,8 @@ class Scheduler:
             self._free_caches.append(cache)
             raise
         slot = _Slot(req, cache, len(req.prompt), Sampler(req.params), list(req.prompt),
-                     self.model.tokenizer.stream_decoder(), StopStrings(req.stops))
+                     self.model.tokenizer.stream_decoder(lstrip=None if req.fresh_text else False),
+                     StopStrings(req.stops))
         self._slots.append(slot)
         self.stats.active = len(self._slots)
         self._sample(slot, logits)

@@ -127,3 +127,14 @@ def test_ternarize_runs_a_float_file_on_the_ternary_path(tmp_path) -> None:
 def test_missing_file_is_a_clear_error() -> None:
     with pytest.raises(FileNotFoundError, match="no such model file"):
         bitnet.load("/nonexistent/model.gguf")
+
+
+def test_a_continuation_keeps_the_space_between_prompt_and_first_word() -> None:
+    """The demo model's SentencePiece vocabulary marks word starts with a prefix space: a
+    continuation must print it ("Elizabeth" + " felt"), while decode() of a whole text drops
+    only the very first one."""
+    m = bitnet.load(device="reference", progress=False)
+    prompt = "Elizabeth"
+    text = m.generate(prompt, max_tokens=12, temperature=0, ignore_eos=True)
+    ids = m.tokenizer.encode(prompt) + m.last_stats.tokens
+    assert prompt + text == m.tokenizer.decode(ids)
