@@ -115,14 +115,35 @@ def i2s_unpack(data: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.f
             f"(codes + 32-byte scale tail), got {data.size}"
         )
     flat = data.reshape(-1)
-    packed = flat[:n_codes_bytes].reshape(-1, 1, 32)  # [groups, 1, lane]
-    codes = (packed >> _I2S_SHIFTS.reshape(1, 4, 1)) & 3  # [groups, 32-group, lane]
-    if np.any(codes == 3):
-        first = int(np.flatnonzero(codes.reshape(-1) == 3)[0])
-        raise ValueError(f"i2s_unpack: invalid I2_S code 3 at element {first} (file is corrupt)")
-    values = codes.astype(np.int8).reshape(rows, cols) - np.int8(1)
+    values = _i2s_values(flat[:n_codes_bytes], rows, cols, "i2s_unpack")
     scale = flat[n_codes_bytes : n_codes_bytes + 4].view("<f4")[0]
     return values, np.float32(scale)
+
+
+def i2s_code_values(codes: np.ndarray) -> np.ndarray:
+    """I2_S code bytes without the scale tail, uint8 [M, K//4] -> int8 [M, K] in {-1, 0, 1}.
+
+    For layouts that keep the on-disk I2_S interleave but store the scale elsewhere (GPU
+    plugins, bitnet.formats.device_layout). Raises ValueError on code 3, as ``i2s_unpack``.
+    """
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8 or codes.ndim != 2:
+        raise ValueError(
+            f"i2s_code_values: codes must be uint8 [M, K//4], got {codes.dtype} {codes.shape}"
+        )
+    rows, cols = codes.shape[0], codes.shape[1] * 4
+    _check_cols(cols, I2S_GROUP, "i2s_code_values")
+    return _i2s_values(codes.reshape(-1), rows, cols, "i2s_code_values")
+
+
+def _i2s_values(packed: np.ndarray, rows: int, cols: int, who: str) -> np.ndarray:
+    """I2_S code bytes uint8 [M*K//4] -> int8 [M, K]; ``who`` names the caller in errors."""
+    lanes = packed.reshape(-1, 1, 32)  # [groups, 1, lane]
+    codes = (lanes >> _I2S_SHIFTS.reshape(1, 4, 1)) & 3  # [groups, 32-group, lane]
+    if np.any(codes == 3):
+        first = int(np.flatnonzero(codes.reshape(-1) == 3)[0])
+        raise ValueError(f"{who}: invalid I2_S code 3 at element {first} (file is corrupt)")
+    return codes.astype(np.int8).reshape(rows, cols) - np.int8(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,13 +175,33 @@ def tq2_unpack(data: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.n
     """
     blocks = _check_row_data(data, rows, cols, TQ2_BLOCK_BYTES, "tq2_unpack")
     n_blocks = cols // QK_K
-    qs = blocks[:, :, :64].reshape(rows, n_blocks, 2, 1, 32)  # [.., half, 1, lane]
-    codes = (qs >> _TQ2_SHIFTS.reshape(1, 1, 1, 4, 1)) & 3  # [.., half, group, lane]
-    if np.any(codes == 3):
-        raise ValueError(f"tq2_unpack: invalid TQ2_0 code 3 in a {rows}x{cols} tensor")
-    values = codes.astype(np.int8).reshape(rows, cols) - np.int8(1)
+    values = _tq2_values(blocks[:, :, :64], rows, cols, "tq2_unpack")
     d = np.ascontiguousarray(blocks[:, :, 64:66]).view("<f2").reshape(rows, n_blocks)
     return values, d.astype(np.float32)
+
+
+def tq2_code_values(qs: np.ndarray) -> np.ndarray:
+    """TQ2_0 code bytes without the f16 scales, uint8 [M, K//4] (64 per 256-block, blocks in
+    order) -> int8 [M, K] in {-1, 0, 1}.
+
+    For layouts that split the 66-byte blocks into codes and scales (GPU plugins,
+    bitnet.formats.device_layout). Raises ValueError on code 3, as ``tq2_unpack``.
+    """
+    qs = np.asarray(qs)
+    if qs.dtype != np.uint8 or qs.ndim != 2:
+        raise ValueError(f"tq2_code_values: qs must be uint8 [M, K//4], got {qs.dtype} {qs.shape}")
+    rows, cols = qs.shape[0], qs.shape[1] * 4
+    _check_cols(cols, QK_K, "tq2_code_values")
+    return _tq2_values(qs, rows, cols, "tq2_code_values")
+
+
+def _tq2_values(qs: np.ndarray, rows: int, cols: int, who: str) -> np.ndarray:
+    """TQ2_0 code bytes (64 per block, any shape holding M*K//4) -> int8 [M, K]."""
+    lanes = qs.reshape(rows, cols // QK_K, 2, 1, 32)  # [.., half, 1, lane]
+    codes = (lanes >> _TQ2_SHIFTS.reshape(1, 1, 1, 4, 1)) & 3  # [.., half, group, lane]
+    if np.any(codes == 3):
+        raise ValueError(f"{who}: invalid TQ2_0 code 3 in a {rows}x{cols} tensor")
+    return codes.astype(np.int8).reshape(rows, cols) - np.int8(1)
 
 
 # ---------------------------------------------------------------------------------------------

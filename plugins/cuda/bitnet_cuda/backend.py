@@ -23,6 +23,7 @@ import numpy as np
 import pycuda.driver as cuda
 from pycuda.tools import DeviceMemoryPool
 
+from bitnet.hal import op_checks
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
@@ -174,7 +175,7 @@ class CudaBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: CudaBuffer, weight: CudaBuffer, eps: float) -> CudaBuffer:
-        n, k = self._f32_2d(x, "rmsnorm")
+        n, k = op_checks.activations_2d("bitnet-cuda", "rmsnorm", x)
         if int(np.prod(weight.shape)) != k:
             raise ValueError(f"bitnet-cuda.rmsnorm: weight {weight.shape} does not match K={k}")
         out = self._empty((n, k), np.float32)
@@ -186,7 +187,7 @@ class CudaBackend(KernelBackend):
         if w.kind not in ("i2s", "tq"):
             raise ValueError(f"bitnet-cuda.linear_ternary: {w.format.value} is not ternary")
         n = launch.check_width(x.shape, w.cols, "linear_ternary")
-        self._f32_2d(x, "linear_ternary")
+        op_checks.activations_2d("bitnet-cuda", "linear_ternary", x)
         m, k = w.rows, w.cols
         y = self._empty((n, m), np.float32)
         q = self._empty((n, k), np.int8)
@@ -211,7 +212,7 @@ class CudaBackend(KernelBackend):
         if w.kind not in ("f32", "f16", "bf16", "i8g"):
             raise ValueError(f"bitnet-cuda.linear_float: {w.format.value} is not a float format")
         n = launch.check_width(x.shape, w.cols, "linear_float")
-        self._f32_2d(x, "linear_float")
+        op_checks.activations_2d("bitnet-cuda", "linear_float", x)
         y = self._empty((n, w.rows), np.float32)
         spec = launch.linear_launch(w.kind, w.rows, n)
         self._launch(spec, *self._weight_args(w), x.ptr, np.float32(w.out_scale), y.ptr, w.rows,
@@ -226,10 +227,7 @@ class CudaBackend(KernelBackend):
 
     def rope(self, x: CudaBuffer, pos: int, n_heads: int, head_dim: int,
              theta: float) -> CudaBuffer:
-        n, width = self._f32_2d(x, "rope")
-        launch.check_shape((n, width), (n, n_heads * head_dim), "rope")
-        if head_dim % 2:
-            raise ValueError(f"bitnet-cuda.rope: head_dim must be even, got {head_dim}")
+        n, width = op_checks.rope_input("bitnet-cuda", x, n_heads, head_dim)
         out = self._empty((n, width), np.float32)
         spec = launch.heads_launch("rope_neox", n_heads, n, launch.ROPE_THREADS)
         self._launch(spec, x.ptr, out.ptr, n_heads, head_dim, pos, np.float64(theta))
@@ -239,19 +237,11 @@ class CudaBackend(KernelBackend):
                   layer: int, pos: int, n_heads: int, n_kv_heads: int,
                   head_dim: int) -> CudaBuffer:
         launch.check_heads(n_heads, n_kv_heads, head_dim)
-        n, _ = self._f32_2d(q, "attention")
+        if pos < 0:
+            raise ValueError(f"bitnet-cuda.attention: negative position {pos}")
+        n = op_checks.attention_fits("bitnet-cuda", q, k, v, cache, layer, pos, n_heads,
+                                     n_kv_heads, head_dim)
         width = n_kv_heads * head_dim
-        launch.check_shape(q.shape, (n, n_heads * head_dim), "attention(q)")
-        launch.check_shape(k.shape, (n, width), "attention(k)")
-        launch.check_shape(v.shape, (n, width), "attention(v)")
-        if width != cache.width:
-            raise ValueError(f"bitnet-cuda.attention: cache rows are {cache.width} wide, "
-                             f"k/v rows {width}")
-        if not 0 <= layer < cache.n_layers:
-            raise ValueError(f"bitnet-cuda.attention: layer {layer} of {cache.n_layers}")
-        if pos < 0 or pos + n > cache.n_ctx:
-            raise ValueError(f"bitnet-cuda.attention: positions up to {pos + n} exceed n_ctx "
-                             f"{cache.n_ctx}")
         self._launch(launch.rows_launch("kv_store", n, launch.KV_THREADS), k.ptr, v.ptr,
                      int(cache.k), int(cache.v), layer, pos, width, cache.n_ctx)
         out = self._empty((n, n_heads * head_dim), np.float32)
@@ -271,15 +261,14 @@ class CudaBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def _elementwise(self, kernel: str, a: CudaBuffer, b: CudaBuffer) -> CudaBuffer:
-        self._f32_2d(a, kernel)
-        launch.check_shape(b.shape, a.shape, kernel)
+        op_checks.same_shapes("bitnet-cuda", kernel, a, b)
         out = self._empty(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         self._launch(launch.elementwise_launch(kernel, count), a.ptr, b.ptr, out.ptr, count)
         return out
 
     def slice_rows(self, x: CudaBuffer, start: int, stop: int) -> CudaBuffer:
-        n, k = self._f32_2d(x, "slice_rows")
+        n, k = op_checks.activations_2d("bitnet-cuda", "slice_rows", x)
         if not 0 <= start <= stop <= n:
             raise ValueError(f"bitnet-cuda.slice_rows: rows {start}..{stop} of {n}")
         out = self._empty((stop - start, k), np.float32)
@@ -289,24 +278,13 @@ class CudaBackend(KernelBackend):
 
     def concat_rows(self, parts: list[CudaBuffer]) -> CudaBuffer:
         """Stack f32 [n_i, K] buffers into one [sum n_i, K] (rows of several sequences)."""
-        if not parts:
-            raise ValueError("bitnet-cuda.concat_rows: nothing to concatenate")
-        k = self._f32_2d(parts[0], "concat_rows")[1]
-        for part in parts:
-            launch.check_width(part.shape, k, "concat_rows")
+        k = op_checks.concat_width("bitnet-cuda", parts)
         out = self._empty((sum(p.shape[0] for p in parts), k), np.float32)
         offset = 0
         for part in parts:
             cuda.memcpy_dtod(out.ptr + offset, part.ptr, part.nbytes)
             offset += part.nbytes
         return out
-
-    @staticmethod
-    def _f32_2d(x: CudaBuffer, who: str) -> tuple[int, int]:
-        if len(x.shape) != 2 or x.dtype != np.float32:
-            raise ValueError(f"bitnet-cuda.{who}: expects a float32 2-D buffer, got "
-                             f"{x.dtype} {x.shape}")
-        return x.shape[0], x.shape[1]
 
     def synchronize(self) -> None:
         cuda.Context.synchronize()

@@ -123,11 +123,6 @@ def check_heads(n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         raise ValueError(f"bitnet-cuda: head_dim must be even and <= {ATT_MAX_DIM}, got {head_dim}")
 
 
-def check_shape(shape: tuple[int, ...], expected: tuple[int, ...], who: str) -> None:
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"bitnet-cuda.{who}: expected shape {expected}, got {tuple(shape)}")
-
-
 def check_width(shape: tuple[int, ...], cols: int, who: str) -> int:
     """x must be 2-D [n, cols] with n >= 1; returns n."""
     if len(shape) != 2 or shape[1] != cols or shape[0] < 1:

@@ -13,6 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from bitnet.hal.fingerprint import files_digest
+
 KERNEL_DIR = Path(__file__).parent / "kernels"
 PTX_DIR = KERNEL_DIR / "ptx"
 MANIFEST_PATH = PTX_DIR / "manifest.json"
@@ -33,13 +35,7 @@ def source_files() -> list[Path]:
 def sources_digest() -> str:
     """sha256 over every kernel source's name and bytes: the manifest records the one it was
     built from, so a test notices shipped PTX that no longer matches the sources."""
-    h = hashlib.sha256()
-    for path in source_files():
-        h.update(path.name.encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
+    return files_digest(source_files(), separator=b"\0")
 
 
 def ptx_name(module: str, arch: int) -> str:

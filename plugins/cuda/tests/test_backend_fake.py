@@ -110,7 +110,7 @@ def test_attention_with_cache_prefill_then_decode(backend):
         want = REF.attention(q, k, v, cache_r, 1, pos, heads, kv_heads, dim)
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
         pos += n
-    with pytest.raises(ValueError, match="n_ctx"):
+    with pytest.raises(ValueError, match="exceed the cache"):
         backend.attention(backend.upload(q), backend.upload(k), backend.upload(v), cache_c, 1,
                           15, heads, kv_heads, dim)
 

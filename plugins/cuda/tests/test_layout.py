@@ -11,7 +11,7 @@ from bitnet.formats import dequantize, unpack_ternary
 from bitnet.formats.floats import quantize_rows
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
 from bitnet.hal import WeightFormat, WeightTensor
-from bitnet_cuda.layout import decode_layout, has_code_3, repack, ternary_values
+from bitnet_cuda.layout import decode_layout, repack, ternary_values
 
 import kernel_model as km
 
@@ -70,8 +70,6 @@ def test_code_3_is_rejected():
     data[5] |= 0b11000000
     with pytest.raises(ValueError, match="code 3"):
         repack(WeightTensor(tensor.name, tensor.format, 2, 128, data))
-    assert has_code_3(np.array([0b00000011], np.uint8))
-    assert not has_code_3(np.array([0b10011001, 0b01100110], np.uint8))
 
 
 def test_bad_sizes_are_named():

@@ -5,7 +5,8 @@ Status (no Mac was available; nothing here has run):
   upload / download, dispatch, and the ops add, relu2_mul, silu_mul, rmsnorm, rope, embed (F16);
 - NotImplementedError: linear_ternary, linear_float, attention, kv_cache_alloc, weights other
   than F16. Their kernels exist (linear_ternary.metal, attention.metal); what is missing is the
-  host side: weight repacking (bitnet-cuda's layout.py is the model to port), scratch buffers
+  host side: weight repacking (the splits are in bitnet.formats.device_layout, used as
+  bitnet-cuda's layout.py uses them), scratch buffers
   for the activation quantizers, and the KV cache allocation.
 
 Capabilities list only the wired ops, so the registry never selects this backend for a model.
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bitnet.hal import op_checks
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import WeightFormat
@@ -128,8 +130,9 @@ class MetalBackend(KernelBackend):
     def load_weight(self, tensor: WeightTensor) -> MetalWeight:
         if tensor.format is not WeightFormat.F16:
             raise NotImplementedError(
-                f"bitnet-metal.load_weight: {tensor.format.value} is not wired yet (port "
-                "bitnet-cuda's layout.py: I2_S codes as on disk, TQ codes + f32 block scales)")
+                f"bitnet-metal.load_weight: {tensor.format.value} is not wired yet (split it with "
+                "bitnet.formats.device_layout as bitnet-cuda's layout.py does: I2_S codes as on "
+                "disk, TQ codes + f32 block scales)")
         words = np.ascontiguousarray(tensor.data).reshape(-1)
         mtl = self._dev.newBufferWithBytes_length_options_(
             words.tobytes(), words.nbytes, self._metal.MTLResourceStorageModeShared)
@@ -149,7 +152,7 @@ class MetalBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: MetalBuffer, weight: MetalBuffer, eps: float) -> MetalBuffer:
-        n, k = x.shape
+        n, k = op_checks.norm_input("bitnet-metal", x, weight)
         out = self._new_buffer((n, k), np.float32)
         self._dispatch("rmsnorm", [x, weight, out], [np.int32(k), np.float32(eps)], (n, 1, 1),
                        (256, 1, 1))
@@ -157,7 +160,7 @@ class MetalBackend(KernelBackend):
 
     def rope(self, x: MetalBuffer, pos: int, n_heads: int, head_dim: int,
              theta: float) -> MetalBuffer:
-        n = x.shape[0]
+        n, _ = op_checks.rope_input("bitnet-metal", x, n_heads, head_dim)
         out = self._new_buffer(x.shape, np.float32)
         scalars = [np.int32(n_heads), np.int32(head_dim), np.int32(pos), np.float32(theta)]
         self._dispatch("rope_neox", [x, out], scalars, (n_heads, n, 1), (64, 1, 1))
@@ -187,8 +190,7 @@ class MetalBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def _elementwise(self, kernel: str, a: MetalBuffer, b: MetalBuffer) -> MetalBuffer:
-        if a.shape != b.shape:
-            raise ValueError(f"bitnet-metal.{kernel}: shapes {a.shape} and {b.shape} differ")
+        op_checks.same_shapes("bitnet-metal", kernel, a, b)
         out = self._new_buffer(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         self._dispatch(kernel, [a, b, out], [np.int32(count)], (-(-count // 256), 1, 1),

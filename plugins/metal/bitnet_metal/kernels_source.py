@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
+
+from bitnet.hal.fingerprint import files_digest
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 
@@ -24,8 +25,5 @@ def kernel_names(text: str) -> list[str]:
 
 
 def sources_digest() -> str:
-    h = hashlib.sha256()
-    for path in source_files():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the sources' names and bytes (the descriptor's fingerprint)."""
+    return files_digest(source_files())

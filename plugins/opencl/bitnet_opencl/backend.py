@@ -9,6 +9,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.tools as cl_tools
 
+from bitnet.formats.device_layout import float_rows, ternary_as_i2s
 from bitnet.hal import (
     ALL_OPS,
     FLOAT_FORMATS,
@@ -19,10 +20,9 @@ from bitnet.hal import (
     WeightFormat,
     WeightTensor,
 )
+from bitnet.hal import op_checks
+from bitnet.hal.rope_tables import RopeTables
 from bitnet_opencl.programs import TILE_N, Programs
-from bitnet_opencl.weights import float_rows, ternary_to_device_layout
-
-_ROPE_MIN_POSITIONS = 4096  # rope tables grow by doubling from here
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ClTernaryWeight:
     format: WeightFormat
     rows: int
     cols: int
-    codes: Any  # uint8 [M, K/4], I2_S interleave (bitnet_opencl.weights)
+    codes: Any  # uint8 [M, K/4], I2_S interleave (bitnet.formats.device_layout)
     block_scales: Any | None  # TQ: f32 [M, K/256]
     tensor_scale: float  # I2_S
     out_scale: float
@@ -89,7 +89,9 @@ class OpenCLBackend(KernelBackend):
             notes=("int8 dot: " + ("cl_khr_integer_dot_product" if self.programs.int_dot
                                    else "portable char4 fallback"),),
         )
-        self._rope_tables: dict[tuple[float, int], tuple[Any, Any, int]] = {}
+        # f64 tables where the device has fp64: then rope matches the reference bit for bit
+        self._rope_tables = RopeTables(self._to_device,
+                                       np.float64 if self.programs.fp64 else np.float32)
 
     # -- buffers -----------------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class OpenCLBackend(KernelBackend):
 
     def load_weight(self, tensor: WeightTensor) -> ClTernaryWeight | ClFloatWeight:
         if tensor.format in TERNARY_FORMATS:
-            host = ternary_to_device_layout(tensor)
+            host = ternary_as_i2s(tensor)
             scales = None
             if host.block_scales is not None:
                 scales = self._to_device(host.block_scales.astype(np.float32))
@@ -183,9 +185,7 @@ class OpenCLBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: ClArray, weight: ClArray, eps: float) -> ClArray:
-        n, k = _check_2d(x, "rmsnorm")
-        if weight.shape != (1, k):
-            raise ValueError(f"opencl rmsnorm: weight shape {weight.shape} != (1, {k})")
+        n, k = op_checks.norm_input("opencl", x, weight)
         out = self._alloc((n, k), np.float32)
         kernel = self.programs.kernel("rmsnorm.cl", "rmsnorm")
         wg = self.programs.work_group(kernel)
@@ -197,9 +197,7 @@ class OpenCLBackend(KernelBackend):
     def linear_ternary(self, w: ClTernaryWeight, x: ClArray) -> ClArray:
         if not isinstance(w, ClTernaryWeight):
             raise TypeError(f"opencl linear_ternary got a {w.format.value} weight")
-        n, k = _check_2d(x, "linear_ternary")
-        if k != w.cols:
-            raise ValueError(f"opencl linear_ternary: x has {k} columns, weight has {w.cols}")
+        n, k = op_checks.matmul_input("opencl", "linear_ternary", x, w.cols)
         q = self._alloc((n, k), np.int8)
         out = self._alloc((n, w.rows), np.float32)
         tiles = -(-n // TILE_N)
@@ -233,9 +231,7 @@ class OpenCLBackend(KernelBackend):
     def linear_float(self, w: ClFloatWeight, x: ClArray) -> ClArray:
         if not isinstance(w, ClFloatWeight):
             raise TypeError(f"opencl linear_float got a {w.format.value} weight")
-        n, k = _check_2d(x, "linear_float")
-        if k != w.cols:
-            raise ValueError(f"opencl linear_float: x has {k} columns, weight has {w.cols}")
+        n, k = op_checks.matmul_input("opencl", "linear_float", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
         kernel = self._float_kernel(w.format, "linear_float")
         per_row = 4 * TILE_N * self.programs.matmul_shape(kernel, 0)[0]
@@ -246,49 +242,20 @@ class OpenCLBackend(KernelBackend):
         return out
 
     def rope(self, x: ClArray, pos: int, n_heads: int, head_dim: int, theta: float) -> ClArray:
-        n, width = _check_2d(x, "rope")
-        if width != n_heads * head_dim or head_dim % 2:
-            raise ValueError(f"opencl rope: width {width} != {n_heads} heads x {head_dim}")
-        cos_t, sin_t = self._rope_table(theta, head_dim, pos + n)
+        n, width = op_checks.rope_input("opencl", x, n_heads, head_dim)
+        cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
         out = self._alloc((n, width), np.float32)
         kernel = self.programs.kernel("rope.cl", "rope")
         self._run(kernel, (_round_up(n_heads * head_dim // 2, 64), n), None, x.mem,
                   _i32(n_heads), _i32(head_dim), _i32(pos), cos_t, sin_t, out.mem)
         return out
 
-    def _rope_table(self, theta: float, head_dim: int, positions: int) -> tuple[Any, Any]:
-        """cos/sin [P, D/2] of angle p * theta**(-2i/D), computed in float64 on the host once per
-        (theta, D) and grown by doubling: decode steps upload nothing. f64 where the device has
-        it (then rope matches the reference bit for bit), else f32."""
-        key = (float(theta), head_dim)
-        cached = self._rope_tables.get(key)
-        if cached is not None and cached[2] >= positions:
-            return cached[0], cached[1]
-        size = max(positions, _ROPE_MIN_POSITIONS, 2 * cached[2] if cached else 0)
-        inv_freq = np.float64(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-        angles = np.arange(size, dtype=np.float64)[:, None] * inv_freq[None, :]
-        table_type = np.float64 if self.programs.fp64 else np.float32
-        cos_t = self._to_device(np.cos(angles).astype(table_type))
-        sin_t = self._to_device(np.sin(angles).astype(table_type))
-        self._rope_tables[key] = (cos_t, sin_t, size)
-        return cos_t, sin_t
-
     def attention(self, q: ClArray, k: ClArray, v: ClArray, cache: ClKVCache, layer: int,
                   pos: int, n_heads: int, n_kv_heads: int, head_dim: int) -> ClArray:
-        n, q_width = _check_2d(q, "attention")
+        n = op_checks.attention_fits("opencl", q, k, v, cache, layer, pos, n_heads, n_kv_heads,
+                                     head_dim)
         width = n_kv_heads * head_dim
-        if q_width != n_heads * head_dim or k.shape != (n, width) or v.shape != (n, width):
-            raise ValueError(
-                f"opencl attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                f"{n_heads}/{n_kv_heads} heads of {head_dim}"
-            )
-        if width != cache.width or n_heads % n_kv_heads:
-            raise ValueError("opencl attention: the KV cache was allocated for other head sizes")
-        if pos + n > cache.n_ctx or not 0 <= layer < cache.n_layers:
-            raise ValueError(
-                f"opencl attention: positions {pos}..{pos + n - 1} / layer {layer} exceed the "
-                f"cache ({cache.n_ctx} positions, {cache.n_layers} layers)"
-            )
+        q_width = n_heads * head_dim
         store = self.programs.kernel("attention.cl", "kv_store")
         self._run(store, (_round_up(width, 64), n), None, k.mem, v.mem, cache.k, cache.v,
                   _i32(layer), _i32(pos), _i32(cache.n_ctx), _i32(width))
@@ -303,9 +270,7 @@ class OpenCLBackend(KernelBackend):
         return out
 
     def _elementwise(self, name: str, a: ClArray, b: ClArray) -> ClArray:
-        _check_2d(a, name)
-        if a.shape != b.shape:
-            raise ValueError(f"opencl {name}: shapes {a.shape} and {b.shape} differ")
+        op_checks.same_shapes("opencl", name, a, b)
         out = self._alloc(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         kernel = self.programs.kernel("elementwise.cl", name)
@@ -322,21 +287,14 @@ class OpenCLBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def slice_rows(self, x: ClArray, start: int, stop: int) -> ClArray:
-        n, k = _check_2d(x, "slice_rows")
-        if not 0 <= start < stop <= n:
-            raise ValueError(f"opencl slice_rows: rows {start}..{stop} of {n}")
+        _, k = op_checks.row_slice("opencl", x, start, stop)
         out = self._alloc((stop - start, k), np.float32)
         cl.enqueue_copy(self.queue, out.mem, x.mem, byte_count=(stop - start) * k * 4,
                         src_offset=start * k * 4, dst_offset=0)
         return out
 
     def concat_rows(self, parts: list[ClArray]) -> ClArray:
-        if not parts:
-            raise ValueError("opencl concat_rows: nothing to concatenate")
-        k = _check_2d(parts[0], "concat_rows")[1]
-        for part in parts:
-            if _check_2d(part, "concat_rows")[1] != k:
-                raise ValueError(f"opencl concat_rows: widths {[p.shape for p in parts]} differ")
+        k = op_checks.concat_width("opencl", parts)
         out = self._alloc((sum(p.shape[0] for p in parts), k), np.float32)
         row = 0
         for part in parts:
@@ -361,13 +319,6 @@ class OpenCLBackend(KernelBackend):
             "fp16": "cl_khr_fp16" in self.cl_device.extensions.split(),
             "tile_tokens": TILE_N,
         }
-
-
-def _check_2d(buf: ClArray, op: str) -> tuple[int, int]:
-    if len(buf.shape) != 2 or buf.dtype != np.float32:
-        raise ValueError(f"opencl {op}: expected a float32 [n, K] buffer, got {buf.shape} "
-                         f"{buf.dtype}")
-    return buf.shape[0], buf.shape[1]
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 
 from bitnet.hal import (
@@ -13,6 +12,7 @@ from bitnet.hal import (
     KernelBackend,
     Unavailable,
 )
+from bitnet.hal.fingerprint import files_digest, kernel_files
 
 NO_PLATFORM_REMEDY = (
     "pip install pocl-binary-distribution (runs on the CPU), or install your GPU vendor's "
@@ -56,13 +56,8 @@ class OpenCLDescriptor(BackendDescriptor):
         raise ValueError(f"OpenCL device {device.spec} ({device.name}) is no longer present")
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(self.version.encode())
-        kernels = resources.files("bitnet_opencl") / "kernels"
-        for entry in sorted(kernels.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".cl"):
-                digest.update(entry.name.encode())
-                digest.update(entry.read_bytes())
-        return f"{self.version}+{digest.hexdigest()[:16]}"
+        kernels = kernel_files(resources.files("bitnet_opencl") / "kernels", (".cl",))
+        return f"{self.version}+{files_digest(kernels, salt=self.version.encode())[:16]}"
 
 
 descriptor = OpenCLDescriptor()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import vulkan as vk
 
+from bitnet.formats.device_layout import float_rows, ternary_as_i2s
 from bitnet.hal import (
     ALL_OPS,
     FLOAT_FORMATS,
@@ -22,9 +23,10 @@ from bitnet.hal import (
     WeightFormat,
     WeightTensor,
 )
+from bitnet.hal import op_checks
+from bitnet.hal.rope_tables import RopeTables
 from bitnet_vulkan.devices import VulkanDevice
 from bitnet_vulkan.runtime import Block, VulkanRuntime
-from bitnet_vulkan.weights import float_rows, ternary_to_device_layout
 
 TILE_N = 8  # tokens per work-group in the matmul shaders (matmul.glsl)
 _MATMUL_WORK_GROUP = 128  # rows x lanes of one matmul work-group
@@ -37,7 +39,6 @@ FLOAT_FORMAT_IDS = {  # float_decode.glsl's FMT
 }
 ELEMENTWISE_OPS = {"add": 0, "relu2_mul": 1, "silu_mul": 2}  # elementwise.comp's OP
 MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
-_ROPE_MIN_POSITIONS = 4096
 
 
 @dataclass
@@ -102,7 +103,9 @@ class VulkanBackend(KernelBackend):
                    "int8 dot: " + ("OpSDot (VK_KHR_shader_integer_dot_product)" if device.int_dot
                                    else "portable packed-byte multiply-add")),
         )
-        self._rope_tables: dict[tuple[float, int], tuple[Block, Block, int]] = {}
+        # f64 tables where the device has shaderFloat64: then rope matches the reference
+        self._rope_tables = RopeTables(self._to_device,
+                                       np.float64 if self.runtime.use_fp64 else np.float32)
         self._closed = False
 
     # -- buffers -----------------------------------------------------------------------------
@@ -145,7 +148,7 @@ class VulkanBackend(KernelBackend):
 
     def load_weight(self, tensor: WeightTensor) -> VkTernaryWeight | VkFloatWeight:
         if tensor.format in TERNARY_FORMATS:
-            host = ternary_to_device_layout(tensor)
+            host = ternary_as_i2s(tensor)
             scales = None
             if host.block_scales is not None:
                 scales = self._to_device(host.block_scales.astype(np.float32))
@@ -196,9 +199,7 @@ class VulkanBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: VkArray, weight: VkArray, eps: float) -> VkArray:
-        n, k = _check_2d(x, "rmsnorm")
-        if weight.shape != (1, k):
-            raise ValueError(f"vulkan rmsnorm: weight shape {weight.shape} != (1, {k})")
+        n, k = op_checks.norm_input("vulkan", x, weight)
         out = self._alloc((n, k), np.float32)
         pipe = self.runtime.pipeline("rmsnorm_f64" if self.runtime.use_fp64 else "rmsnorm")
         self.runtime.dispatch(pipe, [x.block, weight.block, out.block], (k, eps), (n, 1))
@@ -207,9 +208,7 @@ class VulkanBackend(KernelBackend):
     def linear_ternary(self, w: VkTernaryWeight, x: VkArray) -> VkArray:
         if not isinstance(w, VkTernaryWeight):
             raise TypeError(f"vulkan linear_ternary got a {w.format.value} weight")
-        n, k = _check_2d(x, "linear_ternary")
-        if k != w.cols:
-            raise ValueError(f"vulkan linear_ternary: x has {k} columns, weight has {w.cols}")
+        n, k = op_checks.matmul_input("vulkan", "linear_ternary", x, w.cols)
         q = self._alloc((n, k), np.int8)
         out = self._alloc((n, w.rows), np.float32)
         tiles = -(-n // TILE_N)
@@ -234,9 +233,7 @@ class VulkanBackend(KernelBackend):
     def linear_float(self, w: VkFloatWeight, x: VkArray) -> VkArray:
         if not isinstance(w, VkFloatWeight):
             raise TypeError(f"vulkan linear_float got a {w.format.value} weight")
-        n, k = _check_2d(x, "linear_float")
-        if k != w.cols:
-            raise ValueError(f"vulkan linear_float: x has {k} columns, weight has {w.cols}")
+        n, k = op_checks.matmul_input("vulkan", "linear_float", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
         pipe, rows = self._matmul("linear_float", TILE_N * 32, FLOAT_FORMAT_IDS[w.format])
         self.runtime.dispatch(pipe, [w.data, x.block, out.block],
@@ -245,51 +242,22 @@ class VulkanBackend(KernelBackend):
         return out
 
     def rope(self, x: VkArray, pos: int, n_heads: int, head_dim: int, theta: float) -> VkArray:
-        n, width = _check_2d(x, "rope")
-        if width != n_heads * head_dim or head_dim % 2:
-            raise ValueError(f"vulkan rope: width {width} != {n_heads} heads x {head_dim}")
-        cos_t, sin_t = self._rope_table(theta, head_dim, pos + n)
+        n, width = op_checks.rope_input("vulkan", x, n_heads, head_dim)
+        cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
         out = self._alloc((n, width), np.float32)
         pipe = self.runtime.pipeline("rope_f64" if self.runtime.use_fp64 else "rope")
         self.runtime.dispatch(pipe, [x.block, cos_t, sin_t, out.block],
                               (n_heads, head_dim, pos), (self._groups(width // 2), n))
         return out
 
-    def _rope_table(self, theta: float, head_dim: int, positions: int) -> tuple[Block, Block]:
-        """cos/sin [P, D/2] of p * theta**(-2i/D), computed in float64 on the host once per
-        (theta, D) and grown by doubling: decode steps upload nothing. f64 where the device has
-        shaderFloat64 (then rope matches the reference bit for bit), else f32."""
-        key = (float(theta), head_dim)
-        cached = self._rope_tables.get(key)
-        if cached is not None and cached[2] >= positions:
-            return cached[0], cached[1]
-        size = max(positions, _ROPE_MIN_POSITIONS, 2 * cached[2] if cached else 0)
-        inv_freq = np.float64(theta) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-        angles = np.arange(size, dtype=np.float64)[:, None] * inv_freq[None, :]
-        table_type = np.float64 if self.runtime.use_fp64 else np.float32
-        cos_t = self._to_device(np.cos(angles).astype(table_type))
-        sin_t = self._to_device(np.sin(angles).astype(table_type))
-        self._rope_tables[key] = (cos_t, sin_t, size)
-        return cos_t, sin_t
-
     def attention(self, q: VkArray, k: VkArray, v: VkArray, cache: VkKVCache, layer: int,
                   pos: int, n_heads: int, n_kv_heads: int, head_dim: int) -> VkArray:
-        n, q_width = _check_2d(q, "attention")
-        width = n_kv_heads * head_dim
-        if q_width != n_heads * head_dim or k.shape != (n, width) or v.shape != (n, width):
-            raise ValueError(
-                f"vulkan attention: q {q.shape}, k {k.shape}, v {v.shape} do not fit "
-                f"{n_heads}/{n_kv_heads} heads of {head_dim}"
-            )
-        if width != cache.width or n_heads % n_kv_heads:
-            raise ValueError("vulkan attention: the KV cache was allocated for other head sizes")
+        n = op_checks.attention_fits("vulkan", q, k, v, cache, layer, pos, n_heads, n_kv_heads,
+                                     head_dim)
         if head_dim > MAX_HEAD_DIM:
             raise ValueError(f"vulkan attention: head_dim {head_dim} > {MAX_HEAD_DIM}")
-        if pos + n > cache.n_ctx or not 0 <= layer < cache.n_layers:
-            raise ValueError(
-                f"vulkan attention: positions {pos}..{pos + n - 1} / layer {layer} exceed the "
-                f"cache ({cache.n_ctx} positions, {cache.n_layers} layers)"
-            )
+        width = n_kv_heads * head_dim
+        q_width = n_heads * head_dim
         self.runtime.dispatch(self.runtime.pipeline("kv_store"),
                               [k.block, v.block, cache.k, cache.v],
                               (layer, pos, cache.n_ctx, width), (self._groups(width // 2), n))
@@ -303,9 +271,7 @@ class VulkanBackend(KernelBackend):
         return out
 
     def _elementwise(self, name: str, a: VkArray, b: VkArray) -> VkArray:
-        _check_2d(a, name)
-        if a.shape != b.shape:
-            raise ValueError(f"vulkan {name}: shapes {a.shape} and {b.shape} differ")
+        op_checks.same_shapes("vulkan", name, a, b)
         out = self._alloc(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         self.runtime.dispatch(self.runtime.pipeline("elementwise", ELEMENTWISE_OPS[name]),
@@ -322,20 +288,13 @@ class VulkanBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def slice_rows(self, x: VkArray, start: int, stop: int) -> VkArray:
-        n, k = _check_2d(x, "slice_rows")
-        if not 0 <= start < stop <= n:
-            raise ValueError(f"vulkan slice_rows: rows {start}..{stop} of {n}")
+        _, k = op_checks.row_slice("vulkan", x, start, stop)
         out = self._alloc((stop - start, k), np.float32)
         self.runtime.copy(x.block, start * k * 4, out.block, (stop - start) * k * 4)
         return out
 
     def concat_rows(self, parts: list[VkArray]) -> VkArray:
-        if not parts:
-            raise ValueError("vulkan concat_rows: nothing to concatenate")
-        k = _check_2d(parts[0], "concat_rows")[1]
-        for part in parts:
-            if _check_2d(part, "concat_rows")[1] != k:
-                raise ValueError(f"vulkan concat_rows: widths {[p.shape for p in parts]} differ")
+        k = op_checks.concat_width("vulkan", parts)
         out = self._alloc((sum(p.shape[0] for p in parts), k), np.float32)
         row = 0
         for part in parts:
@@ -364,10 +323,3 @@ class VulkanBackend(KernelBackend):
             "int_dot_accelerated": self.vk_device.int_dot_accelerated,
             "tile_tokens": TILE_N,
         }
-
-
-def _check_2d(buf: VkArray, op: str) -> tuple[int, int]:
-    if len(buf.shape) != 2 or buf.dtype != np.float32:
-        raise ValueError(f"vulkan {op}: expected a float32 [n, K] buffer, got {buf.shape} "
-                         f"{buf.dtype}")
-    return buf.shape[0], buf.shape[1]

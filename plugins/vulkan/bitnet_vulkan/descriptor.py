@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 
 from bitnet.hal import (
@@ -13,6 +12,7 @@ from bitnet.hal import (
     KernelBackend,
     Unavailable,
 )
+from bitnet.hal.fingerprint import files_digest, kernel_files
 
 NO_LOADER_REMEDY = "apt-get install libvulkan1 mesa-vulkan-drivers (or your GPU's Vulkan driver)"
 
@@ -62,13 +62,8 @@ class VulkanDescriptor(BackendDescriptor):
         raise ValueError(f"Vulkan device {device.spec} ({device.name}) is no longer present")
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(self.version.encode())
-        shaders = resources.files("bitnet_vulkan") / "shaders"
-        for entry in sorted(shaders.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".spv"):
-                digest.update(entry.name.encode())
-                digest.update(entry.read_bytes())
-        return f"{self.version}+{digest.hexdigest()[:16]}"
+        shaders = kernel_files(resources.files("bitnet_vulkan") / "shaders", (".spv",))
+        return f"{self.version}+{files_digest(shaders, salt=self.version.encode())[:16]}"
 
 
 descriptor = VulkanDescriptor()
