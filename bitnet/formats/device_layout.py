@@ -157,9 +157,9 @@ def split_q8_0(tensor: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
     return codes, d.astype(np.float32)
 
 
-def split_q6_k(tensor: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
-    """Q6_K blocks (ql[128] qh[64] scales[16] d) -> (codes int8 [M, K] in -32..31,
-    scale f32 [M, K/16] = d * scales[j]).
+def split_q6_k_ints(tensor: WeightTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q6_K blocks (ql[128] qh[64] scales[16] d) -> (codes int8 [M, K] in -32..31, sub-block
+    scales int8 [M, K/16], d f32 [M, K/256]): the integer parts of llama.cpp's Q6_K x Q8_K dot.
 
     Per 128-element half h of a block (ql bytes 64h.., qh bytes 32h..), for l = 0..31, element
     128h + 32j + l takes its low 4 bits from ql[l] (j = 0, 2: low / high nibble) or ql[l + 32]
@@ -174,10 +174,19 @@ def split_q6_k(tensor: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
     low = np.concatenate([ql & 0x0F, ql >> 4], axis=3)  # [.., half, j = 0..3, l]
     high = (qh >> (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 1, 4, 1)) & 3
     codes = (low | (high << 4)).astype(np.int16) - 32  # [rows, blocks, half, j, l]
-    sub = np.ascontiguousarray(blocks[:, :, 192:208]).view(np.int8).astype(np.float32)
+    sub = np.ascontiguousarray(blocks[:, :, 192:208]).view(np.int8)  # [rows, blocks, 16]
     d = np.ascontiguousarray(blocks[:, :, 208:210]).view("<f2").astype(np.float32)  # [.., 1]
-    scale = (d * sub).reshape(rows, n_blocks * (QK_K // Q6_K_GROUP))
-    return codes.astype(np.int8).reshape(rows, cols), scale
+    return (codes.astype(np.int8).reshape(rows, cols),
+            sub.reshape(rows, n_blocks * (QK_K // Q6_K_GROUP)), d.reshape(rows, n_blocks))
+
+
+def split_q6_k(tensor: WeightTensor) -> tuple[np.ndarray, np.ndarray]:
+    """Q6_K -> (codes int8 [M, K] in -32..31, scale f32 [M, K/16] = d * scales[j]); the
+    product is exact in f32 (an f16 times an int8)."""
+    codes, sub, d = split_q6_k_ints(tensor)
+    groups = QK_K // Q6_K_GROUP
+    scale = sub.astype(np.float32) * np.repeat(d, groups, axis=1)
+    return codes, scale
 
 
 def group_values(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -131,7 +131,15 @@ class KernelBackend:
     def linear_float(self, w: Weight, x: Buffer) -> Buffer:
         """Float-format weight [M, K] (F32/F16/BF16/Q8_0/Q6_K) times f32 x [n, K] -> f32 [n, M].
 
-        Semantics: dequantize w to float32 exactly, then an f32 matmul (any summation order).
+        - F32/F16/BF16/Q8_0: dequantize w to float32 exactly, then an f32 matmul (any order).
+        - Q6_K: as llama.cpp and bitnet.cpp run it (their only path for a Q6_K head): x is
+          quantized to Q8_K exactly as in ``linear_ternary``'s TQ path; then per 256-block b
+          of each output the exact integer ``isum_b = sum_j sc_j * sum_{k in sub-block j}
+          q6_k * q8_k`` (q6 in -32..31, sc_j the block's 16 int8 sub-scales) and
+          ``y = sum_b float32(isum_b) * (d_w_b * d_y_b)`` accumulated in float32 in block
+          order (``bitnet.formats.device_layout.split_q6_k_ints`` gives the integer parts).
+          This matches the engines' logits far closer than f32 activations and is the
+          integer-SIMD fast path.
         ``w.out_scale`` (when != 1) multiplies y."""
         raise NotImplementedError(f"{type(self).__name__}.linear_float")
 

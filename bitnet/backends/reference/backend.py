@@ -22,6 +22,7 @@ import numpy as np
 
 from bitnet.formats import dequantize, unpack_ternary
 from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
+from bitnet.formats.device_layout import split_q6_k_ints
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
@@ -57,6 +58,22 @@ class FloatWeight:
     cols: int
     matrix: np.ndarray  # f32 [M, K]
     out_scale: float
+
+
+@dataclass(frozen=True)
+class Q6KWeight(FloatWeight):
+    """A Q6_K weight: the exact f32 matrix (for embed) and the integer parts of its blocks
+    (for linear_float's Q6_K x Q8_K dot)."""
+
+    scaled: np.ndarray  # int16 [M, K]: sub-block scale * q6, exact
+    d: np.ndarray  # f32 [M, K/256]: each block's f16 scale
+
+
+def _q6_k_weight(tensor: WeightTensor) -> Q6KWeight:
+    codes, sub, d = split_q6_k_ints(tensor)  # int8 [M, K], int8 [M, K/16], f32 [M, K/256]
+    scaled = codes.astype(np.int16) * np.repeat(sub.astype(np.int16), 16, axis=1)  # [M, K]
+    return Q6KWeight(tensor.format, tensor.rows, tensor.cols, dequantize(tensor),
+                     float(tensor.out_scale), scaled, d)
 
 
 @dataclass
@@ -114,6 +131,8 @@ class ReferenceBackend(KernelBackend):
             values, scales = unpack_ternary(tensor)
             return TernaryWeight(tensor.format, tensor.rows, tensor.cols, values, scales,
                                  float(tensor.out_scale))
+        if tensor.format is WeightFormat.Q6_K:
+            return _q6_k_weight(tensor)
         if tensor.format in FLOAT_FORMATS:
             matrix = dequantize(tensor)
             return FloatWeight(tensor.format, tensor.rows, tensor.cols, matrix,
@@ -190,9 +209,26 @@ class ReferenceBackend(KernelBackend):
         if not isinstance(w, FloatWeight):
             raise TypeError("reference.linear_float: weight is not a float format")
         _check_width(w, x, "linear_float")
-        y = x @ w.matrix.T
+        if isinstance(w, Q6KWeight):
+            y = self._linear_q6_k(w, x)
+        else:
+            y = x @ w.matrix.T
         if w.out_scale != 1.0:
             y = y * np.float32(w.out_scale)
+        return y
+
+    @staticmethod
+    def _linear_q6_k(w: Q6KWeight, x: np.ndarray) -> np.ndarray:
+        """llama.cpp's Q6_K x Q8_K (hal KernelBackend.linear_float): per 256-block an exact
+        integer sum of sub-scale * q6 * q8, then ``y += float32(isum_b) * (d_w_b * d_y_b)``."""
+        q, d_y = quantize_q8_k(x)  # int8 [n, K], f32 [n, K//256]
+        y = np.zeros((x.shape[0], w.rows), dtype=np.float32)  # [n, M]
+        for b in range(w.cols // QK_K):
+            cols = slice(b * QK_K, (b + 1) * QK_K)
+            # |isum| < 256 * 127 * 32 * 127 < 2^31: exact in float64
+            isum = q[:, cols].astype(np.float64) @ w.scaled[:, cols].T.astype(np.float64)
+            d = w.d[None, :, b] * d_y[:, b, None]  # f32 [n, M]: d_w * d_y
+            y += isum.astype(np.float32) * d
         return y
 
     def rope(self, x: np.ndarray, pos: int, n_heads: int, head_dim: int,
