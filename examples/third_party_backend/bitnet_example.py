@@ -57,10 +57,12 @@ class ExampleBackend(KernelBackend):
     def __init__(self, device: DeviceInfo) -> None:
         self.device = device
         # Claim only what you implement: the registry gives a model to this backend only when
-        # it supports every op and weight format the model needs.
+        # it supports every op and weight format the model needs. This example leaves out the
+        # Q6_K head (its contract is an integer Q6_K x Q8_K dot, see hal.KernelBackend
+        # .linear_float), so files with a Q6_K embedding go to another backend.
         self.capabilities = Capabilities(ops=ALL_OPS,
                                          ternary_formats=frozenset({WeightFormat.I2_S}),
-                                         float_formats=FLOAT_FORMATS)
+                                         float_formats=FLOAT_FORMATS - {WeightFormat.Q6_K})
 
     # -- buffers -----------------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ def test_linear_ops_reject_the_wrong_weight_or_width(backend):
 # -- linear_float and embed ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", sorted(FLOAT_FORMATS, key=lambda f: f.value))
+@pytest.mark.parametrize("fmt", sorted(FLOAT_FORMATS - {WeightFormat.Q6_K}, key=lambda f: f.value))
 def test_linear_float_is_the_decoded_matrix(backend, fmt):
     rng = np.random.default_rng(2)
     w = rng.standard_normal((3, 256)).astype(np.float32)
@@ -206,6 +206,35 @@ def test_linear_float_is_the_decoded_matrix(backend, fmt):
     decoded = dequantize_rows(fmt, tensor.data, 3, 256)
     np.testing.assert_allclose(y, x @ decoded.T, rtol=1e-5, atol=1e-5)
     assert y.dtype == np.float32
+
+
+def test_linear_float_q6_k_is_q8_k_activations_times_the_decoded_matrix(backend):
+    """Q6_K runs as llama.cpp does: x rounded to Q8_K, then an exact integer dot per block;
+    mathematically that is dequant(q8_k(x)) @ dequant(w), up to f32 rounding of the sum."""
+    from bitnet.formats.activations import quantize_q8_k
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 512)).astype(np.float32)
+    tensor = float_tensor(WeightFormat.Q6_K, w)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    y = backend.linear_float(backend.load_weight(tensor), x)
+    q, d = quantize_q8_k(x)
+    x_hat = (q.reshape(3, 2, 256).astype(np.float64) * d[:, :, None]).reshape(3, 512)
+    decoded = dequantize_rows(WeightFormat.Q6_K, tensor.data, 5, 512).astype(np.float64)
+    np.testing.assert_allclose(y, x_hat @ decoded.T, rtol=1e-5, atol=1e-5)
+    # and it is not the f32-activation product: the Q8_K rounding is visible
+    assert np.abs(y - x @ decoded.T.astype(np.float32)).max() > 1e-6
+
+
+def test_linear_float_q6_k_with_lossless_activations_is_exact(backend):
+    """Activations already on the Q8_K grid (integers up to 127 per block) lose nothing."""
+    rng = np.random.default_rng(4)
+    tensor = float_tensor(WeightFormat.Q6_K, rng.standard_normal((2, 256)).astype(np.float32))
+    x = rng.integers(-126, 127, (1, 256)).astype(np.float32)
+    x[0, 7] = -127.0  # the block's absmax: iscale = 1, so q == x exactly
+    y = backend.linear_float(backend.load_weight(tensor), x)
+    decoded = dequantize_rows(WeightFormat.Q6_K, tensor.data, 2, 256).astype(np.float64)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ decoded.T, rtol=1e-6)
 
 
 def test_linear_float_by_hand(backend):
