@@ -33,6 +33,7 @@ from bitnet_cuda import launch, ptx
 from bitnet_cuda.launch import KERNEL_ARGS
 from bitnet_cuda.layout import DeviceLayout, repack
 
+FLOAT_KINDS = ("f32", "f16", "bf16", "i8g", "q6k")  # layouts of float-format weights
 
 
 class CudaBuffer:
@@ -62,7 +63,7 @@ class CudaWeight:
     rows: int
     cols: int
     out_scale: float
-    kind: str  # the layout kind: "i2s", "tq", "f32", "f16", "bf16", "i8g"
+    kind: str  # the layout kind: "i2s", "tq", "f32", "f16", "bf16", "i8g", "q6k"
     arrays: dict[str, Any] = field(default_factory=dict)  # name -> DeviceAllocation
     w_scale: float = 1.0
     group: int = 0
@@ -163,7 +164,7 @@ class CudaBackend(KernelBackend):
     # -- ops ---------------------------------------------------------------------------------
 
     def embed(self, table: CudaWeight, token_ids: CudaBuffer) -> CudaBuffer:
-        if table.kind not in ("f32", "f16", "bf16", "i8g"):
+        if table.kind not in FLOAT_KINDS:
             raise ValueError(f"bitnet-cuda.embed: the table must be a float format, got "
                              f"{table.format.value}")
         if len(token_ids.shape) != 1 or token_ids.dtype != np.int32:
@@ -200,20 +201,34 @@ class CudaBackend(KernelBackend):
             self._launch(launch.linear_launch("i2s", m, n), int(w.arrays["codes"]), q.ptr,
                          scale.ptr, qsum.ptr, np.float32(w.w_scale), out_scale, y.ptr, m, k, n)
             return y
-        n_blocks = k // launch.QK_K
-        d = self._empty((n, n_blocks), np.float32)
-        bsum = self._empty((n, n_blocks), np.int32)
-        self._launch(launch.quantize_launch("q8_k", n, k), x.ptr, k, q.ptr, d.ptr, bsum.ptr)
+        d, bsum = self._quantize_q8_k(x, q)
         self._launch(launch.linear_launch("tq", m, n), int(w.arrays["codes"]), int(w.arrays["d"]),
                      q.ptr, d.ptr, bsum.ptr, out_scale, y.ptr, m, k, n)
         return y
 
+    def _quantize_q8_k(self, x: CudaBuffer, q: CudaBuffer) -> tuple[CudaBuffer, CudaBuffer]:
+        """x f32 [n, K] -> q int8 [n, K] (written in place); returns d f32 [n, K/256] and the
+        blocks' code sums int32 [n, K/256]."""
+        n, k = x.shape
+        n_blocks = k // launch.QK_K
+        d = self._empty((n, n_blocks), np.float32)
+        bsum = self._empty((n, n_blocks), np.int32)
+        self._launch(launch.quantize_launch("q8_k", n, k), x.ptr, k, q.ptr, d.ptr, bsum.ptr)
+        return d, bsum
+
     def linear_float(self, w: CudaWeight, x: CudaBuffer) -> CudaBuffer:
-        if w.kind not in ("f32", "f16", "bf16", "i8g"):
+        if w.kind not in FLOAT_KINDS:
             raise ValueError(f"bitnet-cuda.linear_float: {w.format.value} is not a float format")
         n = launch.check_width(x.shape, w.cols, "linear_float")
         op_checks.activations_2d("bitnet-cuda", "linear_float", x)
         y = self._empty((n, w.rows), np.float32)
+        if w.kind == "q6k":
+            # llama.cpp's Q6_K x Q8_K (hal KernelBackend.linear_float)
+            q = self._empty((n, w.cols), np.int8)
+            d, _ = self._quantize_q8_k(x, q)
+            self._launch(launch.linear_launch("q6k", w.rows, n), *self._weight_args(w), q.ptr,
+                         d.ptr, np.float32(w.out_scale), y.ptr, w.rows, w.cols, n)
+            return y
         spec = launch.linear_launch(w.kind, w.rows, n)
         self._launch(spec, *self._weight_args(w), x.ptr, np.float32(w.out_scale), y.ptr, w.rows,
                      w.cols, n)
@@ -223,6 +238,8 @@ class CudaBackend(KernelBackend):
     def _weight_args(w: CudaWeight) -> tuple[Any, ...]:
         if w.kind == "i8g":
             return int(w.arrays["codes"]), int(w.arrays["scale"]), w.group
+        if w.kind == "q6k":
+            return int(w.arrays["codes"]), int(w.arrays["sub"]), int(w.arrays["d"])
         return (int(w.arrays["w"]),)
 
     def rope(self, x: CudaBuffer, pos: int, n_heads: int, head_dim: int,

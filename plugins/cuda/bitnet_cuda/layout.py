@@ -14,9 +14,12 @@ which split each format gets and ``decode_layout``, the kernels' arithmetic. Lay
   numbers (the integer codes and the scales are the same).
 - ``f32`` / ``f16`` / ``bf16``: the on-disk elements (f16 / bf16 kept as 16-bit words).
 - ``i8g``: int8 codes plus one f32 scale per group of ``group`` elements, for Q8_0 (group 32,
-  scale d) and Q6_K (group 16, scale d * sub-scale, exact in f32). 1.25 bytes per weight for
-  Q6_K instead of 0.82, in exchange for aligned loads and a one-multiply decode; the decoded
-  value ``scale * code`` is bit-identical to bitnet.formats.dequantize.
+  scale d); the decoded value ``scale * code`` is bit-identical to bitnet.formats.dequantize.
+- ``q6k``: Q6_K split into its integer parts (``split_q6_k_ints``): int8 ``codes`` [M, K] in
+  -32..31, int8 ``sub`` [M, K/16] sub-block scales, f32 ``d`` [M, K/256], what llama.cpp's
+  Q6_K x Q8_K dot reads (hal ``linear_float``). 1.08 bytes per weight instead of 0.82, in
+  exchange for aligned 16-byte loads (one vector = one sub-block) and no bit unpacking; embed
+  decodes ``(d * sub) * code``, bit-identical to bitnet.formats.dequantize.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from bitnet.formats.device_layout import (
     float_rows,
     group_values,
     split_i2s,
-    split_q6_k,
+    split_q6_k_ints,
     split_q8_0,
     split_tq2,
     tq1_as_tq2,
@@ -43,7 +46,7 @@ from bitnet.hal.formats import WeightFormat
 class DeviceLayout:
     """A weight in the device's own layout, still on the host: named arrays to upload."""
 
-    kind: str  # "i2s", "tq", "f32", "f16", "bf16" or "i8g": picks the kernel family
+    kind: str  # "i2s", "tq", "f32", "f16", "bf16", "i8g" or "q6k": picks the kernel family
     rows: int  # M
     cols: int  # K
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # contiguous, little-endian
@@ -74,8 +77,8 @@ def repack(tensor: WeightTensor) -> DeviceLayout:
         codes, scale = split_q8_0(tensor)
         return DeviceLayout("i8g", rows, cols, {"codes": codes, "scale": scale}, group=32)
     if fmt is WeightFormat.Q6_K:
-        codes, scale = split_q6_k(tensor)
-        return DeviceLayout("i8g", rows, cols, {"codes": codes, "scale": scale}, group=16)
+        codes, sub, d = split_q6_k_ints(tensor)
+        return DeviceLayout("q6k", rows, cols, {"codes": codes, "sub": sub, "d": d})
     raise ValueError(f"{tensor.name}: bitnet-cuda has no layout for {fmt.value}")
 
 
@@ -91,6 +94,11 @@ def decode_layout(layout: DeviceLayout) -> np.ndarray:
         return (layout.arrays["w"].astype(np.uint32) << 16).view(np.float32)
     if layout.kind == "i8g":
         return group_values(layout.arrays["codes"], layout.arrays["scale"])
+    if layout.kind == "q6k":
+        groups = QK_K // 16
+        d_sub = layout.arrays["sub"].astype(np.float32) * np.repeat(layout.arrays["d"], groups,
+                                                                    axis=1)  # exact
+        return group_values(layout.arrays["codes"], d_sub)
     values = ternary_values(layout).astype(np.float32)
     if layout.kind == "i2s":
         return values * np.float32(layout.w_scale)

@@ -147,6 +147,33 @@ def k_linear_tq(name):
     return run
 
 
+def k_linear_q6k(name):
+    def run(grid, block, w, w_sub, w_d, q, act_d, out_scale, y, m, k, n):
+        _covers(grid, block, m, n, _tn(name))
+        nb = k // 256
+        out = km.linear_q6k(MEMORY.view(w, np.int8, m * k).reshape(m, k),
+                            MEMORY.view(w_sub, np.int8, m * k // 16).reshape(m, k // 16),
+                            MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
+                            MEMORY.view(q, np.int8, n * k).reshape(n, k),
+                            MEMORY.view(act_d, np.float32, n * nb).reshape(n, nb),
+                            np.float32(out_scale))
+        MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
+    return run
+
+
+def k_embed_q6k(grid, block, w, w_sub, w_d, ids, out, k):
+    n = grid[0]
+    id_list = MEMORY.view(ids, np.int32, n)
+    dst = MEMORY.view(out, np.float32, n * k).reshape(n, k)
+    for i, tok in enumerate(id_list):
+        row = int(tok)
+        codes = MEMORY.view(w + row * k, np.int8, k).astype(np.float32)
+        sub = MEMORY.view(w_sub + row * (k // 16), np.int8, k // 16).astype(np.float32)
+        d = MEMORY.view(w_d + row * (k // 256) * 4, np.float32, k // 256)
+        d_sub = (np.repeat(d, 16) * sub).astype(np.float32)  # exact: an f16 times an int8
+        dst[i] = (np.repeat(d_sub, 16) * codes).astype(np.float32)
+
+
 def _decode(kind: str, w: int, count: int, scale: int = 0, group: int = 0) -> np.ndarray:
     if kind == "f32":
         return MEMORY.view(w, np.float32, count).copy()
@@ -266,10 +293,12 @@ MODELS: dict[str, Callable[..., None]] = {
 for _kind in ("gemv", "gemm"):
     MODELS[f"linear_i2s_{_kind}"] = k_linear_i2s(f"linear_i2s_{_kind}")
     MODELS[f"linear_tq_{_kind}"] = k_linear_tq(f"linear_tq_{_kind}")
+    MODELS[f"linear_q6k_{_kind}"] = k_linear_q6k(f"linear_q6k_{_kind}")
     for _fmt in ("f32", "f16", "bf16", "i8g"):
         MODELS[f"linear_{_fmt}_{_kind}"] = k_linear_float(f"linear_{_fmt}_{_kind}", _fmt)
 for _fmt in ("f32", "f16", "bf16", "i8g"):
     MODELS[f"embed_{_fmt}"] = k_embed(_fmt)
+MODELS["embed_q6k"] = k_embed_q6k
 
 
 class FakeFunction:

@@ -95,6 +95,27 @@ def linear_tq(codes: np.ndarray, w_d: np.ndarray, q: np.ndarray, act_d: np.ndarr
     return y
 
 
+def linear_q6k(codes: np.ndarray, sub: np.ndarray, w_d: np.ndarray, q: np.ndarray,
+               act_d: np.ndarray, out_scale: np.float32) -> np.ndarray:
+    """linear_q6k_*: per 16-element sub-block an exact int dot times its int8 sub-scale, summed
+    per 256-block, then combined block by block in f32 (no FMA), as linear_tq."""
+    rows, cols = codes.shape
+    n = q.shape[0]
+    groups = cols // 16
+    dots = np.einsum("nsk,msk->nms", q.reshape(n, groups, 16).astype(np.int64),
+                     codes.reshape(rows, groups, 16).astype(np.int64))  # [n, M, K/16]
+    scaled = dots * sub.astype(np.int64)[None, :, :]
+    isum = scaled.reshape(n, rows, cols // QK_K, 16).sum(axis=3)  # [n, M, K/256]
+    assert np.abs(isum).max(initial=0) < 2**31  # the kernel's int32 never overflows
+    y = np.zeros((n, rows), dtype=np.float32)
+    for b in range(cols // QK_K):
+        dd = (w_d[None, :, b] * act_d[:, b, None]).astype(np.float32)
+        y = (y + (isum[:, :, b].astype(np.float32) * dd).astype(np.float32)).astype(np.float32)
+    if out_scale != 1:
+        y = y * np.float32(out_scale)
+    return y
+
+
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
     sq = (x * x).astype(np.float64).sum(axis=1)
     mean = (sq / x.shape[1]).astype(np.float32)

@@ -74,6 +74,22 @@ def test_linear_float_and_embed(backend, fmt):
     assert np.array_equal(rows, REF.embed(w_ref, ids))
 
 
+@pytest.mark.parametrize("n,cols", [(1, 768), (3, 512), (9, 256)])
+def test_linear_q6_k_is_bit_exact(backend, n, cols):
+    """Q6_K x Q8_K (hal linear_float): gemv and gemm, an odd block count (a half-used warp
+    step), an all-zero Q8_K block and out_scale, bit for bit with the reference."""
+    rng = np.random.default_rng(cols + n)
+    w = (rng.standard_normal((11, cols)) * rng.uniform(0.01, 3, (11, 1))).astype(np.float32)
+    tensor = WeightTensor("output.weight", WeightFormat.Q6_K, 11, cols,
+                          quantize_rows(WeightFormat.Q6_K, w), out_scale=0.5 if n == 3 else 1.0)
+    x = (rng.standard_normal((n, cols)) * 3).astype(np.float32)
+    x[0, :256] = 0.0
+    got = backend.download(backend.linear_float(backend.load_weight(tensor), backend.upload(x)))
+    assert np.array_equal(got, REF.linear_float(REF.load_weight(tensor), x))
+    kernels = [name for name, _, _ in fake_cuda.LAUNCHES]
+    assert kernels[-2:] == ["quantize_q8_k", "linear_q6k_gemv" if n == 1 else "linear_q6k_gemm"]
+
+
 def test_rmsnorm_rope_gating_add_slices(backend):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((5, 128)).astype(np.float32)

@@ -16,7 +16,7 @@ MIRRORED = {
                        ("linear_float.cu", "ROWS_PER_BLOCK")],
     "GEMM_TOKENS": [("linear_ternary.cu", "GEMM_TOKENS"), ("linear_float.cu", "GEMM_TOKENS")],
     "QUANT_THREADS": [("linear_ternary.cu", "QUANT_THREADS")],
-    "QK_K": [("linear_ternary.cu", "QK_K")],
+    "QK_K": [("linear_ternary.cu", "QK_K"), ("linear_float.cu", "QK_K")],
     "NORM_THREADS": [("rmsnorm.cu", "NORM_THREADS")],
     "ROPE_THREADS": [("rope.cu", "ROPE_THREADS")],
     "KV_THREADS": [("attention.cu", "KV_THREADS")],

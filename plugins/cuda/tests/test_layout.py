@@ -61,7 +61,9 @@ def test_layout_sizes_and_alignment():
     assert layout.arrays["codes"].shape == (3, 64) and layout.w_scale == pytest.approx(0.0421)
     q6 = repack(WeightTensor("w", WeightFormat.Q6_K, 2, 256,
                              quantize_rows(WeightFormat.Q6_K, np.ones((2, 256), np.float32))))
-    assert q6.group == 16 and q6.arrays["scale"].shape == (2, 16)
+    assert q6.kind == "q6k" and q6.arrays["codes"].shape == (2, 256)
+    assert q6.arrays["sub"].shape == (2, 16) and q6.arrays["d"].shape == (2, 1)
+    assert q6.arrays["codes"].dtype == np.int8 and q6.arrays["sub"].dtype == np.int8
 
 
 def test_code_3_is_rejected():

@@ -9,7 +9,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.tools as cl_tools
 
-from bitnet.formats.device_layout import float_rows, ternary_as_i2s
+from bitnet.formats.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
 from bitnet.hal import (
     ALL_OPS,
     FLOAT_FORMATS,
@@ -56,12 +56,28 @@ class ClFloatWeight:
 
 
 @dataclass
+class ClQ6KWeight:
+    """A Q6_K weight split for the integer Q6_K x Q8_K dot (hal linear_float) and embed."""
+
+    format: WeightFormat
+    rows: int
+    cols: int
+    codes: Any  # int8 [M, K] in -32..31
+    sub: Any  # int8 [M, K/16]: sub-block scales
+    d: Any  # f32 [M, K/256]: block scales
+    out_scale: float
+
+
+@dataclass
 class ClKVCache:
     n_layers: int
     n_ctx: int
     width: int  # n_kv_heads * head_dim
     k: Any  # f16 [n_layers, n_ctx, width]
     v: Any
+
+
+ClWeight = ClTernaryWeight | ClFloatWeight | ClQ6KWeight
 
 
 def _i32(value: int) -> np.int32:
@@ -129,7 +145,7 @@ class OpenCLBackend(KernelBackend):
         cl.enqueue_copy(self.queue, out, buf.mem)
         return out
 
-    def load_weight(self, tensor: WeightTensor) -> ClTernaryWeight | ClFloatWeight:
+    def load_weight(self, tensor: WeightTensor) -> ClWeight:
         if tensor.format in TERNARY_FORMATS:
             host = ternary_as_i2s(tensor)
             scales = None
@@ -144,6 +160,11 @@ class OpenCLBackend(KernelBackend):
                 tensor_scale=host.tensor_scale,
                 out_scale=float(tensor.out_scale),
             )
+        if tensor.format is WeightFormat.Q6_K:
+            codes, sub, d = split_q6_k_ints(tensor)
+            return ClQ6KWeight(tensor.format, tensor.rows, tensor.cols, self._to_device(codes),
+                               self._to_device(sub), self._to_device(d),
+                               float(tensor.out_scale))
         if tensor.format in FLOAT_FORMATS:
             rows = float_rows(tensor)
             return ClFloatWeight(
@@ -174,11 +195,16 @@ class OpenCLBackend(KernelBackend):
     def _float_kernel(self, fmt: WeightFormat, name: str) -> Any:
         return self.programs.kernel("linear_float.cl", name, (f"DECODE=decode_{fmt.value}",))
 
-    def embed(self, table: ClFloatWeight, token_ids: ClArray) -> ClArray:
-        if not isinstance(table, ClFloatWeight):
+    def embed(self, table: ClFloatWeight | ClQ6KWeight, token_ids: ClArray) -> ClArray:
+        if not isinstance(table, (ClFloatWeight, ClQ6KWeight)):
             raise TypeError(f"opencl embed needs a float-format table, got {table.format.value}")
         n = token_ids.shape[0]
         out = self._alloc((n, table.cols), np.float32)
+        if isinstance(table, ClQ6KWeight):
+            kernel = self.programs.kernel("q6_k.cl", "embed_q6_k")
+            self._run(kernel, (_round_up(table.cols, 64), n), None, table.codes, table.sub,
+                      table.d, token_ids.mem, _i32(table.cols), out.mem)
+            return out
         kernel = self._float_kernel(table.format, "embed")
         self._run(kernel, (_round_up(table.cols, 64), n), None, table.data,
                   _i32(table.row_bytes), token_ids.mem, _i32(table.cols), out.mem)
@@ -214,12 +240,8 @@ class OpenCLBackend(KernelBackend):
                       q.mem, scales.mem, _i32(k), _i32(n), _i32(w.rows), _f32(w.tensor_scale),
                       _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
             return out
+        act_d = self._quantize_q8_k(x, q)
         nb = k // 256
-        act_d = self._alloc((n, nb), np.float32)
-        quant = self.programs.kernel("quantize.cl", "quantize_q8_k")
-        qwg = self.programs.work_group(quant)
-        self._run(quant, (qwg * nb, n), (qwg, 1), x.mem, _i32(k), q.mem, act_d.mem,
-                  cl.LocalMemory(4 * qwg), cl.LocalMemory(4 * qwg))
         kernel = self.programs.kernel("linear_ternary.cl", "linear_tq")
         per_row = 4 * TILE_N * nb
         lanes, rows = self.programs.matmul_shape(kernel, per_row)
@@ -228,7 +250,34 @@ class OpenCLBackend(KernelBackend):
                   _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
         return out
 
-    def linear_float(self, w: ClFloatWeight, x: ClArray) -> ClArray:
+    def _quantize_q8_k(self, x: ClArray, q: ClArray) -> ClArray:
+        """x f32 [n, K] -> q int8 [n, K] (written in place) and the returned d f32 [n, K/256]."""
+        n, k = x.shape
+        nb = k // 256
+        act_d = self._alloc((n, nb), np.float32)
+        quant = self.programs.kernel("quantize.cl", "quantize_q8_k")
+        qwg = self.programs.work_group(quant)
+        self._run(quant, (qwg * nb, n), (qwg, 1), x.mem, _i32(k), q.mem, act_d.mem,
+                  cl.LocalMemory(4 * qwg), cl.LocalMemory(4 * qwg))
+        return act_d
+
+    def _linear_q6_k(self, w: ClQ6KWeight, x: ClArray) -> ClArray:
+        """Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)."""
+        n, k = op_checks.matmul_input("opencl", "linear_float", x, w.cols)
+        q = self._alloc((n, k), np.int8)
+        act_d = self._quantize_q8_k(x, q)
+        out = self._alloc((n, w.rows), np.float32)
+        kernel = self.programs.kernel("q6_k.cl", "linear_q6_k")
+        per_row = 4 * TILE_N * (k // 256)
+        lanes, rows = self.programs.matmul_shape(kernel, per_row)
+        self._run(kernel, (lanes, _round_up(w.rows, rows), -(-n // TILE_N)), (lanes, rows, 1),
+                  w.codes, w.sub, w.d, q.mem, act_d.mem, _i32(k), _i32(n), _i32(w.rows),
+                  _f32(w.out_scale), out.mem, cl.LocalMemory(rows * per_row))
+        return out
+
+    def linear_float(self, w: ClFloatWeight | ClQ6KWeight, x: ClArray) -> ClArray:
+        if isinstance(w, ClQ6KWeight):
+            return self._linear_q6_k(w, x)
         if not isinstance(w, ClFloatWeight):
             raise TypeError(f"opencl linear_float got a {w.format.value} weight")
         n, k = op_checks.matmul_input("opencl", "linear_float", x, w.cols)

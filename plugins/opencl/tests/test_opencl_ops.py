@@ -112,6 +112,29 @@ def test_linear_float_and_embed(opencl_backend, reference_backend, fmt):
     np.testing.assert_array_equal(got, reference_backend.embed(ref_weight, ids))
 
 
+@SETTINGS
+@given(
+    n=st.integers(1, 10),
+    rows=st.integers(1, 40),
+    blocks=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_linear_q6_k_is_bit_exact(opencl_backend, reference_backend, n, rows, blocks, seed):
+    """Q6_K x Q8_K (hal linear_float): exact integer block sums, f32 epilogue in block order."""
+    rng = np.random.default_rng(seed)
+    cols = 256 * blocks
+    w = (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 3, (rows, 1))).astype(np.float32)
+    tensor = WeightTensor("output.weight", WeightFormat.Q6_K, rows, cols,
+                          quantize_rows(WeightFormat.Q6_K, w), out_scale=0.5)
+    x = (rng.standard_normal((n, cols)) * rng.uniform(0.01, 10)).astype(np.float32)
+    x[0, :256] = 0.0  # an all-zero Q8_K block
+    got = opencl_backend.download(
+        opencl_backend.linear_float(opencl_backend.load_weight(tensor), opencl_backend.upload(x))
+    )
+    want = reference_backend.linear_float(reference_backend.load_weight(tensor), x)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("n,k", [(1, 256), (3, 2560), (2, 100)])
 def test_rmsnorm(opencl_backend, reference_backend, n, k):
     rng = np.random.default_rng(k)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import vulkan as vk
 
-from bitnet.formats.device_layout import float_rows, ternary_as_i2s
+from bitnet.formats.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
 from bitnet.hal import (
     ALL_OPS,
     FLOAT_FORMATS,
@@ -35,8 +35,7 @@ FLOAT_FORMAT_IDS = {  # float_decode.glsl's FMT
     WeightFormat.F16: 1,
     WeightFormat.BF16: 2,
     WeightFormat.Q8_0: 3,
-    WeightFormat.Q6_K: 4,
-}
+}  # Q6_K has its own integer path (VkQ6KWeight)
 ELEMENTWISE_OPS = {"add": 0, "relu2_mul": 1, "silu_mul": 2}  # elementwise.comp's OP
 MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
 
@@ -74,6 +73,22 @@ class VkFloatWeight:
     data: Block  # on-disk bytes [rows, row_bytes]
     row_bytes: int
     out_scale: float
+
+
+@dataclass
+class VkQ6KWeight:
+    """A Q6_K weight split for the integer Q6_K x Q8_K dot (hal linear_float) and embed."""
+
+    format: WeightFormat
+    rows: int
+    cols: int
+    codes: Block  # int8 [M, K] in -32..31
+    sub: Block  # int8 [M, K/16]: sub-block scales
+    d: Block  # f32 [M, K/256]: block scales
+    out_scale: float
+
+
+VkWeight = VkTernaryWeight | VkFloatWeight | VkQ6KWeight
 
 
 @dataclass
@@ -146,7 +161,7 @@ class VulkanBackend(KernelBackend):
         raw = self.runtime.read(buf.block, buf.nbytes)
         return raw.view(buf.dtype).reshape(buf.shape).copy()
 
-    def load_weight(self, tensor: WeightTensor) -> VkTernaryWeight | VkFloatWeight:
+    def load_weight(self, tensor: WeightTensor) -> VkWeight:
         if tensor.format in TERNARY_FORMATS:
             host = ternary_as_i2s(tensor)
             scales = None
@@ -155,6 +170,11 @@ class VulkanBackend(KernelBackend):
             return VkTernaryWeight(tensor.format, tensor.rows, tensor.cols,
                                    self._to_device(host.codes), scales, host.tensor_scale,
                                    float(tensor.out_scale))
+        if tensor.format is WeightFormat.Q6_K:
+            codes, sub, d = split_q6_k_ints(tensor)
+            return VkQ6KWeight(tensor.format, tensor.rows, tensor.cols, self._to_device(codes),
+                               self._to_device(sub), self._to_device(d),
+                               float(tensor.out_scale))
         if tensor.format in FLOAT_FORMATS:
             rows = float_rows(tensor)
             return VkFloatWeight(tensor.format, tensor.rows, tensor.cols, self._to_device(rows),
@@ -188,11 +208,16 @@ class VulkanBackend(KernelBackend):
     def _groups(self, count: int) -> int:
         return -(-count // self.runtime.work_group)
 
-    def embed(self, table: VkFloatWeight, token_ids: VkArray) -> VkArray:
-        if not isinstance(table, VkFloatWeight):
+    def embed(self, table: VkFloatWeight | VkQ6KWeight, token_ids: VkArray) -> VkArray:
+        if not isinstance(table, (VkFloatWeight, VkQ6KWeight)):
             raise TypeError(f"vulkan embed needs a float-format table, got {table.format.value}")
         n = token_ids.shape[0]
         out = self._alloc((n, table.cols), np.float32)
+        if isinstance(table, VkQ6KWeight):
+            self.runtime.dispatch(self.runtime.pipeline("embed_q6k"),
+                                  [table.codes, table.sub, table.d, token_ids.block, out.block],
+                                  (table.cols,), (self._groups(table.cols), n))
+            return out
         pipe = self.runtime.pipeline("embed", FLOAT_FORMAT_IDS[table.format])
         self.runtime.dispatch(pipe, [table.data, token_ids.block, out.block],
                               (table.row_bytes, table.cols), (self._groups(table.cols), n))
@@ -222,15 +247,36 @@ class VulkanBackend(KernelBackend):
                                   (-(-w.rows // rows), tiles))
             return out
         nb = k // 256
-        act_d = self._alloc((n, nb), np.float32)
-        self.runtime.dispatch(self.runtime.pipeline("quantize_q8k"),
-                              [x.block, q.block, act_d.block], (k,), (nb, n))
+        act_d = self._quantize_q8k(x, q)
         pipe, rows = self._matmul("linear_tq" + self._suffix, TILE_N * nb, blocks=nb)
         self.runtime.dispatch(pipe, [w.codes, w.block_scales, q.block, act_d.block, out.block],
                               (k, n, w.rows, w.out_scale), (-(-w.rows // rows), tiles))
         return out
 
-    def linear_float(self, w: VkFloatWeight, x: VkArray) -> VkArray:
+    def _quantize_q8k(self, x: VkArray, q: VkArray) -> VkArray:
+        """x f32 [n, K] -> q int8 [n, K] (written in place) and the returned d f32 [n, K/256]."""
+        n, k = x.shape
+        nb = k // 256
+        act_d = self._alloc((n, nb), np.float32)
+        self.runtime.dispatch(self.runtime.pipeline("quantize_q8k"),
+                              [x.block, q.block, act_d.block], (k,), (nb, n))
+        return act_d
+
+    def _linear_q6k(self, w: VkQ6KWeight, x: VkArray) -> VkArray:
+        """Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)."""
+        n, k = op_checks.matmul_input("vulkan", "linear_float", x, w.cols)
+        q = self._alloc((n, k), np.int8)
+        act_d = self._quantize_q8k(x, q)
+        out = self._alloc((n, w.rows), np.float32)
+        nb = k // 256
+        pipe, rows = self._matmul("linear_q6k" + self._suffix, TILE_N * nb, blocks=nb)
+        self.runtime.dispatch(pipe, [w.codes, w.sub, w.d, q.block, act_d.block, out.block],
+                              (k, n, w.rows, w.out_scale), (-(-w.rows // rows), -(-n // TILE_N)))
+        return out
+
+    def linear_float(self, w: VkFloatWeight | VkQ6KWeight, x: VkArray) -> VkArray:
+        if isinstance(w, VkQ6KWeight):
+            return self._linear_q6k(w, x)
         if not isinstance(w, VkFloatWeight):
             raise TypeError(f"vulkan linear_float got a {w.format.value} weight")
         n, k = op_checks.matmul_input("vulkan", "linear_float", x, w.cols)

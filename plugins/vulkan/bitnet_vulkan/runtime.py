@@ -38,8 +38,11 @@ SHADERS = {
     "linear_tq": ShaderSpec(5, "<iiif"),
     "linear_i2s_idot": ShaderSpec(4, "<iiiff"),
     "linear_tq_idot": ShaderSpec(5, "<iiif"),
+    "linear_q6k": ShaderSpec(6, "<iiif"),
+    "linear_q6k_idot": ShaderSpec(6, "<iiif"),
     "linear_float": ShaderSpec(3, "<iiiif"),
     "embed": ShaderSpec(3, "<ii"),
+    "embed_q6k": ShaderSpec(5, "<i"),
     "rmsnorm": ShaderSpec(3, "<if"),
     "rmsnorm_f64": ShaderSpec(3, "<if"),
     "rope": ShaderSpec(4, "<iii"),
@@ -231,7 +234,8 @@ class VulkanRuntime:
                  blocks: int = 1) -> Pipeline:
         """The compute pipeline of shaders/<name>.spv, specialized: constant 0 = WG_SIZE (the
         runtime's work-group, or `lanes` for matmuls), 1 = FMT or OP, 2 = ROWS (matmul rows per
-        work-group), 3 = BLOCKS (linear_tq's K / 256). Unused constants are ignored."""
+        work-group), 3 = BLOCKS (linear_tq's and linear_q6k's K / 256). Unused constants are
+        ignored."""
         width = self.work_group if lanes is None else lanes
         key = (name, constant, width, rows, blocks)
         if key in self._pipelines:

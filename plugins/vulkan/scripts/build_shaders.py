@@ -35,6 +35,7 @@ VARIANTS = {
     "rope_f64": ("rope.comp", ("USE_FP64",)),
     "linear_i2s_idot": ("linear_i2s.comp", ("USE_INT_DOT",)),
     "linear_tq_idot": ("linear_tq.comp", ("USE_INT_DOT",)),
+    "linear_q6k_idot": ("linear_q6k.comp", ("USE_INT_DOT",)),
 }
 INT_DOT = "USE_INT_DOT"  # marks the variants whose dot4_packed becomes OpSDot
 PATCH_RECIPE = "OpSDotKHR PackedVectorFormat4x8BitKHR v1"  # part of the staleness hash

@@ -189,6 +189,34 @@ def test_slice_rows_and_round_trip(vulkan_backend):
         vulkan_backend.upload(np.zeros((2, 2), np.float64))
 
 
+def q6_k_tensor(rows: int, cols: int, rng: np.random.Generator,
+                out_scale: float = 1.0) -> WeightTensor:
+    w = (rng.standard_normal((rows, cols)) * rng.uniform(0.01, 3, (rows, 1))).astype(np.float32)
+    return WeightTensor("output.weight", WeightFormat.Q6_K, rows, cols,
+                        quantize_rows(WeightFormat.Q6_K, w), out_scale=out_scale)
+
+
+@SETTINGS
+@given(
+    n=st.integers(1, 10),
+    rows=st.integers(1, 40),
+    blocks=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_linear_q6_k_is_bit_exact(vulkan_backend, reference_backend, n, rows, blocks, seed):
+    """Q6_K x Q8_K (hal linear_float): exact integer block sums, f32 epilogue in block order."""
+    rng = np.random.default_rng(seed)
+    cols = 256 * blocks
+    tensor = q6_k_tensor(rows, cols, rng, out_scale=0.5)
+    x = (rng.standard_normal((n, cols)) * rng.uniform(0.01, 10)).astype(np.float32)
+    x[0, :256] = 0.0  # an all-zero Q8_K block
+    got = vulkan_backend.download(
+        vulkan_backend.linear_float(vulkan_backend.load_weight(tensor), vulkan_backend.upload(x))
+    )
+    want = reference_backend.linear_float(reference_backend.load_weight(tensor), x)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_many_rows_fold_into_z(vulkan_backend, reference_backend, monkeypatch):
     """Groups beyond maxComputeWorkGroupCount[0] fold into z; pretend the limit is 3."""
     monkeypatch.setattr(vulkan_backend.runtime, "max_groups", 3)
@@ -201,6 +229,11 @@ def test_many_rows_fold_into_z(vulkan_backend, reference_backend, monkeypatch):
             vulkan_backend.load_weight(tensor), vulkan_backend.upload(x)))
         want = reference_backend.linear_ternary(reference_backend.load_weight(tensor), x)
         np.testing.assert_array_equal(got, want)
+    tensor = q6_k_tensor(203, 256, rng)
+    got = vulkan_backend.download(vulkan_backend.linear_float(
+        vulkan_backend.load_weight(tensor), vulkan_backend.upload(x)))
+    want = reference_backend.linear_float(reference_backend.load_weight(tensor), x)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_buffers_beyond_the_binding_limit_are_refused(vulkan_backend, monkeypatch):
@@ -233,5 +266,10 @@ def test_both_integer_dot_paths_are_bit_exact(reference_backend, monkeypatch, in
                                                           backend.upload(x)))
             want = reference_backend.linear_ternary(reference_backend.load_weight(tensor), x)
             np.testing.assert_array_equal(got, want)
+        tensor = q6_k_tensor(21, 512, rng)  # the Q6_K head's integer dot takes the same path
+        got = backend.download(backend.linear_float(backend.load_weight(tensor),
+                                                    backend.upload(x)))
+        want = reference_backend.linear_float(reference_backend.load_weight(tensor), x)
+        np.testing.assert_array_equal(got, want)
     finally:
         backend.close()

@@ -41,7 +41,7 @@ def test_every_runtime_shader_ships_as_package_data():
 
 def test_int_dot_variants_carry_opsdot():
     shaders = resources.files("bitnet_vulkan") / "shaders"
-    for name in ("linear_i2s", "linear_tq"):
+    for name in ("linear_i2s", "linear_tq", "linear_q6k"):
         # OpSDot is opcode 4450 (0x1162); an instruction word is (word count << 16) | opcode,
         # and OpSDot with a packed-format operand has 6 words
         opsdot = (6 << 16 | 4450).to_bytes(4, "little")

@@ -43,3 +43,10 @@ extern "C" __global__ void __launch_bounds__(EMBED_THREADS) embed_i8g(
 {
     embed_rows(I8GWeights{w, scale, group}, ids, out, K);
 }
+
+extern "C" __global__ void __launch_bounds__(EMBED_THREADS) embed_q6k(
+    const signed char* __restrict__ w, const signed char* __restrict__ sub,
+    const float* __restrict__ d, const int* __restrict__ ids, float* __restrict__ out, int K)
+{
+    embed_rows(Q6KWeights{w, sub, d}, ids, out, K);
+}

@@ -4,8 +4,10 @@
 //   F16Weights   f16 bits as on disk (exact widening)
 //   BF16Weights  bf16 bits as on disk (exact widening)
 //   I8GWeights   int8 codes + one f32 scale per `group` consecutive elements of a row: Q8_0
-//                (group 32, scale = d) and Q6_K (group 16, scale = d * sub-scale, exact in f32);
-//                scale * code is one f32 rounding, the same single rounding the reference makes.
+//                (group 32, scale = d); scale * code is one f32 rounding, as the reference's.
+//   Q6KWeights   Q6_K split for its integer dot (linear_float.cu's linear_q6k): int8 codes,
+//                int8 sub-scales per 16 elements, f32 d per 256; (d * sc) * q, two roundings as
+//                ggml's dequantize_row_q6_K (d * sc is exact). Only load1 (embed reads it).
 // load8 reads 8 consecutive elements starting at a multiple of 8 (one 32/16/8-byte load).
 #pragma once
 
@@ -71,5 +73,15 @@ struct I8GWeights {
             const signed char c = (signed char)((words[j >> 2] >> (8 * (j & 3))) & 0xffu);
             out[j] = __fmul_rn(s, (float)c);
         }
+    }
+};
+
+struct Q6KWeights {
+    const signed char* w;    // codes in -32..31, row-major [rows, K]
+    const signed char* sub;  // one per 16 elements: index = flat element / 16
+    const float* d;          // one per 256 elements: index = flat element / 256 (K % 256 == 0)
+    __device__ __forceinline__ float load1(size_t i) const {
+        const float dsc = __fmul_rn(__ldg(d + i / 256), (float)__ldg(sub + i / 16));
+        return __fmul_rn(dsc, (float)__ldg(w + i));
     }
 };

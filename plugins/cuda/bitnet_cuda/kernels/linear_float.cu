@@ -1,5 +1,7 @@
 // linear_float: float-format weight [M, K] times f32 x [n, K] -> f32 [n, M] (the output head,
-// and float checkpoints run without ternarizing). Any summation order is allowed by the contract.
+// and float checkpoints run without ternarizing). F32 / F16 / BF16 / Q8_0: dequantized weights
+// times f32 x, any summation order (the contract allows it). Q6_K: llama.cpp's integer Q6_K x
+// Q8_K dot on activations from linear_ternary.cu's quantize_q8_k (linear_q6k_* below).
 //
 // Geometry as linear_ternary.cu: one warp per output row, ROWS_PER_BLOCK rows per block, grid
 // (ceil(M / ROWS_PER_BLOCK), ceil(n / TN)); TN = 1 (gemv) or GEMM_TOKENS (gemm: each weight read
@@ -9,6 +11,7 @@
 
 #define ROWS_PER_BLOCK 8
 #define GEMM_TOKENS 8
+#define QK_K 256
 
 template <class W, int TN>
 __device__ __forceinline__ void linear_float_rows(const W wt, const float* __restrict__ x,
@@ -103,3 +106,116 @@ LINEAR_FLOAT_ENTRY(linear_bf16_gemm, GEMM_TOKENS, BF16Weights, F16_PARAMS, {w})
 LINEAR_FLOAT_ENTRY(linear_i8g_gemv, 1, I8GWeights, I8G_PARAMS, (I8GWeights{w, scale, group}))
 LINEAR_FLOAT_ENTRY(linear_i8g_gemm, GEMM_TOKENS, I8GWeights, I8G_PARAMS,
                    (I8GWeights{w, scale, group}))
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K (layout "q6k", bitnet.formats.device_layout.split_q6_k_ints): codes int8 [M, K] in
+// -32..31, sub-block scales int8 [M, K/16], block scales f32 w_d [M, K/256]; activations Q8_K
+// (q int8 [n, K], act_d f32 [n, K/256]). Per 256-block b the exact integer isum_b = sum_j sc_j *
+// sum_{16-element sub-block j} q6 * q8 (|isum_b| < 2^31), then acc += f32(isum_b) * (d_w * d_y)
+// block by block in f32, as the reference (hal KernelBackend.linear_float).
+//
+// One 16-byte code vector is one sub-block: lane u of a step reads it, meets 16 activations
+// with four __dp4a and scales by its sub-scale; lanes 16j .. 16j+15 hold block j of the step
+// (two blocks per step), summed by four xor shuffles.
+
+template <int TN>
+__device__ __forceinline__ void linear_q6k_rows(
+    const int4* __restrict__ w, const signed char* __restrict__ w_sub,
+    const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    const int lane = threadIdx.x & (WARP_SIZE - 1);
+    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int t0 = blockIdx.y * TN;
+    if (row >= M) {
+        return;  // the whole warp leaves together: no shuffle is left waiting
+    }
+    const int nblk = K / QK_K;
+    const int nvec = K / 16;  // 16-byte code vectors (= sub-blocks) per row
+    const int4* wrow = w + (size_t)row * nvec;
+    const signed char* srow = w_sub + (size_t)row * nvec;
+    const float* drow = w_d + (size_t)row * nblk;
+    float acc[TN];
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        acc[t] = 0.0f;
+    }
+    for (int u0 = 0; u0 < nvec; u0 += WARP_SIZE) {
+        const int u = u0 + lane;
+        int part[TN];
+#pragma unroll
+        for (int t = 0; t < TN; ++t) {
+            part[t] = 0;
+        }
+        if (u < nvec) {
+            const int4 wv = __ldg(wrow + u);
+            const int sc = __ldg(srow + u);
+#pragma unroll
+            for (int t = 0; t < TN; ++t) {
+                if (t0 + t < n) {
+                    const int4 qv =
+                        *reinterpret_cast<const int4*>(q + (size_t)(t0 + t) * K + 16 * u);
+                    int s = __dp4a(wv.x, qv.x, 0);
+                    s = __dp4a(wv.y, qv.y, s);
+                    s = __dp4a(wv.z, qv.z, s);
+                    s = __dp4a(wv.w, qv.w, s);
+                    part[t] = sc * s;
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < TN; ++t) {
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 1);
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 2);
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 4);
+            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 8);
+        }
+        // the step's blocks one by one, in block order; each op rounded in f32 (no FMA)
+        for (int j = 0; j < WARP_SIZE / 16; ++j) {
+            const int b = u0 / 16 + j;
+            if (b >= nblk) {
+                break;  // uniform across the warp
+            }
+            const float dw = drow[b];
+#pragma unroll
+            for (int t = 0; t < TN; ++t) {
+                const int isum = __shfl_sync(FULL_MASK, part[t], 16 * j);
+                const int tok = t0 + t;
+                if (tok < n) {
+                    const float dd = __fmul_rn(dw, act_d[(size_t)tok * nblk + b]);
+                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)isum, dd));
+                }
+            }
+        }
+    }
+    if (lane != 0) {
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        const int tok = t0 + t;
+        if (tok < n) {
+            float yv = acc[t];
+            if (out_scale != 1.0f) {
+                yv = __fmul_rn(yv, out_scale);
+            }
+            y[(size_t)tok * M + row] = yv;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6k_gemv(
+    const int4* __restrict__ w, const signed char* __restrict__ w_sub,
+    const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    linear_q6k_rows<1>(w, w_sub, w_d, q, act_d, out_scale, y, M, K, n);
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6k_gemm(
+    const int4* __restrict__ w, const signed char* __restrict__ w_sub,
+    const float* __restrict__ w_d, const signed char* __restrict__ q,
+    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
+{
+    linear_q6k_rows<GEMM_TOKENS>(w, w_sub, w_d, q, act_d, out_scale, y, M, K, n);
+}

@@ -1,5 +1,6 @@
 // embed: rows of an f16 table [V, K] for int32 ids [n] -> f32 [n, K]; one threadgroup per id.
-// Other table formats (Q6_K, Q8_0) would take bitnet-cuda's int8 + per-group-scale layout.
+// Other table formats would take bitnet-cuda's layouts: Q8_0 int8 + per-group f32 scale, Q6_K
+// int8 codes + int8 sub-scales + f32 block scale (also what its Q6_K x Q8_K head dot reads).
 // WRITTEN, NOT RUN (no Mac was available).
 #include <metal_stdlib>
 using namespace metal;

@@ -1,4 +1,5 @@
-// Float-format weights: linear_float (y [n, M] = W [M, K] x [n, K]) and embed (rows of W).
+// Float-format weights F32 / F16 / BF16 / Q8_0: linear_float (y [n, M] = W [M, K] x [n, K]) and
+// embed (rows of W). Q6_K has its own integer path in q6_k.cl.
 // Weights stay in their on-disk bytes, one row of `row_bytes` per output; the host builds this
 // program once per format with -DDECODE=decode_<format>, the function that dequantizes element k
 // of a row exactly to f32.
@@ -24,24 +25,6 @@ inline float decode_q8_0(__global const uchar* row, int k) {
     __global const uchar* blk = row + (k / 32) * 34;
     float d = vload_half(0, (__global const half*)blk);
     return d * (float)((__global const char*)blk)[2 + k % 32];
-}
-
-// Q6_K: 256-element blocks of ql[128], qh[64], int8 scales[16], f16 d: (d * scale) * q with
-// q = (4 low bits | 2 high bits << 4) - 32 (formats.md; ggml's dequantize_row_q6_K).
-inline float decode_q6_k(__global const uchar* row, int k) {
-    __global const uchar* blk = row + (k / 256) * 210;
-    const int e = k % 256;
-    const int half_idx = e / 128;
-    const int l = e % 128;
-    const int quarter = l / 32;
-    const int l32 = l % 32;
-    const uchar ql = blk[half_idx * 64 + l32 + (quarter & 1) * 32];
-    const uchar low = quarter < 2 ? (ql & 0xF) : (ql >> 4);
-    const uchar high = (blk[128 + half_idx * 32 + l32] >> (2 * quarter)) & 3;
-    const int qv = (int)(low | (high << 4)) - 32;
-    const char sc = ((__global const char*)blk)[192 + half_idx * 8 + l32 / 16 + 2 * quarter];
-    const float d = vload_half(0, (__global const half*)(blk + 208));
-    return (d * (float)sc) * (float)qv;
 }
 
 // Work-group = ROWS rows x LANES lanes for a tile of TILE_N tokens, as in linear_ternary.cl:
