@@ -16,10 +16,16 @@ PY="$VENV/bin/python"
 if [[ "${BITNET_SKIP_INSTALL:-0}" != "1" ]]; then
     "$ROOT/scripts/install.sh" || { echo "[test] install failed" >&2; exit 1; }
     "$PY" -m pip install --quiet --disable-pip-version-check \
-        "pytest>=8" "hypothesis>=6.90" "httpx>=0.25" "openai>=1.0" \
+        "pytest>=8" "hypothesis>=6.90" "httpx>=0.25" "openai>=1.0" "schemathesis>=4" \
         "fastapi>=0.110" "uvicorn>=0.27" "pydantic>=2.5" "prometheus-client>=0.19" \
+        "ray[serve]>=2.9" "torch==2.13.0" \
         || { echo "[test] installing the test requirements failed" >&2; exit 1; }
 fi
+
+# the reference backend's many small matmuls run faster on one BLAS thread than on two
+# threads fighting the test's own work (and no oversubscription with the cpu plugin's OpenMP)
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+export RAY_USAGE_STATS_ENABLED=0
 
 # one validation cache for the whole run, never the user's
 export BITNET_CACHE_DIR="${BITNET_CACHE_DIR:-$(mktemp -d -t bitnet-test-cache-XXXXXX)}"
