@@ -1,0 +1,106 @@
+"""Time the bitnet-cpu kernels on the exact 2B-4T matmul shapes (no model file needed).
+
+    python benchmarks/bench_kernels.py [--threads 1 2] [--variants avx2 avx512] [--repeat 7]
+
+Prints the median time per call, G ternary MAC/s (or GB/s of weights streamed for GEMV), for
+decode (n=1) and prompt (n=128) on 2560x2560, 640x2560, 6912x2560, 2560x6912 and the
+128256x2560 Q6_K / F16 tied head. Random ternary weights; Q6_K bytes are random but valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from bitnet.hal.backend import WeightTensor
+from bitnet.hal.device import DeviceInfo, DeviceKind
+from bitnet.hal.formats import WeightFormat, row_bytes
+from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
+
+SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]  # (M, K)
+HEAD = (128256, 2560)
+DEVICE = DeviceInfo(backend="cpu", index=0, name="bench", kind=DeviceKind.CPU)
+
+
+def ternary_weight(fmt: WeightFormat, m: int, k: int, rng: np.random.Generator) -> WeightTensor:
+    values = rng.integers(-1, 2, size=(m, k)).astype(np.int8)
+    if fmt is WeightFormat.I2_S:
+        return WeightTensor("w", fmt, m, k, i2s_pack(values, 0.5))
+    d = np.full((m, k // 256), 0.5, np.float32)
+    pack = tq2_pack if fmt is WeightFormat.TQ2_0 else tq1_pack
+    return WeightTensor("w", fmt, m, k, pack(values, d))
+
+
+def head_weight(fmt: WeightFormat, rng: np.random.Generator) -> WeightTensor:
+    m, k = HEAD
+    if fmt is WeightFormat.F16:
+        data = rng.standard_normal((m, k)).astype(np.float16).view(np.uint8)
+        return WeightTensor("token_embd.weight", fmt, m, k, data)
+    data = rng.integers(0, 256, size=(m, row_bytes(fmt, k)), dtype=np.uint8)
+    blocks = data.reshape(m, k // 256, 210)
+    blocks[:, :, 208:210] = np.array([0.01], np.float16).view(np.uint8)  # finite d
+    return WeightTensor("token_embd.weight", fmt, m, k, data)
+
+
+CLOCK = time.perf_counter
+
+
+def median_time(fn, repeat: int) -> float:
+    """Median seconds per call (wall clock, or process CPU time with --cpu-time: on a shared,
+    oversubscribed machine CPU time of a 1-thread run is the steadier figure)."""
+    fn()  # warm-up: page faults, OpenMP thread start
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        times.append(CLOCK() - t0)
+    return min(times) if CLOCK is time.process_time else statistics.median(times)
+
+
+def main() -> None:
+    from bitnet_cpu.backend import CpuBackend
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--variants", nargs="+", default=["avx2", "avx512"])
+    parser.add_argument("--formats", nargs="+", default=["i2_s", "tq2_0", "tq1_0"])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--no-head", action="store_true")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process CPU time instead of the wall clock")
+    args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+    rng = np.random.default_rng(0)
+    tensors = {(f, s): ternary_weight(WeightFormat(f), *s, rng) for f in args.formats
+               for s in SHAPES}
+    heads = {} if args.no_head else {f: head_weight(f, rng)
+                                     for f in (WeightFormat.Q6_K, WeightFormat.F16)}
+    for variant in args.variants:
+        for threads in args.threads:
+            cpu = CpuBackend(DEVICE, threads=threads, variant=variant)
+            print(f"== {variant}, {threads} thread(s)")
+            for (fmt, (m, k)), tensor in tensors.items():
+                w = cpu.load_weight(tensor)
+                for n in (1, args.prompt):
+                    x = cpu.upload(rng.standard_normal((n, k)).astype(np.float32))
+                    sec = median_time(lambda: cpu.linear_ternary(w, x), args.repeat)
+                    gmacs = m * k * n / sec / 1e9
+                    gbs = w.codes.nbytes / sec / 1e9
+                    print(f"{fmt:6s} {m:5d}x{k:<5d} n={n:<4d} {sec * 1e3:8.3f} ms "
+                          f"{gmacs:7.1f} GMAC/s {gbs:6.1f} GB/s")
+            for fmt, tensor in heads.items():
+                w = cpu.load_weight(tensor)
+                x = cpu.upload(rng.standard_normal((1, HEAD[1])).astype(np.float32))
+                sec = median_time(lambda: cpu.linear_float(w, x), args.repeat)
+                print(f"{fmt.value:6s} head {HEAD[0]}x{HEAD[1]} n=1 {sec * 1e3:8.3f} ms "
+                      f"{w.raw.nbytes / sec / 1e9:6.1f} GB/s")
+
+
+if __name__ == "__main__":
+    main()

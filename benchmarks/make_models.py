@@ -1,0 +1,42 @@
+"""Write the synthetic 2B-4T-shaped benchmark models (random ternary weights, exact shape).
+
+    python benchmarks/make_models.py OUT_DIR [--formats i2_s tq2_0 tq1_0] [--embed q6_k f16]
+
+Files: OUT_DIR/2b-<format>-<embed>.gguf. TQ files use arch ``bitnet`` (what llama.cpp reads),
+I2_S files ``bitnet-b1.58`` (bitnet.cpp's arch). The tied embedding is written by
+bitnet.core.gguf_write (its Q6_K encoder follows llama.cpp's quantizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bitnet.core.gguf_write import make_synthetic_model, shape_kwargs
+from bitnet.hal.formats import WeightFormat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--formats", nargs="+", default=["i2_s", "tq2_0", "tq1_0"])
+    parser.add_argument("--embed", nargs="+", default=["q6_k"])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for fmt in args.formats:
+        for embed in args.embed:
+            path = args.out / f"2b-{fmt}-{embed}.gguf"
+            if path.exists():
+                print(f"{path} exists")
+                continue
+            arch = "bitnet-b1.58" if fmt == "i2_s" else "bitnet"
+            t0 = time.perf_counter()
+            make_synthetic_model(path, **shape_kwargs("2b"), arch=arch,
+                                 weight_format=WeightFormat(fmt),
+                                 embed_format=WeightFormat(embed), seed=1)
+            print(f"{path}: {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

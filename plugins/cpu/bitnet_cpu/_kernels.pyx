@@ -1,0 +1,185 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin Cython layer over the C kernels: shape checks happen in Python (backend.py); every call
+here releases the GIL for the whole kernel."""
+
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+
+cdef extern from "bitnet_cpu.h" nogil:
+    ctypedef struct bn_kernels:
+        const char *name
+        int tile_tokens
+        int row_group
+        void (*ternary_tile)(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride,
+                             int nt, int32_t *sums) noexcept nogil
+    const bn_kernels *bn_kernels_get(const char *name)
+    int t2_has_code3(const uint8_t *data, size_t n)
+    int release_pages(const void *addr, size_t len)
+    void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
+    void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
+    void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
+    void act_quantize_per_token_i8(const float *x, int n, int K, int8_t *q, float *s,
+                                   int32_t *asum)
+    void act_quantize_q8_k(const float *x, int n, int K, int8_t *q, float *d, int32_t *bsum)
+    int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                       int M, int K, const float *x, int n, float *y, float out_scale,
+                       int nthreads)
+    int linear_float(const bn_kernels *kt, int fmt, const uint8_t *w, size_t row_bytes, int M,
+                     int K, const float *x, int n, float *y, float out_scale, int nthreads)
+    int dequantize_row(int fmt, const uint8_t *row, int K, float *out)
+    void rmsnorm_f32(const float *x, const float *w, int n, int K, float eps, float *y,
+                     int nthreads)
+    void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double theta)
+    void relu2_mul_f32(const float *g, const float *u, size_t count, float *y)
+    void silu_mul_f32(const float *g, const float *u, size_t count, float *y)
+    void add_f32(const float *a, const float *b, size_t count, float *y)
+    void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
+                         uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
+                         int n_kv_heads, int head_dim, float *out, int nthreads)
+
+
+def _check(int rc, str what):
+    if rc == -1:
+        raise MemoryError(f"{what}: out of memory for the activation scratch")
+    if rc != 0:
+        raise ValueError(f"{what}: unsupported shape or format (kernel returned {rc})")
+
+
+cdef class Kernels:
+    """One ISA's kernel table ("generic", "avx2", "avx512", "neon")."""
+
+    cdef const bn_kernels *kt
+
+    def __cinit__(self, str name):
+        cdef bytes key = name.encode()
+        self.kt = bn_kernels_get(key)
+        if self.kt == NULL:
+            raise ValueError(f"this build of bitnet-cpu has no '{name}' kernels")
+
+    @property
+    def name(self) -> str:
+        return self.kt.name.decode()
+
+    @property
+    def row_group(self) -> int:
+        """0: weights in the per-row t2 layout; 16: in the row-interleaved r16 layout."""
+        return self.kt.row_group
+
+    @property
+    def tile_tokens(self) -> int:
+        return self.kt.tile_tokens
+
+    def linear_ternary(self, int fmt, const uint8_t[::1] codes, const float[::1] scales,
+                       int M, int K, const float[:, ::1] x, float[:, ::1] y, float out_scale,
+                       int nthreads):
+        cdef int rc
+        with nogil:
+            rc = linear_ternary(self.kt, fmt, &codes[0], &scales[0], M, K, &x[0, 0],
+                                <int>x.shape[0], &y[0, 0], out_scale, nthreads)
+        _check(rc, "linear_ternary")
+
+    def linear_float(self, int fmt, const uint8_t[:, ::1] w, int K, const float[:, ::1] x,
+                     float[:, ::1] y, float out_scale, int nthreads):
+        cdef int rc
+        with nogil:
+            rc = linear_float(self.kt, fmt, &w[0, 0], <size_t>w.shape[1], <int>w.shape[0], K,
+                              &x[0, 0], <int>x.shape[0], &y[0, 0], out_scale, nthreads)
+        _check(rc, "linear_float")
+
+    def ternary_tile(self, const uint8_t[::1] row, int K, int gps, const int8_t[:, ::1] q,
+                     int32_t[:, ::1] sums):
+        """Raw sums of code*q for one t2 row (tests): q [nt, K], sums [K / (128 * gps), nt]."""
+        cdef int nt = <int>q.shape[0]
+        with nogil:
+            self.kt.ternary_tile(&row[0], K, gps, &q[0, 0], <size_t>q.shape[1], nt, &sums[0, 0])
+
+    def attention(self, const float[:, ::1] q, const float[:, ::1] k, const float[:, ::1] v,
+                  uint16_t[:, ::1] kcache, uint16_t[:, ::1] vcache, int pos, int n_heads,
+                  int n_kv_heads, int head_dim, float[:, ::1] out, int nthreads):
+        with nogil:
+            attention_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], &kcache[0, 0],
+                            &vcache[0, 0], <int>q.shape[0], pos, n_heads, n_kv_heads, head_dim,
+                            &out[0, 0], nthreads)
+
+
+def has_code3(const uint8_t[::1] data) -> bool:
+    cdef int bad
+    with nogil:
+        bad = t2_has_code3(&data[0], <size_t>data.shape[0])
+    return bool(bad)
+
+
+def drop_resident(const uint8_t[::1] data) -> bool:
+    """Ask the kernel to reclaim these (already repacked) file pages; True if it accepted."""
+    cdef int rc
+    with nogil:
+        rc = release_pages(&data[0], <size_t>data.shape[0])
+    return rc == 0
+
+
+def to_rows16(const uint8_t[::1] t2, int M, int K, uint8_t[::1] out, int nthreads):
+    """t2 codes [M*K/4] -> the r16 layout [ceil(M/16)*16*K/4]."""
+    if t2.shape[0] < <Py_ssize_t>M * K // 4 or out.shape[0] < <Py_ssize_t>((M + 15) // 16) * 4 * K:
+        raise ValueError("to_rows16: buffers too small")
+    with nogil:
+        t2_to_rows16(&t2[0], M, K, &out[0], nthreads)
+
+
+def repack_tq(int fmt, const uint8_t[:, ::1] src, int M, int K, uint8_t[::1] codes,
+              float[::1] d, int nthreads):
+    with nogil:
+        if fmt == 35:
+            tq2_0_repack(&src[0, 0], M, K, &codes[0], &d[0], nthreads)
+        else:
+            tq1_0_repack(&src[0, 0], M, K, &codes[0], &d[0], nthreads)
+
+
+def quantize_per_token_i8(const float[:, ::1] x, int8_t[:, ::1] q, float[::1] s,
+                          int32_t[::1] asum):
+    with nogil:
+        act_quantize_per_token_i8(&x[0, 0], <int>x.shape[0], <int>x.shape[1], &q[0, 0], &s[0],
+                                  &asum[0])
+
+
+def quantize_q8_k(const float[:, ::1] x, int8_t[:, ::1] q, float[:, ::1] d,
+                  int32_t[:, ::1] bsum):
+    with nogil:
+        act_quantize_q8_k(&x[0, 0], <int>x.shape[0], <int>x.shape[1], &q[0, 0], &d[0, 0],
+                          &bsum[0, 0])
+
+
+def embed_rows(int fmt, const uint8_t[:, ::1] table, const int32_t[::1] ids, int K,
+               float[:, ::1] out):
+    cdef Py_ssize_t i
+    cdef int rc = 0
+    with nogil:
+        for i in range(ids.shape[0]):
+            rc = dequantize_row(fmt, &table[ids[i], 0], K, &out[i, 0])
+            if rc != 0:
+                break
+    _check(rc, "embed")
+
+
+def rmsnorm(const float[:, ::1] x, const float[::1] w, float eps, float[:, ::1] y,
+            int nthreads):
+    with nogil:
+        rmsnorm_f32(&x[0, 0], &w[0], <int>x.shape[0], <int>x.shape[1], eps, &y[0, 0], nthreads)
+
+
+def rope(float[:, ::1] x, int pos, int n_heads, int head_dim, double theta):
+    with nogil:
+        rope_neox_f32(&x[0, 0], <int>x.shape[0], n_heads, head_dim, pos, theta)
+
+
+def relu2_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y):
+    with nogil:
+        relu2_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0])
+
+
+def silu_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y):
+    with nogil:
+        silu_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0])
+
+
+def add(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] y):
+    with nogil:
+        add_f32(&a[0, 0], &b[0, 0], <size_t>(a.shape[0] * a.shape[1]), &y[0, 0])

@@ -1,0 +1,286 @@
+"""CpuBackend: every KernelBackend op on host memory, run by the C kernels in ``_kernels``.
+
+Buffers are small wrappers around C-contiguous numpy arrays (numpy only allocates them: no
+numpy arithmetic runs in a forward pass, so there is no BLAS thread pool to oversubscribe).
+Ternary weights are held in the "t2" layout (kernels/bitnet_cpu.h): I2_S used in place from the
+file's memory map, TQ2_0 / TQ1_0 repacked once here at load; tables that interleave rows
+(AVX-512: "r16", 16 rows per SIMD register) get one more cheap repack at load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bitnet.hal import cpu_features
+from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.device import Capabilities, DeviceInfo
+from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
+from bitnet.hal.ops import ALL_OPS
+from bitnet_cpu import _kernels
+from bitnet_cpu.dispatch import check_executable, variant_for
+
+
+class CpuBuffer:
+    """A host array owned by the backend: f32 [n, K] activations or int32 [n] token ids."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+
+@dataclass(frozen=True)
+class CpuWeight:
+    """A weight in this backend's layout.
+
+    Ternary: ``codes`` uint8 t2 codes [M*K/4 (+32 for I2_S in place)], or r16 codes
+    [ceil(M/16)*16*K/4] for row-interleaving kernel tables; ``scales`` f32 [1]
+    (I2_S tensor scale) or [M*K/256] (TQ block scales). Float: ``raw`` uint8 [M, row_bytes].
+    """
+
+    format: WeightFormat
+    rows: int
+    cols: int
+    out_scale: float
+    codes: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    raw: np.ndarray | None = None
+
+
+@dataclass
+class CpuKVCache:
+    """f16 K and V for every layer, stored as uint16 bit patterns: [n_layers, n_ctx, Hkv*D]."""
+
+    n_ctx: int
+    k: np.ndarray
+    v: np.ndarray
+
+
+def _f32(buf: CpuBuffer, who: str) -> np.ndarray:
+    a = buf.array
+    if a.dtype != np.float32 or a.ndim != 2:
+        raise ValueError(f"cpu.{who}: expects a float32 [n, K] buffer, got {a.dtype} {a.shape}")
+    return a
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, who: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"cpu.{who}: shapes differ: {a.shape} vs {b.shape}")
+
+
+class CpuBackend(KernelBackend):
+    """The C/SIMD CPU backend. ``threads`` OpenMP threads run every kernel."""
+
+    name = "cpu"
+
+    def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None) -> None:
+        features = cpu_features.probe()
+        chosen = variant or variant_for(features)
+        check_executable(chosen, features)
+        self.kernels = _kernels.Kernels(chosen)
+        self.threads = max(1, int(threads))
+        self.device = device
+        self.capabilities = Capabilities(
+            ops=ALL_OPS,
+            ternary_formats=TERNARY_FORMATS,
+            float_formats=FLOAT_FORMATS,
+            notes=(f"{chosen} kernels, {self.threads} threads",),
+        )
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def upload(self, array: np.ndarray) -> CpuBuffer:
+        array = np.asarray(array)
+        if array.dtype not in (np.float32, np.int32):
+            raise ValueError(f"cpu.upload: expects float32 or int32, got {array.dtype}")
+        return CpuBuffer(np.array(array, order="C", copy=True))
+
+    def download(self, buf: CpuBuffer) -> np.ndarray:
+        return buf.array.copy()
+
+    def load_weight(self, tensor: WeightTensor) -> CpuWeight:
+        fmt = tensor.format
+        rows, cols = tensor.rows, tensor.cols
+        if fmt is WeightFormat.I2_S:
+            return self._load_i2_s(tensor)
+        if fmt in (WeightFormat.TQ2_0, WeightFormat.TQ1_0):
+            return self._load_tq(tensor)
+        if fmt in FLOAT_FORMATS:
+            raw = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
+            return CpuWeight(fmt, rows, cols, float(tensor.out_scale), raw=raw)
+        raise ValueError(f"cpu.load_weight: {tensor.name} has unsupported format {fmt}")
+
+    def _load_i2_s(self, tensor: WeightTensor) -> CpuWeight:
+        rows, cols = tensor.rows, tensor.cols
+        if cols % 128:
+            raise ValueError(f"cpu.load_weight: {tensor.name}: I2_S needs K % 128 == 0, got {cols}")
+        nbytes = rows * cols // 4
+        data = np.ascontiguousarray(tensor.data).reshape(-1)
+        if data.size < nbytes + 4:
+            raise ValueError(f"cpu.load_weight: {tensor.name}: {data.size} bytes, expected "
+                             f"{nbytes + 32}")
+        if _kernels.has_code3(data[:nbytes]):
+            raise ValueError(f"cpu.load_weight: {tensor.name} holds the invalid I2_S code 3")
+        scale = data[nbytes:nbytes + 4].view(np.float32).copy()
+        if self.kernels.row_group:
+            codes = self._to_rows16(data[:nbytes], rows, cols)
+        else:
+            codes = data  # the t2 layout IS the file's layout: used in place, no copy
+        return CpuWeight(WeightFormat.I2_S, rows, cols, float(tensor.out_scale),
+                         codes=codes, scales=scale)
+
+    def _to_rows16(self, t2: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        """Repack t2 codes into the row-interleaved r16 layout of the AVX-512 kernels (one
+        32-bit word transpose, ~0.1 s per 500 MB), then let the source pages go."""
+        padded = (rows + 15) // 16 * 16
+        codes = np.empty(padded * cols // 4, np.uint8)
+        _kernels.to_rows16(t2, rows, cols, codes, self.threads)
+        # the source bytes are not read again: let them leave the resident set (memory target:
+        # file size + 300 MB); a hint that never changes the data
+        _kernels.drop_resident(t2)
+        return codes
+
+    def _load_tq(self, tensor: WeightTensor) -> CpuWeight:
+        rows, cols = tensor.rows, tensor.cols
+        fmt = tensor.format
+        data = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
+        codes = np.empty(rows * cols // 4, np.uint8)
+        scales = np.empty(rows * (cols // 256), np.float32)
+        _kernels.repack_tq(fmt.ggml_type, data, rows, cols, codes, scales, self.threads)
+        _kernels.drop_resident(data.reshape(-1))  # not read again (see _to_rows16)
+        if fmt is WeightFormat.TQ2_0 and _kernels.has_code3(codes):
+            raise ValueError(f"cpu.load_weight: {tensor.name} holds the invalid TQ2_0 code 3")
+        if self.kernels.row_group:
+            codes = self._to_rows16(codes, rows, cols)
+            # block scales side by side for the 16 rows of a group: [groups, blocks, 16]
+            groups = (rows + 15) // 16
+            padded = np.zeros((groups * 16, cols // 256), np.float32)
+            padded[:rows] = scales.reshape(rows, cols // 256)
+            scales = np.ascontiguousarray(
+                padded.reshape(groups, 16, cols // 256).transpose(0, 2, 1)).reshape(-1)
+        return CpuWeight(fmt, rows, cols, float(tensor.out_scale), codes=codes, scales=scales)
+
+    def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
+                       head_dim: int) -> CpuKVCache:
+        shape = (n_layers, n_ctx, n_kv_heads * head_dim)
+        return CpuKVCache(n_ctx, np.zeros(shape, np.uint16), np.zeros(shape, np.uint16))
+
+    # -- ops ---------------------------------------------------------------------------------
+
+    def embed(self, table: CpuWeight, token_ids: CpuBuffer) -> CpuBuffer:
+        if table.raw is None:
+            raise ValueError("cpu.embed: the table must be a float-format weight")
+        ids = np.ascontiguousarray(token_ids.array, dtype=np.int32).reshape(-1)
+        out = np.empty((ids.size, table.cols), np.float32)
+        if ids.size:
+            _kernels.embed_rows(table.format.ggml_type, table.raw, ids, table.cols, out)
+        return CpuBuffer(out)
+
+    def rmsnorm(self, x: CpuBuffer, weight: CpuBuffer, eps: float) -> CpuBuffer:
+        xa = _f32(x, "rmsnorm")
+        w = np.ascontiguousarray(weight.array, dtype=np.float32).reshape(-1)
+        if w.size != xa.shape[1]:
+            raise ValueError(f"cpu.rmsnorm: weight has {w.size} values, rows have {xa.shape[1]}")
+        out = np.empty_like(xa)
+        _kernels.rmsnorm(xa, w, eps, out, self.threads)
+        return CpuBuffer(out)
+
+    def linear_ternary(self, w: CpuWeight, x: CpuBuffer) -> CpuBuffer:
+        xa = _f32(x, "linear_ternary")
+        if w.codes is None:
+            raise ValueError("cpu.linear_ternary: weight is not ternary")
+        if xa.shape[1] != w.cols:
+            raise ValueError(f"cpu.linear_ternary: weight has K={w.cols}, input {xa.shape[1]}")
+        y = np.empty((xa.shape[0], w.rows), np.float32)
+        if xa.shape[0]:
+            self.kernels.linear_ternary(w.format.ggml_type, w.codes, w.scales, w.rows, w.cols,
+                                        xa, y, w.out_scale, self.threads)
+        return CpuBuffer(y)
+
+    def linear_float(self, w: CpuWeight, x: CpuBuffer) -> CpuBuffer:
+        xa = _f32(x, "linear_float")
+        if w.raw is None:
+            raise ValueError("cpu.linear_float: weight is not a float format")
+        if xa.shape[1] != w.cols:
+            raise ValueError(f"cpu.linear_float: weight has K={w.cols}, input {xa.shape[1]}")
+        y = np.empty((xa.shape[0], w.rows), np.float32)
+        if xa.shape[0]:
+            self.kernels.linear_float(w.format.ggml_type, w.raw, w.cols, xa, y, w.out_scale,
+                                      self.threads)
+        return CpuBuffer(y)
+
+    def rope(self, x: CpuBuffer, pos: int, n_heads: int, head_dim: int,
+             theta: float) -> CpuBuffer:
+        xa = _f32(x, "rope")
+        if xa.shape[1] != n_heads * head_dim or head_dim % 2 or head_dim > 1024:
+            raise ValueError(f"cpu.rope: width {xa.shape[1]} != {n_heads} heads x {head_dim}")
+        out = xa.copy()
+        _kernels.rope(out, pos, n_heads, head_dim, float(theta))
+        return CpuBuffer(out)
+
+    def attention(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer, cache: CpuKVCache,
+                  layer: int, pos: int, n_heads: int, n_kv_heads: int,
+                  head_dim: int) -> CpuBuffer:
+        qa = _f32(q, "attention")
+        ka = _f32(k, "attention")
+        va = _f32(v, "attention")
+        n = qa.shape[0]
+        if pos + n > cache.n_ctx:
+            raise ValueError(f"cpu.attention: positions up to {pos + n} exceed n_ctx "
+                             f"{cache.n_ctx}")
+        if qa.shape[1] != n_heads * head_dim or ka.shape != (n, n_kv_heads * head_dim):
+            raise ValueError(f"cpu.attention: q {qa.shape} / k {ka.shape} do not match "
+                             f"{n_heads}/{n_kv_heads} heads of {head_dim}")
+        _same_shape(ka, va, "attention")
+        out = np.empty_like(qa)
+        if n:
+            self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], pos, n_heads,
+                                   n_kv_heads, head_dim, out, self.threads)
+        return CpuBuffer(out)
+
+    def relu2_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
+        g = _f32(gate, "relu2_mul")
+        u = _f32(up, "relu2_mul")
+        _same_shape(g, u, "relu2_mul")
+        out = np.empty_like(g)
+        if g.size:
+            _kernels.relu2_mul(g, u, out)
+        return CpuBuffer(out)
+
+    def silu_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
+        g = _f32(gate, "silu_mul")
+        u = _f32(up, "silu_mul")
+        _same_shape(g, u, "silu_mul")
+        out = np.empty_like(g)
+        if g.size:
+            _kernels.silu_mul(g, u, out)
+        return CpuBuffer(out)
+
+    def add(self, a: CpuBuffer, b: CpuBuffer) -> CpuBuffer:
+        aa = _f32(a, "add")
+        ba = _f32(b, "add")
+        _same_shape(aa, ba, "add")
+        out = np.empty_like(aa)
+        if aa.size:
+            _kernels.add(aa, ba, out)
+        return CpuBuffer(out)
+
+    def slice_rows(self, x: CpuBuffer, start: int, stop: int) -> CpuBuffer:
+        xa = x.array
+        if not 0 <= start <= stop <= xa.shape[0]:
+            raise ValueError(f"cpu.slice_rows: rows {start}..{stop} of {xa.shape[0]}")
+        return CpuBuffer(xa[start:stop].copy())
+
+    def concat_rows(self, parts: list[CpuBuffer]) -> CpuBuffer:
+        return CpuBuffer(np.concatenate([_f32(p, "concat_rows") for p in parts], axis=0))
+
+    def info(self) -> dict[str, Any]:
+        return {"kernel": self.kernels.name, "threads": self.threads,
+                "isa": cpu_features.probe().isa}

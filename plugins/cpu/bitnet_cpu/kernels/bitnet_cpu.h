@@ -1,0 +1,150 @@
+/* bitnet_cpu.h: the kernel table every ISA file fills in, and the drivers that use it.
+ *
+ * Layout conventions (shared by every ISA):
+ * - Ternary weights live in ONE internal layout, "t2": each row is K/4 bytes; every 128 elements
+ *   form a 32-byte group and byte b of a group holds elements b, b+32, b+64, b+96 at bits 7:6,
+ *   5:4, 3:2, 1:0 as codes 0/1/2 = -1/0/+1. This is exactly the on-disk I2_S layout, so I2_S
+ *   weights are used in place from the memory map (no copy, fast load); TQ2_0 and TQ1_0 are
+ *   repacked into it once at load (TQ1_0's base-3 decode is then never paid per token).
+ * - Activations for ternary matmuls are int8, one row per token, in natural order.
+ * - Ternary tile kernels return raw sums of code * q (codes unsigned 0..2); the driver subtracts
+ *   the activation block sums (code - 1 = value) in its exact integer epilogue.
+ */
+#ifndef BITNET_CPU_H
+#define BITNET_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BN_TILE_MAX_TOKENS 16
+
+/* Software prefetch distance (bytes ahead in the weight stream). Decode streams every weight
+ * once per token; one core's hardware prefetchers alone keep too few lines in flight to reach
+ * DRAM bandwidth, so the kernels ask for the lines ~2 KB (a few rows) ahead themselves. A
+ * prefetch past the end of the matrix is harmless (it never faults). */
+#define BN_PREFETCH_BYTES 2048
+
+/* Raw sums for one weight row against nt <= BN_TILE_MAX_TOKENS activation rows.
+ * w: [K/4] t2 codes; q: nt rows of K int8 (row stride qstride);
+ * sums: [K / (128 * gps)][nt] int32 (block-major, so the driver's epilogue runs across tokens
+ * with contiguous loads), each the sum over gps consecutive 128-groups. */
+typedef void (*bn_ternary_tile_fn)(const uint8_t *w, int K, int gps, const int8_t *q,
+                                   size_t qstride, int nt, int32_t *sums);
+
+/* The row-interleaved layout "r16" (tables with row_group = 16): rows in groups of 16, the
+ * codes of a group stored as 64-byte chunks, chunk (g, j) for 128-group g and j = 0..7 holding,
+ * for lane r = 0..15, the four t2 bytes 4j..4j+3 of group g of row 16*G + r (so field k of
+ * byte i is column 128g + 32k + 4j + i). A 32-bit SIMD lane is then one row: vpdpbusd against a
+ * broadcast of four activations sums 16 rows at once and a block's sums come out one per lane
+ * with no horizontal reduction. w: one row group (16 * K/4 bytes); sums: [nsum][nt][16]. */
+typedef void (*bn_ternary_rows16_fn)(const uint8_t *w, int K, int gps, const int8_t *q,
+                                     size_t qstride, int nt, int32_t *sums);
+
+/* f32 dot of one quantized/float weight row of K elements with f32 x[K]. */
+typedef float (*bn_dot_row_fn)(const void *row, const float *x, int K);
+
+/* Q6_K row x Q8_K activations (llama.cpp's Q6_K path, backend.py linear_float): q [K] int8,
+ * pair32 [K/2] = 32 * (q[2i] + q[2i+1]) (the -32 offset of the 6-bit codes, precomputed once
+ * per token), dy [K/256] the Q8_K scales. Exact per-block integer sums, f32 in block order. */
+typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
+                                     const int16_t *pair32, const float *dy, int K);
+
+typedef struct {
+    const char *name;             /* "generic", "avx2", "avx512", "neon" */
+    int tile_tokens;              /* tokens per tile the kernel handles best (<= max) */
+    bn_ternary_tile_fn ternary_tile;
+    int row_group;                /* 0: per-row t2 layout; 16: r16 layout + ternary_rows16 */
+    bn_ternary_rows16_fn ternary_rows16;
+    bn_dot_row_fn dot_f32;
+    bn_dot_row_fn dot_f16;
+    bn_dot_row_fn dot_bf16;
+    bn_dot_row_fn dot_q8_0;
+    bn_dot_q6_k_q8_k_fn dot_q6_k_q8_k;
+    void (*f16_to_f32_row)(const uint16_t *src, float *dst, int count);
+} bn_kernels;
+
+/* Per-ISA tables; a table exists only where its file was compiled. */
+extern const bn_kernels bn_kernels_generic;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const bn_kernels bn_kernels_avx2;
+extern const bn_kernels bn_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const bn_kernels bn_kernels_neon;
+#endif
+
+/* The table named `name`, or NULL when this build has no such table. */
+const bn_kernels *bn_kernels_get(const char *name);
+
+/* Weight format ids used by the drivers (values are ggml type ids). */
+enum {
+    BN_F32 = 0, BN_F16 = 1, BN_Q8_0 = 8, BN_Q6_K = 14, BN_BF16 = 30,
+    BN_TQ1_0 = 34, BN_TQ2_0 = 35, BN_I2_S = 36
+};
+
+/* ---- generic scalar row kernels (ground truth; also used by the other tables) ---- */
+void ternary_tile_generic(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride,
+                          int nt, int32_t *sums);
+float dot_f32_f32_generic(const void *row, const float *x, int K);
+float dot_f16_f32_generic(const void *row, const float *x, int K);
+float dot_bf16_f32_generic(const void *row, const float *x, int K);
+float dot_q8_0_f32_generic(const void *row, const float *x, int K);
+float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pair32,
+                            const float *dy, int K);
+void f16_to_f32_row_generic(const uint16_t *src, float *dst, int count);
+
+/* ---- half precision helpers (exact, portable) ---- */
+float bn_f16_to_f32(uint16_t h);
+uint16_t bn_f32_to_f16(float f);  /* round to nearest even, like numpy */
+static inline float bn_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+/* ---- repacking (load time) ---- */
+/* Nonzero when any 2-bit field of data[n] equals 3 (an invalid ternary code). */
+int t2_has_code3(const uint8_t *data, size_t n);
+/* t2 codes [M][K/4] -> r16 layout [ceil(M/16)*16][K/4] (padding rows are zero bytes). */
+void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads);
+/* TQ2_0 rows [M][K/256*66] -> t2 codes [M][K/4] + block scales d [M][K/256] (f32). */
+void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
+/* Hint the kernel to drop [addr, addr+len) from the resident set (0, or -1 when the kernel
+ * does not support MADV_PAGEOUT; contents never change). */
+int release_pages(const void *addr, size_t len);
+/* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
+void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
+
+/* ---- activation quantization ---- */
+/* bitnet.cpp per-token int8: q [n][K], s [n] (127/absmax), asum [n]. */
+void act_quantize_per_token_i8(const float *x, int n, int K, int8_t *q, float *s,
+                               int32_t *asum);
+/* llama.cpp Q8_K per 256-block: q [n][K], d [n][K/256], bsum [n][K/256]. */
+void act_quantize_q8_k(const float *x, int n, int K, int8_t *q, float *d, int32_t *bsum);
+
+/* ---- drivers (OpenMP, nthreads threads) ---- */
+/* y [n][M] = ternary W [M][K] (t2 codes, fmt I2_S/TQ2_0/TQ1_0) x f32 x [n][K]. For I2_S `scales`
+ * points at the one tensor scale, for TQ formats at the block scales [M][K/256] (r16 tables:
+ * [ceil(M/16)][K/256][16], rows of a group side by side). Returns 0 or a
+ * negative error (-1: out of memory, -2: bad shape). */
+int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                   int M, int K, const float *x, int n, float *y, float out_scale, int nthreads);
+/* y [n][M] = float-format W (rows of row_bytes) x x [n][K]; Q6_K with Q8_K activations. */
+int linear_float(const bn_kernels *kt, int fmt, const uint8_t *w, size_t row_bytes, int M, int K,
+                 const float *x, int n, float *y, float out_scale, int nthreads);
+/* One row of a float-format table decoded to f32 (embedding lookup). */
+int dequantize_row(int fmt, const uint8_t *row, int K, float *out);
+
+/* ---- elementwise / attention ops (generic C, OpenMP) ---- */
+void rmsnorm_f32(const float *x, const float *w, int n, int K, float eps, float *y, int nthreads);
+void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double theta);
+void relu2_mul_f32(const float *g, const float *u, size_t count, float *y);
+void silu_mul_f32(const float *g, const float *u, size_t count, float *y);
+void add_f32(const float *a, const float *b, size_t count, float *y);
+/* kcache, vcache: [n_ctx][Hkv*D] f16 for one layer. Stores k, v at rows pos.., then attends. */
+void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
+                     uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
+                     int n_kv_heads, int head_dim, float *out, int nthreads);
+
+#endif

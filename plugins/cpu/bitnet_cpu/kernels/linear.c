@@ -1,0 +1,297 @@
+/* linear.c: the OpenMP drivers of linear_ternary and linear_float.
+ *
+ * Speed choices:
+ * - Rows are split into contiguous static chunks per thread, so each thread streams its own
+ *   slice of the weight matrix front to back (what the hardware prefetcher handles best).
+ * - GEMM (n > 1): for a block of ROW_BLOCK rows (about 10-30 KB of codes, L1/L2 resident) every
+ *   tile of tokens is run before moving on, so weights are read from memory once per call and
+ *   each 32-byte code group, once unpacked into registers, is reused for all tokens of a tile
+ *   (bitnet.cpp's I2_S GEMM idea).
+ * - The epilogue is scalar and exact in the order of the contract, so results match the
+ *   reference bit for bit (see backend.py linear_ternary).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitnet_cpu.h"
+
+#define ROW_BLOCK 16
+
+static void *alloc64(size_t bytes)
+{
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+/* Rows r0..r1-1 of y for all n tokens. The activation block data arrives transposed
+ * (ascale_t / asum_t: [nsum][n]) so that the epilogue loops run across the tokens of a tile
+ * with contiguous loads, which the compiler vectorizes. */
+static void ternary_rows(const bn_kernels *kt, int fmt, const uint8_t *codes,
+                         const float *scales, int r0, int r1, int K, const int8_t *q,
+                         const float *ascale_t, const int32_t *asum_t, int n, float *y, int M,
+                         float out_scale)
+{
+    int groups = K / 128;
+    int gps = fmt == BN_I2_S ? groups : 2;
+    int nsum = groups / gps;
+    int tile = kt->tile_tokens;
+    size_t row_bytes = (size_t)K / 4;
+    int32_t sums[BN_TILE_MAX_TOKENS * nsum];
+    float acc[BN_TILE_MAX_TOKENS];
+    for (int t0 = 0; t0 < n; t0 += tile) {
+        int nt = n - t0 < tile ? n - t0 : tile;
+        for (int r = r0; r < r1; r++) {
+            kt->ternary_tile(codes + (size_t)r * row_bytes, K, gps, q + (size_t)t0 * K,
+                             (size_t)K, nt, sums);
+            if (fmt == BN_I2_S) {
+                /* bitnet.cpp epilogue: exact int, one f32 divide, one f32 multiply */
+                const float *s = ascale_t + t0;
+                const int32_t *as = asum_t + t0;
+                for (int t = 0; t < nt; t++) {
+                    acc[t] = ((float)(sums[t] - as[t]) / s[t]) * scales[0];
+                }
+            } else {
+                /* llama.cpp Q8_K: per block f32(sumi) * (d_w * d_y), summed in block order */
+                const float *dw = scales + (size_t)r * nsum;
+                for (int t = 0; t < nt; t++) {
+                    acc[t] = 0.0f;
+                }
+                if (nt == 1) {
+                    /* decode: a plain scalar loop (the vectorized form's set-up costs more) */
+                    float v = 0.0f;
+                    for (int b = 0; b < nsum; b++) {
+                        v += (float)(sums[b] - asum_t[(size_t)b * n + t0]) *
+                             (dw[b] * ascale_t[(size_t)b * n + t0]);
+                    }
+                    acc[0] = v;
+                }
+                for (int b = 0; nt > 1 && b < nsum; b++) {
+                    const float *dy = ascale_t + (size_t)b * n + t0;
+                    const int32_t *bs = asum_t + (size_t)b * n + t0;
+                    const int32_t *sb = sums + (size_t)b * nt;
+                    for (int t = 0; t < nt; t++) {
+                        acc[t] += (float)(sb[t] - bs[t]) * (dw[b] * dy[t]);
+                    }
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                float v = acc[t];
+                if (out_scale != 1.0f) {
+                    v = v * out_scale;
+                }
+                y[(size_t)(t0 + t) * M + r] = v;
+            }
+        }
+    }
+}
+
+/* Row groups gr0..gr1-1 (16 rows each, r16 layout) of y for all n tokens. The epilogue runs
+ * over the 16 rows of a group, the same operations in the same order as ternary_rows. */
+/* Only AVX-512 tables use row groups: an AVX-512 clone of this function (picked by the loader
+ * from the CPU's real features, so it never runs where unsupported) vectorizes the 16-row
+ * epilogue loops one zmm per loop. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "default")))
+#endif
+static void ternary_row_groups(const bn_kernels *kt, int fmt, const uint8_t *codes,
+                               const float *scales, int gr0, int gr1, int K, const int8_t *q,
+                               const float *ascale_t, const int32_t *asum_t, int n, float *y,
+                               int M, float out_scale)
+{
+    int groups = K / 128;
+    int gps = fmt == BN_I2_S ? groups : 2;
+    int nsum = groups / gps;
+    int tile = kt->tile_tokens;
+    size_t group_bytes = (size_t)K * 4;  /* 16 rows of K/4 bytes */
+    int32_t sums[BN_TILE_MAX_TOKENS * 16 * nsum];
+    float acc[16];
+    for (int gr = gr0; gr < gr1; gr++) {
+        int r0 = gr * 16;
+        int rows = M - r0 < 16 ? M - r0 : 16;
+        for (int t0 = 0; t0 < n; t0 += tile) {
+            int nt = n - t0 < tile ? n - t0 : tile;
+            kt->ternary_rows16(codes + (size_t)gr * group_bytes, K, gps, q + (size_t)t0 * K,
+                               (size_t)K, nt, sums);
+            for (int t = 0; t < nt; t++) {
+                int tok = t0 + t;
+                if (fmt == BN_I2_S) {
+                    /* bitnet.cpp epilogue: exact int, one f32 divide, one f32 multiply */
+                    const int32_t *sr = sums + (size_t)t * 16;
+                    for (int r = 0; r < 16; r++) {
+                        acc[r] = ((float)(sr[r] - asum_t[tok]) / ascale_t[tok]) * scales[0];
+                    }
+                } else {
+                    /* llama.cpp Q8_K: per block f32(sumi) * (d_w * d_y), summed in block order */
+                    for (int r = 0; r < 16; r++) {
+                        acc[r] = 0.0f;
+                    }
+                    for (int b = 0; b < nsum; b++) {
+                        const int32_t *sr = sums + ((size_t)b * nt + t) * 16;
+                        int32_t bs = asum_t[(size_t)b * n + tok];
+                        float dy = ascale_t[(size_t)b * n + tok];
+                        /* r16 tables keep TQ block scales as [group][block][16 rows] */
+                        const float *dw = scales + ((size_t)gr * nsum + b) * 16;
+                        for (int r = 0; r < 16; r++) {
+                            acc[r] += (float)(sr[r] - bs) * (dw[r] * dy);
+                        }
+                    }
+                }
+                float *yt = y + (size_t)tok * M + r0;
+                for (int r = 0; r < rows; r++) {
+                    yt[r] = out_scale != 1.0f ? acc[r] * out_scale : acc[r];
+                }
+            }
+        }
+    }
+}
+
+int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                   int M, int K, const float *x, int n, float *y, float out_scale, int nthreads)
+{
+    int per_token = fmt == BN_I2_S;
+    if (K <= 0 || K % 128 || (!per_token && K % 256) || M <= 0 || n <= 0) {
+        return -2;
+    }
+    if (fmt != BN_I2_S && fmt != BN_TQ2_0 && fmt != BN_TQ1_0) {
+        return -2;
+    }
+    size_t nscale = per_token ? (size_t)n : (size_t)n * (K / 256);
+    int8_t *q = alloc64((size_t)n * K);
+    float *ascale = alloc64(nscale * sizeof(float));
+    int32_t *asum = alloc64(nscale * sizeof(int32_t));
+    if (!q || !ascale || !asum) {
+        free(q);
+        free(ascale);
+        free(asum);
+        return -1;
+    }
+    int nrb = (M + ROW_BLOCK - 1) / ROW_BLOCK;
+    /* one parallel region for quantize + matmul: thread start-up is paid once per call */
+    #pragma omp parallel num_threads(nthreads)
+    {
+        #pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * K;
+            int8_t *qt = q + (size_t)t * K;
+            if (per_token) {
+                act_quantize_per_token_i8(xt, 1, K, qt, ascale + t, asum + t);
+            } else {
+                /* Q8_K block data goes straight to the transposed [block][token] layout */
+                int nb = K / 256;
+                float d[nb];
+                int32_t bs[nb];
+                act_quantize_q8_k(xt, 1, K, qt, d, bs);
+                for (int b = 0; b < nb; b++) {
+                    ascale[(size_t)b * n + t] = d[b];
+                    asum[(size_t)b * n + t] = bs[b];
+                }
+            }
+        }
+        if (kt->row_group == 16) {
+            int ngroups = (M + 15) / 16;
+            #pragma omp for schedule(static)
+            for (int gr = 0; gr < ngroups; gr++) {
+                ternary_row_groups(kt, fmt, codes, scales, gr, gr + 1, K, q, ascale, asum, n,
+                                   y, M, out_scale);
+            }
+        }
+        #pragma omp for schedule(static)
+        for (int rb = 0; rb < (kt->row_group == 16 ? 0 : nrb); rb++) {
+            int r0 = rb * ROW_BLOCK;
+            int r1 = r0 + ROW_BLOCK < M ? r0 + ROW_BLOCK : M;
+            ternary_rows(kt, fmt, codes, scales, r0, r1, K, q, ascale, asum, n, y, M,
+                         out_scale);
+        }
+    }
+    free(q);
+    free(ascale);
+    free(asum);
+    return 0;
+}
+
+static bn_dot_row_fn float_dot(const bn_kernels *kt, int fmt)
+{
+    switch (fmt) {
+    case BN_F32:
+        return kt->dot_f32;
+    case BN_F16:
+        return kt->dot_f16;
+    case BN_BF16:
+        return kt->dot_bf16;
+    case BN_Q8_0:
+        return kt->dot_q8_0;
+    default:
+        return NULL;
+    }
+}
+
+/* Q6_K x Q8_K (backend.py linear_float): activations quantized per 256-block like the TQ path,
+ * then exact integer block sums against the 6-bit codes; the integer-SIMD path is also the
+ * fast one (the head is bandwidth-bound, not conversion-bound). */
+static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes, int M, int K,
+                       const float *x, int n, float *y, float out_scale, int nthreads)
+{
+    if (K % 256) {
+        return -2;
+    }
+    int nb = K / 256;
+    int8_t *q = alloc64((size_t)n * K);
+    float *dy = alloc64((size_t)n * nb * sizeof(float));
+    int16_t *pair32 = alloc64((size_t)n * (K / 2) * sizeof(int16_t));
+    if (!q || !dy || !pair32) {
+        free(q);
+        free(dy);
+        free(pair32);
+        return -1;
+    }
+    #pragma omp parallel num_threads(nthreads)
+    {
+        #pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) {
+            int32_t bs[nb];
+            int8_t *qt = q + (size_t)t * K;
+            act_quantize_q8_k(x + (size_t)t * K, 1, K, qt, dy + (size_t)t * nb, bs);
+            for (int i = 0; i < K / 2; i++) {
+                pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
+            }
+        }
+        #pragma omp for schedule(static)
+        for (int r = 0; r < M; r++) {
+            const uint8_t *row = w + (size_t)r * row_bytes;
+            for (int t = 0; t < n; t++) {
+                float v = kt->dot_q6_k_q8_k(row, q + (size_t)t * K,
+                                            pair32 + (size_t)t * (K / 2), dy + (size_t)t * nb, K);
+                y[(size_t)t * M + r] = out_scale != 1.0f ? v * out_scale : v;
+            }
+        }
+    }
+    free(q);
+    free(dy);
+    free(pair32);
+    return 0;
+}
+
+int linear_float(const bn_kernels *kt, int fmt, const uint8_t *w, size_t row_bytes, int M, int K,
+                 const float *x, int n, float *y, float out_scale, int nthreads)
+{
+    if (fmt == BN_Q6_K) {
+        return linear_q6_k(kt, w, row_bytes, M, K, x, n, y, out_scale, nthreads);
+    }
+    bn_dot_row_fn dot = float_dot(kt, fmt);
+    if (!dot || M <= 0 || K <= 0 || n <= 0) {
+        return -2;
+    }
+    /* row-parallel; for n > 1 each weight row is reused from L1 for every token */
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int r = 0; r < M; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < n; t++) {
+            float v = dot(row, x + (size_t)t * K, K);
+            if (out_scale != 1.0f) {
+                v = v * out_scale;
+            }
+            y[(size_t)t * M + r] = v;
+        }
+    }
+    return 0;
+}

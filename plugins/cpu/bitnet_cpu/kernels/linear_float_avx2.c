@@ -1,0 +1,161 @@
+/* linear_float_avx2.c: f32 dot products of float-format weight rows (AVX2 + FMA + F16C).
+ * Each weight is dequantized exactly as in linear_float_generic.c (same f32 products), then
+ * multiplied into x with FMA; four accumulators hide the FMA latency. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "bitnet_cpu.h"
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+float dot_f32_f32_avx2(const void *row, const float *x, int K)
+{
+    const float *w = (const float *)row;
+    __m256 a0 = _mm256_setzero_ps();
+    __m256 a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= K; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float acc = hsum_ps(_mm256_add_ps(a0, a1));
+    for (; i < K; i++) {
+        acc += w[i] * x[i];
+    }
+    return acc;
+}
+
+float dot_f16_f32_avx2(const void *row, const float *x, int K)
+{
+    const uint16_t *w = (const uint16_t *)row;
+    __m256 a[4];
+    for (int j = 0; j < 4; j++) {
+        a[j] = _mm256_setzero_ps();
+    }
+    int i = 0;
+    for (; i + 32 <= K; i += 32) {
+        for (int j = 0; j < 4; j++) {
+            __m256 wf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8 * j)));
+            a[j] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i + 8 * j), a[j]);
+        }
+    }
+    float acc = hsum_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+    for (; i < K; i++) {
+        acc += bn_f16_to_f32(w[i]) * x[i];
+    }
+    return acc;
+}
+
+float dot_bf16_f32_avx2(const void *row, const float *x, int K)
+{
+    const uint16_t *w = (const uint16_t *)row;
+    __m256 a0 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= K; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), a0);
+    }
+    float acc = hsum_ps(a0);
+    for (; i < K; i++) {
+        acc += bn_bf16_to_f32(w[i]) * x[i];
+    }
+    return acc;
+}
+
+float dot_q8_0_f32_avx2(const void *row, const float *x, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    __m256 a[4];
+    for (int j = 0; j < 4; j++) {
+        a[j] = _mm256_setzero_ps();
+    }
+    for (int blk = 0; blk < K / 32; blk++) {
+        uint16_t dh;
+        memcpy(&dh, b, 2);
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+        for (int j = 0; j < 4; j++) {
+            __m128i q8 = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * j));
+            __m256 wf = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)));
+            a[j] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + blk * 32 + 8 * j), a[j]);
+        }
+        b += 34;
+    }
+    return hsum_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+}
+
+static inline int32_t hsum_epi32_avx2(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Q6_K x Q8_K: three loads (ql low half, ql high half, qh) give four vectors of 32 unsigned
+ * six-bit codes; maddubs (u8 x s8) pairs them with the activations into s16 (|sum| <= 16128, no
+ * saturation), the precomputed 32 * pair sums remove the -32 offset, and madd with the
+ * sub-block scales widens to s32. Integer sums are exact; the f32 epilogue is in block order. */
+float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32,
+                         const float *dy, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    float acc = 0.0f;
+    for (int blk = 0; blk < K / 256; blk++) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        uint16_t dh;
+        memcpy(&dh, b + 208, 2);
+        __m256i isum = _mm256_setzero_si256();
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half;
+            const uint8_t *qh = b + 128 + 32 * half;
+            _mm_prefetch((const char *)(b + 105 * half + BN_PREFETCH_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + 105 * half + 64 + BN_PREFETCH_BYTES), _MM_HINT_T0);
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 4), m30));
+            v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 2), m30));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_and_si256(qhv, m30));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
+            size_t e0 = (size_t)blk * 256 + (size_t)half * 128;
+            for (int k = 0; k < 4; k++) {
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(q + e0 + 32 * k));
+                __m256i p = _mm256_maddubs_epi16(v[k], qv);
+                p = _mm256_sub_epi16(
+                    p, _mm256_loadu_si256((const __m256i *)(pair32 + (e0 + 32 * k) / 2)));
+                /* lanes 0..7 are sub-block 2k of the half, lanes 8..15 sub-block 2k + 1 */
+                __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[8 * half + 2 * k + 1]),
+                                                 _mm_set1_epi16(sc[8 * half + 2 * k]));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale));
+            }
+        }
+        acc += (float)hsum_epi32_avx2(isum) * (_cvtsh_ss(dh) * dy[blk]);
+        b += 210;
+    }
+    return acc;
+}
+
+void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count)
+{
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    }
+    for (; i < count; i++) {
+        dst[i] = bn_f16_to_f32(src[i]);
+    }
+}

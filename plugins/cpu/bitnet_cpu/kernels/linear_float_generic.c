@@ -1,0 +1,149 @@
+/* linear_float_generic.c: f32 dot products of one float-format weight row with f32 x.
+ * Semantics (backend.py linear_float): dequantize each weight exactly as ggml does, then an f32
+ * multiply-add; the summation order is free. */
+#include <string.h>
+
+#include "bitnet_cpu.h"
+
+float dot_f32_f32_generic(const void *row, const float *x, int K)
+{
+    const float *w = (const float *)row;
+    float acc = 0.0f;
+    for (int i = 0; i < K; i++) {
+        acc += w[i] * x[i];
+    }
+    return acc;
+}
+
+float dot_f16_f32_generic(const void *row, const float *x, int K)
+{
+    const uint16_t *w = (const uint16_t *)row;
+    float acc = 0.0f;
+    for (int i = 0; i < K; i++) {
+        acc += bn_f16_to_f32(w[i]) * x[i];
+    }
+    return acc;
+}
+
+float dot_bf16_f32_generic(const void *row, const float *x, int K)
+{
+    const uint16_t *w = (const uint16_t *)row;
+    float acc = 0.0f;
+    for (int i = 0; i < K; i++) {
+        acc += bn_bf16_to_f32(w[i]) * x[i];
+    }
+    return acc;
+}
+
+/* Q8_0 block (34 bytes): f16 d, then 32 int8; weight = d * q. */
+float dot_q8_0_f32_generic(const void *row, const float *x, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    float acc = 0.0f;
+    for (int blk = 0; blk < K / 32; blk++) {
+        uint16_t dh;
+        memcpy(&dh, b, 2);
+        float d = bn_f16_to_f32(dh);
+        const int8_t *qs = (const int8_t *)(b + 2);
+        for (int i = 0; i < 32; i++) {
+            acc += (d * (float)qs[i]) * x[blk * 32 + i];
+        }
+        b += 34;
+    }
+    return acc;
+}
+
+/* Q6_K block (210 bytes): ql[128] low nibbles, qh[64] high 2 bits, int8 scales[16], f16 d.
+ * Against Q8_K activations: isum_b = sum_j sc_j * sum_{e in sub-block j} (q6_e - 32) * q8_e
+ * exactly, then y = sum_b float(isum_b) * (d_w_b * d_y_b) in block order. */
+float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pair32,
+                            const float *dy, int K)
+{
+    (void)pair32;  /* the signed codes need no offset correction here */
+    const uint8_t *b = (const uint8_t *)row;
+    float acc = 0.0f;
+    for (int blk = 0; blk < K / 256; blk++) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        uint16_t dh;
+        memcpy(&dh, b + 208, 2);
+        int32_t isum = 0;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half;
+            const uint8_t *qh = b + 128 + 32 * half;
+            const int8_t *qb = q + blk * 256 + half * 128;
+            for (int l = 0; l < 32; l++) {
+                int is = 8 * half + l / 16;
+                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                isum += sc[is + 0] * q1 * qb[l];
+                isum += sc[is + 2] * q2 * qb[l + 32];
+                isum += sc[is + 4] * q3 * qb[l + 64];
+                isum += sc[is + 6] * q4 * qb[l + 96];
+            }
+        }
+        acc += (float)isum * (bn_f16_to_f32(dh) * dy[blk]);
+        b += 210;
+    }
+    return acc;
+}
+
+int dequantize_row(int fmt, const uint8_t *row, int K, float *out)
+{
+    switch (fmt) {
+    case BN_F32:
+        memcpy(out, row, (size_t)K * 4);
+        return 0;
+    case BN_F16:
+    case BN_BF16: {
+        const uint16_t *h = (const uint16_t *)row;
+        for (int i = 0; i < K; i++) {
+            out[i] = fmt == BN_F16 ? bn_f16_to_f32(h[i]) : bn_bf16_to_f32(h[i]);
+        }
+        return 0;
+    }
+    case BN_Q8_0:
+        for (int blk = 0; blk < K / 32; blk++) {
+            const uint8_t *b = row + (size_t)blk * 34;
+            uint16_t dh;
+            memcpy(&dh, b, 2);
+            float d = bn_f16_to_f32(dh);
+            for (int i = 0; i < 32; i++) {
+                out[blk * 32 + i] = d * (float)((const int8_t *)(b + 2))[i];
+            }
+        }
+        return 0;
+    case BN_Q6_K:
+        for (int blk = 0; blk < K / 256; blk++) {
+            const uint8_t *b = row + (size_t)blk * 210;
+            const uint8_t *ql = b;
+            const uint8_t *qh = b + 128;
+            const int8_t *sc = (const int8_t *)(b + 192);
+            uint16_t dh;
+            memcpy(&dh, b + 208, 2);
+            float d = bn_f16_to_f32(dh);
+            float *y = out + blk * 256;
+            for (int half = 0; half < 2; half++) {
+                for (int l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[l] = (d * (float)sc[is + 0]) * (float)q1;
+                    y[l + 32] = (d * (float)sc[is + 2]) * (float)q2;
+                    y[l + 64] = (d * (float)sc[is + 4]) * (float)q3;
+                    y[l + 96] = (d * (float)sc[is + 6]) * (float)q4;
+                }
+                ql += 64;
+                qh += 32;
+                sc += 8;
+                y += 128;
+            }
+        }
+        return 0;
+    default:
+        return -2;
+    }
+}

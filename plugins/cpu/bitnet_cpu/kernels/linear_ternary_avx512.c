@@ -1,0 +1,120 @@
+/* linear_ternary_avx512.c: ternary kernels for AVX-512 BW/VL + VNNI (compiled with those -m
+ * flags; called only when the CPU probe reports all of them). Also holds the AVX-512 table.
+ *
+ * Weights are in the row-interleaved r16 layout (bitnet_cpu.h): each 32-bit lane of a zmm is one
+ * of 16 rows, so vpdpbusd (u8 codes x s8 activations, four products per s32 lane) against a
+ * broadcast of four activations advances 16 rows at once, block sums come out one per lane
+ * (no horizontal reductions, which dominated the TQ kernels' time in a per-row layout), and the
+ * codes unpacked from one 64-byte load are reused for up to 16 tokens. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "bitnet_cpu.h"
+
+void ternary_tile_avx2(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride,
+                       int nt, int32_t *sums);
+float dot_f32_f32_avx2(const void *row, const float *x, int K);
+float dot_bf16_f32_avx2(const void *row, const float *x, int K);
+float dot_q8_0_f32_avx2(const void *row, const float *x, int K);
+float dot_f16_f32_avx512(const void *row, const float *x, int K);
+float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32,
+                         const float *dy, int K);
+void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count);
+
+/* r16 layout (bitnet_cpu.h): one 64-byte chunk = 16 rows x 16 columns. Field k of every lane
+ * pairs with the same four activations, read as one broadcast 32-bit memory operand. */
+static inline __attribute__((always_inline)) void
+rows16_avx512(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride, int32_t *sums,
+              const int nt)
+{
+    /* accumulators per token: decode keeps one per 2-bit field (no shifts, see below) so four
+     * independent chains hide the vpdpbusd latency; few tokens use two; many tokens one */
+    const int na = nt <= 2 ? 4 : (nt <= 4 ? 2 : 1);
+    const int scaled = na == 4;
+    const __m512i mask = _mm512_set1_epi8(3);
+    int nsum = K / 128 / gps;
+    for (int s = 0; s < nsum; s++) {
+        __m512i acc[4][BN_TILE_MAX_TOKENS];
+        for (int a = 0; a < na; a++) {
+            for (int t = 0; t < nt; t++) {
+                acc[a][t] = _mm512_setzero_si512();
+            }
+        }
+        for (int g = s * gps; g < (s + 1) * gps; g++) {
+            for (int j = 0; j < 8; j++) {
+                const uint8_t *wc = w + ((size_t)g * 8 + j) * 64;
+                _mm_prefetch((const char *)(wc + BN_PREFETCH_BYTES), _MM_HINT_T0);
+                __m512i wb = _mm512_loadu_si512((const void *)wc);
+                __m512i c[4];
+                for (int k = 0; k < 4; k++) {
+                    if (scaled) {
+                        /* field k left in place: code * 4^(3-k), shifted out once per sum */
+                        c[k] = _mm512_and_si512(wb, _mm512_set1_epi8((char)(3 << (6 - 2 * k))));
+                    } else {
+                        c[k] = _mm512_and_si512(_mm512_srli_epi16(wb, 6 - 2 * k), mask);
+                    }
+                }
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *qc = q + (size_t)t * qstride + (size_t)g * 128 + 4 * j;
+                    for (int k = 0; k < 4; k++) {
+                        int32_t four;
+                        memcpy(&four, qc + 32 * k, 4);
+                        acc[k % na][t] = _mm512_dpbusd_epi32(acc[k % na][t], c[k],
+                                                             _mm512_set1_epi32(four));
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            __m512i tot = acc[0][t];
+            if (scaled) {
+                tot = _mm512_add_epi32(
+                    _mm512_add_epi32(_mm512_srai_epi32(acc[0][t], 6),
+                                     _mm512_srai_epi32(acc[1][t], 4)),
+                    _mm512_add_epi32(_mm512_srai_epi32(acc[2][t], 2), acc[3][t]));
+            } else {
+                for (int a = 1; a < na; a++) {
+                    tot = _mm512_add_epi32(tot, acc[a][t]);
+                }
+            }
+            _mm512_storeu_si512((void *)(sums + ((size_t)s * nt + t) * 16), tot);
+        }
+    }
+}
+
+void ternary_rows16_avx512(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride,
+                           int nt, int32_t *sums)
+{
+    switch (nt) {
+    case 1: rows16_avx512(w, K, gps, q, qstride, sums, 1); break;
+    case 2: rows16_avx512(w, K, gps, q, qstride, sums, 2); break;
+    case 3: rows16_avx512(w, K, gps, q, qstride, sums, 3); break;
+    case 4: rows16_avx512(w, K, gps, q, qstride, sums, 4); break;
+    case 5: rows16_avx512(w, K, gps, q, qstride, sums, 5); break;
+    case 6: rows16_avx512(w, K, gps, q, qstride, sums, 6); break;
+    case 7: rows16_avx512(w, K, gps, q, qstride, sums, 7); break;
+    case 8: rows16_avx512(w, K, gps, q, qstride, sums, 8); break;
+    case 9: rows16_avx512(w, K, gps, q, qstride, sums, 9); break;
+    case 10: rows16_avx512(w, K, gps, q, qstride, sums, 10); break;
+    case 11: rows16_avx512(w, K, gps, q, qstride, sums, 11); break;
+    case 12: rows16_avx512(w, K, gps, q, qstride, sums, 12); break;
+    case 13: rows16_avx512(w, K, gps, q, qstride, sums, 13); break;
+    case 14: rows16_avx512(w, K, gps, q, qstride, sums, 14); break;
+    case 15: rows16_avx512(w, K, gps, q, qstride, sums, 15); break;
+    default: rows16_avx512(w, K, gps, q, qstride, sums, 16); break;
+    }
+}
+
+const bn_kernels bn_kernels_avx512 = {
+    .name = "avx512",
+    .tile_tokens = 16,  /* 16 accumulators + 4 code vectors fit the 32 zmm registers */
+    .ternary_tile = ternary_tile_avx2,  /* unused here (row_group = 16); valid all the same */
+    .row_group = 16,
+    .ternary_rows16 = ternary_rows16_avx512,
+    .dot_f32 = dot_f32_f32_avx2,
+    .dot_f16 = dot_f16_f32_avx512,
+    .dot_bf16 = dot_bf16_f32_avx2,
+    .dot_q8_0 = dot_q8_0_f32_avx2,
+    .dot_q6_k_q8_k = dot_q6_k_q8_k_avx2,
+    .f16_to_f32_row = f16_to_f32_row_avx2,
+};

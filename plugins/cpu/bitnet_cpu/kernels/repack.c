@@ -1,0 +1,131 @@
+/* repack.c: TQ2_0 / TQ1_0 rows into the t2 layout (bitnet_cpu.h), once at load. */
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bitnet_cpu.h"
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+int release_pages(const void *addr, size_t len)
+{
+    /* After a repack the file bytes are never read again; MADV_PAGEOUT asks the kernel to
+     * reclaim those pages from this process's resident set. It is only a hint and never changes
+     * memory contents (unlike MADV_DONTNEED on anonymous memory), so it is safe on any array. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)addr + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)addr + len) & ~(uintptr_t)(page - 1);
+    if (end <= start) {
+        return 0;
+    }
+    return madvise((void *)start, end - start, MADV_PAGEOUT);
+}
+
+int t2_has_code3(const uint8_t *data, size_t n)
+{
+    /* a field is 3 when both of its bits are set: test all four fields of 8 bytes at once */
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, data + i, 8);
+        bad |= v & (v >> 1) & 0x5555555555555555ull;
+    }
+    for (; i < n; i++) {
+        bad |= (uint64_t)(data[i] & (data[i] >> 1) & 0x55);
+    }
+    return bad != 0;
+}
+
+/* TQ2_0 keeps the same element -> byte grouping as t2 with the four 2-bit fields in reverse
+ * order (formats.md 2.3), so a byte is repacked by reversing its fields. */
+static uint8_t field_reverse(uint8_t b)
+{
+    return (uint8_t)(((b & 3) << 6) | (((b >> 2) & 3) << 4) | (((b >> 4) & 3) << 2) | (b >> 6));
+}
+
+void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
+{
+    uint8_t lut[256];
+    for (int i = 0; i < 256; i++) {
+        lut[i] = field_reverse((uint8_t)i);
+    }
+    int nb = K / 256;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int r = 0; r < M; r++) {
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = src + ((size_t)r * nb + b) * 66;
+            uint8_t *out = codes + (size_t)r * (K / 4) + (size_t)b * 64;
+            for (int i = 0; i < 64; i++) {
+                out[i] = lut[blk[i]];
+            }
+            uint16_t dh;
+            memcpy(&dh, blk + 64, 2);
+            d[(size_t)r * nb + b] = bn_f16_to_f32(dh);
+        }
+    }
+}
+
+static inline int tq1_trit(uint8_t byte, int n)
+{
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    uint8_t p = (uint8_t)(byte * pow3[n]);  /* wraps mod 256 by design */
+    return ((uint16_t)p * 3) >> 8;
+}
+
+void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
+{
+    int nb = K / 256;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int r = 0; r < M; r++) {
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = src + ((size_t)r * nb + b) * 54;
+            const uint8_t *qs = blk;
+            const uint8_t *qh = blk + 48;
+            uint8_t *out = codes + (size_t)r * (K / 4) + (size_t)b * 64;
+            memset(out, 0, 64);
+            for (int e = 0; e < 256; e++) {
+                int t;
+                if (e < 160) {
+                    t = tq1_trit(qs[e % 32], e / 32);
+                } else if (e < 240) {
+                    t = tq1_trit(qs[32 + (e - 160) % 16], (e - 160) / 16);
+                } else {
+                    t = tq1_trit(qh[(e - 240) % 4], (e - 240) / 4);
+                }
+                int byte = 32 * (e >> 7) + (e & 31);
+                int shift = 6 - 2 * ((e >> 5) & 3);
+                out[byte] |= (uint8_t)(t << shift);
+            }
+            uint16_t dh;
+            memcpy(&dh, blk + 52, 2);
+            d[(size_t)r * nb + b] = bn_f16_to_f32(dh);
+        }
+    }
+}
+
+void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
+{
+    /* a transpose of 32-bit words: cheap enough for load time (~0.1 s per 500 MB) */
+    size_t row_bytes = (size_t)K / 4;
+    int groups = K / 128;
+    int ngroups = (M + 15) / 16;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int gr = 0; gr < ngroups; gr++) {
+        uint8_t *o = out + (size_t)gr * 16 * row_bytes;
+        for (int g = 0; g < groups; g++) {
+            for (int j = 0; j < 8; j++) {
+                for (int r = 0; r < 16; r++) {
+                    int row = gr * 16 + r;
+                    uint32_t word = 0;
+                    if (row < M) {
+                        memcpy(&word, t2 + (size_t)row * row_bytes + (size_t)g * 32 + 4 * j, 4);
+                    }
+                    memcpy(o + ((size_t)(g * 8 + j) * 16 + r) * 4, &word, 4);
+                }
+            }
+        }
+    }
+}

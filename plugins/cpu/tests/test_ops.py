@@ -1,0 +1,114 @@
+"""The float and elementwise ops against the reference backend, on every kernel table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitnet.hal.formats import WeightFormat
+
+from conftest import float_tensor, make_backend
+
+FLOAT_FORMATS = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0,
+                 WeightFormat.Q6_K]
+
+
+@settings(max_examples=15, deadline=None)
+@given(fmt=st.sampled_from(FLOAT_FORMATS), m=st.integers(1, 41), blocks=st.integers(1, 3),
+       n=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_linear_float_and_embed(variant, reference, fmt, m, blocks, n, seed):
+    rng = np.random.default_rng(seed)
+    k = blocks * 256
+    tensor = float_tensor(fmt, rng.standard_normal((m, k)).astype(np.float32))
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    cpu = make_backend(variant, 2)
+    w = cpu.load_weight(tensor)
+    rw = reference.load_weight(tensor)
+    got = cpu.download(cpu.linear_float(w, cpu.upload(x)))
+    want = reference.linear_float(rw, x)
+    if fmt is WeightFormat.Q6_K:
+        # Q8_K activations, exact integer block sums, f32 epilogue in block order: bit-exact
+        np.testing.assert_array_equal(got, want)
+    else:
+        # f32 sums in another order: error bounded by K ulps of sum |w x|
+        bound = 4 * k * np.finfo(np.float32).eps * (np.abs(rw.matrix) @ np.abs(x).T).T.max()
+        assert np.abs(got - want).max() <= bound
+    ids = rng.integers(0, m, size=n).astype(np.int32)
+    np.testing.assert_array_equal(cpu.download(cpu.embed(w, cpu.upload(ids))),
+                                  reference.embed(rw, ids))
+
+
+def test_f16_row_tails(variant, reference):
+    """F16 rows whose K is not a multiple of any SIMD width."""
+    rng = np.random.default_rng(3)
+    tensor = float_tensor(WeightFormat.F16, rng.standard_normal((9, 77)).astype(np.float32))
+    x = rng.standard_normal((2, 77)).astype(np.float32)
+    cpu = make_backend(variant)
+    got = cpu.download(cpu.linear_float(cpu.load_weight(tensor), cpu.upload(x)))
+    np.testing.assert_allclose(got, reference.linear_float(reference.load_weight(tensor), x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_elementwise_ops_bit_exact(variant, reference):
+    rng = np.random.default_rng(1)
+    cpu = make_backend(variant)
+    x = rng.standard_normal((5, 640)).astype(np.float32) * 3
+    u = rng.standard_normal((5, 640)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (1, 640)).astype(np.float32)
+    X, U, W = cpu.upload(x), cpu.upload(u), cpu.upload(w)
+    np.testing.assert_array_equal(cpu.download(cpu.rmsnorm(X, W, 1e-5)),
+                                  reference.rmsnorm(x, w, 1e-5))
+    np.testing.assert_array_equal(cpu.download(cpu.rope(X, 7, 5, 128, 500000.0)),
+                                  reference.rope(x, 7, 5, 128, 500000.0))
+    np.testing.assert_array_equal(cpu.download(cpu.relu2_mul(X, U)), reference.relu2_mul(x, u))
+    np.testing.assert_array_equal(cpu.download(cpu.add(X, U)), reference.add(x, u))
+    np.testing.assert_allclose(cpu.download(cpu.silu_mul(X, U)), reference.silu_mul(x, u),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(cpu.download(cpu.slice_rows(X, 1, 3)), x[1:3])
+
+
+@pytest.mark.parametrize("n_heads,n_kv,steps", [(4, 2, [5, 1, 1, 3]), (20, 5, [1, 1]),
+                                                 (3, 3, [9])])
+def test_attention_prefill_then_decode(variant, reference, n_heads, n_kv, steps):
+    rng = np.random.default_rng(n_heads)
+    d = 64
+    cpu = make_backend(variant)
+    cache = cpu.kv_cache_alloc(2, 32, n_kv, d)
+    rcache = reference.kv_cache_alloc(2, 32, n_kv, d)
+    pos = 0
+    for n in steps:
+        q = rng.standard_normal((n, n_heads * d)).astype(np.float32)
+        k = rng.standard_normal((n, n_kv * d)).astype(np.float32)
+        v = rng.standard_normal((n, n_kv * d)).astype(np.float32)
+        got = cpu.download(cpu.attention(cpu.upload(q), cpu.upload(k), cpu.upload(v), cache, 1,
+                                         pos, n_heads, n_kv, d))
+        want = reference.attention(q, k, v, rcache, 1, pos, n_heads, n_kv, d)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+        pos += n
+    np.testing.assert_array_equal(cache.k[1, :pos], rcache.k[1, :pos].view(np.uint16))
+
+
+def test_activation_quantizers_bit_exact():
+    from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
+    from bitnet_cpu import _kernels
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 512)) * 5).astype(np.float32)
+    x[1] = 0.0
+    x[2, 7] = -80.0  # the signed block maximum is negative
+    q = np.empty((4, 512), np.int8)
+    s = np.empty(4, np.float32)
+    asum = np.empty(4, np.int32)
+    _kernels.quantize_per_token_i8(x, q, s, asum)
+    want_q, want_s = quantize_per_token_i8(x)
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(s, want_s)
+    np.testing.assert_array_equal(asum, want_q.astype(np.int32).sum(axis=1))
+    d = np.empty((4, 2), np.float32)
+    bsum = np.empty((4, 2), np.int32)
+    _kernels.quantize_q8_k(x, q, d, bsum)
+    want_q, want_d = quantize_q8_k(x)
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(d, want_d)
