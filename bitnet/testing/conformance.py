@@ -16,14 +16,23 @@ to that conftest, one test per check, each with its own id:
 - ``test_edge[<case id>]``: extra edge shapes: batch 64 on a real K, one output row, K = 1
   norms, multi-head attention without GQA.
 
+A conftest may opt into more checks with ``conformance_extras = ("ops", "model")``:
+
+- ``ops::test_...``: every op against the reference on random (hypothesis) and edge inputs
+  (``bitnet.testing.op_checks``; fixture ``reference_backend``, optional
+  ``conformance_fp64_exact``);
+- ``model::test_...``: whole tiny models through ``bitnet.load`` on the backend's device against
+  the shared fixtures and the reference (``bitnet.testing.model_checks``; marked slow).
+
 A backend that is unavailable on this machine (no driver, no device) is skipped with its reason.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -35,7 +44,9 @@ from bitnet.hal.ops import Op
 from bitnet.registry import validation
 
 ENV = "BITNET_CONFORMANCE_BACKEND"
-__all__ = ["conformance_backend", "pytest_addoption", "pytest_collect_file"]
+__all__ = ["conformance_backend", "created_backend", "pytest_addoption", "pytest_collect_file",
+           "reference_backend"]
+EXTRAS = {"ops": "bitnet.testing.op_checks", "model": "bitnet.testing.model_checks"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,10 +63,28 @@ def _named_backend(config: pytest.Config) -> str | None:
     return value or os.environ.get(ENV) or None
 
 
-def _create(spec: str) -> Iterator[KernelBackend]:
-    """Create backend ``spec`` through its entry point, whatever the env allow lists say."""
+def created_backend(descriptor: object, index: int = 0,
+                    options: object | None = None) -> Iterator[KernelBackend]:
+    """Yield ``descriptor``'s backend on its device ``index``, closed afterwards; skip the test
+    with the probe's reason where the backend is unavailable (no driver, no device). For the
+    session fixtures of backend packages' conftests."""
     from bitnet.hal.descriptor import CreateOptions
     from bitnet.hal.device import Unavailable
+
+    name = descriptor.name
+    devices = descriptor.probe()
+    if isinstance(devices, Unavailable):
+        pytest.skip(f"{name} is unavailable here: {devices}")
+    matching = [d for d in devices if d.index == index]
+    if not matching:
+        pytest.skip(f"{name} has no device {index} here")
+    backend = descriptor.create(matching[0], options or CreateOptions())
+    yield backend
+    backend.close()
+
+
+def _create(spec: str) -> Iterator[KernelBackend]:
+    """Create backend ``spec`` through its entry point, whatever the env allow lists say."""
     from bitnet.hal.device_spec import parse_device_spec
     from bitnet.registry.discovery import _entry_points
 
@@ -65,16 +94,7 @@ def _create(spec: str) -> Iterator[KernelBackend]:
         pytest.fail(f"no installed backend named {request.backend!r} (found: {sorted(eps)})")
     descriptor = eps[request.backend].load()
     descriptor = descriptor() if isinstance(descriptor, type) else descriptor
-    devices = descriptor.probe()
-    if isinstance(devices, Unavailable):
-        pytest.skip(f"{request.backend} is unavailable here: {devices}")
-    index = request.index or 0
-    matching = [d for d in devices if d.index == index]
-    if not matching:
-        pytest.skip(f"{request.backend} has no device {index} here")
-    backend = descriptor.create(matching[0], CreateOptions())
-    yield backend
-    backend.close()
+    yield from created_backend(descriptor, request.index or 0)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +105,17 @@ def conformance_backend(request: pytest.FixtureRequest) -> Iterator[KernelBacken
         pytest.skip(f"no backend to check: pass --bitnet-backend NAME, set {ENV}, or override "
                     f"the conformance_backend fixture")
     yield from _create(spec)
+
+
+@pytest.fixture(scope="session")
+def reference_backend() -> Iterator[KernelBackend]:
+    """The numpy oracle the checks compare against."""
+    from bitnet.backends.reference.descriptor import descriptor
+    from bitnet.hal.descriptor import CreateOptions
+
+    backend = descriptor.create(descriptor.probe()[0], CreateOptions())
+    yield backend
+    backend.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,10 +212,33 @@ def _test_fn(check: Callable[[KernelBackend], None]) -> Callable[..., None]:
     return test
 
 
+class ExtraChecks(pytest.Module):
+    """One of the EXTRAS modules, collected as a pytest module below the enabling conftest.py
+    (so that conftest's fixtures, conformance_backend first, reach its tests)."""
+
+    module_name: str
+
+    def _getobj(self) -> object:
+        return importlib.import_module(self.module_name)
+
+
+def _extras(conftest: Path, config: pytest.Config) -> tuple[str, ...]:
+    """The ``conformance_extras`` the conftest.py at ``conftest`` asks for (checked names)."""
+    for plugin in config.pluginmanager.get_plugins():
+        if getattr(plugin, "__file__", None) and Path(plugin.__file__) == conftest:
+            extras = tuple(getattr(plugin, "conformance_extras", ()))
+            unknown = sorted(set(extras) - set(EXTRAS))
+            if unknown:
+                raise pytest.UsageError(f"{conftest}: conformance_extras has {unknown}; "
+                                        f"known: {sorted(EXTRAS)}")
+            return extras
+    return ()
+
+
 class ConformanceFile(pytest.File):
     """The conformance tests, collected as if they were written in the enabling conftest.py."""
 
-    def collect(self) -> Iterator[pytest.Item]:
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
         for name, check in API_CHECKS.items():
             yield pytest.Function.from_parent(self, name=f"test_api[{name}]",
                                               callobj=_test_fn(check))
@@ -196,6 +250,11 @@ class ConformanceFile(pytest.File):
 
                 yield pytest.Function.from_parent(self, name=f"{group}[{case.id}]",
                                                   callobj=_test_fn(check))
+        for extra in _extras(self.path, self.config):
+            module = ExtraChecks.from_parent(self, path=self.path, name=extra,
+                                             nodeid=f"{self.nodeid}::{extra}")
+            module.module_name = EXTRAS[extra]
+            yield module
 
 
 _COLLECTED: set[tuple[int, Path]] = set()

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bitnet.hal import CreateOptions, Unavailable
-from bitnet.testing.conformance import pytest_collect_file  # noqa: F401  (adds the suite)
+from bitnet.testing.conformance import (
+    created_backend,
+    pytest_collect_file,  # noqa: F401  (adds the suite)
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -21,9 +23,4 @@ sys.path.insert(0, str(Path(__file__).parent))
 def conformance_backend():
     from bitnet_cuda.descriptor import descriptor
 
-    devices = descriptor.probe()
-    if isinstance(devices, Unavailable):
-        pytest.skip(f"cuda is unavailable here: {devices}")
-    backend = descriptor.create(devices[0], CreateOptions())
-    yield backend
-    backend.close()
+    yield from created_backend(descriptor)  # skipped with the probe's reason where unavailable

@@ -1,4 +1,5 @@
-"""The Vulkan op tests once more under the Khronos validation layer: any message fails."""
+"""The Vulkan op tests (this plugin's own and the conformance suite's op checks,
+``conftest.py::ops``) once more under the Khronos validation layer: any message fails."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ def test_op_tests_raise_no_validation_error(tmp_path):
     env = dict(os.environ, VK_INSTANCE_LAYERS="VK_LAYER_KHRONOS_validation")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-         str(here / "test_vulkan_ops.py"), "-k", "not validation_layer"],
+         str(here / "test_vulkan_ops.py"), f"{here / 'conftest.py'}::ops",
+         "-k", "not validation_layer"],
         capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
+    assert "29 passed" in output, output[-4000:]  # the 24 op checks ran too, none skipped
     assert "Validation Error" not in output, output[-4000:]
     assert "VUID-" not in output, output[-4000:]

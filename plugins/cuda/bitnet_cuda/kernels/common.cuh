@@ -38,6 +38,46 @@ __device__ __forceinline__ float warp_max_float(float v) {
     return v;
 }
 
+// Sum of every thread's v over a block of NWARPS full warps (NWARPS * 32 threads); the result
+// is valid in thread 0 only. s_sum: NWARPS shared ints. Exact (integers): order does not matter.
+template <int NWARPS>
+__device__ __forceinline__ int block_sum_int(int v, int* s_sum) {
+    v = warp_sum_int(v);
+    if ((threadIdx.x & (WARP_SIZE - 1)) == 0) {
+        s_sum[threadIdx.x / WARP_SIZE] = v;
+    }
+    __syncthreads();
+    int total = 0;
+    if (threadIdx.x == 0) {
+        for (int w = 0; w < NWARPS; ++w) {
+            total += s_sum[w];
+        }
+    }
+    return total;
+}
+
+// The matmul epilogue of one output row: lane 0 of the row's warp stores y[t0 + t, row] =
+// acc[t] (times out_scale unless that is 1: one f32 multiply, as the reference) for each of the
+// TN tokens below n. y f32 [n, M].
+template <int TN>
+__device__ __forceinline__ void store_row(const float (&acc)[TN], int lane, int row, int t0,
+                                          int n, int M, float out_scale, float* __restrict__ y) {
+    if (lane != 0) {
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < TN; ++t) {
+        const int tok = t0 + t;
+        if (tok < n) {
+            float yv = acc[t];
+            if (out_scale != 1.0f) {
+                yv = __fmul_rn(yv, out_scale);
+            }
+            y[(size_t)tok * M + row] = yv;
+        }
+    }
+}
+
 // bf16 bits -> f32: exact (bf16 is the top half of an f32).
 __device__ __forceinline__ float bf16_bits_to_float(unsigned short bits) {
     return __uint_as_float(((unsigned int)bits) << 16);

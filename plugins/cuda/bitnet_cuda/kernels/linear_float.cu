@@ -25,11 +25,7 @@ __device__ __forceinline__ void linear_float_rows(const W wt, const float* __res
         return;
     }
     const size_t rbase = (size_t)row * K;
-    float acc[TN];
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        acc[t] = 0.0f;
-    }
+    float acc[TN] = {};  // zeros
     if ((K & 7) == 0) {
         for (int k = lane * 8; k < K; k += WARP_SIZE * 8) {
             float wv[8];
@@ -68,19 +64,7 @@ __device__ __forceinline__ void linear_float_rows(const W wt, const float* __res
     for (int t = 0; t < TN; ++t) {
         acc[t] = warp_sum_float(acc[t]);
     }
-    if (lane != 0) {
-        return;
-    }
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        if (t0 + t < n) {
-            float yv = acc[t];
-            if (out_scale != 1.0f) {
-                yv = __fmul_rn(yv, out_scale);
-            }
-            y[(size_t)(t0 + t) * M + row] = yv;
-        }
-    }
+    store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
 // One gemv and one gemm entry point per device layout.
@@ -135,18 +119,10 @@ __device__ __forceinline__ void linear_q6k_rows(
     const int4* wrow = w + (size_t)row * nvec;
     const signed char* srow = w_sub + (size_t)row * nvec;
     const float* drow = w_d + (size_t)row * nblk;
-    float acc[TN];
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        acc[t] = 0.0f;
-    }
+    float acc[TN] = {};  // zeros
     for (int u0 = 0; u0 < nvec; u0 += WARP_SIZE) {
         const int u = u0 + lane;
-        int part[TN];
-#pragma unroll
-        for (int t = 0; t < TN; ++t) {
-            part[t] = 0;
-        }
+        int part[TN] = {};  // zeros
         if (u < nvec) {
             const int4 wv = __ldg(wrow + u);
             const int sc = __ldg(srow + u);
@@ -188,20 +164,7 @@ __device__ __forceinline__ void linear_q6k_rows(
             }
         }
     }
-    if (lane != 0) {
-        return;
-    }
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        const int tok = t0 + t;
-        if (tok < n) {
-            float yv = acc[t];
-            if (out_scale != 1.0f) {
-                yv = __fmul_rn(yv, out_scale);
-            }
-            y[(size_t)tok * M + row] = yv;
-        }
-    }
+    store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
 extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6k_gemv(

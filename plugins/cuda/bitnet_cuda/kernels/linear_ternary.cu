@@ -75,16 +75,8 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_per_token_i
         qr[k] = (signed char)qi;
         sum += qi;
     }
-    sum = warp_sum_int(sum);
-    if (lane == 0) {
-        s_sum[warp] = sum;
-    }
-    __syncthreads();
+    const int total = block_sum_int<QUANT_THREADS / WARP_SIZE>(sum, s_sum);
     if (threadIdx.x == 0) {
-        int total = 0;
-        for (int w = 0; w < QUANT_THREADS / WARP_SIZE; ++w) {
-            total += s_sum[w];
-        }
         qsum[row] = total;
     }
 }
@@ -148,16 +140,8 @@ extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
     }
     q[base + threadIdx.x] = (signed char)qi;
 
-    const int sum = warp_sum_int(qi);
-    if (lane == 0) {
-        s_sum[warp] = sum;
-    }
-    __syncthreads();
+    const int total = block_sum_int<QK_K / WARP_SIZE>(qi, s_sum);
     if (threadIdx.x == 0) {
-        int total = 0;
-        for (int w = 0; w < QK_K / WARP_SIZE; ++w) {
-            total += s_sum[w];
-        }
         bsum[(size_t)row * nblk + blk] = total;
     }
 }
@@ -273,19 +257,11 @@ __device__ __forceinline__ void linear_tq_rows(
     const int nvec = nblk * 4;  // four 16-byte vectors per 256-block
     const uint4* wrow = w + (size_t)row * nvec;
     const float* drow = w_d + (size_t)row * nblk;
-    float acc[TN];
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        acc[t] = 0.0f;
-    }
+    float acc[TN] = {};  // zeros
     // 32 lanes x 16 bytes = 8 blocks per step; lanes 4j .. 4j+3 share block j of the step
     for (int u0 = 0; u0 < nvec; u0 += WARP_SIZE) {
         const int u = u0 + lane;
-        int part[TN];
-#pragma unroll
-        for (int t = 0; t < TN; ++t) {
-            part[t] = 0;
-        }
+        int part[TN] = {};  // zeros
         if (u < nvec) {
             const uint4 pk = __ldg(wrow + u);
             // block u/4; bytes 0..31 serve elements 0..127, bytes 32..63 elements 128..255
@@ -323,20 +299,7 @@ __device__ __forceinline__ void linear_tq_rows(
             }
         }
     }
-    if (lane != 0) {
-        return;
-    }
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        const int tok = t0 + t;
-        if (tok < n) {
-            float yv = acc[t];
-            if (out_scale != 1.0f) {
-                yv = __fmul_rn(yv, out_scale);
-            }
-            y[(size_t)tok * M + row] = yv;
-        }
-    }
+    store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
 extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq_gemv(

@@ -74,6 +74,41 @@ inline int dot4_fallback(char4 a, char4 b) {
 #define OP_ADD(a, b) ((a) + (b))
 #define OP_MAX(a, b) fmax((a), (b))
 
+// The matmuls' lane reduction: each lane's partial sums acc[TILE_N] of one row go to mine
+// [TILE_N][lanes] (that row's local scratch), then a tree over the lanes leaves token tt's total
+// in mine[tt * lanes]. A macro: TILE_N and the element type (int or float) are the caller's.
+#define REDUCE_TILE_LANES(mine, acc, lane, lanes)                                \
+    do {                                                                         \
+        for (int tt_ = 0; tt_ < TILE_N; tt_++) {                                 \
+            (mine)[tt_ * (lanes) + (lane)] = (acc)[tt_];                         \
+        }                                                                        \
+        barrier(CLK_LOCAL_MEM_FENCE);                                            \
+        for (int stride_ = (lanes) / 2; stride_ > 0; stride_ /= 2) {             \
+            if ((lane) < stride_) {                                              \
+                for (int tt_ = 0; tt_ < TILE_N; tt_++) {                         \
+                    const int at_ = tt_ * (lanes) + (lane);                      \
+                    (mine)[at_] += (mine)[at_ + stride_];                        \
+                }                                                                \
+            }                                                                    \
+            barrier(CLK_LOCAL_MEM_FENCE);                                        \
+        }                                                                        \
+    } while (0)
+
+// One output of a Q8_K-activation matmul (TQ1_0 / TQ2_0 / Q6_K) from its exact 256-block
+// integer sums isum [nb], in block order as llama.cpp's generic kernels:
+// sum_b float(isum[b]) * (dw[b] * dy[b]), then times out_scale unless that is 1.
+float block_sums_to_y(__local const int* isum, const int nb, __global const float* dw,
+                      __global const float* dy, const float out_scale) {
+    float sum = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        sum += (float)isum[b] * (dw[b] * dy[b]);
+    }
+    if (out_scale != 1.0f) {
+        sum = sum * out_scale;
+    }
+    return sum;
+}
+
 // f32 -> nearest-even f16 -> f32, in integers (half variables need cl_khr_fp16). Subnormal
 // halves are kept; overflow goes to infinity.
 float round_to_f16(float f) {

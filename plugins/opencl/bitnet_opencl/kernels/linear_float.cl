@@ -53,18 +53,7 @@ __kernel void linear_float(__global const uchar* w, const int row_bytes,
         }
     }
     __local float* mine = scratch + r * TILE_N * lanes;  // [TILE_N][lanes] of this row
-    for (int tt = 0; tt < TILE_N; tt++) {
-        mine[tt * lanes + lane] = acc[tt];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int stride = lanes / 2; stride > 0; stride /= 2) {
-        if (lane < stride) {
-            for (int tt = 0; tt < TILE_N; tt++) {
-                mine[tt * lanes + lane] += mine[tt * lanes + lane + stride];
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    REDUCE_TILE_LANES(mine, acc, lane, lanes);
     if (m < M && lane < TILE_N && t0 + lane < n) {
         const float total = mine[lane * lanes];
         y[(size_t)(t0 + lane) * M + m] = out_scale != 1.0f ? total * out_scale : total;

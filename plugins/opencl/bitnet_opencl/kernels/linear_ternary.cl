@@ -56,18 +56,7 @@ __kernel void linear_i2s(__global const uint* codes, __global const char* q,
         }
     }
     __local int* mine = scratch + r * TILE_N * lanes;  // [TILE_N][lanes] of this row
-    for (int tt = 0; tt < TILE_N; tt++) {
-        mine[tt * lanes + lane] = acc[tt];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int stride = lanes / 2; stride > 0; stride /= 2) {
-        if (lane < stride) {
-            for (int tt = 0; tt < TILE_N; tt++) {
-                mine[tt * lanes + lane] += mine[tt * lanes + lane + stride];
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    REDUCE_TILE_LANES(mine, acc, lane, lanes);
     if (m < M && lane < TILE_N && t0 + lane < n) {
         const int t = t0 + lane;
         float v = div_rn((float)mine[lane * lanes], act_scale[t]) * wscale;
@@ -113,15 +102,7 @@ __kernel void linear_tq(__global const uint* codes, __global const float* wscale
     barrier(CLK_LOCAL_MEM_FENCE);
     if (m < M && lane < TILE_N && t0 + lane < n) {
         const int t = t0 + lane;
-        __global const float* dw = wscale + (size_t)m * nb;
-        __global const float* dy = act_d + (size_t)t * nb;
-        float sum = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            sum += (float)mine[lane * nb + b] * (dw[b] * dy[b]);
-        }
-        if (out_scale != 1.0f) {
-            sum = sum * out_scale;
-        }
-        y[(size_t)t * M + m] = sum;
+        y[(size_t)t * M + m] = block_sums_to_y(mine + lane * nb, nb, wscale + (size_t)m * nb,
+                                               act_d + (size_t)t * nb, out_scale);
     }
 }

@@ -56,16 +56,8 @@ __kernel void linear_q6_k(__global const char* codes, __global const char* sub,
     barrier(CLK_LOCAL_MEM_FENCE);
     if (m < M && lane < TILE_N && t0 + lane < n) {
         const int t = t0 + lane;
-        __global const float* dw = wscale + (size_t)m * nb;
-        __global const float* dy = act_d + (size_t)t * nb;
-        float sum = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            sum += (float)mine[lane * nb + b] * (dw[b] * dy[b]);
-        }
-        if (out_scale != 1.0f) {
-            sum = sum * out_scale;
-        }
-        y[(size_t)t * M + m] = sum;
+        y[(size_t)t * M + m] = block_sums_to_y(mine + lane * nb, nb, wscale + (size_t)m * nb,
+                                               act_d + (size_t)t * nb, out_scale);
     }
 }
 

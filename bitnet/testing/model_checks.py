@@ -1,5 +1,11 @@
-"""Whole models through bitnet.load(device="opencl"): the shared fixtures' logits, the reference
-backend's logits, greedy tokens, and a decode step that moves only ids in and logits out."""
+"""Whole models through ``bitnet.load(device=<backend under test>)``: the shared fixtures' logits,
+the reference backend's logits, greedy tokens, and a decode step that moves only ids in and
+logits out.
+
+Collected by the conformance plugin (``bitnet.testing.conformance``) under ``<conftest>::model``
+for backends whose conftest opts in with ``conformance_extras = (..., "model")``. Needs the
+shared fixtures (/work/shared/fixtures: models/, logits/, manifest.json); skipped without them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BACKEND = "opencl"
 FIXTURES = Path("/work/shared/fixtures")
 TINY = ["tiny-b158-f16", "tiny-b158-i2_s", "tiny-bitnet-f16", "tiny-bitnet-tq1_0",
         "tiny-bitnet-tq2_0"]
@@ -28,6 +33,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+def _device(backend) -> str:
+    """The device spec that makes bitnet.load open the backend under test's device."""
+    return f"{backend.device.backend}:{backend.device.index}"
+
+
 @pytest.fixture(scope="module")
 def manifest() -> dict:
     return json.loads((FIXTURES / "manifest.json").read_text())
@@ -39,11 +49,11 @@ def bitnet_api():
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_fixture_logits(bitnet_api, manifest, opencl_backend, name):
+def test_fixture_logits(bitnet_api, manifest, conformance_backend, name):
     tokens = manifest["inputs"]["tiny_tokens"]
     path = FIXTURES / "models" / f"{name}.gguf"
-    with bitnet_api.load(path, device=BACKEND) as model:
-        assert model.backend.name == BACKEND
+    with bitnet_api.load(path, device=_device(conformance_backend)) as model:
+        assert model.backend.name == conformance_backend.name
         got = model.logits(tokens)
     with bitnet_api.load(path, device="reference") as model:
         want = model.logits(tokens)
@@ -59,10 +69,10 @@ def test_fixture_logits(bitnet_api, manifest, opencl_backend, name):
 
 
 @pytest.mark.parametrize("name", ["tiny-bitnet-tq2_0", "tiny-b158-i2_s"])
-def test_greedy_tokens_and_decode_traffic(bitnet_api, manifest, opencl_backend, monkeypatch,
+def test_greedy_tokens_and_decode_traffic(bitnet_api, manifest, conformance_backend, monkeypatch,
                                           name):
     greedy = manifest["greedy"][f"{name}.{_engine(name)}"]
-    backend_class = type(opencl_backend)
+    backend_class = type(conformance_backend)
     moved = []
     upload, download = backend_class.upload, backend_class.download
 
@@ -76,7 +86,8 @@ def test_greedy_tokens_and_decode_traffic(bitnet_api, manifest, opencl_backend, 
 
     monkeypatch.setattr(backend_class, "upload", counted_upload)
     monkeypatch.setattr(backend_class, "download", counted_download)
-    with bitnet_api.load(FIXTURES / "models" / f"{name}.gguf", device=BACKEND) as model:
+    path = FIXTURES / "models" / f"{name}.gguf"
+    with bitnet_api.load(path, device=_device(conformance_backend)) as model:
         moved.clear()  # loading uploads the norm weights
         model.generate(greedy["prompt"], max_tokens=len(greedy["generated"]), temperature=0,
                        ignore_eos=True)
