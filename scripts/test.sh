@@ -27,6 +27,11 @@ fi
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 export RAY_USAGE_STATS_ENABLED=0
 
+# the parity fixtures: shared/ beside the checkout, as CI lays it out (bitnet.testing.fixtures)
+if [[ -z "${BITNET_FIXTURES:-}" && -f "$ROOT/../shared/fixtures/manifest.json" ]]; then
+    export BITNET_FIXTURES="$(cd "$ROOT/../shared/fixtures" && pwd)"
+fi
+
 # one validation cache for the whole run, never the user's
 export BITNET_CACHE_DIR="${BITNET_CACHE_DIR:-$(mktemp -d -t bitnet-test-cache-XXXXXX)}"
 

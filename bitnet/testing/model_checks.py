@@ -4,18 +4,18 @@ logits out.
 
 Collected by the conformance plugin (``bitnet.testing.conformance``) under ``<conftest>::model``
 for backends whose conftest opts in with ``conformance_extras = (..., "model")``. Needs the
-shared fixtures (/work/shared/fixtures: models/, logits/, manifest.json); skipped without them.
+shared fixtures (bitnet.testing.fixtures.FIXTURES: models/, logits/, manifest.json); skipped without them.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-FIXTURES = Path("/work/shared/fixtures")
+from bitnet.testing.fixtures import FIXTURES
+
 TINY = ["tiny-b158-f16", "tiny-b158-i2_s", "tiny-bitnet-f16", "tiny-bitnet-tq1_0",
         "tiny-bitnet-tq2_0"]
 

@@ -7,7 +7,6 @@ import json
 import math
 import warnings
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,10 @@ from bitnet.hal import (
     WeightFormat,
     WeightTensor,
 )
+from bitnet.testing.fixtures import FIXTURES as SHARED_FIXTURES
 
 f32 = np.float32
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 
 
 @pytest.fixture(scope="module")

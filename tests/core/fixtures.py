@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-FIXTURES = Path(os.environ.get("BITNET_FIXTURES",
-                               Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"))
+from bitnet.testing.fixtures import FIXTURES  # noqa: E402
 
 
 @lru_cache(maxsize=1)

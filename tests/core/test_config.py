@@ -11,8 +11,9 @@ import pytest
 from bitnet.core.config import ModelConfig
 from bitnet.core.errors import ModelFormatError
 from bitnet.core.gguf import open_gguf
+from bitnet.testing.fixtures import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text()) if FIXTURES.exists() else {}
 MODELS = sorted((FIXTURES / "models").glob("*.gguf"))
 

@@ -13,8 +13,9 @@ import pytest
 from bitnet.core.errors import GGUFError
 from bitnet.core.gguf import open_gguf
 from bitnet.hal.formats import WeightFormat
+from bitnet.testing.fixtures import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 MODELS = sorted((FIXTURES / "models").glob("*.gguf"))
 F16_MODELS = [p for p in MODELS if p.name.endswith("-f16.gguf")]
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bitnet.cli import inspect as inspect_cli
+from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
-MODELS = Path("/work/shared/fixtures/models")
+MODELS = FIXTURE_MODELS
 pytestmark = pytest.mark.skipif(not MODELS.exists(), reason="fixture models not present")
 
 

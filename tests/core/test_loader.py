@@ -16,8 +16,9 @@ from bitnet.core.gguf_write import rewrite_gguf
 from bitnet.core.loader import load_weights, model_requirements
 from bitnet.hal.formats import WeightFormat
 from bitnet.hal.ops import Op
+from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
-MODELS_DIR = Path("/work/shared/fixtures/models")
+MODELS_DIR = FIXTURE_MODELS
 MODELS = sorted(MODELS_DIR.glob("*.gguf"))
 pytestmark = pytest.mark.skipif(not MODELS, reason="fixture models not present")
 

@@ -1,9 +1,7 @@
 """Decode the quantized fixture files (written by bitnet.cpp and llama.cpp) and compare them with
-the F16 files holding the same weights (/work/shared/fixtures/README.md)."""
+the F16 files holding the same weights (shared/fixtures/README.md)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,9 @@ from bitnet.formats.floats import dequantize_rows, quantize_rows
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack, tq_quantize
 from bitnet.hal.backend import WeightTensor
 from bitnet.hal.formats import WeightFormat as F
+from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
-MODELS = Path("/work/shared/fixtures/models")
+MODELS = FIXTURE_MODELS
 pytestmark = pytest.mark.skipif(not MODELS.is_dir(), reason=f"fixtures not found at {MODELS}")
 
 MATMULS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")

@@ -26,8 +26,9 @@ from bitnet.core.config import ModelConfig
 from bitnet.core.errors import GGUFError, ModelFormatError
 from bitnet.core.gguf import open_gguf
 from bitnet.core.loader import load_weights
+from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
-MODELS = Path("/work/shared/fixtures/models")
+MODELS = FIXTURE_MODELS
 FIXTURES = [MODELS / n for n in ("tiny-b158-i2_s.gguf", "tiny-bitnet-tq2_0.gguf",
                                  "tiny-bitnet-tq1_0.gguf")]
 pytestmark = [pytest.mark.slow,
@@ -163,6 +164,7 @@ _OPENER = """
 import sys
 from bitnet.core.errors import GGUFError
 from bitnet.core.gguf import open_gguf
+from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 for path in sys.argv[1:]:
     try:
         open_gguf(path)
