@@ -235,6 +235,8 @@ class CpuBackend(KernelBackend):
         if pos + n > cache.n_ctx:
             raise ValueError(f"cpu.attention: positions up to {pos + n} exceed n_ctx "
                              f"{cache.n_ctx}")
+        if head_dim > 1024:
+            raise ValueError(f"cpu.attention: head_dim {head_dim} over the kernel's 1024")
         if qa.shape[1] != n_heads * head_dim or ka.shape != (n, n_kv_heads * head_dim):
             raise ValueError(f"cpu.attention: q {qa.shape} / k {ka.shape} do not match "
                              f"{n_heads}/{n_kv_heads} heads of {head_dim}")

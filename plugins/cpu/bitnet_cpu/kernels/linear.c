@@ -145,6 +145,29 @@ static void ternary_row_groups(const bn_kernels *kt, int fmt, const uint8_t *cod
     }
 }
 
+/* Quantize tokens t0..t1-1 of x [n, K]: per-token int8 (I2_S) or Q8_K blocks, whose block
+ * data goes straight to the transposed [block][token] layout the epilogues read. */
+static void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q,
+                            float *ascale, int32_t *asum, int t0, int t1)
+{
+    for (int t = t0; t < t1; t++) {
+        const float *xt = x + (size_t)t * K;
+        int8_t *qt = q + (size_t)t * K;
+        if (per_token) {
+            act_quantize_per_token_i8(xt, 1, K, qt, ascale + t, asum + t);
+        } else {
+            int nb = K / 256;
+            float d[nb];
+            int32_t bs[nb];
+            act_quantize_q8_k(xt, 1, K, qt, d, bs);
+            for (int b = 0; b < nb; b++) {
+                ascale[(size_t)b * n + t] = d[b];
+                asum[(size_t)b * n + t] = bs[b];
+            }
+        }
+    }
+}
+
 int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
                    int M, int K, const float *x, int n, float *y, float out_scale, int nthreads)
 {
@@ -166,41 +189,38 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
         return -1;
     }
     int nrb = (M + ROW_BLOCK - 1) / ROW_BLOCK;
+    int ngroups = kt->row_group == 16 ? (M + 15) / 16 : 0;
+    /* Decode (n == 1): quantize on the calling thread, before the region, so the region holds
+     * one worksharing loop and one barrier (its end). A decode token runs ~210 of these calls;
+     * every extra barrier is a wait on the slowest thread, a scheduler slice when a vCPU is
+     * taken by another process. */
+    int serial_quantize = n < nthreads || n == 1;
+    if (serial_quantize) {
+        quantize_tokens(x, n, K, per_token, q, ascale, asum, 0, n);
+    }
     /* one parallel region for quantize + matmul: thread start-up is paid once per call */
     #pragma omp parallel num_threads(nthreads)
     {
-        #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) {
-            const float *xt = x + (size_t)t * K;
-            int8_t *qt = q + (size_t)t * K;
-            if (per_token) {
-                act_quantize_per_token_i8(xt, 1, K, qt, ascale + t, asum + t);
-            } else {
-                /* Q8_K block data goes straight to the transposed [block][token] layout */
-                int nb = K / 256;
-                float d[nb];
-                int32_t bs[nb];
-                act_quantize_q8_k(xt, 1, K, qt, d, bs);
-                for (int b = 0; b < nb; b++) {
-                    ascale[(size_t)b * n + t] = d[b];
-                    asum[(size_t)b * n + t] = bs[b];
-                }
+        if (!serial_quantize) {
+            #pragma omp for schedule(static)
+            for (int t = 0; t < n; t++) {
+                quantize_tokens(x, n, K, per_token, q, ascale, asum, t, t + 1);
             }
         }
-        if (kt->row_group == 16) {
-            int ngroups = (M + 15) / 16;
+        if (ngroups) {
             #pragma omp for schedule(static)
             for (int gr = 0; gr < ngroups; gr++) {
                 ternary_row_groups(kt, fmt, codes, scales, gr, gr + 1, K, q, ascale, asum, n,
                                    y, M, out_scale);
             }
-        }
-        #pragma omp for schedule(static)
-        for (int rb = 0; rb < (kt->row_group == 16 ? 0 : nrb); rb++) {
-            int r0 = rb * ROW_BLOCK;
-            int r1 = r0 + ROW_BLOCK < M ? r0 + ROW_BLOCK : M;
-            ternary_rows(kt, fmt, codes, scales, r0, r1, K, q, ascale, asum, n, y, M,
-                         out_scale);
+        } else {
+            #pragma omp for schedule(static)
+            for (int rb = 0; rb < nrb; rb++) {
+                int r0 = rb * ROW_BLOCK;
+                int r1 = r0 + ROW_BLOCK < M ? r0 + ROW_BLOCK : M;
+                ternary_rows(kt, fmt, codes, scales, r0, r1, K, q, ascale, asum, n, y, M,
+                             out_scale);
+            }
         }
     }
     free(q);
@@ -225,6 +245,22 @@ static bn_dot_row_fn float_dot(const bn_kernels *kt, int fmt)
     }
 }
 
+/* Q8_K activations of tokens t0..t1-1 for the Q6_K head, with the pair sums 32*(q[2i]+q[2i+1])
+ * that fold the -32 code offset out of the inner loop. */
+static void quantize_q8_k_pairs(const float *x, int t0, int t1, int K, int8_t *q, float *dy,
+                                int16_t *pair32)
+{
+    int nb = K / 256;
+    for (int t = t0; t < t1; t++) {
+        int32_t bs[nb];
+        int8_t *qt = q + (size_t)t * K;
+        act_quantize_q8_k(x + (size_t)t * K, 1, K, qt, dy + (size_t)t * nb, bs);
+        for (int i = 0; i < K / 2; i++) {
+            pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
+        }
+    }
+}
+
 /* Q6_K x Q8_K (backend.py linear_float): activations quantized per 256-block like the TQ path,
  * then exact integer block sums against the 6-bit codes; the integer-SIMD path is also the
  * fast one (the head is bandwidth-bound, not conversion-bound). */
@@ -244,15 +280,17 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
         free(pair32);
         return -1;
     }
+    /* decode: quantize on the calling thread (one barrier less per call, as linear_ternary) */
+    int serial_quantize = n < nthreads || n == 1;
+    if (serial_quantize) {
+        quantize_q8_k_pairs(x, 0, n, K, q, dy, pair32);
+    }
     #pragma omp parallel num_threads(nthreads)
     {
-        #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) {
-            int32_t bs[nb];
-            int8_t *qt = q + (size_t)t * K;
-            act_quantize_q8_k(x + (size_t)t * K, 1, K, qt, dy + (size_t)t * nb, bs);
-            for (int i = 0; i < K / 2; i++) {
-                pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
+        if (!serial_quantize) {
+            #pragma omp for schedule(static)
+            for (int t = 0; t < n; t++) {
+                quantize_q8_k_pairs(x, t, t + 1, K, q, dy, pair32);
             }
         }
         #pragma omp for schedule(static)
