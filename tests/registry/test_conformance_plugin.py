@@ -46,3 +46,28 @@ def test_no_backend_named_skips_with_instructions(tmp_path, fake_env):
     done = _pytest(tmp_path, fake_env())
     assert done.returncode == 0, done.stdout[-3000:]
     assert "pass --bitnet-backend NAME" in done.stdout
+
+
+def _pytest_with_extras(tmp_path, env, extras: str, *args):
+    env = dict(env, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["bitnet.testing.conformance"]\n'
+                                          f"conformance_extras = {extras}\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-rfs", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(tmp_path), *args], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_extras_add_the_op_checks_under_their_own_ids(tmp_path, fake_env):
+    done = _pytest_with_extras(tmp_path, fake_env("fakegood"), '("ops",)',
+                               "--bitnet-backend", "fakegood", "-v", "-k", "ops and rmsnorm")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "conftest.py::ops::test_rmsnorm" in done.stdout and " PASSED" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_misspelled_extra_is_an_error(tmp_path, fake_env):
+    done = _pytest_with_extras(tmp_path, fake_env("fakegood"), '("opz",)',
+                               "--bitnet-backend", "fakegood")
+    assert done.returncode != 0
+    assert "conformance_extras" in done.stdout + done.stderr
