@@ -20,9 +20,13 @@
 
 /* Software prefetch distance (bytes ahead in the weight stream). Decode streams every weight
  * once per token; one core's hardware prefetchers alone keep too few lines in flight to reach
- * DRAM bandwidth, so the kernels ask for the lines ~2 KB (a few rows) ahead themselves. A
- * prefetch past the end of the matrix is harmless (it never faults). */
+ * DRAM bandwidth while the kernel's own instructions fill the reorder buffer, so the kernels ask
+ * for the lines themselves. A prefetch past the end of the matrix is harmless (never faults).
+ * Measured end to end on the Zen 4 dev VM (2026-11-23, 1 thread, TQ2_0 2B file): the ternary
+ * kernels stream best at 2 KB (8 KB cost them ~5 ms per token), while the Q6_K head went from
+ * ~19 ms at 2 KB to ~15 ms at 8 KB (its 128256 x 2100-byte rows are one long stream). */
 #define BN_PREFETCH_BYTES 2048
+#define BN_PREFETCH_HEAD_BYTES 8192
 
 /* Raw sums for one weight row against nt <= BN_TILE_MAX_TOKENS activation rows.
  * w: [K/4] t2 codes; q: nt rows of K int8 (row stride qstride);

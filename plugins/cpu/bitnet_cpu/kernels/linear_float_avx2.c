@@ -117,8 +117,9 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
         for (int half = 0; half < 2; half++) {
             const uint8_t *ql = b + 64 * half;
             const uint8_t *qh = b + 128 + 32 * half;
-            _mm_prefetch((const char *)(b + 105 * half + BN_PREFETCH_BYTES), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b + 105 * half + 64 + BN_PREFETCH_BYTES), _MM_HINT_T0);
+            const char *ahead = (const char *)(b + 105 * half + BN_PREFETCH_HEAD_BYTES);
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);

@@ -17,6 +17,8 @@ float dot_f32_f32_avx2(const void *row, const float *x, int K);
 float dot_bf16_f32_avx2(const void *row, const float *x, int K);
 float dot_q8_0_f32_avx2(const void *row, const float *x, int K);
 float dot_f16_f32_avx512(const void *row, const float *x, int K);
+float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair32,
+                           const float *dy, int K);
 float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32,
                          const float *dy, int K);
 void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count);
@@ -115,6 +117,6 @@ const bn_kernels bn_kernels_avx512 = {
     .dot_f16 = dot_f16_f32_avx512,
     .dot_bf16 = dot_bf16_f32_avx2,
     .dot_q8_0 = dot_q8_0_f32_avx2,
-    .dot_q6_k_q8_k = dot_q6_k_q8_k_avx2,
+    .dot_q6_k_q8_k = dot_q6_k_q8_k_avx512,
     .f16_to_f32_row = f16_to_f32_row_avx2,
 };
