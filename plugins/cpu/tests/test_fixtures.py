@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = Path("/work/shared/fixtures")
+from bitnet.testing.fixtures import FIXTURES
+
 MODELS = ["tiny-b158-i2_s", "tiny-bitnet-tq2_0", "tiny-bitnet-tq1_0", "mid-b158-i2_s-embq6k",
           "mid-bitnet-tq2_0", "tiny-b158-f16"]
 
@@ -23,6 +24,7 @@ def manifest() -> dict:
 
 def logits_of(name: str, device: str, tokens: list[int]) -> np.ndarray:
     import bitnet
+from bitnet.testing.fixtures import FIXTURES
 
     with bitnet.load(FIXTURES / "models" / f"{name}.gguf", device=device, threads=2) as model:
         return np.asarray(model.logits(tokens), dtype=np.float32)
