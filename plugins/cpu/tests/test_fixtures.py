@@ -4,7 +4,6 @@ backend's to ~1e-5 relative and with the home engine's within the fixtures READM
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ def manifest() -> dict:
 
 def logits_of(name: str, device: str, tokens: list[int]) -> np.ndarray:
     import bitnet
-from bitnet.testing.fixtures import FIXTURES
 
     with bitnet.load(FIXTURES / "models" / f"{name}.gguf", device=device, threads=2) as model:
         return np.asarray(model.logits(tokens), dtype=np.float32)
