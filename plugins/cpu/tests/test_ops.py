@@ -112,3 +112,20 @@ def test_activation_quantizers_bit_exact():
     want_q, want_d = quantize_q8_k(x)
     np.testing.assert_array_equal(q, want_q)
     np.testing.assert_array_equal(d, want_d)
+
+
+@pytest.mark.parametrize("n", range(2, 18))
+def test_linear_q6_k_batch_bit_exact(variant, reference, n):
+    """The batched Q6_K head path (codes unpacked once per row, reused for every token) gives
+    exactly the reference's output, and each token's row equals that token decoded alone."""
+    rng = np.random.default_rng(100 + n)
+    m, k = 37, 768
+    tensor = float_tensor(WeightFormat.Q6_K, rng.standard_normal((m, k)).astype(np.float32))
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    cpu = make_backend(variant, 2)
+    w = cpu.load_weight(tensor)
+    got = cpu.download(cpu.linear_float(w, cpu.upload(x)))
+    want = reference.linear_float(reference.load_weight(tensor), x)
+    np.testing.assert_array_equal(got, want)
+    alone = cpu.download(cpu.linear_float(w, cpu.upload(x[n - 1:n])))
+    np.testing.assert_array_equal(got[n - 1:n], alone)

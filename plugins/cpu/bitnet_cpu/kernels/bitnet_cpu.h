@@ -53,6 +53,17 @@ typedef float (*bn_dot_row_fn)(const void *row, const float *x, int K);
 typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
                                      const int16_t *pair32, const float *dy, int K);
 
+/* Batched Q6_K (n > 1 tokens): a row is unpacked ONCE into w16 [K] int16 = sc_j * (q6 - 32)
+ * (sub-block scale folded in; |w16| <= 4096) and dw [K/256] f32 = d, then dotted with every
+ * token's int16 Q8_K copy q16 (row stride qstride). Exact per-block integer sums as
+ * sum_j sc_j * sum_k (q6_k - 32) q8_k, f32 epilogue in block order: out [nr][nt] equals what
+ * bn_dot_q6_k_q8_k_fn gives per row and token. The dot takes nr <= 2 rows (w16 [nr][K],
+ * dw [nr][K/256]) so that each activation load serves two rows. dy: [nt][K/256]. */
+typedef void (*bn_q6_k_unpack_fn)(const void *row, int16_t *w16, float *dw, int K);
+typedef void (*bn_dot_q6_w16_q16_fn)(const int16_t *w16, const float *dw, int nr,
+                                     const int16_t *q16, size_t qstride, const float *dy, int nt,
+                                     int K, float *out);
+
 typedef struct {
     const char *name;             /* "generic", "avx2", "avx512", "neon" */
     int tile_tokens;              /* tokens per tile the kernel handles best (<= max) */
@@ -64,6 +75,8 @@ typedef struct {
     bn_dot_row_fn dot_bf16;
     bn_dot_row_fn dot_q8_0;
     bn_dot_q6_k_q8_k_fn dot_q6_k_q8_k;
+    bn_q6_k_unpack_fn q6_k_unpack;
+    bn_dot_q6_w16_q16_fn dot_q6_w16_q16;
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int count);
 } bn_kernels;
 
@@ -95,6 +108,9 @@ float dot_bf16_f32_generic(const void *row, const float *x, int K);
 float dot_q8_0_f32_generic(const void *row, const float *x, int K);
 float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pair32,
                             const float *dy, int K);
+void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K);
+void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
+                            size_t qstride, const float *dy, int nt, int K, float *out);
 void f16_to_f32_row_generic(const uint16_t *src, float *dst, int count);
 
 /* ---- half precision helpers (exact, portable) ---- */

@@ -253,7 +253,7 @@ static bn_dot_row_fn float_dot(const bn_kernels *kt, int fmt)
 /* Q8_K activations of tokens t0..t1-1 for the Q6_K head, with the pair sums 32*(q[2i]+q[2i+1])
  * that fold the -32 code offset out of the inner loop. */
 static void quantize_q8_k_pairs(const float *x, int t0, int t1, int K, int8_t *q, float *dy,
-                                int16_t *pair32)
+                                int16_t *pair32, int16_t *q16)
 {
     int nb = K / 256;
     for (int t = t0; t < t1; t++) {
@@ -262,6 +262,11 @@ static void quantize_q8_k_pairs(const float *x, int t0, int t1, int K, int8_t *q
         act_quantize_q8_k(x + (size_t)t * K, 1, K, qt, dy + (size_t)t * nb, bs);
         for (int i = 0; i < K / 2; i++) {
             pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
+        }
+        if (q16) {
+            for (int i = 0; i < K; i++) {
+                q16[(size_t)t * K + i] = qt[i];
+            }
         }
     }
 }
@@ -279,39 +284,67 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
     int8_t *q = alloc64((size_t)n * K);
     float *dy = alloc64((size_t)n * nb * sizeof(float));
     int16_t *pair32 = alloc64((size_t)n * (K / 2) * sizeof(int16_t));
-    if (!q || !dy || !pair32) {
+    /* batch path: the activations widened to s16 once per call (vpdpwssd / madd operands) */
+    int16_t *q16 = n > 1 ? alloc64((size_t)n * K * sizeof(int16_t)) : NULL;
+    if (!q || !dy || !pair32 || (n > 1 && !q16)) {
         free(q);
         free(dy);
         free(pair32);
+        free(q16);
         return -1;
     }
     /* decode: quantize on the calling thread (one barrier less per call, as linear_ternary) */
     int serial_quantize = n < nthreads || n == 1;
     if (serial_quantize) {
-        quantize_q8_k_pairs(x, 0, n, K, q, dy, pair32);
+        quantize_q8_k_pairs(x, 0, n, K, q, dy, pair32, q16);
     }
     #pragma omp parallel num_threads(nthreads)
     {
         if (!serial_quantize) {
             #pragma omp for schedule(static)
             for (int t = 0; t < n; t++) {
-                quantize_q8_k_pairs(x, t, t + 1, K, q, dy, pair32);
+                quantize_q8_k_pairs(x, t, t + 1, K, q, dy, pair32, q16);
             }
         }
-        /* dynamic chunks of 256 rows (~540 KB): see linear_ternary */
-        #pragma omp for schedule(dynamic, 256)
-        for (int r = 0; r < M; r++) {
-            const uint8_t *row = w + (size_t)r * row_bytes;
-            for (int t = 0; t < n; t++) {
-                float v = kt->dot_q6_k_q8_k(row, q + (size_t)t * K,
-                                            pair32 + (size_t)t * (K / 2), dy + (size_t)t * nb, K);
-                y[(size_t)t * M + r] = out_scale != 1.0f ? v * out_scale : v;
+        if (n == 1) {
+            /* decode: one streaming pass, unpack fused into the dot (bandwidth-bound).
+             * dynamic chunks of 256 rows (~540 KB): see linear_ternary */
+            #pragma omp for schedule(dynamic, 256)
+            for (int r = 0; r < M; r++) {
+                float v = kt->dot_q6_k_q8_k(w + (size_t)r * row_bytes, q, pair32, dy, K);
+                y[r] = out_scale != 1.0f ? v * out_scale : v;
+            }
+        } else {
+            /* batch: unpack two rows at a time into this thread's buffer (w16 = scale x
+             * code, 2K bytes a row, stays in L1) and dot them with every token; unpacking per
+             * token made the head ~8x the n == 1 cost at n = 8. Same integer block sums, so
+             * the output is unchanged. Two rows per kernel call share each activation load. */
+            int16_t w16[2 * K] __attribute__((aligned(64)));
+            float dw[2 * nb];
+            float out[2 * n];
+            int npairs = (M + 1) / 2;
+            #pragma omp for schedule(dynamic, 128)
+            for (int p = 0; p < npairs; p++) {
+                int r0 = 2 * p;
+                int nr = r0 + 1 < M ? 2 : 1;
+                for (int i = 0; i < nr; i++) {
+                    kt->q6_k_unpack(w + (size_t)(r0 + i) * row_bytes, w16 + (size_t)i * K,
+                                    dw + (size_t)i * nb, K);
+                }
+                kt->dot_q6_w16_q16(w16, dw, nr, q16, (size_t)K, dy, n, K, out);
+                for (int i = 0; i < nr; i++) {
+                    for (int t = 0; t < n; t++) {
+                        float v = out[(size_t)i * n + t];
+                        y[(size_t)t * M + r0 + i] = out_scale != 1.0f ? v * out_scale : v;
+                    }
+                }
             }
         }
     }
     free(q);
     free(dy);
     free(pair32);
+    free(q16);
     return 0;
 }
 

@@ -150,6 +150,106 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
     return acc;
 }
 
+/* Q6_K row -> w16 [K] = sc_j * (q6 - 32), dw [K/256] = d (batched head path, once per row):
+ * the AVX2 dot kernel's four code vectors, widened to s16 and scaled per sub-block of 16. */
+void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    const __m256i c32 = _mm256_set1_epi16(32);
+    for (int blk = 0; blk < K / 256; blk++) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        uint16_t dh;
+        memcpy(&dh, b + 208, 2);
+        dw[blk] = _cvtsh_ss(dh);
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half;
+            const uint8_t *qh = b + 128 + 32 * half;
+            /* the same stream prefetch as the n == 1 kernel: the row data comes from DRAM */
+            const char *ahead = (const char *)(b + 105 * half + BN_PREFETCH_HEAD_BYTES);
+            _mm_prefetch(ahead, _MM_HINT_T0);
+            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 4), m30));
+            v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 2), m30));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_and_si256(qhv, m30));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
+            int16_t *c = w16 + (size_t)blk * 256 + (size_t)half * 128;
+            for (int k = 0; k < 4; k++) {
+                /* 16 codes of sub-block 8 * half + 2k, then 16 of sub-block 8 * half + 2k + 1 */
+                for (int h = 0; h < 2; h++) {
+                    __m128i part = h ? _mm256_extracti128_si256(v[k], 1)
+                                     : _mm256_castsi256_si128(v[k]);
+                    __m256i wide = _mm256_sub_epi16(_mm256_cvtepu8_epi16(part), c32);
+                    __m256i scale = _mm256_set1_epi16(sc[8 * half + 2 * k + h]);
+                    _mm256_storeu_si256((__m256i *)(c + 32 * k + 16 * h),
+                                        _mm256_mullo_epi16(wide, scale));
+                }
+            }
+        }
+        b += 210;
+    }
+}
+
+/* w16 x int16 Q8_K for nt tokens: each 16-weight vector is loaded once and madd'ed (s16 x s16
+ * -> s32, exact: |pair sum| < 2^21) with every token of the group; f32 epilogue in block order
+ * per token, as the per-row kernels. */
+static inline __attribute__((always_inline)) void
+w16_group_avx2(const int16_t *w16, const float *dw, const int16_t *q16, size_t qstride,
+               const float *dy, int K, float *out, const int nt)
+{
+    int nb = K / 256;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int blk = 0; blk < nb; blk++) {
+        __m256i isum[4];
+        for (int t = 0; t < nt; t++) {
+            isum[t] = _mm256_setzero_si256();
+        }
+        for (int k = 0; k < 16; k++) {
+            size_t e = (size_t)blk * 256 + 16 * (size_t)k;
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(w16 + e));
+            for (int t = 0; t < nt; t++) {
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(q16 + t * qstride + e));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(wv, qv));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            acc[t] += (float)hsum_epi32_avx2(isum[t]) * (dw[blk] * dy[(size_t)t * nb + blk]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        out[t] = acc[t];
+    }
+}
+
+void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
+                         size_t qstride, const float *dy, int nt, int K, float *out)
+{
+    int nb = K / 256;
+    if (nr > 1) {
+        for (int r = 0; r < nr; r++) {
+            dot_q6_w16_q16_avx2(w16 + (size_t)r * K, dw + (size_t)r * nb, 1, q16, qstride, dy,
+                                nt, K, out + (size_t)r * nt);
+        }
+        return;
+    }
+    int t = 0;
+    for (; t + 4 <= nt; t += 4) {
+        w16_group_avx2(w16, dw, q16 + t * qstride, qstride, dy + (size_t)t * nb, K, out + t, 4);
+    }
+    for (; t < nt; t++) {
+        w16_group_avx2(w16, dw, q16 + t * qstride, qstride, dy + (size_t)t * nb, K, out + t, 1);
+    }
+}
+
 void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count)
 {
     int i = 0;

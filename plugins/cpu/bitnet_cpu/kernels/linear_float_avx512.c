@@ -1,5 +1,6 @@
-/* linear_float_avx512.c: the F16 row dot product with 16-wide f32 (AVX-512F/BW/VL); the other
- * float formats use the AVX2 kernels (linear_float_avx2.c). */
+/* linear_float_avx512.c: the F16 row dot product with 16-wide f32 (AVX-512F/BW/VL) and the
+ * Q6_K head kernels with VNNI (per-row decode dot; batched unpack + s16 dot); the other float
+ * formats use the AVX2 kernels (linear_float_avx2.c). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -90,4 +91,145 @@ float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair
         b += 210;
     }
     return acc;
+}
+
+/* Q6_K row -> w16 [K] = sc_j * (q6 - 32), dw [K/256] = d (batched head path, once per row):
+ * the two 64-code zmm per half-block of dot_q6_k_q8_k_avx512, widened to s16 and scaled. */
+void q6_k_unpack_avx512(const void *row, int16_t *w16, float *dw, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    const __m512i c32 = _mm512_set1_epi16(32);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    for (int blk = 0; blk < K / 256; blk++) {
+        uint16_t dh;
+        memcpy(&dh, b + 208, 2);
+        dw[blk] = _cvtsh_ss(dh);
+        /* the 16 sub-block scales as s16 in both 256-bit halves; vector k of the block takes
+         * scale 2k in its low 16 lanes and 2k + 1 in its high 16 (one vpermw each) */
+        __m512i sc16 = _mm512_broadcast_i64x4(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192))));
+        /* the same stream prefetch as the n == 1 kernel: the row data comes from DRAM */
+        _mm_prefetch((const char *)(b + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 64 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 128 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 192 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
+        for (int half = 0; half < 2; half++) {
+            __m512i ql = _mm512_loadu_si512((const void *)(b + 64 * half));
+            __m512i qh = _mm512_broadcast_i64x4(
+                _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * half)));
+            __m512i v[2];
+            v[0] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30));
+            v[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                   _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
+            int16_t *c = w16 + (size_t)blk * 256 + (size_t)half * 128;
+            for (int k = 0; k < 4; k++) {
+                /* 32 codes: sub-blocks 8 * half + 2k (low 16) and 8 * half + 2k + 1 */
+                __m256i part = k & 1 ? _mm512_extracti64x4_epi64(v[k >> 1], 1)
+                                     : _mm512_castsi512_si256(v[k >> 1]);
+                __m512i wide = _mm512_sub_epi16(_mm512_cvtepu8_epi16(part), c32);
+                __m512i idx = _mm512_inserti64x4(
+                    _mm512_set1_epi16((short)(8 * half + 2 * k)),
+                    _mm256_set1_epi16((short)(8 * half + 2 * k + 1)), 1);
+                __m512i scale = _mm512_permutexvar_epi16(idx, sc16);
+                _mm512_storeu_si512((void *)(c + 32 * k), _mm512_mullo_epi16(wide, scale));
+            }
+        }
+        b += 210;
+    }
+}
+
+/* Token t's block sum of isum[t] (t < 4; missing tokens are zero vectors) in lane t of an xmm:
+ * one transpose-add tree for four horizontal sums. */
+static inline __attribute__((always_inline)) __m128i hsum4_epi32_avx512(const __m512i *isum)
+{
+    __m512i x0 = _mm512_add_epi32(_mm512_unpacklo_epi32(isum[0], isum[1]),
+                                  _mm512_unpackhi_epi32(isum[0], isum[1]));
+    __m512i x1 = _mm512_add_epi32(_mm512_unpacklo_epi32(isum[2], isum[3]),
+                                  _mm512_unpackhi_epi32(isum[2], isum[3]));
+    __m512i x = _mm512_add_epi32(_mm512_unpacklo_epi64(x0, x1), _mm512_unpackhi_epi64(x0, x1));
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* nr (1 or 2) unpacked rows x nt <= 4 tokens with VNNI vpdpwssd (s16 pairs -> s32, exact): each
+ * activation load serves both rows and each weight load every token (the activations of a
+ * batch do not fit L1, so their loads are what this loop is bound by). The f32 epilogue per
+ * lane is the scalar kernels' (no FMA), in block order. */
+static inline __attribute__((always_inline)) void
+w16_group_avx512(const int16_t *w16, const float *dw, const int16_t *q16, size_t qstride,
+                 const float *dy, int K, float *out, int ostride, const int nr, const int nt)
+{
+    int nb = K / 256;
+    __m128 acc4[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int blk = 0; blk < nb; blk++) {
+        __m512i isum[2][4];
+        for (int r = 0; r < 2; r++) {
+            for (int t = 0; t < 4; t++) {
+                isum[r][t] = _mm512_setzero_si512();
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            size_t e = (size_t)blk * 256 + 32 * (size_t)k;
+            __m512i wv0 = _mm512_loadu_si512((const void *)(w16 + e));
+            __m512i wv1 = nr > 1 ? _mm512_loadu_si512((const void *)(w16 + K + e)) : wv0;
+            for (int t = 0; t < nt; t++) {
+                __m512i qv = _mm512_loadu_si512((const void *)(q16 + t * qstride + e));
+                isum[0][t] = _mm512_dpwssd_epi32(isum[0][t], wv0, qv);
+                if (nr > 1) {
+                    isum[1][t] = _mm512_dpwssd_epi32(isum[1][t], wv1, qv);
+                }
+            }
+        }
+        float dyt[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int t = 0; t < nt; t++) {
+            dyt[t] = dy[(size_t)t * nb + blk];
+        }
+        __m128 dyv = _mm_loadu_ps(dyt);
+        for (int r = 0; r < nr; r++) {
+            __m128i s4 = hsum4_epi32_avx512(isum[r]);
+            __m128 scale = _mm_mul_ps(_mm_set1_ps(dw[(size_t)r * nb + blk]), dyv);
+            acc4[r] = _mm_add_ps(acc4[r], _mm_mul_ps(_mm_cvtepi32_ps(s4), scale));
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        float res[4];
+        _mm_storeu_ps(res, acc4[r]);
+        for (int t = 0; t < nt; t++) {
+            out[(size_t)r * ostride + t] = res[t];
+        }
+    }
+}
+
+static void w16_rows_avx512(const int16_t *w16, const float *dw, const int16_t *q16,
+                            size_t qstride, const float *dy, int nt, int K, float *out,
+                            const int nr)
+{
+    int nb = K / 256;
+    int t = 0;
+    for (; t + 4 <= nt; t += 4) {
+        w16_group_avx512(w16, dw, q16 + t * qstride, qstride, dy + (size_t)t * nb, K, out + t,
+                         nt, nr, 4);
+    }
+    const int16_t *qr = q16 + t * qstride;
+    const float *dr = dy + (size_t)t * nb;
+    switch (nt - t) {
+    case 3: w16_group_avx512(w16, dw, qr, qstride, dr, K, out + t, nt, nr, 3); break;
+    case 2: w16_group_avx512(w16, dw, qr, qstride, dr, K, out + t, nt, nr, 2); break;
+    case 1: w16_group_avx512(w16, dw, qr, qstride, dr, K, out + t, nt, nr, 1); break;
+    default: break;
+    }
+}
+
+void dot_q6_w16_q16_avx512(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
+                           size_t qstride, const float *dy, int nt, int K, float *out)
+{
+    if (nr > 1) {
+        w16_rows_avx512(w16, dw, q16, qstride, dy, nt, K, out, 2);
+    } else {
+        w16_rows_avx512(w16, dw, q16, qstride, dy, nt, K, out, 1);
+    }
 }

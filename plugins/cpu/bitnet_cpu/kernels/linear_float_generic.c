@@ -89,6 +89,63 @@ float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pai
     return acc;
 }
 
+/* Q6_K row -> w16 [K] = sc_j * (q6 - 32) in natural element order (element e of a block is
+ * in sub-block e / 16) and dw [K/256] = d: the batched head path's once-per-row unpack. */
+void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K)
+{
+    const uint8_t *b = (const uint8_t *)row;
+    for (int blk = 0; blk < K / 256; blk++) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        uint16_t dh;
+        memcpy(&dh, b + 208, 2);
+        dw[blk] = bn_f16_to_f32(dh);
+        int16_t *c = w16 + (size_t)blk * 256;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + 64 * half;
+            const uint8_t *qh = b + 128 + 32 * half;
+            for (int l = 0; l < 32; l++) {
+                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                c[l] = (int16_t)(sc[(l + 0) / 16] * q1);
+                c[l + 32] = (int16_t)(sc[(l + 32) / 16] * q2);
+                c[l + 64] = (int16_t)(sc[(l + 64) / 16] * q3);
+                c[l + 96] = (int16_t)(sc[(l + 96) / 16] * q4);
+            }
+            c += 128;
+            sc += 8;
+        }
+        b += 210;
+    }
+}
+
+/* w16 x int16 Q8_K copies: exact integer block sums, f32 epilogue in block order per token. */
+void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
+                            size_t qstride, const float *dy, int nt, int K, float *out)
+{
+    int nb = K / 256;
+    if (nr > 1) {
+        for (int r = 0; r < nr; r++) {
+            dot_q6_w16_q16_generic(w16 + (size_t)r * K, dw + (size_t)r * nb, 1, q16, qstride,
+                                   dy, nt, K, out + (size_t)r * nt);
+        }
+        return;
+    }
+    for (int t = 0; t < nt; t++) {
+        const int16_t *qt = q16 + (size_t)t * qstride;
+        float acc = 0.0f;
+        for (int blk = 0; blk < nb; blk++) {
+            int32_t isum = 0;
+            for (int e = blk * 256; e < blk * 256 + 256; e++) {
+                isum += (int32_t)w16[e] * qt[e];
+            }
+            acc += (float)isum * (dw[blk] * dy[(size_t)t * nb + blk]);
+        }
+        out[t] = acc;
+    }
+}
+
 int dequantize_row(int fmt, const uint8_t *row, int K, float *out)
 {
     switch (fmt) {

@@ -96,5 +96,7 @@ const bn_kernels bn_kernels_neon = {
     .dot_bf16 = dot_bf16_f32_generic,
     .dot_q8_0 = dot_q8_0_f32_generic,
     .dot_q6_k_q8_k = dot_q6_k_q8_k_generic,
+    .q6_k_unpack = q6_k_unpack_generic,
+    .dot_q6_w16_q16 = dot_q6_w16_q16_generic,
     .f16_to_f32_row = f16_to_f32_row_neon,
 };
