@@ -248,31 +248,13 @@ class CpuBackend(KernelBackend):
         return CpuBuffer(out)
 
     def relu2_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
-        g = _f32(gate, "relu2_mul")
-        u = _f32(up, "relu2_mul")
-        _same_shape(g, u, "relu2_mul")
-        out = np.empty_like(g)
-        if g.size:
-            _kernels.relu2_mul(g, u, out)
-        return CpuBuffer(out)
+        return _elementwise("relu2_mul", _kernels.relu2_mul, gate, up)
 
     def silu_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
-        g = _f32(gate, "silu_mul")
-        u = _f32(up, "silu_mul")
-        _same_shape(g, u, "silu_mul")
-        out = np.empty_like(g)
-        if g.size:
-            _kernels.silu_mul(g, u, out)
-        return CpuBuffer(out)
+        return _elementwise("silu_mul", _kernels.silu_mul, gate, up)
 
     def add(self, a: CpuBuffer, b: CpuBuffer) -> CpuBuffer:
-        aa = _f32(a, "add")
-        ba = _f32(b, "add")
-        _same_shape(aa, ba, "add")
-        out = np.empty_like(aa)
-        if aa.size:
-            _kernels.add(aa, ba, out)
-        return CpuBuffer(out)
+        return _elementwise("add", _kernels.add, a, b)
 
     def slice_rows(self, x: CpuBuffer, start: int, stop: int) -> CpuBuffer:
         xa = x.array
@@ -286,3 +268,14 @@ class CpuBackend(KernelBackend):
     def info(self) -> dict[str, Any]:
         return {"kernel": self.kernels.name, "threads": self.threads,
                 "isa": cpu_features.probe().isa}
+
+
+def _elementwise(op: str, kernel, a: CpuBuffer, b: CpuBuffer) -> CpuBuffer:
+    """Two same-shape f32 buffers through one elementwise kernel into a new buffer."""
+    aa = _f32(a, op)
+    ba = _f32(b, op)
+    _same_shape(aa, ba, op)
+    out = np.empty_like(aa)
+    if aa.size:
+        kernel(aa, ba, out)
+    return CpuBuffer(out)
