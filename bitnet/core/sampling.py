@@ -47,12 +47,18 @@ class Sampler:
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        # any integer seed (OpenAI's API allows negative ones) maps to one generator state
+        seed = None if params.seed is None else params.seed % 2**64
+        self.rng = np.random.default_rng(seed)
 
     def sample(self, logits: np.ndarray, history: list[int]) -> int:
         """Pick the next token id from ``logits`` f32 [vocab] given the ids seen so far."""
         p = self.params
         z = apply_penalties(logits.astype(np.float64), history, p)
+        # an extreme penalty can overflow: keep every value finite so no NaN decides the draw
+        z = np.nan_to_num(z, nan=-np.inf, posinf=np.finfo(np.float64).max)
+        if not np.isfinite(z).any():
+            z = logits.astype(np.float64)
         if p.greedy:
             return int(np.argmax(z))
         ids, z = truncate(z, p)

@@ -71,3 +71,16 @@ def test_sampled_token_is_always_a_kept_candidate(z, k, top_p, min_p, seed) -> N
     params = SamplingParams(temperature=0.7, top_k=k, top_p=top_p, min_p=min_p, seed=seed)
     ids, _ = truncate(logits.astype(np.float64), params)
     assert Sampler(params).sample(logits, []) in set(ids.tolist())
+
+
+def test_negative_seeds_are_accepted_and_deterministic() -> None:
+    logits = np.random.default_rng(2).normal(size=100).astype(np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=-5)
+    assert Sampler(params).sample(logits, []) == Sampler(params).sample(logits, [])
+
+
+def test_an_overflowing_penalty_still_samples_a_real_token() -> None:
+    logits = np.array([3.0, -2.0, 1.0, 0.5], np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+                            repeat_penalty=5e-324, seed=1)
+    assert 0 <= Sampler(params).sample(logits, [0, 1, 2, 3]) < 4
