@@ -1,27 +1,32 @@
 """Aggregate decode throughput of `bitnet serve` at 1 and at N concurrent clients, on loopback.
 
-    python benchmarks/serve_concurrency.py [-m FILE] [--device cpu] [--clients 8] [--tokens 32]
+    python benchmarks/serve_concurrency.py [-m FILE] [--device cpu] [--threads 1]
+                                           [--clients 8] [--tokens 64] [--json]
 
-Starts the server in this process (uvicorn on 127.0.0.1, a free port), sends a fixed number of
-requests (bounded in count and time), and prints tokens/s for one client, for N clients, and the
-ratio. Continuous batching is what makes the ratio exceed 1: the N sequences share each decode
-step's pass over the weights.
+Starts `bitnet serve` as its own process on 127.0.0.1 (a free port), as it is deployed, then sends
+a fixed number of requests (bounded in count and time) from client threads that each keep one
+HTTP connection open, as an app's client library does. Prints, for one client and for N:
+
+- end to end: completion tokens / wall time, seen by the clients (HTTP, prefill and all);
+- decode: the server's own decode-phase rate over the same window (its /metrics counters), the
+  figure continuous batching is about: N sequences share each decode step's pass over the weights.
+
+A ratio above 1 is what batching buys; 1.0 would mean requests are served one after another.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import uvicorn
-
-import bitnet
-from bitnet.server.app import ServerSettings, create_app
 
 
 def free_port() -> int:
@@ -30,19 +35,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_request(url: str, seed: int, tokens: int) -> int:
-    body = {"prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0.8,
-            "seed": seed, "ignore_eos": True}
-    r = httpx.post(url + "/v1/completions", json=body, timeout=600)
-    r.raise_for_status()
-    return r.json()["usage"]["completion_tokens"]
+def scrape(url: str) -> dict[str, float]:
+    """The scheduler's counters from /metrics (name -> value; labelled series skipped)."""
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
-def throughput(url: str, clients: int, requests: int, tokens: int) -> float:
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        done = sum(pool.map(lambda s: one_request(url, s, tokens), range(requests)))
-    return done / (time.perf_counter() - t0)
+class Clients:
+    """N worker threads, each with its own persistent connection."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.url = url
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(n)
+
+    def _client(self) -> httpx.Client:
+        if not hasattr(self.local, "client"):
+            self.local.client = httpx.Client(base_url=self.url, timeout=600)
+        return self.local.client
+
+    def one(self, seed: int, tokens: int) -> int:
+        body = {"prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0.8,
+                "seed": seed, "ignore_eos": True}
+        r = self._client().post("/v1/completions", json=body)
+        r.raise_for_status()
+        return r.json()["usage"]["completion_tokens"]
+
+    def run(self, requests: int, tokens: int) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        done = sum(self.pool.map(lambda s: self.one(s, tokens), range(requests)))
+        return done, time.perf_counter() - t0
+
+
+def measure(url: str, clients: int, requests: int, tokens: int) -> dict[str, float]:
+    c = Clients(url, clients)
+    c.run(clients, 4)  # open every connection and warm up
+    before = scrape(url)
+    done, wall = c.run(requests, tokens)
+    after = scrape(url)
+    c.pool.shutdown()
+    # the server's decode rate over this window: tokens decoded / seconds spent in decode steps
+    steps = after["bitnet_decode_steps_total"] - before["bitnet_decode_steps_total"]
+    seconds = after["bitnet_decode_seconds_total"] - before["bitnet_decode_seconds_total"]
+    tokens_decoded = after["bitnet_decoded_tokens_total"] - before["bitnet_decoded_tokens_total"]
+    return {"end_to_end_tps": done / wall, "decode_tps": tokens_decoded / seconds,
+            "mean_batch": tokens_decoded / steps}
 
 
 def main() -> None:
@@ -51,38 +92,51 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--tokens", type=int, default=32)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--tokens", type=int, default=64, help="max_tokens of every request")
+    p.add_argument("--json", action="store_true", help="one JSON line")
     args = p.parse_args()
     port = free_port()
-    app = create_app(lambda: bitnet.load(args.model, device=args.device, threads=args.threads,
-                                         progress=False),
-                     ServerSettings(max_batch=max(args.clients, 1)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
+    cmd = [sys.executable, "-m", "bitnet.cli.main", "serve", "--port", str(port),
+           "--device", args.device, "--max-batch", str(max(args.clients, 1)),
+           "--log-level", "warning"]
+    cmd += ["-m", args.model] if args.model else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    server = subprocess.Popen(cmd, env={**os.environ, "BITNET_LOG": "warning"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    health = httpx.get(url + "/health").json()
-    one_request(url, 0, 4)  # warm-up
-    single = throughput(url, 1, 4, args.tokens)
-    many = throughput(url, args.clients, 2 * args.clients, args.tokens)
-    server.should_exit = True
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if server.poll() is not None:
+                sys.exit(f"the server exited with status {server.returncode}")
+            if time.monotonic() > deadline:
+                sys.exit("the server did not become ready within 600 s")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        health = httpx.get(url + "/health").json()
+        single = measure(url, 1, 4, args.tokens)
+        many = measure(url, args.clients, 4 * args.clients, args.tokens)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     result = {"backend": health["backend"], "device": health["device"],
               "clients": args.clients, "tokens_per_request": args.tokens,
-              "single_client_tps": round(single, 2), "concurrent_tps": round(many, 2),
-              "ratio": round(many / single, 2)}
+              "single": {k: round(v, 2) for k, v in single.items()},
+              "concurrent": {k: round(v, 2) for k, v in many.items()},
+              "decode_ratio": round(many["decode_tps"] / single["decode_tps"], 2),
+              "end_to_end_ratio": round(many["end_to_end_tps"] / single["end_to_end_tps"], 2)}
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{health['backend']} on {health['device']}: 1 client {single:.1f} tok/s, "
-              f"{args.clients} clients {many:.1f} tok/s aggregate, ratio {many / single:.2f}x")
+        return
+    print(f"{health['backend']} on {health['device']}, {args.tokens} tokens per request")
+    for label, r in (("1 client", single), (f"{args.clients} clients", many)):
+        print(f"  {label:>10}: decode {r['decode_tps']:8.1f} tok/s (mean batch "
+              f"{r['mean_batch']:.1f}), end to end {r['end_to_end_tps']:8.1f} tok/s")
+    print(f"  ratio: decode {result['decode_ratio']:.2f}x, "
+          f"end to end {result['end_to_end_ratio']:.2f}x")
 
 
 if __name__ == "__main__":

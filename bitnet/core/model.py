@@ -22,7 +22,8 @@ from bitnet.hal import TERNARY_FORMATS, Buffer, KernelBackend, KVCache, Weight, 
 
 # the ops a forward pass calls, counted for receipts
 COUNTED_OPS = ("embed", "rmsnorm", "linear_ternary", "linear_float", "rope", "attention",
-               "relu2_mul", "silu_mul", "add", "slice_rows", "concat_rows", "upload", "download")
+               "attention_rows", "relu2_mul", "silu_mul", "add", "slice_rows", "concat_rows",
+               "upload", "download")
 
 
 class CountingBackend:
@@ -129,17 +130,17 @@ class Transformer:
                 cache: KVCache | None = None) -> Buffer:
         """Run ``tokens`` (int32 [n]) of one sequence at positions pos .. pos+n-1, filling its KV
         cache. Returns logits f32 [n, V], or [1, V] for the last token when ``last_only``."""
-        seg = Segment(0, len(tokens), pos, self.cache if cache is None else cache)
-        return self._run(tokens, [seg], last_only and len(tokens) > 1)
+        seg = Segment(pos, self.cache if cache is None else cache)
+        return self._run(tokens, seg, last_only and len(tokens) > 1)
 
     def forward_batch(self, tokens: np.ndarray, positions: list[int],
                       caches: list[KVCache]) -> Buffer:
         """One decode step for several sequences: token r (int32 [B]) sits at positions[r] of
-        caches[r]. The matmuls run batched; attention runs per sequence. -> logits f32 [B, V]."""
-        segs = [Segment(r, 1, p, c) for r, (p, c) in enumerate(zip(positions, caches))]
-        return self._run(tokens, segs, last_only=False)
+        caches[r]. The matmuls run batched, and attention runs for all B rows in one op
+        (``attention_rows``). -> logits f32 [B, V]."""
+        return self._run(tokens, Rows(positions, caches), last_only=False)
 
-    def _run(self, tokens: np.ndarray, segs: list["Segment"], last_only: bool) -> Buffer:
+    def _run(self, tokens: np.ndarray, where: "Segment | Rows", last_only: bool) -> Buffer:
         c = self.config
         b = self.ops
         eps = c.rms_eps
@@ -147,7 +148,7 @@ class Transformer:
         for i, layer in enumerate(self.layers):
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)
-            a = self._attention(i, layer.attn_q(x), layer.attn_k(x), layer.attn_v(x), segs)
+            a = self._attention(i, layer.attn_q(x), layer.attn_k(x), layer.attn_v(x), where)
             # BitNet's sub-norm sits before the output projection
             a = b.rmsnorm(a, layer.attn_sub_norm, eps)
             h = b.add(h, layer.attn_output(a))
@@ -157,38 +158,37 @@ class Transformer:
             f = b.rmsnorm(f, layer.ffn_sub_norm, eps)
             h = b.add(h, layer.ffn_down(f))
         if last_only:
-            n = segs[0].count
+            n = len(tokens)
             h = b.slice_rows(h, n - 1, n)  # [1, d]: only the next token's logits are needed
         h = b.rmsnorm(h, self.output_norm, eps)
         return b.linear_float(self.head, h)  # [n or 1, V]
 
     def _attention(self, layer: int, q: Buffer, k: Buffer, v: Buffer,
-                   segs: list["Segment"]) -> Buffer:
-        """RoPE + causal attention for q [n, H*D], k and v [n, Hkv*D], sequence by sequence."""
+                   where: "Segment | Rows") -> Buffer:
+        """RoPE + causal attention for q [n, H*D], k and v [n, Hkv*D]: n tokens of one sequence,
+        or one token of each of n sequences."""
         c = self.config
         b = self.ops
-        outs = []
-        for s in segs:
-            if len(segs) > 1:  # rows of several sequences: take this one's rows
-                end = s.start + s.count
-                q_s = b.slice_rows(q, s.start, end)
-                k_s = b.slice_rows(k, s.start, end)
-                v_s = b.slice_rows(v, s.start, end)
-            else:
-                q_s, k_s, v_s = q, k, v
-            q_s = b.rope(q_s, s.pos, c.n_heads, c.head_dim, c.rope_theta)
-            k_s = b.rope(k_s, s.pos, c.n_kv_heads, c.head_dim, c.rope_theta)
-            outs.append(b.attention(q_s, k_s, v_s, s.cache, layer, s.pos, c.n_heads,
-                                    c.n_kv_heads, c.head_dim))
-        return outs[0] if len(outs) == 1 else b.concat_rows(outs)
+        if isinstance(where, Rows):
+            return b.attention_rows(q, k, v, where.caches, layer, where.positions, c.n_heads,
+                                    c.n_kv_heads, c.head_dim, c.rope_theta)
+        q = b.rope(q, where.pos, c.n_heads, c.head_dim, c.rope_theta)
+        k = b.rope(k, where.pos, c.n_kv_heads, c.head_dim, c.rope_theta)
+        return b.attention(q, k, v, where.cache, layer, where.pos, c.n_heads, c.n_kv_heads,
+                           c.head_dim)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """The rows of a batch that belong to one sequence: where they start, how many, the position
-    of the first, and that sequence's KV cache."""
+    """The tokens of one sequence: the position of the first, and the sequence's KV cache."""
 
-    start: int
-    count: int
     pos: int
     cache: KVCache
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One token of each of several sequences: row r at positions[r] of caches[r]."""
+
+    positions: list[int]
+    caches: list[KVCache]

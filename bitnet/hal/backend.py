@@ -18,6 +18,7 @@ import numpy as np
 
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import ActivationMode, WeightFormat, activation_mode_of
+from bitnet.hal.op_checks import attention_rows_fit
 
 
 class Buffer(Protocol):
@@ -189,9 +190,30 @@ class KernelBackend:
         raise NotImplementedError(f"{type(self).__name__}.slice_rows")
 
     def concat_rows(self, parts: list[Buffer]) -> Buffer:
-        """Optional. Stack f32 [n_i, K] buffers into [sum n_i, K], in order. Lets the engine
-        decode many sequences in one batch (their attention runs per sequence)."""
+        """Optional. Stack f32 [n_i, K] buffers into [sum n_i, K], in order (the default
+        ``attention_rows`` joins its per-sequence rows with it)."""
         raise NotImplementedError(f"{type(self).__name__}.concat_rows")
+
+    def attention_rows(self, q: Buffer, k: Buffer, v: Buffer, caches: list[KVCache],
+                       layer: int, positions: list[int], n_heads: int, n_kv_heads: int,
+                       head_dim: int, theta: float) -> Buffer:
+        """Optional. One decode step of B sequences: row r of q [B, H*D], k and v [B, Hkv*D]
+        (f32, BEFORE RoPE) is the token of sequence r at ``positions[r]`` of ``caches[r]``
+        (B distinct caches).
+
+        Exactly, row by row: ``attention(rope(q_r, p_r, H), rope(k_r, p_r, Hkv), v_r,
+        caches[r], layer, p_r)``; returns f32 [B, H*D]. This default composes those ops (with
+        slice_rows and concat_rows); a backend overrides it to run the B rows in one call, which
+        is what makes a batched decode step of a small model cheaper than B single steps."""
+        attention_rows_fit(type(self).__name__, q, k, v, caches, positions, n_heads, n_kv_heads,
+                           head_dim)
+        parts = []
+        for r, (cache, pos) in enumerate(zip(caches, positions)):
+            q_r = self.rope(self.slice_rows(q, r, r + 1), pos, n_heads, head_dim, theta)
+            k_r = self.rope(self.slice_rows(k, r, r + 1), pos, n_kv_heads, head_dim, theta)
+            parts.append(self.attention(q_r, k_r, self.slice_rows(v, r, r + 1), cache, layer,
+                                        pos, n_heads, n_kv_heads, head_dim))
+        return self.concat_rows(parts)
 
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""

@@ -88,3 +88,29 @@ def concat_width(who: str, parts: Sequence[Any]) -> int:
         if activations_2d(who, "concat_rows", part)[1] != k:
             raise ValueError(f"{who} concat_rows: widths {[p.shape for p in parts]} differ")
     return k
+
+
+
+def attention_rows_fit(who: str, q: Any, k: Any, v: Any, caches: Sequence[Any],
+                       positions: Sequence[int], n_heads: int, n_kv_heads: int,
+                       head_dim: int) -> int:
+    """attention_rows' operands: q [B, H*D], k and v [B, Hkv*D], and per row a cache of its own
+    (anything with ``n_ctx``) and a position inside it; returns B. Shapes only: the ops that
+    run the rows check dtypes."""
+    if len(q.shape) != 2:
+        raise ValueError(f"{who} attention_rows: expected q [B, H*D], got {q.shape}")
+    b, q_width = q.shape
+    width = n_kv_heads * head_dim
+    if q_width != n_heads * head_dim or k.shape != (b, width) or v.shape != (b, width):
+        raise ValueError(f"{who} attention_rows: q {q.shape}, k {k.shape}, v {v.shape} do not "
+                         f"fit {n_heads}/{n_kv_heads} heads of {head_dim}")
+    if len(caches) != b or len(positions) != b:
+        raise ValueError(f"{who} attention_rows: {b} rows but {len(caches)} caches and "
+                         f"{len(positions)} positions")
+    if len({id(c) for c in caches}) != b:
+        raise ValueError(f"{who} attention_rows: every row needs a KV cache of its own")
+    for r, (cache, pos) in enumerate(zip(caches, positions)):
+        if not 0 <= pos < cache.n_ctx:
+            raise ValueError(f"{who} attention_rows: row {r} at position {pos} is outside its "
+                             f"cache of {cache.n_ctx} positions")
+    return b

@@ -224,6 +224,23 @@ def _run_attention(b: KernelBackend, rng, n, h, kv, d, pos) -> np.ndarray:
     return np.concatenate(outputs, axis=0)  # [pos + n, H*D]
 
 
+def _run_attention_rows(b: KernelBackend, rng, h, kv, d, history) -> np.ndarray:
+    """Sequences with ``history`` tokens each already cached (by ``attention``) decode two
+    tokens each through ``attention_rows``; returns both steps' outputs [2B, H*D]."""
+    caches = [b.kv_cache_alloc(1, max(history) + 3, kv, d) for _ in history]
+    for cache, n in zip(caches, history):
+        if n:
+            b.attention(b.upload(_act(rng, n, h * d)), b.upload(_act(rng, n, kv * d)),
+                        b.upload(_act(rng, n, kv * d)), cache, 0, 0, h, kv, d)
+    outputs = []
+    for step in range(2):
+        q, k, v = (_act(rng, len(history), w) for w in (h * d, kv * d, kv * d))
+        out = b.attention_rows(b.upload(q), b.upload(k), b.upload(v), caches, 0,
+                               [n + step for n in history], h, kv, d, 10000.0)
+        outputs.append(b.download(out))
+    return np.concatenate(outputs, axis=0)
+
+
 def _run_pair(op: str):
     def run(b: KernelBackend, rng, n, k) -> np.ndarray:
         gate = _act(rng, n, k)
@@ -285,6 +302,7 @@ _RUNNERS: dict[str, Callable[..., np.ndarray]] = {
     "linear_float": _run_linear_float,
     "rope": _run_rope,
     "attention": _run_attention,
+    "attention_rows": _run_attention_rows,
     "relu2_mul": _run_pair("relu2_mul"),
     "silu_mul": _run_pair("silu_mul"),
     "add": _run_pair("add"),
@@ -345,6 +363,8 @@ def _build_table() -> None:
                              (1, 4, 1, 64, 500), (32, 4, 2, 64, 100)):
         _TABLE.append(_case("attention", ATTENTION_TOL, {Op.ATTENTION}, n=n, h=h, kv=kv, d=d,
                             pos=pos))
+    _TABLE.append(_case("attention_rows", ATTENTION_TOL, {Op.ATTENTION_ROWS}, h=4, kv=2, d=64,
+                        history=(5, 0, 17)))
     for op, tol in (("relu2_mul", 1e-6), ("silu_mul", 1e-6), ("add", EXACT)):
         for n, k in ((1, 256), (3, 37)):
             _TABLE.append(_case(op, tol, {Op(op)}, n=n, k=k))

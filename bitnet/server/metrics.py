@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class Metrics:
@@ -60,3 +60,12 @@ class _SchedulerCollector:
         }
         for name, (doc, value) in values.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        counters = {
+            "bitnet_decode_steps": ("Decode steps run (each advances every active sequence)",
+                                    s.decode_steps if s else 0),
+            "bitnet_decoded_tokens": ("Tokens produced by decode steps, all sequences",
+                                      s.decode_rows if s else 0),
+            "bitnet_decode_seconds": ("Seconds spent in decode steps", s.decode_seconds if s else 0),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)

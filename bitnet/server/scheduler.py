@@ -84,6 +84,7 @@ class SchedulerStats:
     prompt_seconds: float = 0.0
     decode_seconds: float = 0.0
     decode_steps: int = 0
+    decode_rows: int = 0  # sequences advanced by decode steps (a step of B sequences adds B)
     active: int = 0
     waiting: int = 0
 
@@ -94,9 +95,9 @@ class Scheduler:
         self.max_batch = max_batch
         self.waiting: queue.Queue[Request] = queue.Queue(maxsize=max_waiting)
         self.stats = SchedulerStats()
-        self.batched = Op.CONCAT_ROWS in model.backend.capabilities.ops
+        self.batched = Op.ATTENTION_ROWS in model.backend.capabilities.ops
         if not self.batched and max_batch > 1:
-            log.warning("backend %s lacks concat_rows: decode steps run one sequence at a time",
+            log.warning("backend %s lacks attention_rows: decode steps run one sequence at a time",
                         model.backend.name)
         t = model.transformer
         self._free_caches = [t.cache] + [t.new_cache() for _ in range(max_batch - 1)]
@@ -197,6 +198,7 @@ class Scheduler:
             return
         self.stats.decode_seconds += time.perf_counter() - t0
         self.stats.decode_steps += 1
+        self.stats.decode_rows += len(slots)
         for s, logits in zip(slots, rows):
             s.pos += 1
             self._sample(s, logits)

@@ -200,6 +200,60 @@ def test_attention_prefill_then_decode(conformance_backend, reference_backend, h
         pos += n
 
 
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 64), (8, 1, 16)])
+def test_attention_rows_is_rope_then_attention_per_sequence(conformance_backend,
+                                                            reference_backend, heads, kv_heads,
+                                                            dim):
+    """Sequences with different histories (one empty) decode one token each in one call, twice;
+    then each cache must hold what per-sequence rope + attention would have put there."""
+    require(conformance_backend, Op.ATTENTION_ROWS)
+    rng = np.random.default_rng(heads + dim)
+    theta = 10000.0
+    prefix = [3, 0, 7]
+    pair = (conformance_backend, reference_backend)
+    caches = [[b.kv_cache_alloc(2, 12, kv_heads, dim) for _ in prefix] for b in pair]
+
+    def rows(n: int, width: int) -> np.ndarray:
+        return rng.standard_normal((n, width)).astype(np.float32)
+
+    for seq, n in enumerate(prefix):  # history: plain attention on each backend
+        if n:
+            q, k, v = rows(n, heads * dim), rows(n, kv_heads * dim), rows(n, kv_heads * dim)
+            for b, cs in zip(pair, caches):
+                b.attention(b.upload(q), b.upload(k), b.upload(v), cs[seq], 1, 0, heads,
+                            kv_heads, dim)
+    positions = list(prefix)
+    for _ in range(2):
+        q, k, v = (rows(len(prefix), heads * dim), rows(len(prefix), kv_heads * dim),
+                   rows(len(prefix), kv_heads * dim))
+        results = [b.download(b.attention_rows(b.upload(q), b.upload(k), b.upload(v), cs, 1,
+                                               positions, heads, kv_heads, dim, theta))
+                   for b, cs in zip(pair, caches)]
+        assert results[0].shape == (len(prefix), heads * dim)
+        assert_close(results[0], results[1], 1e-5)
+        positions = [p + 1 for p in positions]
+    # one more token per sequence through the plain ops reads what attention_rows stored
+    for seq, pos in enumerate(positions):
+        q, k, v = rows(1, heads * dim), rows(1, kv_heads * dim), rows(1, kv_heads * dim)
+        results = [b.download(b.attention(b.upload(q), b.upload(k), b.upload(v), cs[seq], 1,
+                                          pos, heads, kv_heads, dim))
+                   for b, cs in zip(pair, caches)]
+        assert_close(results[0], results[1], 1e-5)
+
+
+def test_attention_rows_rejects_bad_rows(conformance_backend):
+    require(conformance_backend, Op.ATTENTION_ROWS)
+    b = conformance_backend
+    caches = [b.kv_cache_alloc(1, 4, 1, 16) for _ in range(2)]
+    x = b.upload(np.zeros((2, 16), np.float32))
+    with pytest.raises(ValueError, match="outside"):
+        b.attention_rows(x, x, x, caches, 0, [1, 4], 1, 1, 16, 10000.0)
+    with pytest.raises(ValueError, match="own"):
+        b.attention_rows(x, x, x, [caches[0], caches[0]], 0, [1, 2], 1, 1, 16, 10000.0)
+    with pytest.raises(ValueError, match="caches"):
+        b.attention_rows(x, x, x, caches[:1], 0, [1], 1, 1, 16, 10000.0)
+
+
 def test_attention_rejects_overflowing_the_cache(conformance_backend):
     require(conformance_backend, Op.ATTENTION)
     cache = conformance_backend.kv_cache_alloc(1, 4, 1, 16)

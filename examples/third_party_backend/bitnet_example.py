@@ -163,6 +163,11 @@ class ExampleBackend(KernelBackend):
     def slice_rows(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
         return x[start:stop].copy()
 
+    def concat_rows(self, parts: list[np.ndarray]) -> np.ndarray:
+        # optional (so is attention_rows, which the base class composes from rope, attention,
+        # slice_rows and this): with both, `bitnet serve` batches concurrent requests here
+        return np.concatenate(parts, axis=0)
+
 
 class ExampleDescriptor(BackendDescriptor):
     name = "example"

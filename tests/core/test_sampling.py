@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitnet.core.sampling import Sampler, SamplingParams, apply_penalties, truncate
+from bitnet.core.sampling import Sampler, SamplingParams, apply_penalties, top_ids, truncate
 
 
 def test_greedy_takes_the_argmax_and_the_lower_id_on_ties() -> None:
@@ -84,3 +84,59 @@ def test_an_overflowing_penalty_still_samples_a_real_token() -> None:
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
                             repeat_penalty=5e-324, seed=1)
     assert 0 <= Sampler(params).sample(logits, [0, 1, 2, 3]) < 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=300), st.integers(0, 310),
+       st.booleans())
+def test_top_ids_is_the_prefix_of_a_stable_descending_sort(values, k, spread):
+    # small integer logits make many ties: the ids kept at the cut must be the lowest ones
+    z = np.asarray(values, dtype=np.float64) * (1.7 if spread else 1.0)
+    full = np.argsort(-z, kind="stable")
+    expected = full[:k] if 0 < k < len(z) else full
+    assert top_ids(z, k).tolist() == expected.tolist()
+
+
+def _truncate_by_full_sort(z, p):
+    """The definition: sort everything, then top-k, top-p, min-p."""
+    order = np.argsort(-z, kind="stable")
+    if p.top_k:
+        order = order[: p.top_k]
+    kept = z[order]
+    probs = np.exp(kept - kept.max())
+    probs /= probs.sum()
+    if p.top_p < 1.0:
+        cut = int(np.searchsorted(np.cumsum(probs), p.top_p)) + 1
+        order, kept, probs = order[:cut], kept[:cut], probs[:cut]
+    if p.min_p > 0.0:
+        order = order[probs >= p.min_p * probs[0]]
+    return order
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5000), st.integers(0, 100),
+       st.sampled_from([1.0, 0.999, 0.95, 0.5, 0.05]), st.sampled_from([0.0, 0.01, 0.05, 0.5]),
+       st.floats(0.1, 20.0))
+def test_truncate_keeps_what_a_full_sort_keeps(seed, vocab, top_k, top_p, min_p, scale):
+    z = np.random.default_rng(seed).standard_normal(vocab) * scale
+    p = SamplingParams(top_k=top_k, top_p=top_p, min_p=min_p)
+    ids, kept = truncate(z, p)
+    expected = _truncate_by_full_sort(z, p)
+    if (top_k == 0 or top_k >= vocab) and top_p == 1.0 and min_p == 0.0:
+        assert sorted(ids.tolist()) == list(range(vocab))  # nothing cut: id order
+    else:
+        assert ids.tolist() == expected.tolist()
+    assert kept.tolist() == z[ids].tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3000), st.floats(0.05, 10.0))
+def test_draw_is_numpys_choice(seed, vocab, scale):
+    """Sampler.draw is rng.choice(p=...) without the validation: the same index, same stream."""
+    probs = np.random.default_rng(seed ^ 1).standard_normal(vocab) * scale
+    probs = np.exp(probs - probs.max())
+    probs /= probs.sum()
+    numpy_rng = np.random.default_rng(seed)
+    sampler = Sampler(SamplingParams(seed=seed))
+    assert [sampler.draw(probs) for _ in range(4)] == \
+        [int(numpy_rng.choice(vocab, p=probs)) for _ in range(4)]

@@ -3,6 +3,7 @@
 here releases the GIL for the whole kernel."""
 
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.stdlib cimport free, malloc
 
 cdef extern from "bitnet_cpu.h" nogil:
     ctypedef struct bn_kernels:
@@ -35,6 +36,10 @@ cdef extern from "bitnet_cpu.h" nogil:
     void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
                          uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
                          int n_kv_heads, int head_dim, float *out, int nthreads)
+    void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
+                              uint16_t *const *kcaches, uint16_t *const *vcaches,
+                              const int *positions, int B, int n_heads, int n_kv_heads,
+                              int head_dim, double theta, float *out, int nthreads)
 
 
 def _check(int rc, str what):
@@ -99,6 +104,31 @@ cdef class Kernels:
             attention_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], &kcache[0, 0],
                             &vcache[0, 0], <int>q.shape[0], pos, n_heads, n_kv_heads, head_dim,
                             &out[0, 0], nthreads)
+
+    def attention_rows(self, float[:, ::1] q, float[:, ::1] k, const float[:, ::1] v,
+                       list kcaches, list vcaches, const int[::1] positions, int n_heads,
+                       int n_kv_heads, int head_dim, double theta, float[:, ::1] out,
+                       int nthreads):
+        """q and k are rotated in place; kcaches[r] / vcaches[r]: uint16 [n_ctx, Hkv*D]."""
+        cdef int B = <int>q.shape[0]
+        cdef int r
+        cdef uint16_t[:, ::1] plane
+        cdef uint16_t **kp = <uint16_t **>malloc(2 * B * sizeof(uint16_t *))
+        if kp == NULL:
+            raise MemoryError("attention_rows: out of memory")
+        cdef uint16_t **vp = kp + B
+        try:
+            for r in range(B):
+                plane = kcaches[r]
+                kp[r] = &plane[0, 0]
+                plane = vcaches[r]
+                vp[r] = &plane[0, 0]
+            with nogil:
+                attention_rows_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], kp, vp,
+                                     &positions[0], B, n_heads, n_kv_heads, head_dim, theta,
+                                     &out[0, 0], nthreads)
+        finally:
+            free(kp)
 
 
 def has_code3(const uint8_t[::1] data) -> bool:

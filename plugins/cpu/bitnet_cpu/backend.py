@@ -18,6 +18,7 @@ from bitnet.hal import cpu_features
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
+from bitnet.hal.op_checks import attention_rows_fit
 from bitnet.hal.ops import ALL_OPS
 from bitnet_cpu import _kernels
 from bitnet_cpu.dispatch import check_executable, variant_for
@@ -245,6 +246,28 @@ class CpuBackend(KernelBackend):
         if n:
             self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], pos, n_heads,
                                    n_kv_heads, head_dim, out, self.threads)
+        return CpuBuffer(out)
+
+    def attention_rows(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer,
+                       caches: list[CpuKVCache], layer: int, positions: list[int],
+                       n_heads: int, n_kv_heads: int, head_dim: int,
+                       theta: float) -> CpuBuffer:
+        # one C call for all B sequences (see attention_rows_f16kv)
+        qa = _f32(q, "attention_rows").copy()  # rotated in place below
+        ka = _f32(k, "attention_rows").copy()
+        va = _f32(v, "attention_rows")
+        attention_rows_fit("cpu", qa, ka, va, caches, positions, n_heads, n_kv_heads, head_dim)
+        if head_dim > 1024 or head_dim % 2 or n_heads % n_kv_heads:
+            raise ValueError(f"cpu.attention_rows: {n_heads}/{n_kv_heads} heads of {head_dim} "
+                             "are outside the kernel's limits")
+        if any(not 0 <= layer < c.k.shape[0] or c.k.shape[2] != va.shape[1] for c in caches):
+            raise ValueError(f"cpu.attention_rows: layer {layer} or the head sizes do not fit "
+                             "every cache")
+        out = np.empty_like(qa)
+        self.kernels.attention_rows(qa, ka, va, [c.k[layer] for c in caches],
+                                    [c.v[layer] for c in caches],
+                                    np.asarray(positions, dtype=np.int32), n_heads, n_kv_heads,
+                                    head_dim, float(theta), out, self.threads)
         return CpuBuffer(out)
 
     def relu2_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:

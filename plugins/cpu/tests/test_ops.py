@@ -90,6 +90,42 @@ def test_attention_prefill_then_decode(variant, reference, n_heads, n_kv, steps)
     np.testing.assert_array_equal(cache.k[1, :pos], rcache.k[1, :pos].view(np.uint16))
 
 
+@pytest.mark.parametrize("n_heads,n_kv", [(4, 2), (20, 5)])
+def test_attention_rows_equals_each_sequence_alone(variant, n_heads, n_kv):
+    """The batched decode step must give every sequence the bits it gets decoded alone: the
+    server's streamed and plain replies, batched differently, are compared token for token."""
+    rng = np.random.default_rng(n_heads)
+    d = 64
+    history = [6, 0, 2, 11]
+    cpu = make_backend(variant)
+    batched = [cpu.kv_cache_alloc(2, 16, n_kv, d) for _ in history]
+    alone = [cpu.kv_cache_alloc(2, 16, n_kv, d) for _ in history]
+    for caches in (batched, alone):
+        for cache, n in zip(caches, history):
+            if n:
+                x = np.random.default_rng(n).standard_normal((n, (n_heads + 2 * n_kv) * d))
+                q, k, v = np.split(x.astype(np.float32), [n_heads * d, (n_heads + n_kv) * d], 1)
+                cpu.attention(cpu.upload(np.ascontiguousarray(q)),
+                              cpu.upload(np.ascontiguousarray(k)),
+                              cpu.upload(np.ascontiguousarray(v)), cache, 0, 0, n_heads, n_kv, d)
+    for step in range(3):
+        q = rng.standard_normal((len(history), n_heads * d)).astype(np.float32)
+        k = rng.standard_normal((len(history), n_kv * d)).astype(np.float32)
+        v = rng.standard_normal((len(history), n_kv * d)).astype(np.float32)
+        positions = [n + step for n in history]
+        got = cpu.download(cpu.attention_rows(cpu.upload(q), cpu.upload(k), cpu.upload(v),
+                                              batched, 0, positions, n_heads, n_kv, d, 1e4))
+        for r, (cache, pos) in enumerate(zip(alone, positions)):
+            qr = cpu.rope(cpu.upload(q[r:r + 1]), pos, n_heads, d, 1e4)
+            kr = cpu.rope(cpu.upload(k[r:r + 1]), pos, n_kv, d, 1e4)
+            want = cpu.download(cpu.attention(qr, kr, cpu.upload(v[r:r + 1]), cache, 0, pos,
+                                              n_heads, n_kv, d))
+            np.testing.assert_array_equal(got[r:r + 1], want)
+    for a, b in zip(batched, alone):
+        np.testing.assert_array_equal(a.k, b.k)
+        np.testing.assert_array_equal(a.v, b.v)
+
+
 def test_activation_quantizers_bit_exact():
     from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
     from bitnet_cpu import _kernels

@@ -166,5 +166,12 @@ void add_f32(const float *a, const float *b, size_t count, float *y);
 void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
                      uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
                      int n_kv_heads, int head_dim, float *out, int nthreads);
+/* One decode step of B sequences: row r of q [B][H*D] and k, v [B][Hkv*D] (before RoPE; q and
+ * k are rotated in place) is the token at positions[r] of the caches kcaches[r], vcaches[r]
+ * (this layer's [n_ctx][Hkv*D] f16 planes). Writes out [B][H*D]. */
+void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
+                          uint16_t *const *kcaches, uint16_t *const *vcaches,
+                          const int *positions, int B, int n_heads, int n_kv_heads,
+                          int head_dim, double theta, float *out, int nthreads);
 
 #endif
