@@ -51,6 +51,24 @@ def test_f16_row_tails(variant, reference):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", [WeightFormat.F16, WeightFormat.BF16, WeightFormat.F32,
+                                 WeightFormat.Q8_0])
+@pytest.mark.parametrize("k", [64, 256, 1024 + 32, 2560])  # both sides of the F16 tile limit
+def test_float_head_is_batch_invariant(variant, fmt, k):
+    """A token's outputs are the same bits whatever else is in the batch (tiles of rows and
+    tokens, tails of both), so batched decoding never changes a sequence's text."""
+    rng = np.random.default_rng(k)
+    m = 75  # not a multiple of the row tiles or blocks
+    cpu = make_backend(variant)
+    w = cpu.load_weight(float_tensor(fmt, rng.standard_normal((m, k)).astype(np.float32)))
+    x = rng.standard_normal((17, k)).astype(np.float32)
+    alone = np.concatenate([cpu.download(cpu.linear_float(w, cpu.upload(x[t:t + 1])))
+                            for t in range(17)])
+    for n in (2, 3, 5, 8, 17):
+        np.testing.assert_array_equal(cpu.download(cpu.linear_float(w, cpu.upload(x[:n]))),
+                                      alone[:n])
+
+
 def test_elementwise_ops_bit_exact(variant, reference):
     rng = np.random.default_rng(1)
     cpu = make_backend(variant)

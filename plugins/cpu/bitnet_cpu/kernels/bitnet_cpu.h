@@ -64,6 +64,15 @@ typedef void (*bn_dot_q6_w16_q16_fn)(const int16_t *w16, const float *dw, int nr
                                      const int16_t *q16, size_t qstride, const float *dy, int nt,
                                      int K, float *out);
 
+/* F16 weight rows r0..r1-1 (row stride row_bytes) x n tokens of x [n][K] -> y [n][M]: one
+ * SIMD accumulator per (row, token) over K in order, then a horizontal sum, then the scalar
+ * tail. Rows and tokens are tiled so that several accumulator chains run at once (a decode
+ * step of one token runs rows in eights) and each weight conversion serves up to four tokens;
+ * the tiling never changes a (row, token)'s arithmetic, so a token's outputs are the same bits
+ * in any batch (the server compares streamed and plain replies token for token). */
+typedef void (*bn_f16_rows_fn)(const uint8_t *w, size_t row_bytes, int r0, int r1,
+                               const float *x, int n, int K, float *y, int M);
+
 typedef struct {
     const char *name;             /* "generic", "avx2", "avx512", "neon" */
     int tile_tokens;              /* tokens per tile the kernel handles best (<= max) */
@@ -72,12 +81,16 @@ typedef struct {
     bn_ternary_rows16_fn ternary_rows16;
     bn_dot_row_fn dot_f32;
     bn_dot_row_fn dot_f16;
+    bn_f16_rows_fn f16_rows;      /* NULL: linear_float runs dot_f16 per row and token */
     bn_dot_row_fn dot_bf16;
     bn_dot_row_fn dot_q8_0;
     bn_dot_q6_k_q8_k_fn dot_q6_k_q8_k;
     bn_q6_k_unpack_fn q6_k_unpack;
     bn_dot_q6_w16_q16_fn dot_q6_w16_q16;
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int count);
+    /* f32 -> f16 bits, round to nearest even (bn_f32_to_f16's results): the KV cache store and
+     * attention's rounding of q */
+    void (*f32_to_f16_row)(const float *src, uint16_t *dst, int count);
 } bn_kernels;
 
 /* Per-ISA tables; a table exists only where its file was compiled. */
@@ -112,6 +125,7 @@ void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K);
 void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
                             size_t qstride, const float *dy, int nt, int K, float *out);
 void f16_to_f32_row_generic(const uint16_t *src, float *dst, int count);
+void f32_to_f16_row_generic(const float *src, uint16_t *dst, int count);
 
 /* ---- half precision helpers (exact, portable) ---- */
 float bn_f16_to_f32(uint16_t h);

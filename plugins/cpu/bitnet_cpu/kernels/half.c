@@ -65,3 +65,10 @@ void f16_to_f32_row_generic(const uint16_t *src, float *dst, int count)
         dst[i] = bn_f16_to_f32(src[i]);
     }
 }
+
+void f32_to_f16_row_generic(const float *src, uint16_t *dst, int count)
+{
+    for (int i = 0; i < count; i++) {
+        dst[i] = bn_f32_to_f16(src[i]);
+    }
+}

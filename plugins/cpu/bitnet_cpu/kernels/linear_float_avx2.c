@@ -52,6 +52,85 @@ float dot_f16_f32_avx2(const void *row, const float *x, int K)
     return acc;
 }
 
+/* bn_f16_rows_fn with 8-lane f32 (the table's F16 head/matmul). R rows x T tokens per tile,
+ * one accumulator each: with R x T >= 8 independent FMA chains the FMA latency is hidden, and
+ * per 8-column step the tile loads R weight vectors and T activation vectors for R x T FMAs. */
+static inline __attribute__((always_inline)) void
+f16_tile_avx2(const uint8_t *w, size_t row_bytes, const float *x, int K, float *y, int M,
+               const int R, const int T)
+{
+    __m256 acc[8][4];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+        }
+    }
+    int i = 0;
+    for (; i + 8 <= K; i += 8) {
+        __m256 xv[4];
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            xv[t] = _mm256_loadu_ps(x + (size_t)t * K + i);
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < R; r++) {
+            const uint16_t *wr = (const uint16_t *)(w + (size_t)r * row_bytes) + i;
+            __m256 wf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wr));
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < T; t++) {
+                acc[r][t] = _mm256_fmadd_ps(wf, xv[t], acc[r][t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; r++) {
+        const uint16_t *wr = (const uint16_t *)(w + (size_t)r * row_bytes);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            float s = hsum_ps(acc[r][t]);
+            for (int k = i; k < K; k++) {
+                s += bn_f16_to_f32(wr[k]) * x[(size_t)t * K + k];
+            }
+            y[(size_t)t * M + r] = s;
+        }
+    }
+}
+
+/* T tokens of rows r0..r1-1 in tiles of {RT} rows (one row at a time at the end) */
+static inline __attribute__((always_inline)) void
+f16_tokens_avx2(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int K,
+                 float *y, int M, const int RT, const int T)
+{
+    int r = r0;
+    for (; r + RT <= r1; r += RT) {
+        f16_tile_avx2(w + (size_t)r * row_bytes, row_bytes, x, K, y + r, M, RT, T);
+    }
+    for (; r < r1; r++) {
+        f16_tile_avx2(w + (size_t)r * row_bytes, row_bytes, x, K, y + r, M, 1, T);
+    }
+}
+
+void f16_rows_avx2(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int n,
+                    int K, float *y, int M)
+{
+    if (n == 1) {
+        f16_tokens_avx2(w, row_bytes, r0, r1, x, K, y, M, 8, 1);  /* decode: 8 row chains */
+        return;
+    }
+    int t = 0;
+    for (; t + 4 <= n; t += 4) {
+        f16_tokens_avx2(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 2, 4);
+    }
+    switch (n - t) {
+    case 3: f16_tokens_avx2(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 2, 3); break;
+    case 2: f16_tokens_avx2(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 4, 2); break;
+    case 1: f16_tokens_avx2(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 8, 1); break;
+    default: break;
+    }
+}
+
 float dot_bf16_f32_avx2(const void *row, const float *x, int K)
 {
     const uint16_t *w = (const uint16_t *)row;
@@ -258,5 +337,18 @@ void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count)
     }
     for (; i < count; i++) {
         dst[i] = bn_f16_to_f32(src[i]);
+    }
+}
+
+void f32_to_f16_row_avx2(const float *src, uint16_t *dst, int count)
+{
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        /* F16C rounds to nearest even with imm 0, like bn_f32_to_f16 */
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < count; i++) {
+        dst[i] = bn_f32_to_f16(src[i]);
     }
 }

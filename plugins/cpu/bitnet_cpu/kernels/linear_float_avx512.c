@@ -30,6 +30,85 @@ float dot_f16_f32_avx512(const void *row, const float *x, int K)
     return acc;
 }
 
+/* bn_f16_rows_fn with 16-lane f32 (the table's F16 head/matmul). R rows x T tokens per tile,
+ * one accumulator each: with R x T >= 8 independent FMA chains the FMA latency is hidden, and
+ * per 16-column step the tile loads R weight vectors and T activation vectors for R x T FMAs. */
+static inline __attribute__((always_inline)) void
+f16_tile_avx512(const uint8_t *w, size_t row_bytes, const float *x, int K, float *y, int M,
+               const int R, const int T)
+{
+    __m512 acc[8][4];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            acc[r][t] = _mm512_setzero_ps();
+        }
+    }
+    int i = 0;
+    for (; i + 16 <= K; i += 16) {
+        __m512 xv[4];
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            xv[t] = _mm512_loadu_ps(x + (size_t)t * K + i);
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < R; r++) {
+            const uint16_t *wr = (const uint16_t *)(w + (size_t)r * row_bytes) + i;
+            __m512 wf = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wr));
+            _Pragma("GCC unroll 4")
+            for (int t = 0; t < T; t++) {
+                acc[r][t] = _mm512_fmadd_ps(wf, xv[t], acc[r][t]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; r++) {
+        const uint16_t *wr = (const uint16_t *)(w + (size_t)r * row_bytes);
+        _Pragma("GCC unroll 4")
+        for (int t = 0; t < T; t++) {
+            float s = _mm512_reduce_add_ps(acc[r][t]);
+            for (int k = i; k < K; k++) {
+                s += bn_f16_to_f32(wr[k]) * x[(size_t)t * K + k];
+            }
+            y[(size_t)t * M + r] = s;
+        }
+    }
+}
+
+/* T tokens of rows r0..r1-1 in tiles of {RT} rows (one row at a time at the end) */
+static inline __attribute__((always_inline)) void
+f16_tokens_avx512(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int K,
+                 float *y, int M, const int RT, const int T)
+{
+    int r = r0;
+    for (; r + RT <= r1; r += RT) {
+        f16_tile_avx512(w + (size_t)r * row_bytes, row_bytes, x, K, y + r, M, RT, T);
+    }
+    for (; r < r1; r++) {
+        f16_tile_avx512(w + (size_t)r * row_bytes, row_bytes, x, K, y + r, M, 1, T);
+    }
+}
+
+void f16_rows_avx512(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int n,
+                    int K, float *y, int M)
+{
+    if (n == 1) {
+        f16_tokens_avx512(w, row_bytes, r0, r1, x, K, y, M, 8, 1);  /* decode: 8 row chains */
+        return;
+    }
+    int t = 0;
+    for (; t + 4 <= n; t += 4) {
+        f16_tokens_avx512(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 4, 4);
+    }
+    switch (n - t) {
+    case 3: f16_tokens_avx512(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 4, 3); break;
+    case 2: f16_tokens_avx512(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 4, 2); break;
+    case 1: f16_tokens_avx512(w, row_bytes, r0, r1, x + (size_t)t * K, K, y + (size_t)t * M, M, 8, 1); break;
+    default: break;
+    }
+}
+
 /* Q6_K x Q8_K with VNNI. One half-block (128 codes) is two zmm: ql's 64 bytes hold the low
  * nibbles of codes 0..63 (bits 0-3) and 64..127 (bits 4-7); qh's 32 bytes, broadcast to both
  * 256-bit halves, give the top two bits with a per-half shift (vpsllvw / vpsrlvw), so each zmm

@@ -10,6 +10,8 @@
 #include "bitnet_cpu.h"
 
 float dot_f16_f32_avx2(const void *row, const float *x, int K);
+void f16_rows_avx2(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int n,
+                    int K, float *y, int M);
 float dot_f32_f32_avx2(const void *row, const float *x, int K);
 float dot_bf16_f32_avx2(const void *row, const float *x, int K);
 float dot_q8_0_f32_avx2(const void *row, const float *x, int K);
@@ -19,6 +21,7 @@ void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K);
 void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
                        size_t qstride, const float *dy, int nt, int K, float *out);
 void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count);
+void f32_to_f16_row_avx2(const float *src, uint16_t *dst, int count);
 
 /* Eight horizontal sums at once (see linear_ternary_avx512.c): out[i] = sum of v[i]. */
 static inline void hsum8_epi32(const __m256i *v, int32_t *out)
@@ -150,10 +153,12 @@ const bn_kernels bn_kernels_avx2 = {
     .ternary_tile = ternary_tile_avx2,
     .dot_f32 = dot_f32_f32_avx2,
     .dot_f16 = dot_f16_f32_avx2,
+    .f16_rows = f16_rows_avx2,
     .dot_bf16 = dot_bf16_f32_avx2,
     .dot_q8_0 = dot_q8_0_f32_avx2,
     .dot_q6_k_q8_k = dot_q6_k_q8_k_avx2,
     .q6_k_unpack = q6_k_unpack_avx2,
     .dot_q6_w16_q16 = dot_q6_w16_q16_avx2,
     .f16_to_f32_row = f16_to_f32_row_avx2,
+    .f32_to_f16_row = f32_to_f16_row_avx2,
 };

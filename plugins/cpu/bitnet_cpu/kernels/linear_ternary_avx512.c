@@ -17,6 +17,8 @@ float dot_f32_f32_avx2(const void *row, const float *x, int K);
 float dot_bf16_f32_avx2(const void *row, const float *x, int K);
 float dot_q8_0_f32_avx2(const void *row, const float *x, int K);
 float dot_f16_f32_avx512(const void *row, const float *x, int K);
+void f16_rows_avx512(const uint8_t *w, size_t row_bytes, int r0, int r1, const float *x, int n,
+                    int K, float *y, int M);
 float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair32,
                            const float *dy, int K);
 float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32,
@@ -25,6 +27,7 @@ void q6_k_unpack_avx512(const void *row, int16_t *w16, float *dw, int K);
 void dot_q6_w16_q16_avx512(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
                        size_t qstride, const float *dy, int nt, int K, float *out);
 void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count);
+void f32_to_f16_row_avx2(const float *src, uint16_t *dst, int count);
 
 /* r16 layout (bitnet_cpu.h): one 64-byte chunk = 16 rows x 16 columns. Field k of every lane
  * pairs with the same four activations, read as one broadcast 32-bit memory operand. */
@@ -118,10 +121,12 @@ const bn_kernels bn_kernels_avx512 = {
     .ternary_rows16 = ternary_rows16_avx512,
     .dot_f32 = dot_f32_f32_avx2,
     .dot_f16 = dot_f16_f32_avx512,
+    .f16_rows = f16_rows_avx512,
     .dot_bf16 = dot_bf16_f32_avx2,
     .dot_q8_0 = dot_q8_0_f32_avx2,
     .dot_q6_k_q8_k = dot_q6_k_q8_k_avx512,
     .q6_k_unpack = q6_k_unpack_avx512,
     .dot_q6_w16_q16 = dot_q6_w16_q16_avx512,
     .f16_to_f32_row = f16_to_f32_row_avx2,
+    .f32_to_f16_row = f32_to_f16_row_avx2,
 };

@@ -39,4 +39,5 @@ const bn_kernels bn_kernels_generic = {
     .q6_k_unpack = q6_k_unpack_generic,
     .dot_q6_w16_q16 = dot_q6_w16_q16_generic,
     .f16_to_f32_row = f16_to_f32_row_generic,
+    .f32_to_f16_row = f32_to_f16_row_generic,
 };

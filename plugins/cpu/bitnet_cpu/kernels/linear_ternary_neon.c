@@ -99,4 +99,5 @@ const bn_kernels bn_kernels_neon = {
     .q6_k_unpack = q6_k_unpack_generic,
     .dot_q6_w16_q16 = dot_q6_w16_q16_generic,
     .f16_to_f32_row = f16_to_f32_row_neon,
+    .f32_to_f16_row = f32_to_f16_row_generic,
 };

@@ -135,6 +135,31 @@ static float *attention_scratch(size_t floats)
 /* 16 floats as one GCC vector (a zmm in the AVX-512 clone, two ymm / four xmm elsewhere);
  * aligned(4) + may_alias: loads and stores straight from any float pointer. */
 typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float bn_v8f __attribute__((vector_size(32)));
+typedef float bn_v4f __attribute__((vector_size(16)));
+
+/* nv x 16 columns of softmax(scores) @ V: out = sum_j (scores[j] / sum) * v[j], the columns
+ * held in registers across all rows (accumulating into memory made every row wait on the
+ * previous row's store). */
+static inline __attribute__((always_inline)) void
+weighted_rows(const float *restrict v, const float *restrict scores, float sum, int last,
+              int stride, float *restrict out, const int nv)
+{
+    bn_v16f acc[8];
+    for (int u = 0; u < nv; u++) {
+        acc[u] = (bn_v16f){0.0f};
+    }
+    for (int j = 0; j <= last; j++) {
+        float p = scores[j] / sum;
+        const float *vr = v + (size_t)j * stride;
+        for (int u = 0; u < nv; u++) {
+            acc[u] += p * *(const bn_v16f *)(vr + 16 * u);
+        }
+    }
+    for (int u = 0; u < nv; u++) {
+        *(bn_v16f *)(out + 16 * u) = acc[u];
+    }
+}
 
 /* One (token, head) pair: scores over positions 0..last -> max-subtracted softmax -> weighted
  * sum of V into o. q.k runs as 16 independent lanes and one final reduction: a single chain of
@@ -153,14 +178,26 @@ static void attend_one(const float *restrict qh, const float *restrict kh,
     float mx = -INFINITY;
     for (int j = 0; j <= last; j++) {
         const float *kr = kh + (size_t)j * head_dim;
-        bn_v16f acc = {0.0f};
-        for (int d = 0; d < vec; d += 16) {
-            acc += *(const bn_v16f *)(qh + d) * *(const bn_v16f *)(kr + d);
+        /* four independent chains: one chain of D/16 dependent adds per row was latency-bound */
+        bn_v16f a0 = {0.0f}, a1 = {0.0f}, a2 = {0.0f}, a3 = {0.0f};
+        int d = 0;
+        for (; d + 64 <= vec; d += 64) {
+            a0 += *(const bn_v16f *)(qh + d) * *(const bn_v16f *)(kr + d);
+            a1 += *(const bn_v16f *)(qh + d + 16) * *(const bn_v16f *)(kr + d + 16);
+            a2 += *(const bn_v16f *)(qh + d + 32) * *(const bn_v16f *)(kr + d + 32);
+            a3 += *(const bn_v16f *)(qh + d + 48) * *(const bn_v16f *)(kr + d + 48);
         }
-        float dot = 0.0f;
-        for (int i = 0; i < 16; i++) {
-            dot += acc[i];
+        for (; d < vec; d += 16) {
+            a0 += *(const bn_v16f *)(qh + d) * *(const bn_v16f *)(kr + d);
         }
+        bn_v16f acc = (a0 + a1) + (a2 + a3);
+        /* a tree of halves, not 16 dependent adds (the latency of those was most of a short
+         * head's time) */
+        bn_v8f a8 = __builtin_shufflevector(acc, acc, 0, 1, 2, 3, 4, 5, 6, 7) +
+                    __builtin_shufflevector(acc, acc, 8, 9, 10, 11, 12, 13, 14, 15);
+        bn_v4f a4 = __builtin_shufflevector(a8, a8, 0, 1, 2, 3) +
+                    __builtin_shufflevector(a8, a8, 4, 5, 6, 7);
+        float dot = (a4[0] + a4[2]) + (a4[1] + a4[3]);
         for (int d = vec; d < head_dim; d++) {
             dot += qh[d] * kr[d];
         }
@@ -172,18 +209,22 @@ static void attend_one(const float *restrict qh, const float *restrict kh,
         scores[j] = expf(scores[j] - mx);
         sum += scores[j];
     }
-    for (int d = 0; d < head_dim; d++) {
-        o[d] = 0.0f;
+    int d0 = 0;
+    for (; d0 + 128 <= vec; d0 += 128) {
+        weighted_rows(vh + d0, scores, sum, last, head_dim, o + d0, 8);
     }
-    for (int j = 0; j <= last; j++) {
-        const float *vr = vh + (size_t)j * head_dim;
-        float p = scores[j] / sum;
-        for (int d = 0; d < vec; d += 16) {
-            *(bn_v16f *)(o + d) += p * *(const bn_v16f *)(vr + d);
+    for (; d0 + 64 <= vec; d0 += 64) {
+        weighted_rows(vh + d0, scores, sum, last, head_dim, o + d0, 4);
+    }
+    for (; d0 < vec; d0 += 16) {
+        weighted_rows(vh + d0, scores, sum, last, head_dim, o + d0, 1);
+    }
+    for (int d = vec; d < head_dim; d++) {
+        float a = 0.0f;
+        for (int j = 0; j <= last; j++) {
+            a += (scores[j] / sum) * vh[(size_t)j * head_dim + d];
         }
-        for (int d = vec; d < head_dim; d++) {
-            o[d] += p * vr[d];
-        }
+        o[d] = a;
     }
 }
 
@@ -200,55 +241,51 @@ void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const
     int kvw = n_kv_heads * head_dim;
     int group = n_heads / n_kv_heads;
     int ctx = pos + n;
-    for (int t = 0; t < n; t++) {
-        for (int c = 0; c < kvw; c++) {
-            kcache[(size_t)(pos + t) * kvw + c] = bn_f32_to_f16(k[(size_t)t * kvw + c]);
-            vcache[(size_t)(pos + t) * kvw + c] = bn_f32_to_f16(v[(size_t)t * kvw + c]);
-        }
-    }
-    /* kf, vf: [Hkv][ctx][D] f32 */
-    size_t plane = (size_t)ctx * head_dim;
-    float *kf = attention_scratch(2 * (size_t)n_kv_heads * plane);
-    if (!kf) {
-        return;
-    }
-    float *vf = kf + (size_t)n_kv_heads * plane;
+    kt->f32_to_f16_row(k, kcache + (size_t)pos * kvw, n * kvw);
+    kt->f32_to_f16_row(v, vcache + (size_t)pos * kvw, n * kvw);
     float scale = 1.0f / sqrtf((float)head_dim);
     /* multiply-adds of the call (q.K and p.V): below ~1M a single thread wins */
     double work = 2.0 * n * (double)n_heads * ctx * head_dim;
     int parallel = nthreads > 1 && work >= 1048576.0;
+    /* work units: one KV head x a chunk of tokens, so a prefill splits evenly over threads */
+    int tchunk = n <= 16 ? n : 16;
+    int nchunks = (n + tchunk - 1) / tchunk;
     #pragma omp parallel num_threads(nthreads) if (parallel)
     {
-        #pragma omp for schedule(static) collapse(2)
-        for (int kvh = 0; kvh < n_kv_heads; kvh++) {
-            for (int j = 0; j < ctx; j++) {
-                size_t src = (size_t)j * kvw + (size_t)kvh * head_dim;
-                size_t dst = kvh * plane + (size_t)j * head_dim;
-                kt->f16_to_f32_row(kcache + src, kf + dst, head_dim);
-                kt->f16_to_f32_row(vcache + src, vf + dst, head_dim);
-            }
-        }
-        float *scores = malloc((size_t)ctx * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int th = 0; th < n * n_heads; th++) {
-            if (!scores) {
+        #pragma omp for schedule(dynamic, 1)
+        for (int unit = 0; unit < n_kv_heads * nchunks; unit++) {
+            int kvh = unit / nchunks;
+            int t0 = (unit % nchunks) * tchunk;
+            int t1 = t0 + tchunk < n ? t0 + tchunk : n;
+            int rows = pos + t1;  /* causal: these tokens see cache rows 0..pos+t1-1 */
+            /* this KV head's keys and values widened to f32 [rows][D] each, in this thread's
+             * scratch (an L2-sized plane, where widening every head at once spilled to memory:
+             * 5 MB at 1000 positions of a 2B model) */
+            float *kf = attention_scratch((2 * (size_t)head_dim + 1) * rows);
+            if (!kf) {
                 continue;
             }
-            int t = th / n_heads;
-            int h = th % n_heads;
-            const float *kh = kf + (size_t)(h / group) * plane;
-            const float *vh = vf + (size_t)(h / group) * plane;
-            int last = pos + t;  /* causal: positions 0..last */
-            float *o = out + (size_t)th * head_dim;
-            /* ggml's F16 dot rounds q to f16 before q.K (the contract says so too);
-             * head_dim <= 1024 is checked by the caller (backend.py rope/attention) */
-            float qbuf[1024];
-            for (int d = 0; d < head_dim; d++) {
-                qbuf[d] = bn_f16_to_f32(bn_f32_to_f16(q[(size_t)th * head_dim + d]));
+            float *vf = kf + (size_t)rows * head_dim;
+            float *scores = vf + (size_t)rows * head_dim;
+            for (int j = 0; j < rows; j++) {
+                size_t src = (size_t)j * kvw + (size_t)kvh * head_dim;
+                kt->f16_to_f32_row(kcache + src, kf + (size_t)j * head_dim, head_dim);
+                kt->f16_to_f32_row(vcache + src, vf + (size_t)j * head_dim, head_dim);
             }
-            attend_one(qbuf, kh, vh, last, head_dim, scale, scores, o);
+            for (int t = t0; t < t1; t++) {
+                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                    size_t th = (size_t)t * n_heads + h;
+                    /* ggml's F16 dot rounds q to f16 before q.K (the contract says so too);
+                     * head_dim <= 1024 is checked by the caller (backend.py) */
+                    float qbuf[1024];
+                    uint16_t qh[1024];
+                    kt->f32_to_f16_row(q + th * head_dim, qh, head_dim);
+                    kt->f16_to_f32_row(qh, qbuf, head_dim);
+                    attend_one(qbuf, kf, vf, pos + t, head_dim, scale, scores,
+                               out + th * head_dim);
+                }
+            }
         }
-        free(scores);
     }
 }
 
