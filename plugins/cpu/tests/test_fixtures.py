@@ -61,3 +61,28 @@ def test_fixture_logits(name):
     want = np.load(FIXTURES / info["logits"][engine]["batch"])
     floor = 0.9999 if name.endswith("f16") else 0.995
     assert cosine_rows(cpu, want).min() >= floor
+
+
+@pytest.mark.parametrize("name", ["mid-b158-i2_s-embq6k", "mid-bitnet-tq2_0", "tiny-b158-f16",
+                                  "tiny-bitnet-tq1_0"])
+def test_batched_decode_is_bit_identical_to_decoding_alone(name):
+    """What the server relies on: a sequence's logits do not depend on the batch it is in."""
+    import bitnet
+
+    prompts = [[1, 15, 27, 3], [1, 9], [1, 40, 41, 42, 43, 44, 45], [1]]
+    with bitnet.load(FIXTURES / "models" / f"{name}.gguf", device="cpu", threads=2) as model:
+        t = model.transformer
+        alone, batched = [], []
+        for caches in (alone, batched):
+            for p in prompts:
+                cache = t.new_cache()
+                t.forward(np.asarray(p, np.int32), 0, True, cache)
+                caches.append(cache)
+        positions = [len(p) for p in prompts]
+        for step in range(3):
+            ids = np.asarray([5 + step + r for r in range(len(prompts))], np.int32)
+            together = t.ops.download(t.forward_batch(ids, positions, batched))
+            for r, cache in enumerate(alone):
+                one = t.ops.download(t.forward(ids[r:r + 1], positions[r], True, cache))
+                np.testing.assert_array_equal(together[r], one[0])
+            positions = [p + 1 for p in positions]
