@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from bitnet.hal.formats import WeightFormat
 
+from bitnet.testing.weights import q6_k_tensor
+
 from conftest import float_tensor, make_backend
 
 FLOAT_FORMATS = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0,
@@ -183,3 +185,29 @@ def test_linear_q6_k_batch_bit_exact(variant, reference, n):
     np.testing.assert_array_equal(got, want)
     alone = cpu.download(cpu.linear_float(w, cpu.upload(x[n - 1:n])))
     np.testing.assert_array_equal(got[n - 1:n], alone)
+
+
+@pytest.mark.parametrize("k", [256, 256 * 3, 256 * 10])
+@pytest.mark.parametrize("out_scale", [1.0, 0.37])
+def test_linear_q6_k_batch_is_each_token_alone(variant, reference, k, out_scale):
+    """Every token's Q6_K logits in a batch are bitwise the ones it gets alone (n = 1, the
+    decode kernel), for batches that split into the kernels' token chunks in every way (and
+    past one 64-token call), M not a multiple of their 16-row groups, and K of 1..10 blocks:
+    the server compares streamed and non-streamed replies token by token."""
+    rng = np.random.default_rng(k)
+    m = 53
+    tensor = q6_k_tensor(m, k, rng, out_scale=out_scale)
+    x = rng.standard_normal((70, k)).astype(np.float32)
+    x[0] = 0.0                    # an all-zero token (Q8_K scale 0)
+    x[1, 5] = 1e4                 # one outlier: every other code of the token near 0
+    x[2] *= 1e-30                 # tiny magnitudes
+    cpu = make_backend(variant, 2)
+    w = cpu.load_weight(tensor)
+    alone = np.concatenate([cpu.download(cpu.linear_float(w, cpu.upload(x[t:t + 1])))
+                            for t in range(len(x))])
+    for n in (2, 3, 5, 8, 17, 70):
+        got = cpu.download(cpu.linear_float(w, cpu.upload(x[:n])))
+        np.testing.assert_array_equal(got.view(np.uint32), alone[:n].view(np.uint32),
+                                      err_msg=f"n={n}")
+    want = reference.linear_float(reference.load_weight(tensor), x[:17])
+    np.testing.assert_array_equal(alone[:17], want)

@@ -53,16 +53,21 @@ typedef float (*bn_dot_row_fn)(const void *row, const float *x, int K);
 typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
                                      const int16_t *pair32, const float *dy, int K);
 
-/* Batched Q6_K (n > 1 tokens): a row is unpacked ONCE into w16 [K] int16 = sc_j * (q6 - 32)
- * (sub-block scale folded in; |w16| <= 4096) and dw [K/256] f32 = d, then dotted with every
- * token's int16 Q8_K copy q16 (row stride qstride). Exact per-block integer sums as
- * sum_j sc_j * sum_k (q6_k - 32) q8_k, f32 epilogue in block order: out [nr][nt] equals what
- * bn_dot_q6_k_q8_k_fn gives per row and token. The dot takes nr <= 2 rows (w16 [nr][K],
- * dw [nr][K/256]) so that each activation load serves two rows. dy: [nt][K/256]. */
-typedef void (*bn_q6_k_unpack_fn)(const void *row, int16_t *w16, float *dw, int K);
-typedef void (*bn_dot_q6_w16_q16_fn)(const int16_t *w16, const float *dw, int nr,
-                                     const int16_t *q16, size_t qstride, const float *dy, int nt,
-                                     int K, float *out);
+/* Batched Q6_K (n > 1 tokens), in two steps with an ISA-specific activation layout.
+ * - q6_k_act: one token's Q8_K codes q [K] -> its activations qa [K/256 * q6_k_act_block bytes]
+ *   in the layout the table's q6_k_rows reads (run once per token and call).
+ * - q6_k_rows: nr <= BN_Q6_K_ROWS consecutive rows (w: the first, row_bytes apart) x
+ *   nt <= BN_Q6_K_TOKENS tokens (token t's activations at qa + t * qa_stride, its Q8_K scales at
+ *   dy + t * K/256): y [t * ystride + r] = that row's dot with that token (times out_scale when
+ *   out_scale != 1). Exact per-block integer sums sum_j sc_j * sum_k (q6_k - 32) q8_k and the f32
+ *   epilogue acc += (float)isum * (d_w * d_y) in block order, so every (row, token) equals what
+ *   bn_dot_q6_k_q8_k_fn gives for it alone: a token's logits do not depend on the batch. */
+#define BN_Q6_K_ROWS 16
+#define BN_Q6_K_TOKENS 64
+typedef void (*bn_q6_k_act_fn)(const int8_t *q, int K, uint8_t *qa);
+typedef void (*bn_q6_k_rows_fn)(const uint8_t *w, size_t row_bytes, int nr, int K,
+                                const uint8_t *qa, size_t qa_stride, const float *dy, int nt,
+                                float *y, size_t ystride, float out_scale);
 
 /* F16 weight rows r0..r1-1 (row stride row_bytes) x n tokens of x [n][K] -> y [n][M]: one
  * SIMD accumulator per (row, token) over K in order, then a horizontal sum, then the scalar
@@ -85,8 +90,9 @@ typedef struct {
     bn_dot_row_fn dot_bf16;
     bn_dot_row_fn dot_q8_0;
     bn_dot_q6_k_q8_k_fn dot_q6_k_q8_k;
-    bn_q6_k_unpack_fn q6_k_unpack;
-    bn_dot_q6_w16_q16_fn dot_q6_w16_q16;
+    int q6_k_act_block;           /* bytes of q6_k_act's layout per 256 columns of a token */
+    bn_q6_k_act_fn q6_k_act;
+    bn_q6_k_rows_fn q6_k_rows;
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int count);
     /* f32 -> f16 bits, round to nearest even (bn_f32_to_f16's results): the KV cache store and
      * attention's rounding of q */
@@ -121,9 +127,15 @@ float dot_bf16_f32_generic(const void *row, const float *x, int K);
 float dot_q8_0_f32_generic(const void *row, const float *x, int K);
 float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pair32,
                             const float *dy, int K);
-void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K);
-void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
-                            size_t qstride, const float *dy, int nt, int K, float *out);
+/* batched Q6_K, generic: activations widened to int16 (512 bytes a block), rows unpacked to
+ * w16 = sc_j * (q6 - 32) once and dotted with every token */
+#define BN_Q6_K_ACT_BLOCK_I16 512
+/* the AVX-512 batched layout (linear_float_avx512.c): 256 permuted int8 + 16 int32 a block */
+#define BN_Q6_K_ACT_BLOCK_AVX512 320
+void q6_k_act_i16_generic(const int8_t *q, int K, uint8_t *qa);
+void q6_k_rows_generic(const uint8_t *w, size_t row_bytes, int nr, int K, const uint8_t *qa,
+                       size_t qa_stride, const float *dy, int nt, float *y, size_t ystride,
+                       float out_scale);
 void f16_to_f32_row_generic(const uint16_t *src, float *dst, int count);
 void f32_to_f16_row_generic(const float *src, uint16_t *dst, int count);
 

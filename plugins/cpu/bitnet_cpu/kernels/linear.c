@@ -255,23 +255,25 @@ static bn_dot_row_fn float_dot(const bn_kernels *kt, int fmt)
     }
 }
 
-/* Q8_K activations of tokens t0..t1-1 for the Q6_K head, with the pair sums 32*(q[2i]+q[2i+1])
- * that fold the -32 code offset out of the inner loop. */
-static void quantize_q8_k_pairs(const float *x, int t0, int t1, int K, int8_t *q, float *dy,
-                                int16_t *pair32, int16_t *q16)
+/* Q8_K activations of tokens t0..t1-1 for the Q6_K head: for decode (pair32) the pair sums
+ * 32*(q[2i]+q[2i+1]) that fold the -32 code offset out of the inner loop, for a batch (qa) each
+ * token in the table's batched layout (q6_k_act, act_stride bytes a token). */
+static void quantize_q8_k_pairs(const bn_kernels *kt, const float *x, int t0, int t1, int K,
+                                int8_t *q, float *dy, int16_t *pair32, uint8_t *qa,
+                                size_t act_stride)
 {
     int nb = K / 256;
     for (int t = t0; t < t1; t++) {
         int32_t bs[nb];
         int8_t *qt = q + (size_t)t * K;
         act_quantize_q8_k(x + (size_t)t * K, 1, K, qt, dy + (size_t)t * nb, bs);
-        for (int i = 0; i < K / 2; i++) {
-            pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
-        }
-        if (q16) {
-            for (int i = 0; i < K; i++) {
-                q16[(size_t)t * K + i] = qt[i];
+        if (pair32) {
+            for (int i = 0; i < K / 2; i++) {
+                pair32[(size_t)t * (K / 2) + i] = (int16_t)(32 * (qt[2 * i] + qt[2 * i + 1]));
             }
+        }
+        if (qa) {
+            kt->q6_k_act(qt, K, qa + (size_t)t * act_stride);
         }
     }
 }
@@ -286,29 +288,31 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
         return -2;
     }
     int nb = K / 256;
+    int batch = n > 1;
     int8_t *q = alloc64((size_t)n * K);
     float *dy = alloc64((size_t)n * nb * sizeof(float));
-    int16_t *pair32 = alloc64((size_t)n * (K / 2) * sizeof(int16_t));
-    /* batch path: the activations widened to s16 once per call (vpdpwssd / madd operands) */
-    int16_t *q16 = n > 1 ? alloc64((size_t)n * K * sizeof(int16_t)) : NULL;
-    if (!q || !dy || !pair32 || (n > 1 && !q16)) {
+    /* decode: the pair sums; batch: the activations in the table's batched layout */
+    int16_t *pair32 = batch ? NULL : alloc64((size_t)(K / 2) * sizeof(int16_t));
+    size_t act_stride = batch ? (size_t)nb * (size_t)kt->q6_k_act_block : 0;
+    uint8_t *qa = batch ? alloc64((size_t)n * act_stride) : NULL;
+    if (!q || !dy || (!batch && !pair32) || (batch && !qa)) {
         free(q);
         free(dy);
         free(pair32);
-        free(q16);
+        free(qa);
         return -1;
     }
     /* decode: quantize on the calling thread (one barrier less per call, as linear_ternary) */
     int serial_quantize = n < nthreads || n == 1;
     if (serial_quantize) {
-        quantize_q8_k_pairs(x, 0, n, K, q, dy, pair32, q16);
+        quantize_q8_k_pairs(kt, x, 0, n, K, q, dy, pair32, qa, act_stride);
     }
     #pragma omp parallel num_threads(nthreads)
     {
         if (!serial_quantize) {
             #pragma omp for schedule(static)
             for (int t = 0; t < n; t++) {
-                quantize_q8_k_pairs(x, t, t + 1, K, q, dy, pair32, q16);
+                quantize_q8_k_pairs(kt, x, t, t + 1, K, q, dy, pair32, qa, act_stride);
             }
         }
         if (n == 1) {
@@ -320,28 +324,21 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
                 y[r] = out_scale != 1.0f ? v * out_scale : v;
             }
         } else {
-            /* batch: unpack two rows at a time into this thread's buffer (w16 = scale x
-             * code, 2K bytes a row, stays in L1) and dot them with every token; unpacking per
-             * token made the head ~8x the n == 1 cost at n = 8. Same integer block sums, so
-             * the output is unchanged. Two rows per kernel call share each activation load. */
-            int16_t w16[2 * K] __attribute__((aligned(64)));
-            float dw[2 * nb];
-            float out[2 * n];
-            int npairs = (M + 1) / 2;
-            #pragma omp for schedule(dynamic, 128)
-            for (int p = 0; p < npairs; p++) {
-                int r0 = 2 * p;
-                int nr = r0 + 1 < M ? 2 : 1;
-                for (int i = 0; i < nr; i++) {
-                    kt->q6_k_unpack(w + (size_t)(r0 + i) * row_bytes, w16 + (size_t)i * K,
-                                    dw + (size_t)i * nb, K);
-                }
-                kt->dot_q6_w16_q16(w16, dw, nr, q16, (size_t)K, dy, n, K, out);
-                for (int i = 0; i < nr; i++) {
-                    for (int t = 0; t < n; t++) {
-                        float v = out[(size_t)i * n + t];
-                        y[(size_t)t * M + r0 + i] = out_scale != 1.0f ? v * out_scale : v;
-                    }
+            /* batch: groups of BN_Q6_K_ROWS rows, each group's codes unpacked once per block
+             * and used for every token of the call (up to BN_Q6_K_TOKENS at a time, so the
+             * kernels' scratch stays fixed). Dynamic chunks of 16 groups (256 rows): see
+             * linear_ternary. Same integer block sums and epilogue as decode, so a token's row
+             * equals the one it gets alone. */
+            int ngroups = (M + BN_Q6_K_ROWS - 1) / BN_Q6_K_ROWS;
+            #pragma omp for schedule(dynamic, 16)
+            for (int g = 0; g < ngroups; g++) {
+                int r0 = g * BN_Q6_K_ROWS;
+                int nr = M - r0 < BN_Q6_K_ROWS ? M - r0 : BN_Q6_K_ROWS;
+                for (int t0 = 0; t0 < n; t0 += BN_Q6_K_TOKENS) {
+                    int nt = n - t0 < BN_Q6_K_TOKENS ? n - t0 : BN_Q6_K_TOKENS;
+                    kt->q6_k_rows(w + (size_t)r0 * row_bytes, row_bytes, nr, K,
+                                  qa + (size_t)t0 * act_stride, act_stride, dy + (size_t)t0 * nb,
+                                  nt, y + (size_t)t0 * M + r0, (size_t)M, out_scale);
                 }
             }
         }
@@ -349,7 +346,7 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
     free(q);
     free(dy);
     free(pair32);
-    free(q16);
+    free(qa);
     return 0;
 }
 

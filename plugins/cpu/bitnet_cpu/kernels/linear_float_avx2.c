@@ -231,7 +231,7 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
 
 /* Q6_K row -> w16 [K] = sc_j * (q6 - 32), dw [K/256] = d (batched head path, once per row):
  * the AVX2 dot kernel's four code vectors, widened to s16 and scaled per sub-block of 16. */
-void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K)
+static void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K)
 {
     const uint8_t *b = (const uint8_t *)row;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -309,8 +309,9 @@ w16_group_avx2(const int16_t *w16, const float *dw, const int16_t *q16, size_t q
     }
 }
 
-void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
-                         size_t qstride, const float *dy, int nt, int K, float *out)
+static void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr,
+                                const int16_t *q16, size_t qstride, const float *dy, int nt,
+                                int K, float *out)
 {
     int nb = K / 256;
     if (nr > 1) {
@@ -326,6 +327,33 @@ void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr, const int1
     }
     for (; t < nt; t++) {
         w16_group_avx2(w16, dw, q16 + t * qstride, qstride, dy + (size_t)t * nb, K, out + t, 1);
+    }
+}
+
+/* Batched Q6_K rows (bitnet_cpu.h) on the generic int16 activation layout: two rows at a time
+ * unpacked to w16 (2K bytes a row, L1 resident) and dotted with every token. */
+void q6_k_rows_avx2(const uint8_t *w, size_t row_bytes, int nr, int K, const uint8_t *qa,
+                    size_t qa_stride, const float *dy, int nt, float *y, size_t ystride,
+                    float out_scale)
+{
+    int nb = K / 256;
+    int16_t w16[2 * K] __attribute__((aligned(32)));
+    float dw[2 * nb];
+    float out[2 * BN_Q6_K_TOKENS];
+    for (int r0 = 0; r0 < nr; r0 += 2) {
+        int rows = nr - r0 < 2 ? nr - r0 : 2;
+        for (int i = 0; i < rows; i++) {
+            q6_k_unpack_avx2(w + (size_t)(r0 + i) * row_bytes, w16 + (size_t)i * K,
+                             dw + (size_t)i * nb, K);
+        }
+        dot_q6_w16_q16_avx2(w16, dw, rows, (const int16_t *)qa, qa_stride / sizeof(int16_t), dy,
+                            nt, K, out);
+        for (int i = 0; i < rows; i++) {
+            for (int t = 0; t < nt; t++) {
+                float v = out[(size_t)i * nt + t];
+                y[(size_t)t * ystride + r0 + i] = out_scale != 1.0f ? v * out_scale : v;
+            }
+        }
     }
 }
 

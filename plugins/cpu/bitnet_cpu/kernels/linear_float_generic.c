@@ -91,7 +91,7 @@ float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pai
 
 /* Q6_K row -> w16 [K] = sc_j * (q6 - 32) in natural element order (element e of a block is
  * in sub-block e / 16) and dw [K/256] = d: the batched head path's once-per-row unpack. */
-void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K)
+static void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K)
 {
     const uint8_t *b = (const uint8_t *)row;
     for (int blk = 0; blk < K / 256; blk++) {
@@ -121,8 +121,9 @@ void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K)
 }
 
 /* w16 x int16 Q8_K copies: exact integer block sums, f32 epilogue in block order per token. */
-void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
-                            size_t qstride, const float *dy, int nt, int K, float *out)
+static void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr,
+                                   const int16_t *q16, size_t qstride, const float *dy, int nt,
+                                   int K, float *out)
 {
     int nb = K / 256;
     if (nr > 1) {
@@ -143,6 +144,34 @@ void dot_q6_w16_q16_generic(const int16_t *w16, const float *dw, int nr, const i
             acc += (float)isum * (dw[blk] * dy[(size_t)t * nb + blk]);
         }
         out[t] = acc;
+    }
+}
+
+/* The int16 activation layout of the generic batched path: q widened, natural order. */
+void q6_k_act_i16_generic(const int8_t *q, int K, uint8_t *qa)
+{
+    int16_t *q16 = (int16_t *)qa;
+    for (int i = 0; i < K; i++) {
+        q16[i] = q[i];
+    }
+}
+
+/* Batched Q6_K rows (bitnet_cpu.h), generic: each row unpacked once, dotted with every token. */
+void q6_k_rows_generic(const uint8_t *w, size_t row_bytes, int nr, int K, const uint8_t *qa,
+                       size_t qa_stride, const float *dy, int nt, float *y, size_t ystride,
+                       float out_scale)
+{
+    int nb = K / 256;
+    int16_t w16[K];
+    float dw[nb];
+    float out[BN_Q6_K_TOKENS];
+    for (int r = 0; r < nr; r++) {
+        q6_k_unpack_generic(w + (size_t)r * row_bytes, w16, dw, K);
+        dot_q6_w16_q16_generic(w16, dw, 1, (const int16_t *)qa, qa_stride / sizeof(int16_t), dy,
+                               nt, K, out);
+        for (int t = 0; t < nt; t++) {
+            y[(size_t)t * ystride + r] = out_scale != 1.0f ? out[t] * out_scale : out[t];
+        }
     }
 }
 

@@ -17,9 +17,9 @@ float dot_bf16_f32_avx2(const void *row, const float *x, int K);
 float dot_q8_0_f32_avx2(const void *row, const float *x, int K);
 float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32,
                          const float *dy, int K);
-void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K);
-void dot_q6_w16_q16_avx2(const int16_t *w16, const float *dw, int nr, const int16_t *q16,
-                       size_t qstride, const float *dy, int nt, int K, float *out);
+void q6_k_rows_avx2(const uint8_t *w, size_t row_bytes, int nr, int K, const uint8_t *qa,
+                    size_t qa_stride, const float *dy, int nt, float *y, size_t ystride,
+                    float out_scale);
 void f16_to_f32_row_avx2(const uint16_t *src, float *dst, int count);
 void f32_to_f16_row_avx2(const float *src, uint16_t *dst, int count);
 
@@ -157,8 +157,9 @@ const bn_kernels bn_kernels_avx2 = {
     .dot_bf16 = dot_bf16_f32_avx2,
     .dot_q8_0 = dot_q8_0_f32_avx2,
     .dot_q6_k_q8_k = dot_q6_k_q8_k_avx2,
-    .q6_k_unpack = q6_k_unpack_avx2,
-    .dot_q6_w16_q16 = dot_q6_w16_q16_avx2,
+    .q6_k_act_block = BN_Q6_K_ACT_BLOCK_I16,
+    .q6_k_act = q6_k_act_i16_generic,
+    .q6_k_rows = q6_k_rows_avx2,
     .f16_to_f32_row = f16_to_f32_row_avx2,
     .f32_to_f16_row = f32_to_f16_row_avx2,
 };

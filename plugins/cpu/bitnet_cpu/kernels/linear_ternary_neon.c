@@ -96,8 +96,9 @@ const bn_kernels bn_kernels_neon = {
     .dot_bf16 = dot_bf16_f32_generic,
     .dot_q8_0 = dot_q8_0_f32_generic,
     .dot_q6_k_q8_k = dot_q6_k_q8_k_generic,
-    .q6_k_unpack = q6_k_unpack_generic,
-    .dot_q6_w16_q16 = dot_q6_w16_q16_generic,
+    .q6_k_act_block = BN_Q6_K_ACT_BLOCK_I16,
+    .q6_k_act = q6_k_act_i16_generic,
+    .q6_k_rows = q6_k_rows_generic,
     .f16_to_f32_row = f16_to_f32_row_neon,
     .f32_to_f16_row = f32_to_f16_row_generic,
 };
