@@ -54,6 +54,8 @@ extension = Extension(
     "bitnet_cpu._kernels",
     sources=["bitnet_cpu/_kernels.pyx"] + [str(KERNELS / f) for f in PORTABLE],
     include_dirs=[str(KERNELS)],
+    # every kernel file: an edit to an ISA file or the header rebuilds the extension
+    depends=[str(p) for p in sorted(KERNELS.glob("*.[ch]"))],
     extra_compile_args=COMMON,
     extra_link_args=["-fopenmp"],
 )
