@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bitnet.core.generate import StopStrings, prefill
-from bitnet.core.sampling import Sampler, SamplingParams
+from bitnet.core.sampling import Sampler, SamplingParams, sample_rows
 from bitnet.hal import Op
 
 log = logging.getLogger("bitnet.server")
@@ -199,12 +199,15 @@ class Scheduler:
         self.stats.decode_seconds += time.perf_counter() - t0
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(slots)
-        for s, logits in zip(slots, rows):
+        # every row's next token at once (the same tokens as one by one, see sample_rows)
+        tokens = sample_rows([s.sampler for s in slots], rows, [s.history for s in slots])
+        for s, logits, token in zip(slots, rows, tokens):
             s.pos += 1
-            self._sample(s, logits)
+            self._sample(s, logits, token)
 
-    def _sample(self, s: _Slot, logits: np.ndarray) -> None:
-        """Pick the next token for ``s`` from its logits and emit its text, or finish it."""
+    def _sample(self, s: _Slot, logits: np.ndarray, token: int | None = None) -> None:
+        """Take the next token for ``s`` (sampled from its logits unless given) and emit its
+        text, or finish it."""
         req = s.request
         if req.cancelled.is_set():
             self._finish(s, None)
@@ -212,7 +215,8 @@ class Scheduler:
         if req.completion_tokens >= req.max_tokens:
             self._finish(s, Event("done", text=self._tail(s), finish_reason="length"))
             return
-        token = s.sampler.sample(logits, s.history)
+        if token is None:
+            token = s.sampler.sample(logits, s.history)
         if not req.ignore_eos and self.model.tokenizer.is_eog(token):
             self._finish(s, Event("done", text=self._tail(s), finish_reason="stop"))
             return

@@ -140,3 +140,26 @@ def test_draw_is_numpys_choice(seed, vocab, scale):
     sampler = Sampler(SamplingParams(seed=seed))
     assert [sampler.draw(probs) for _ in range(4)] == \
         [int(numpy_rng.choice(vocab, p=probs)) for _ in range(4)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(4, 3000))
+def test_sample_rows_gives_each_rows_own_tokens(seed, batch, vocab):
+    """The server samples a decode step's rows together; every row must get exactly the token
+    (and leave its generator exactly where) sampling it alone would, whatever its neighbours."""
+    from bitnet.core.sampling import sample_rows
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((batch, vocab)) * rng.uniform(0.1, 8)).astype(np.float32)
+    kinds = [SamplingParams(temperature=0.7, top_k=0, top_p=1.0, min_p=0.0, seed=1),
+             SamplingParams(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0),
+             SamplingParams(seed=2),  # llama.cpp's chain: top-k, top-p, min-p
+             SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.3,
+                            seed=3)]
+    params = [kinds[int(k)] for k in rng.integers(0, len(kinds), batch)]
+    together = [Sampler(p) for p in params]
+    alone = [Sampler(p) for p in params]
+    history = [[1, 2, 3]] * batch
+    for _ in range(3):
+        assert sample_rows(together, logits, history) == \
+            [s.sample(logits[r], history[r]) for r, s in enumerate(alone)]
