@@ -72,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
                            progress=False)
 
     app = create_app(load, settings)
+    # The model's worker thread gives up the GIL inside every kernel; when a kernel returns
+    # while the event loop holds the GIL, the worker waits until the loop blocks or the switch
+    # interval (5 ms by default) forces a hand-over: on a small model that is longer than a
+    # whole decode step. 0.5 ms bounds that wait.
+    sys.setswitchinterval(0.0005)
     print(f"bitnet: serving {settings.model_name} on http://{args.host}:{args.port}/v1 "
           f"(docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
