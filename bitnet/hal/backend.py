@@ -205,8 +205,8 @@ class KernelBackend:
         caches[r], layer, p_r)``; returns f32 [B, H*D]. This default composes those ops (with
         slice_rows and concat_rows); a backend overrides it to run the B rows in one call, which
         is what makes a batched decode step of a small model cheaper than B single steps."""
-        attention_rows_fit(type(self).__name__, q, k, v, caches, positions, n_heads, n_kv_heads,
-                           head_dim)
+        who = getattr(self, "name", type(self).__name__)
+        attention_rows_fit(who, q, k, v, caches, positions, n_heads, n_kv_heads, head_dim)
         parts = []
         for r, (cache, pos) in enumerate(zip(caches, positions)):
             q_r = self.rope(self.slice_rows(q, r, r + 1), pos, n_heads, head_dim, theta)

@@ -283,8 +283,8 @@ class _Inbox:
 
     The worker wakes the loop only when the handler has nothing pending, and for a reply that
     is not streamed only on the last event: at most one wake-up per decode step, none per token
-    of a plain completion. (One ``call_soon_threadsafe`` per token per request cost the server
-    a third of its time at 8 clients.)"""
+    of a plain completion. (With one ``call_soon_threadsafe`` per token, a single client's
+    decode on the demo model ran at ~1300 tok/s; with this, ~2000.)"""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, wake_on_tokens: bool) -> None:
         self._loop = loop
