@@ -30,9 +30,9 @@ cdef extern from "bitnet_cpu.h" nogil:
     void rmsnorm_f32(const float *x, const float *w, int n, int K, float eps, float *y,
                      int nthreads)
     void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double theta)
-    void relu2_mul_f32(const float *g, const float *u, size_t count, float *y)
-    void silu_mul_f32(const float *g, const float *u, size_t count, float *y)
-    void add_f32(const float *a, const float *b, size_t count, float *y)
+    void relu2_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads)
+    void silu_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads)
+    void add_f32(const float *a, const float *b, size_t count, float *y, int nthreads)
     void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
                          uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
                          int n_kv_heads, int head_dim, float *out, int nthreads)
@@ -200,16 +200,18 @@ def rope(float[:, ::1] x, int pos, int n_heads, int head_dim, double theta):
         rope_neox_f32(&x[0, 0], <int>x.shape[0], n_heads, head_dim, pos, theta)
 
 
-def relu2_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y):
+def relu2_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y, int nthreads):
     with nogil:
-        relu2_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0])
+        relu2_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0],
+                      nthreads)
 
 
-def silu_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y):
+def silu_mul(const float[:, ::1] g, const float[:, ::1] u, float[:, ::1] y, int nthreads):
     with nogil:
-        silu_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0])
+        silu_mul_f32(&g[0, 0], &u[0, 0], <size_t>(g.shape[0] * g.shape[1]), &y[0, 0],
+                     nthreads)
 
 
-def add(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] y):
+def add(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] y, int nthreads):
     with nogil:
-        add_f32(&a[0, 0], &b[0, 0], <size_t>(a.shape[0] * a.shape[1]), &y[0, 0])
+        add_f32(&a[0, 0], &b[0, 0], <size_t>(a.shape[0] * a.shape[1]), &y[0, 0], nthreads)

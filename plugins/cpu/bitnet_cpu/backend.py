@@ -271,13 +271,13 @@ class CpuBackend(KernelBackend):
         return CpuBuffer(out)
 
     def relu2_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
-        return _elementwise("relu2_mul", _kernels.relu2_mul, gate, up)
+        return _elementwise("relu2_mul", _kernels.relu2_mul, gate, up, self.threads)
 
     def silu_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
-        return _elementwise("silu_mul", _kernels.silu_mul, gate, up)
+        return _elementwise("silu_mul", _kernels.silu_mul, gate, up, self.threads)
 
     def add(self, a: CpuBuffer, b: CpuBuffer) -> CpuBuffer:
-        return _elementwise("add", _kernels.add, a, b)
+        return _elementwise("add", _kernels.add, a, b, self.threads)
 
     def slice_rows(self, x: CpuBuffer, start: int, stop: int) -> CpuBuffer:
         xa = x.array
@@ -293,12 +293,12 @@ class CpuBackend(KernelBackend):
                 "isa": cpu_features.probe().isa}
 
 
-def _elementwise(op: str, kernel, a: CpuBuffer, b: CpuBuffer) -> CpuBuffer:
+def _elementwise(op: str, kernel, a: CpuBuffer, b: CpuBuffer, threads: int) -> CpuBuffer:
     """Two same-shape f32 buffers through one elementwise kernel into a new buffer."""
     aa = _f32(a, op)
     ba = _f32(b, op)
     _same_shape(aa, ba, op)
     out = np.empty_like(aa)
     if aa.size:
-        kernel(aa, ba, out)
+        kernel(aa, ba, out, threads)
     return CpuBuffer(out)

@@ -185,9 +185,9 @@ int dequantize_row(int fmt, const uint8_t *row, int K, float *out);
 /* ---- elementwise / attention ops (generic C, OpenMP) ---- */
 void rmsnorm_f32(const float *x, const float *w, int n, int K, float eps, float *y, int nthreads);
 void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double theta);
-void relu2_mul_f32(const float *g, const float *u, size_t count, float *y);
-void silu_mul_f32(const float *g, const float *u, size_t count, float *y);
-void add_f32(const float *a, const float *b, size_t count, float *y);
+void relu2_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads);
+void silu_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads);
+void add_f32(const float *a, const float *b, size_t count, float *y, int nthreads);
 /* kcache, vcache: [n_ctx][Hkv*D] f16 for one layer. Stores k, v at rows pos.., then attends. */
 void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
                      uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
