@@ -203,6 +203,19 @@ class MetalBackend(KernelBackend):
     def concat_rows(self, parts: list[MetalBuffer]) -> MetalBuffer:
         raise NotImplementedError("bitnet-metal.concat_rows: blit encoder copies (not written)")
 
+    def attention_rows(self, q: MetalBuffer, k: MetalBuffer, v: MetalBuffer, caches: list[Any],
+                       layer: int, positions: list[int], n_heads: int, n_kv_heads: int,
+                       head_dim: int, theta: float) -> MetalBuffer:
+        # optional (the server's batched decode): the base class composes it from rope,
+        # attention, slice_rows and concat_rows once those work; one dispatch over the B rows
+        # (a grid of rows x heads, each row's cache and position in a small buffer) is the
+        # faster version to write after them
+        if Op.ATTENTION not in self.capabilities.ops:
+            raise NotImplementedError("bitnet-metal.attention_rows: needs attention, slice_rows "
+                                      "and concat_rows (not written)")
+        return super().attention_rows(q, k, v, caches, layer, positions, n_heads, n_kv_heads,
+                                      head_dim, theta)
+
     def synchronize(self) -> None:
         if self._last is not None:
             self._last.waitUntilCompleted()
