@@ -1,6 +1,8 @@
 """The extras resolve: every distribution (root + plugins/*) is built into a local wheelhouse with
-the runtime dependencies, and ``bitnet[cpu,opencl]`` installs from it alone (``--no-index``) into
-a fresh venv, whose ``bitnet devices --json`` lists both plugins.
+the runtime dependencies, and ``bitnet[cpu,opencl,cuda,metal]`` installs from it alone
+(``--no-index``) into a fresh venv, whose ``bitnet devices --json`` lists every plugin (cuda and
+metal as unavailable here, with their reasons). bitnet-cuda and bitnet-metal also install on
+their own, each into a venv of its own.
 
 bitnet and bitnet-* never come from PyPI here (the name is taken there by another project): they
 are built from this checkout, and third-party requirements are fetched by name only.
@@ -21,7 +23,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED_EXTRAS = ("cpu", "opencl")
+CHECKED_EXTRAS = ("cpu", "opencl", "cuda", "metal")
+ALONE = ("cuda", "metal")  # the GPU plugins: installed without the others
 _IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
                                  ".bench", "wheelhouse", ".pytest_cache", ".hypothesis", "*.so")
 
@@ -65,13 +68,13 @@ def fresh_venv(tmp_path_factory) -> tuple[Path, list[str]]:
     python = str(env_dir / "bin" / "python")
     spec = f"bitnet[{','.join(present)}]"
     _pip("install", "--quiet", "--no-index", "--find-links", str(house), spec, python=python)
-    return env_dir, present
+    return env_dir, present, house
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", CHECKED_EXTRAS)
 def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
-    env_dir, present = fresh_venv
+    env_dir, present, _ = fresh_venv
     if extra not in present:
         pytest.skip(f"plugins/{extra}/pyproject.toml does not exist yet")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}
@@ -79,8 +82,7 @@ def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
     done = subprocess.run([str(env_dir / "bin" / "bitnet"), "devices", "--json", "--no-validate"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
-    backends = {r["backend"]: r for r in rows}
+    backends = _listed(done.stdout)
     assert extra in backends, sorted(backends)
     assert "reference" in backends
     assert backends[extra]["plugin_version"] == "0.1.0"
@@ -89,3 +91,30 @@ def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
                             "import bitnet; print(bitnet.__file__)"], env=env, cwd=tmp_path,
                            capture_output=True, text=True)
     assert str(env_dir) in where.stdout
+
+
+def _listed(devices_json: str) -> dict[str, dict]:
+    return {r["backend"]: r for r in json.loads(devices_json)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plugin", ALONE)
+def test_gpu_plugin_installs_alone(fresh_venv, plugin, tmp_path):
+    """``pip install bitnet-<plugin>`` by itself: bitnet comes with it, no other plugin does, and
+    the plugin is listed (unavailable on this machine, with the reason)."""
+    _, _, house = fresh_venv
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    _pip("install", "--quiet", "--no-index", "--find-links", str(house), f"bitnet-{plugin}",
+         python=str(env_dir / "bin" / "python"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}
+    env["BITNET_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run([str(env_dir / "bin" / "bitnet"), "devices", "--json", "--no-validate"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    backends = _listed(done.stdout)
+    assert set(backends) == {plugin, "reference"}, sorted(backends)
+    row = backends[plugin]
+    assert row["plugin_version"] == "0.1.0"
+    assert row["status"] == "unavailable", row  # no NVIDIA driver / not macOS here
+    assert row.get("reason"), row
