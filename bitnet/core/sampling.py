@@ -85,16 +85,20 @@ def sample_rows(samplers: list[Sampler], logits: np.ndarray,
     if len(plain) > 1:
         z = logits[plain].astype(np.float64)
         finite = np.isfinite(z).all(axis=1)
+        top = np.argmax(z, axis=1)
         temps = np.asarray([samplers[r].params.temperature for r in plain])
         greedy = temps == 0.0
-        # the row-wise forms of sample()'s steps: each row's values and sums are the same
-        # numbers (numpy reduces every row of a C-contiguous array as it reduces a 1-D one)
-        scaled = z / np.where(greedy, 1.0, temps)[:, None]
-        e = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-        probs = e / e.sum(axis=1, keepdims=True)
-        cdf = np.cumsum(probs, axis=1)
-        cdf /= cdf[:, -1:]
-        top = np.argmax(z, axis=1)
+        # the row-wise forms of sample()'s steps, in place: each row's values and sums are the
+        # same numbers (numpy reduces every row of a C-contiguous array as it reduces a 1-D
+        # one). One array, not six: at B = 8 the temporaries pushed the model's weights out
+        # of L2 between decode steps.
+        z /= np.where(greedy, 1.0, temps)[:, None]
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        np.cumsum(z, axis=1, out=z)
+        z /= z[:, -1:].copy()
+        cdf = z
         for i, r in enumerate(plain):
             if not finite[i]:
                 continue  # sample() has a path for non-finite logits
