@@ -77,12 +77,8 @@ def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
     env_dir, present, _ = fresh_venv
     if extra not in present:
         pytest.skip(f"plugins/{extra}/pyproject.toml does not exist yet")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}
-    env["BITNET_CACHE_DIR"] = str(tmp_path / "cache")
-    done = subprocess.run([str(env_dir / "bin" / "bitnet"), "devices", "--json", "--no-validate"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    backends = _listed(done.stdout)
+    env = _clean_env(tmp_path)
+    backends = _listed(env_dir, env, tmp_path)
     assert extra in backends, sorted(backends)
     assert "reference" in backends
     assert backends[extra]["plugin_version"] == "0.1.0"
@@ -93,8 +89,19 @@ def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
     assert str(env_dir) in where.stdout
 
 
-def _listed(devices_json: str) -> dict[str, dict]:
-    return {r["backend"]: r for r in json.loads(devices_json)}
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    """This process's environment without bitnet's settings or Python paths, and a fresh cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}
+    env["BITNET_CACHE_DIR"] = str(tmp_path / "cache")
+    return env
+
+
+def _listed(env_dir: Path, env: dict[str, str], cwd: Path) -> dict[str, dict]:
+    """The venv's ``bitnet devices --json --no-validate`` rows, by backend."""
+    done = subprocess.run([str(env_dir / "bin" / "bitnet"), "devices", "--json", "--no-validate"],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {r["backend"]: r for r in json.loads(done.stdout)}
 
 
 @pytest.mark.slow
@@ -107,12 +114,7 @@ def test_gpu_plugin_installs_alone(fresh_venv, plugin, tmp_path):
     venv.EnvBuilder(with_pip=True).create(env_dir)
     _pip("install", "--quiet", "--no-index", "--find-links", str(house), f"bitnet-{plugin}",
          python=str(env_dir / "bin" / "python"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}
-    env["BITNET_CACHE_DIR"] = str(tmp_path / "cache")
-    done = subprocess.run([str(env_dir / "bin" / "bitnet"), "devices", "--json", "--no-validate"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    backends = _listed(done.stdout)
+    backends = _listed(env_dir, _clean_env(tmp_path), tmp_path)
     assert set(backends) == {plugin, "reference"}, sorted(backends)
     row = backends[plugin]
     assert row["plugin_version"] == "0.1.0"

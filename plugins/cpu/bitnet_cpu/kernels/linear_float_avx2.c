@@ -177,6 +177,32 @@ static inline int32_t hsum_epi32_avx2(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* The 128 six-bit codes of half-block `half` of the Q6_K block at b as four vectors of 32
+ * unsigned codes (ql low nibbles | qh bit pairs), with the head's stream prefetch (the row data
+ * comes from DRAM). Shared by the decode dot and the batched head's unpack. */
+static inline __attribute__((always_inline)) void
+q6_k_half_codes_avx2(const uint8_t *b, int half, __m256i v[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+    const uint8_t *ql = b + 64 * half;
+    const uint8_t *qh = b + 128 + 32 * half;
+    const char *ahead = (const char *)(b + 105 * half + BN_PREFETCH_HEAD_BYTES);
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    _mm_prefetch(ahead + 64, _MM_HINT_T0);
+    __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
+    __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
+    v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                           _mm256_and_si256(_mm256_slli_epi16(qhv, 4), m30));
+    v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                           _mm256_and_si256(_mm256_slli_epi16(qhv, 2), m30));
+    v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                           _mm256_and_si256(qhv, m30));
+    v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
+}
+
 /* Q6_K x Q8_K: three loads (ql low half, ql high half, qh) give four vectors of 32 unsigned
  * six-bit codes; maddubs (u8 x s8) pairs them with the activations into s16 (|sum| <= 16128, no
  * saturation), the precomputed 32 * pair sums remove the -32 offset, and madd with the
@@ -185,8 +211,6 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
                          const float *dy, int K)
 {
     const uint8_t *b = (const uint8_t *)row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i m30 = _mm256_set1_epi8(0x30);
     float acc = 0.0f;
     for (int blk = 0; blk < K / 256; blk++) {
         const int8_t *sc = (const int8_t *)(b + 192);
@@ -194,23 +218,8 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
         memcpy(&dh, b + 208, 2);
         __m256i isum = _mm256_setzero_si256();
         for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half;
-            const uint8_t *qh = b + 128 + 32 * half;
-            const char *ahead = (const char *)(b + 105 * half + BN_PREFETCH_HEAD_BYTES);
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
-            __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
             __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 4), m30));
-            v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 2), m30));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                   _mm256_and_si256(qhv, m30));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
+            q6_k_half_codes_avx2(b, half, v);
             size_t e0 = (size_t)blk * 256 + (size_t)half * 128;
             for (int k = 0; k < 4; k++) {
                 __m256i qv = _mm256_loadu_si256((const __m256i *)(q + e0 + 32 * k));
@@ -234,8 +243,6 @@ float dot_q6_k_q8_k_avx2(const void *row, const int8_t *q, const int16_t *pair32
 static void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K)
 {
     const uint8_t *b = (const uint8_t *)row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i m30 = _mm256_set1_epi8(0x30);
     const __m256i c32 = _mm256_set1_epi16(32);
     for (int blk = 0; blk < K / 256; blk++) {
         const int8_t *sc = (const int8_t *)(b + 192);
@@ -243,24 +250,8 @@ static void q6_k_unpack_avx2(const void *row, int16_t *w16, float *dw, int K)
         memcpy(&dh, b + 208, 2);
         dw[blk] = _cvtsh_ss(dh);
         for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half;
-            const uint8_t *qh = b + 128 + 32 * half;
-            /* the same stream prefetch as the n == 1 kernel: the row data comes from DRAM */
-            const char *ahead = (const char *)(b + 105 * half + BN_PREFETCH_HEAD_BYTES);
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
-            __m256i ql0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i qhv = _mm256_loadu_si256((const __m256i *)qh);
             __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 4), m30));
-            v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                   _mm256_and_si256(_mm256_slli_epi16(qhv, 2), m30));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                   _mm256_and_si256(qhv, m30));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
+            q6_k_half_codes_avx2(b, half, v);
             int16_t *c = w16 + (size_t)blk * 256 + (size_t)half * 128;
             for (int k = 0; k < 4; k++) {
                 /* 16 codes of sub-block 8 * half + 2k, then 16 of sub-block 8 * half + 2k + 1 */
