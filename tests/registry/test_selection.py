@@ -50,6 +50,7 @@ def test_an_entry_point_may_name_the_descriptor_class(fake_plugins):
 
 def test_override_order_device_then_env_then_auto(fake_plugins, monkeypatch):
     fake_plugins("fakegood")
+    monkeypatch.delenv("BITNET_DEVICE", raising=False)  # a run with BITNET_DEVICE=cuda, say
     assert select().device.spec == "fakegood:0"  # auto: a native backend beats the oracle
     monkeypatch.setenv("BITNET_DEVICE", "reference")
     assert select().device.spec == "reference:0"

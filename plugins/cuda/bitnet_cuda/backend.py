@@ -10,12 +10,20 @@ DeviceMemoryPool, so the many small per-op buffers of a decode step are recycled
 hitting cuMemAlloc each time. A buffer returns to the pool when Python drops it; as all work is
 ordered on one stream, a recycled block is never written before earlier kernels finished with it.
 
-No GPU was available when this was written: it compiles and its host logic is unit-tested, but
-it has not been run (plugins/cuda/README.md).
+Threads: a CUDA context is current per thread, and a server loads the model in one thread and
+steps it in another, so every entry point that touches the GPU first makes the backend's
+context current in the calling thread (``_here``). PyCUDA aborts the process when a thread
+ends, or the interpreter exits, with a context left on that thread's stack, so each push is
+popped in its own thread: when the thread ends (a thread-local guard), at exit (atexit) or on
+``close``.
 """
 
 from __future__ import annotations
 
+import atexit
+import math
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,9 +97,16 @@ class CudaBackend(KernelBackend):
         self.device = device
         dev = cuda.Device(device.index)
         self._context = dev.retain_primary_context()
-        self._context.push()
+        self._thread = threading.local()  # .pushed: a _Pushed guard in each thread that pushed
+        self._here()
+        atexit.register(_leave_at_exit, weakref.ref(self))
         self._arch = ptx.arch_for(dev.compute_capability())
         self._pool = DeviceMemoryPool()
+        self._rows_key: tuple | None = None  # _rows_table's last table and what it holds
+        self._rows_buf: CudaBuffer | None = None
+        self._act_of: CudaBuffer | None = None  # _activations' last input, mode and result
+        self._act_mode = ""
+        self._act: tuple[CudaBuffer, ...] = ()
         self._kernels: dict[str, Any] = {}
         self._modules = []  # keep modules alive as long as their functions
         for module_name in ptx.KERNEL_MODULES:
@@ -115,12 +130,25 @@ class CudaBackend(KernelBackend):
                 continue
         raise RuntimeError(f"bitnet-cuda: kernel {kernel} is in no shipped PTX module")
 
+    def _here(self) -> None:
+        """Make the context current in the calling thread (once per thread)."""
+        if not hasattr(self._thread, "pushed"):
+            self._context.push()
+            self._thread.pushed = _Pushed()
+
+    def _leave(self) -> None:
+        """Pop the context from the calling thread's stack, if it pushed it."""
+        if hasattr(self._thread, "pushed"):
+            del self._thread.pushed  # pops
+
     def _launch(self, spec: launch.Launch, *args: Any) -> None:
+        self._here()
         self._kernels[spec.kernel].prepared_call(spec.grid, spec.block, *args)
 
     def _empty(self, shape: tuple[int, ...], dtype: Any) -> CudaBuffer:
+        self._here()
         buf_dtype = np.dtype(dtype)
-        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * buf_dtype.itemsize)
+        nbytes = max(1, math.prod(shape) * buf_dtype.itemsize)
         return CudaBuffer(shape, buf_dtype, self._pool.allocate(nbytes))
 
     # -- buffers -----------------------------------------------------------------------------
@@ -140,12 +168,14 @@ class CudaBackend(KernelBackend):
         return buf
 
     def download(self, buf: CudaBuffer) -> np.ndarray:
+        self._here()
         out = np.empty(buf.shape, dtype=buf.dtype)
         cuda.memcpy_dtoh(out, buf.ptr)  # waits for the kernels that produce buf
         return out
 
     def load_weight(self, tensor: WeightTensor) -> CudaWeight:
         layout: DeviceLayout = repack(tensor)
+        self._here()
         arrays = {name: cuda.to_device(np.ascontiguousarray(a)) for name, a in
                   layout.arrays.items()}
         return CudaWeight(tensor.format, tensor.rows, tensor.cols, float(tensor.out_scale),
@@ -155,6 +185,7 @@ class CudaBackend(KernelBackend):
                        head_dim: int) -> CudaKVCache:
         width = n_kv_heads * head_dim
         nbytes = n_layers * n_ctx * width * 2  # f16
+        self._here()
         k = cuda.mem_alloc(nbytes)
         v = cuda.mem_alloc(nbytes)
         cuda.memset_d8(k, 0, nbytes)
@@ -191,30 +222,34 @@ class CudaBackend(KernelBackend):
         op_checks.activations_2d("bitnet-cuda", "linear_ternary", x)
         m, k = w.rows, w.cols
         y = self._empty((n, m), np.float32)
-        q = self._empty((n, k), np.int8)
         out_scale = np.float32(w.out_scale)
         if w.kind == "i2s":
-            scale = self._empty((n,), np.float32)
-            qsum = self._empty((n,), np.int32)
-            self._launch(launch.quantize_launch("per_token_i8", n, k), x.ptr, k, q.ptr, scale.ptr,
-                         qsum.ptr)
+            q, scale, qsum = self._activations(x, "per_token_i8")
             self._launch(launch.linear_launch("i2s", m, n), int(w.arrays["codes"]), q.ptr,
                          scale.ptr, qsum.ptr, np.float32(w.w_scale), out_scale, y.ptr, m, k, n)
             return y
-        d, bsum = self._quantize_q8_k(x, q)
+        q, d, bsum = self._activations(x, "q8_k")
         self._launch(launch.linear_launch("tq", m, n), int(w.arrays["codes"]), int(w.arrays["d"]),
                      q.ptr, d.ptr, bsum.ptr, out_scale, y.ptr, m, k, n)
         return y
 
-    def _quantize_q8_k(self, x: CudaBuffer, q: CudaBuffer) -> tuple[CudaBuffer, CudaBuffer]:
-        """x f32 [n, K] -> q int8 [n, K] (written in place); returns d f32 [n, K/256] and the
-        blocks' code sums int32 [n, K/256]."""
+    def _activations(self, x: CudaBuffer, mode: str) -> tuple[CudaBuffer, ...]:
+        """x f32 [n, K] quantized: "per_token_i8" -> (q int8 [n, K], scale f32 [n], code sum
+        int32 [n]); "q8_k" -> (q, d f32 [n, K/256], block code sums int32 [n, K/256]). The last
+        result is kept: q, k and v (and gate and up) read one input, which never changes once
+        written (every op makes a new buffer), so it is quantized once, not three times."""
+        if self._act_of is x and self._act_mode == mode:
+            return self._act
         n, k = x.shape
-        n_blocks = k // launch.QK_K
-        d = self._empty((n, n_blocks), np.float32)
-        bsum = self._empty((n, n_blocks), np.int32)
-        self._launch(launch.quantize_launch("q8_k", n, k), x.ptr, k, q.ptr, d.ptr, bsum.ptr)
-        return d, bsum
+        q = self._empty((n, k), np.int8)
+        if mode == "per_token_i8":
+            scale, total = self._empty((n,), np.float32), self._empty((n,), np.int32)
+        else:
+            scale = self._empty((n, k // launch.QK_K), np.float32)
+            total = self._empty((n, k // launch.QK_K), np.int32)
+        self._launch(launch.quantize_launch(mode, n, k), x.ptr, k, q.ptr, scale.ptr, total.ptr)
+        self._act_of, self._act_mode, self._act = x, mode, (q, scale, total)
+        return self._act
 
     def linear_float(self, w: CudaWeight, x: CudaBuffer) -> CudaBuffer:
         if w.kind not in FLOAT_KINDS:
@@ -224,8 +259,7 @@ class CudaBackend(KernelBackend):
         y = self._empty((n, w.rows), np.float32)
         if w.kind == "q6k":
             # llama.cpp's Q6_K x Q8_K (hal KernelBackend.linear_float)
-            q = self._empty((n, w.cols), np.int8)
-            d, _ = self._quantize_q8_k(x, q)
+            q, d, _ = self._activations(x, "q8_k")
             self._launch(launch.linear_launch("q6k", w.rows, n), *self._weight_args(w), q.ptr,
                          d.ptr, np.float32(w.out_scale), y.ptr, w.rows, w.cols, n)
             return y
@@ -268,6 +302,50 @@ class CudaBackend(KernelBackend):
                      n_kv_heads, head_dim, cache.n_ctx, score_scale)
         return out
 
+    def attention_rows(self, q: CudaBuffer, k: CudaBuffer, v: CudaBuffer,
+                       caches: list[CudaKVCache], layer: int, positions: list[int], n_heads: int,
+                       n_kv_heads: int, head_dim: int, theta: float) -> CudaBuffer:
+        """One decode step of B sequences in four launches (rope_rows for q and for k,
+        kv_store_rows, attention_rows), whatever B: the rows' cache addresses and positions
+        travel in one small table, uploaded once per step and reused by every layer."""
+        launch.check_heads(n_heads, n_kv_heads, head_dim)
+        n = op_checks.attention_rows_fit("bitnet-cuda", q, k, v, caches, positions, n_heads,
+                                         n_kv_heads, head_dim)
+        width = n_kv_heads * head_dim
+        n_ctx = caches[0].n_ctx
+        if any(c.n_ctx != n_ctx or c.width != width or not 0 <= layer < c.n_layers
+               for c in caches):
+            raise ValueError(f"bitnet-cuda.attention_rows: layer {layer} and heads of {width} "
+                             f"must fit every cache, and the caches must share one n_ctx")
+        table = self._rows_table(caches, positions)
+        pos_ptr = table.ptr + 16 * n  # after the 2n cache addresses (uint64)
+        rq = self._empty(q.shape, np.float32)
+        rk = self._empty(k.shape, np.float32)
+        theta64 = np.float64(theta)
+        self._launch(launch.heads_launch("rope_rows", n_heads, n, launch.ROPE_THREADS), q.ptr,
+                     rq.ptr, n_heads, head_dim, pos_ptr, theta64)
+        self._launch(launch.heads_launch("rope_rows", n_kv_heads, n, launch.ROPE_THREADS), k.ptr,
+                     rk.ptr, n_kv_heads, head_dim, pos_ptr, theta64)
+        self._launch(launch.rows_launch("kv_store_rows", n, launch.KV_THREADS), rk.ptr, v.ptr,
+                     table.ptr, pos_ptr, layer, width, n_ctx)
+        out = self._empty((n, n_heads * head_dim), np.float32)
+        self._launch(launch.heads_launch("attention_rows", n_heads, n, launch.ATT_WARPS * 32),
+                     rq.ptr, table.ptr, pos_ptr, out.ptr, layer, n_heads, n_kv_heads, head_dim,
+                     n_ctx, np.float32(1 / np.sqrt(head_dim)))
+        return out
+
+    def _rows_table(self, caches: list[CudaKVCache], positions: list[int]) -> CudaBuffer:
+        """[K cache addresses, V cache addresses] as uint64, then the positions as int32, on the
+        device; the last one is kept, as every layer of a step asks for the same table."""
+        key = (tuple(int(c.k) for c in caches), tuple(int(c.v) for c in caches),
+               tuple(positions))
+        if self._rows_key != key:
+            host = np.concatenate([np.array(key[0] + key[1], np.uint64).view(np.int32),
+                                   np.array(positions, np.int32)])
+            self._rows_buf = self.upload(host)
+            self._rows_key = key
+        return self._rows_buf
+
     def relu2_mul(self, gate: CudaBuffer, up: CudaBuffer) -> CudaBuffer:
         return self._elementwise("relu2_mul", gate, up)
 
@@ -304,18 +382,37 @@ class CudaBackend(KernelBackend):
         return out
 
     def synchronize(self) -> None:
+        self._here()
         cuda.Context.synchronize()
 
     def close(self) -> None:
         if self._context is None:
             return
-        cuda.Context.synchronize()
+        self.synchronize()
+        self._rows_buf = self._rows_key = self._act_of = None
+        self._act = ()
         self._pool.stop_holding()
         self._kernels.clear()
         self._modules.clear()
-        self._context.pop()
+        self._leave()
         self._context = None
 
     def info(self) -> dict[str, Any]:
         return {"kernel": f"ptx compute_{self._arch}", "gemv": "warp per row",
                 "gemm_tokens_per_warp": launch.GEMM_TOKENS, "ptx": ptx.fingerprint()}
+
+
+class _Pushed:
+    """Held in a thread-local: dropped when its thread ends (CPython clears a finished thread's
+    locals in that thread) or on ``_leave``, and then pops the context from that thread's stack."""
+
+    def __del__(self) -> None:
+        cuda.Context.pop()
+
+
+def _leave_at_exit(ref: weakref.ref) -> None:
+    """atexit: PyCUDA's own exit handler (registered before ours, so run after it) aborts the
+    process if a context is still on the main thread's stack."""
+    backend = ref()
+    if backend is not None and backend._context is not None:
+        backend._leave()

@@ -47,8 +47,11 @@ KERNEL_ARGS = {
     "embed_q6k": "PPPPPi",
     "rmsnorm": "PPPif",
     "rope_neox": "PPiiid",
+    "rope_rows": "PPiiPd",
     "kv_store": "PPPPiiii",
+    "kv_store_rows": "PPPPiii",
     "attention": "PPPPiiiiiif",
+    "attention_rows": "PPPPiiiiif",
     "relu2_mul": "PPPi",
     "silu_mul": "PPPi",
     "add": "PPPi",
@@ -100,7 +103,7 @@ def quantize_launch(mode: str, n_tokens: int, cols: int) -> Launch:
 
 
 def rows_launch(kernel: str, n_rows: int, threads: int) -> Launch:
-    """One block per row (rmsnorm, embed, kv_store)."""
+    """One block per row (rmsnorm, embed, kv_store, kv_store_rows)."""
     return Launch(kernel, (n_rows, 1, 1), (threads, 1, 1))
 
 
@@ -112,7 +115,7 @@ def elementwise_launch(kernel: str, count: int) -> Launch:
 
 
 def heads_launch(kernel: str, n_heads: int, n_tokens: int, threads: int) -> Launch:
-    """Grid (heads, tokens): rope_neox and attention."""
+    """Grid (heads, tokens or rows): rope_neox, rope_rows, attention and attention_rows."""
     _check_grid_y(n_tokens, kernel)
     return Launch(kernel, (n_heads, n_tokens, 1), (threads, 1, 1))
 

@@ -14,6 +14,7 @@ import ctypes
 import re
 import struct
 import sys
+import threading
 import types
 from typing import Any, Callable
 
@@ -260,6 +261,32 @@ def k_attention(grid, block, q, k_cache, v_cache, out, layer, pos, n_heads, n_kv
     MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
 
 
+def _rows_table(caches: int, pos: int, n: int) -> tuple[list[int], list[int], list[int]]:
+    """The *_rows kernels' table: n K cache addresses, n V cache addresses, n positions."""
+    ptrs = [int(p) for p in MEMORY.view(caches, np.uint64, 2 * n)] if caches else [0] * 2 * n
+    return ptrs[:n], ptrs[n:], [int(p) for p in MEMORY.view(pos, np.int32, n)]
+
+
+def k_rope_rows(grid, block, x, y, n_heads, head_dim, pos, theta):
+    row = n_heads * head_dim * 4
+    for r, p in enumerate(_rows_table(0, pos, grid[1])[2]):
+        k_rope((n_heads, 1, 1), block, x + r * row, y + r * row, n_heads, head_dim, p, theta)
+
+
+def k_kv_store_rows(grid, block, k, v, caches, pos, layer, width, n_ctx):
+    for r, (kc, vc, p) in enumerate(zip(*_rows_table(caches, pos, grid[0]))):
+        k_kv_store((1, 1, 1), block, k + r * width * 4, v + r * width * 4, kc, vc, layer, p,
+                   width, n_ctx)
+
+
+def k_attention_rows(grid, block, q, caches, pos, out, layer, n_heads, n_kv_heads, head_dim,
+                     n_ctx, score_scale):
+    row = n_heads * head_dim * 4
+    for r, (kc, vc, p) in enumerate(zip(*_rows_table(caches, pos, grid[1]))):
+        k_attention((n_heads, 1, 1), block, q + r * row, kc, vc, out + r * row, layer, p,
+                    n_heads, n_kv_heads, head_dim, n_ctx, score_scale)
+
+
 def k_elementwise(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     def run(grid, block, a, b, y, count):
         assert grid[0] * block[0] >= count
@@ -284,8 +311,11 @@ MODELS: dict[str, Callable[..., None]] = {
     "quantize_q8_k": k_quantize_q8_k,
     "rmsnorm": k_rmsnorm,
     "rope_neox": k_rope,
+    "rope_rows": k_rope_rows,
     "kv_store": k_kv_store,
+    "kv_store_rows": k_kv_store_rows,
     "attention": k_attention,
+    "attention_rows": k_attention_rows,
     "relu2_mul": k_elementwise(_relu2),
     "silu_mul": k_elementwise(_silu),
     "add": k_elementwise(lambda a, b: a + b),
@@ -313,6 +343,7 @@ class FakeFunction:
 
     def prepared_call(self, grid: tuple, block: tuple, *args: Any) -> None:
         # pack and unpack as PyCUDA would: catches a wrong count or a float passed as int
+        _active("cuLaunchKernel")
         packed = struct.pack("=" + self.arg_format.replace("P", "Q"), *args)
         values = struct.unpack("=" + self.arg_format.replace("P", "Q"), packed)
         threads = block[0] * block[1] * block[2]
@@ -339,16 +370,32 @@ class FakeModule:
         return FakeFunction(name, self.entries[name])
 
 
-class FakeContext:
-    def push(self) -> None:
-        pass
+STACKS: dict[int, list] = {}  # PyCUDA's context stack, one per thread (by thread ident)
 
-    def pop(self) -> None:
-        pass
+
+def _active(what: str) -> None:
+    """As PyCUDA: work in a thread whose context stack is empty fails."""
+    if not STACKS.get(threading.get_ident()):
+        raise FakeLogicError(f"{what} failed: no currently active context")
+
+
+class FakeContext:
+    """A real PyCUDA aborts the process when a thread ends, or the interpreter exits, with a
+    context on its stack: tests check STACKS is empty for every thread that has finished."""
+
+    def push(self) -> None:
+        STACKS.setdefault(threading.get_ident(), []).append(self)
+
+    @staticmethod
+    def pop() -> None:
+        stack = STACKS.get(threading.get_ident())
+        if not stack:
+            raise FakeLogicError("m_stack::pop: cannot pop context from empty stack")
+        stack.pop()
 
     @staticmethod
     def synchronize() -> None:
-        pass
+        _active("cuCtxSynchronize")
 
 
 class FakeDevice:
@@ -379,10 +426,16 @@ class FakeDevice:
 
 class FakePool:
     def allocate(self, size: int) -> FakeAlloc:
+        _active("cuMemAlloc")
         return MEMORY.alloc(size)
 
     def stop_holding(self) -> None:
         pass
+
+
+def _mem_alloc(size: int) -> FakeAlloc:
+    _active("cuMemAlloc")
+    return MEMORY.alloc(size)
 
 
 def _to_device(array: np.ndarray) -> FakeAlloc:
@@ -392,20 +445,24 @@ def _to_device(array: np.ndarray) -> FakeAlloc:
 
 
 def _memcpy_htod(dst: Any, array: np.ndarray) -> None:
+    _active("cuMemcpyHtoD")
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     MEMORY.view(int(dst), np.uint8, raw.size)[:] = raw
 
 
 def _memcpy_dtoh(array: np.ndarray, src: Any) -> None:
+    _active("cuMemcpyDtoH")
     flat = array.reshape(-1).view(np.uint8)
     flat[:] = MEMORY.view(int(src), np.uint8, flat.size)
 
 
 def _memcpy_dtod(dst: Any, src: Any, size: int) -> None:
+    _active("cuMemcpyDtoD")
     MEMORY.view(int(dst), np.uint8, size)[:] = MEMORY.view(int(src), np.uint8, size)
 
 
 def _memset_d8(dst: Any, value: int, size: int) -> None:
+    _active("cuMemsetD8")
     MEMORY.view(int(dst), np.uint8, size)[:] = value
 
 
@@ -422,7 +479,7 @@ def build_modules(driver_version: int = 13000) -> dict[str, types.ModuleType]:
     driver.get_driver_version = lambda: driver_version
     driver.get_version = lambda: (13, 0, 0)
     driver.module_from_buffer = FakeModule
-    driver.mem_alloc = MEMORY.alloc
+    driver.mem_alloc = _mem_alloc
     driver.to_device = _to_device
     driver.memcpy_htod = _memcpy_htod
     driver.memcpy_dtoh = _memcpy_dtoh
@@ -442,3 +499,4 @@ def install(monkeypatch: Any, driver_version: int = 13000, emulator: Any = None)
     monkeypatch.delitem(sys.modules, "bitnet_cuda.backend", raising=False)
     monkeypatch.setattr(sys.modules[__name__], "EMULATOR", [emulator] if emulator else [])
     LAUNCHES.clear()
+    STACKS.clear()

@@ -8,6 +8,9 @@ GPU, and none was available to this work.
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import pytest
 
@@ -175,3 +178,49 @@ def test_registry_validation_cases_on_the_fake_driver(backend):
 
     result = validation.validate_backend(backend)
     assert not result.failed, "\n".join(r.line() for r in result.failed)
+
+
+def _in_thread(fn):
+    """Run fn in a thread that then ends (as the server's load thread does); its result."""
+    out = []
+    worker = threading.Thread(target=lambda: out.append((threading.get_ident(), fn())))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def test_context_follows_the_threads_and_every_push_is_popped(monkeypatch):
+    """Load in one thread, step in another, close in a third: each thread gets the context
+    before its first GPU call and pops it when it ends. PyCUDA aborts the process when a thread
+    (or the interpreter) ends with a context still pushed, as `bitnet bench --device cuda` did
+    on an H100 before this."""
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    loader, backend = _in_thread(lambda: descriptor.create(device, CreateOptions()))
+    assert fake_cuda.STACKS[loader] == []  # popped when the load thread ended
+
+    def step():
+        x = backend.upload(np.ones((2, 256), np.float32))
+        return backend.download(backend.add(x, x))
+
+    stepper, y = _in_thread(step)
+    assert fake_cuda.STACKS[stepper] == [] and np.all(y == 2)
+    assert threading.get_ident() not in fake_cuda.STACKS  # the main thread never touched it
+    backend.synchronize()
+    assert len(fake_cuda.STACKS[threading.get_ident()]) == 1
+    backend.close()
+    assert fake_cuda.STACKS[threading.get_ident()] == []
+
+
+def test_exit_handler_pops_the_main_threads_context(backend):
+    from bitnet_cuda.backend import _leave_at_exit
+
+    backend.synchronize()
+    assert len(fake_cuda.STACKS[threading.get_ident()]) == 1
+    _leave_at_exit(weakref.ref(backend))
+    assert fake_cuda.STACKS[threading.get_ident()] == []
+    backend.synchronize()  # still usable: the next call pushes again
+    assert len(fake_cuda.STACKS[threading.get_ident()]) == 1

@@ -6,6 +6,9 @@
 //              0 .. pos + i; query head h reads kv head h / (H / Hkv). q is rounded to f16
 //              before the q.K product, as ggml's F16 dot (and the contract) does
 //
+//   kv_store_rows, attention_rows: the same for one token of each of n sequences (a batched
+//              decode step), each at its own position in its own caches
+//
 // Geometry: grid (H, n), ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
 // with an online (running max) softmax in f32; the warps' partial results are merged at the end.
 // The reference subtracts the global max instead; the results agree to f32 rounding (the
@@ -33,36 +36,31 @@ extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
-    const float* __restrict__ q, const __half* __restrict__ k_cache,
-    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int pos,
-    int n_heads, int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+// One (query head, token) block: q_row [D] against cache rows 0 .. last of one KV head
+// (k_head, v_head: that head's first element in row 0, rows `width` apart) -> out_row [D].
+__device__ __forceinline__ void attend(
+    const float* __restrict__ q_row, const __half* __restrict__ k_head,
+    const __half* __restrict__ v_head, float* __restrict__ out_row, int last, int head_dim,
+    int width, float score_scale)
 {
     __shared__ float s_m[ATT_WARPS];
     __shared__ float s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_DIM];
-    const int h = blockIdx.x;
-    const int i = blockIdx.y;
     const int lane = threadIdx.x & (WARP_SIZE - 1);
     const int warp = threadIdx.x / WARP_SIZE;
-    const int kv_head = h / (n_heads / n_kv_heads);
-    const int last = pos + i;  // the last visible cache row
-    const int width = n_kv_heads * head_dim;
-    const size_t q_off = ((size_t)i * n_heads + h) * head_dim;
-    const size_t kv_off = (size_t)layer * n_ctx * width + (size_t)kv_head * head_dim;
 
     float qr[ATT_PER_LANE];
     float acc[ATT_PER_LANE];
 #pragma unroll
     for (int c = 0; c < ATT_PER_LANE; ++c) {
         const int d = lane + WARP_SIZE * c;
-        qr[c] = d < head_dim ? __half2float(__float2half_rn(q[q_off + d])) : 0.0f;
+        qr[c] = d < head_dim ? __half2float(__float2half_rn(q_row[d])) : 0.0f;
         acc[c] = 0.0f;
     }
     float m = -INFINITY;  // running max of this warp's scores
     float l = 0.0f;       // running sum of exp(score - m)
     for (int j = warp; j <= last; j += ATT_WARPS) {
-        const __half* kj = k_cache + kv_off + (size_t)j * width;
+        const __half* kj = k_head + (size_t)j * width;
         float part = 0.0f;
 #pragma unroll
         for (int c = 0; c < ATT_PER_LANE; ++c) {
@@ -76,7 +74,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
         const float correction = expf(m - m_new);  // 0 on the first key (m = -inf)
         const float p = expf(score - m_new);
         l = fmaf(l, correction, p);
-        const __half* vj = v_cache + kv_off + (size_t)j * width;
+        const __half* vj = v_head + (size_t)j * width;
 #pragma unroll
         for (int c = 0; c < ATT_PER_LANE; ++c) {
             const int d = lane + WARP_SIZE * c;
@@ -111,6 +109,57 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
             total = fmaf(s_l[w], e, total);
             o = fmaf(s_acc[w][d], e, o);
         }
-        out[q_off + d] = o / total;
+        out_row[d] = o / total;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
+    const float* __restrict__ q, const __half* __restrict__ k_cache,
+    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int pos,
+    int n_heads, int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+{
+    const int h = blockIdx.x;
+    const int i = blockIdx.y;
+    const int width = n_kv_heads * head_dim;
+    const size_t q_off = ((size_t)i * n_heads + h) * head_dim;
+    const size_t kv_off =
+        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
+    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, pos + i, head_dim, width,
+           score_scale);
+}
+
+// The rows forms: row r of k, v, q is one token of sequence r, at position pos[r] (int32 [n]) of
+// its own caches: caches[r] and caches[n + r] are the addresses of its K and V caches (all of the
+// same n_ctx and width). One launch serves a decode step of n sequences.
+extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store_rows(
+    const float* __restrict__ k, const float* __restrict__ v,
+    const unsigned long long* __restrict__ caches, const int* __restrict__ pos, int layer,
+    int width, int n_ctx)
+{
+    const int r = blockIdx.x;
+    __half* k_cache = reinterpret_cast<__half*>(caches[r]);
+    __half* v_cache = reinterpret_cast<__half*>(caches[gridDim.x + r]);
+    const size_t dst = ((size_t)layer * n_ctx + pos[r]) * width;
+    const size_t src = (size_t)r * width;
+    for (int c = threadIdx.x; c < width; c += KV_THREADS) {
+        k_cache[dst + c] = __float2half_rn(k[src + c]);
+        v_cache[dst + c] = __float2half_rn(v[src + c]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention_rows(
+    const float* __restrict__ q, const unsigned long long* __restrict__ caches,
+    const int* __restrict__ pos, float* __restrict__ out, int layer, int n_heads,
+    int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+{
+    const int h = blockIdx.x;
+    const int r = blockIdx.y;
+    const int width = n_kv_heads * head_dim;
+    const size_t q_off = ((size_t)r * n_heads + h) * head_dim;
+    const size_t kv_off =
+        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
+    const __half* k_cache = reinterpret_cast<const __half*>(caches[r]);
+    const __half* v_cache = reinterpret_cast<const __half*>(caches[gridDim.y + r]);
+    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, pos[r], head_dim, width,
+           score_scale);
 }
