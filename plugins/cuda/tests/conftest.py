@@ -1,5 +1,5 @@
-"""bitnet-cuda tests. None needs a GPU: no GPU or driver was available where they were written.
-The helpers kernel_model.py (numpy models of the kernels) and fake_cuda.py (a fake PyCUDA) sit
+"""bitnet-cuda tests. None needs a GPU (CI has none); on a machine with one the conformance suite
+runs on it (it passed on an H100, 2026-11-23: plugins/cuda/README.md). The helpers kernel_model.py (numpy models of the kernels) and fake_cuda.py (a fake PyCUDA) sit
 beside them.
 
 The conformance suite (bitnet.testing.conformance) runs on the REAL cuda backend: here, without

@@ -3,7 +3,7 @@
 Each kernel is replaced by its numpy model (kernel_model.py) reading arguments in the .cu
 parameter order, so these tests catch wrong argument order, pointer arithmetic, layouts, shapes
 and launch geometry in backend.py. They cannot catch a bug in the CUDA code itself: that needs a
-GPU, and none was available to this work.
+GPU (the conformance suite).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ reference backend: registry validation cases and a prefill + decode attention se
 
 This executes the CUDA C++ logic (indexing, warp shuffles, barriers, epilogue rounding order) on
 the CPU. It is not a GPU run: nvcc's device code generation, memory coalescing, timing and
-hardware races are not exercised. No GPU was available to this work.
+hardware races are not exercised (the conformance suite does that on a GPU).
 """
 
 from __future__ import annotations

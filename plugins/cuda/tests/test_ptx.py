@@ -1,6 +1,6 @@
 """The shipped PTX: present, current with the .cu sources, assembling with ptxas for every target,
 and declaring exactly the parameters the host passes. CI has nvcc/ptxas but no GPU, so this is
-what it can check; running the kernels needs a GPU (none was available to this work)."""
+what it can check; running the kernels needs a GPU (the conformance suite, where one is)."""
 
 from __future__ import annotations
 

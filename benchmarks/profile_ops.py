@@ -1,0 +1,109 @@
+"""Where a decode step's time goes, op by op, on any backend.
+
+    python benchmarks/profile_ops.py [-m FILE] [--device cuda] [--batch 1 8] [--steps 20]
+
+For each batch size B it runs decode steps of B sequences (``Transformer.forward`` for B = 1,
+``forward_batch`` above) twice: plain, as the engine runs them (the step time to trust), then
+with every backend op timed between two ``synchronize`` calls, which charges each op its own
+device time plus its host overhead (and adds a synchronization per op, so the synced step is
+slower than the plain one). The gap between the two totals is what asynchronous launch hides;
+on a GPU a synced op of a few microseconds of kernel means the host is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import bitnet
+from bitnet.core.model import COUNTED_OPS, Linear
+from bitnet.hal.formats import TERNARY_FORMATS
+
+
+class OpTimer:
+    """Wraps the backend's ops (and every Linear's bound op) with synchronized timers."""
+
+    def __init__(self, transformer: Any) -> None:
+        self.t = transformer
+        self.ops = transformer.ops
+        self.plain = {name: getattr(self.ops, name) for name in COUNTED_OPS}
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self.ops.synchronize
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            key = f"{name}[{args[0].rows}x{args[0].cols}]" if name.startswith("linear") else name
+            self.seconds[key] += time.perf_counter() - t0
+            self.calls[key] += 1
+            return out
+        return run
+
+    def enable(self, on: bool) -> None:
+        for name, fn in self.plain.items():
+            setattr(self.ops, name, self._timed(name, fn) if on else fn)
+        linears = [v for layer in self.t.layers for v in vars(layer).values()]
+        for lin in [*linears, *vars(self.t).values()]:
+            if isinstance(lin, Linear):
+                ternary = lin.weight.format in TERNARY_FORMATS
+                lin.run = getattr(self.ops, "linear_ternary" if ternary else "linear_float")
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int) -> float:
+    """Mean milliseconds of one decode step of `batch` sequences (after a 5-token prompt)."""
+    caches = [t.new_cache() for _ in range(batch)]
+    for cache in caches:
+        t.forward(np.arange(5, dtype=np.int32), 0, True, cache)
+    timer.reset()
+    ids = np.full(batch, 7, np.int32)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        positions = [5 + step] * batch
+        if batch == 1:
+            t.ops.download(t.forward(ids, positions[0], True, caches[0]))
+        else:
+            t.ops.download(t.forward_batch(ids, positions, caches))
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-m", "--model", help="GGUF file (default: the bundled demo model)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--top", type=int, default=14, help="ops listed per run")
+    args = p.parse_args()
+    model = bitnet.load(args.model, device=args.device, threads=args.threads, progress=False)
+    t = model.transformer
+    timer = OpTimer(t)
+    print(model)
+    for batch in args.batch:
+        for synced in (False, True):
+            timer.enable(synced)
+            ms = decode_steps(t, timer, batch, args.steps)
+            print(f"B={batch} {'synced per op' if synced else 'plain'}: step {ms:.2f} ms")
+            ranked = sorted(timer.seconds.items(), key=lambda kv: -kv[1])[:args.top]
+            for key, seconds in ranked:
+                print(f"   {key:34s} {seconds / args.steps * 1e3:8.3f} ms"
+                      f"  x{timer.calls[key] // args.steps}")
+    timer.enable(False)
+
+
+if __name__ == "__main__":
+    main()
