@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -17,6 +18,9 @@ from tests.core.fixtures import model_path  # noqa: E402
 
 MODEL = "tiny-b158-i2_s"
 API_KEY = "test-key-123"
+# the backend the live servers run on: the reference by default (every machine has it);
+# BITNET_TEST_SERVER_DEVICE=cuda runs the whole server suite on a GPU
+DEVICE = os.environ.get("BITNET_TEST_SERVER_DEVICE", "reference")
 
 
 def free_port() -> int:
@@ -32,7 +36,7 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(lambda: bitnet.load(path, device="reference", progress=False),
+        app = create_app(lambda: bitnet.load(path, device=DEVICE, progress=False),
                          ServerSettings(model_name="tiny", **settings))
         self.app = app
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")

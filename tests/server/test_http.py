@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.server.conftest import API_KEY
+from tests.server.conftest import API_KEY, DEVICE
 
 
 def post(server, path, **kw):
@@ -21,7 +21,7 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
 
 def test_health_and_metrics(server) -> None:
     h = httpx.get(server.url + "/health").json()
-    assert h["status"] == "ok" and h["backend"] == "reference"
+    assert h["status"] == "ok" and h["backend"] == DEVICE.split(":")[0]
     post(server, "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
     text = httpx.get(server.url + "/metrics").text
     for name in ("bitnet_requests_total", "bitnet_completion_tokens_total",
