@@ -296,10 +296,9 @@ class CudaBackend(KernelBackend):
         self._launch(launch.rows_launch("kv_store", n, launch.KV_THREADS), k.ptr, v.ptr,
                      int(cache.k), int(cache.v), layer, pos, width, cache.n_ctx)
         out = self._empty((n, n_heads * head_dim), np.float32)
-        score_scale = np.float32(1 / np.sqrt(head_dim))  # the reference's f32 factor
         spec = launch.heads_launch("attention", n_heads, n, launch.ATT_WARPS * 32)
         self._launch(spec, q.ptr, int(cache.k), int(cache.v), out.ptr, layer, pos, n_heads,
-                     n_kv_heads, head_dim, cache.n_ctx, score_scale)
+                     n_kv_heads, head_dim, cache.n_ctx, _score_scale(head_dim))
         return out
 
     def attention_rows(self, q: CudaBuffer, k: CudaBuffer, v: CudaBuffer,
@@ -331,7 +330,7 @@ class CudaBackend(KernelBackend):
         out = self._empty((n, n_heads * head_dim), np.float32)
         self._launch(launch.heads_launch("attention_rows", n_heads, n, launch.ATT_WARPS * 32),
                      rq.ptr, table.ptr, pos_ptr, out.ptr, layer, n_heads, n_kv_heads, head_dim,
-                     n_ctx, np.float32(1 / np.sqrt(head_dim)))
+                     n_ctx, _score_scale(head_dim))
         return out
 
     def _rows_table(self, caches: list[CudaKVCache], positions: list[int]) -> CudaBuffer:
@@ -402,6 +401,11 @@ class CudaBackend(KernelBackend):
                 "gemm_tokens_per_warp": launch.GEMM_TOKENS, "ptx": ptx.fingerprint()}
 
 
+def _score_scale(head_dim: int) -> np.float32:
+    """The attention scores' factor, rounded to f32 as the reference does."""
+    return np.float32(1 / np.sqrt(head_dim))
+
+
 class _Pushed:
     """Held in a thread-local: dropped when its thread ends (CPython clears a finished thread's
     locals in that thread) or on ``_leave``, and then pops the context from that thread's stack."""
@@ -411,8 +415,8 @@ class _Pushed:
 
 
 def _leave_at_exit(ref: weakref.ref) -> None:
-    """atexit: PyCUDA's own exit handler (registered before ours, so run after it) aborts the
-    process if a context is still on the main thread's stack."""
+    """atexit: PyCUDA aborts the process if a context is still on the main thread's stack when
+    that stack is destroyed, after the atexit handlers have run."""
     backend = ref()
     if backend is not None and backend._context is not None:
         backend._leave()
