@@ -113,19 +113,29 @@ __device__ __forceinline__ void attend(
     }
 }
 
+// Block (h, i) of grid (H, n): query head h of row i of q, against `layer` of the caches up to
+// row `last`; query head h reads KV head h / (H / Hkv).
+__device__ __forceinline__ void attend_block(
+    const float* __restrict__ q, const __half* __restrict__ k_cache,
+    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int last, int n_heads,
+    int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+{
+    const int h = blockIdx.x;
+    const int width = n_kv_heads * head_dim;
+    const size_t q_off = ((size_t)blockIdx.y * n_heads + h) * head_dim;
+    const size_t kv_off =
+        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
+    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, last, head_dim, width,
+           score_scale);
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
     const float* __restrict__ q, const __half* __restrict__ k_cache,
     const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int pos,
     int n_heads, int n_kv_heads, int head_dim, int n_ctx, float score_scale)
 {
-    const int h = blockIdx.x;
-    const int i = blockIdx.y;
-    const int width = n_kv_heads * head_dim;
-    const size_t q_off = ((size_t)i * n_heads + h) * head_dim;
-    const size_t kv_off =
-        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
-    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, pos + i, head_dim, width,
-           score_scale);
+    attend_block(q, k_cache, v_cache, out, layer, pos + blockIdx.y, n_heads, n_kv_heads, head_dim,
+                 n_ctx, score_scale);
 }
 
 // The rows forms: row r of k, v, q is one token of sequence r, at position pos[r] (int32 [n]) of
@@ -152,14 +162,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention_ro
     const int* __restrict__ pos, float* __restrict__ out, int layer, int n_heads,
     int n_kv_heads, int head_dim, int n_ctx, float score_scale)
 {
-    const int h = blockIdx.x;
     const int r = blockIdx.y;
-    const int width = n_kv_heads * head_dim;
-    const size_t q_off = ((size_t)r * n_heads + h) * head_dim;
-    const size_t kv_off =
-        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
-    const __half* k_cache = reinterpret_cast<const __half*>(caches[r]);
-    const __half* v_cache = reinterpret_cast<const __half*>(caches[gridDim.y + r]);
-    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, pos[r], head_dim, width,
-           score_scale);
+    attend_block(q, reinterpret_cast<const __half*>(caches[r]),
+                 reinterpret_cast<const __half*>(caches[gridDim.y + r]), out, layer, pos[r],
+                 n_heads, n_kv_heads, head_dim, n_ctx, score_scale);
 }
