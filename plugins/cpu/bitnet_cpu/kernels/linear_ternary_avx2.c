@@ -86,6 +86,12 @@ static void tile_blocks_1tok(const uint8_t *w, int K, const int8_t *q, int32_t *
     }
 }
 
+/* Sums of a few 128-column groups kept in 16-bit lanes before widening: a maddubs lane is two
+ * products code (0..2) x activation (-128..127), in [-512, 508]; four of them per group sum to
+ * [-2048, 2032], so 16 groups fit an int16 exactly ([-32768, 32512]). One vpmaddwd per 16
+ * groups instead of one per group frees the multiply port that the maddubs need. */
+#define TILE_GROUPS_I16 16
+
 static inline __attribute__((always_inline)) void
 tile_avx2(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride, int32_t *sums,
           const int nt)
@@ -98,27 +104,38 @@ tile_avx2(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride, int
         for (int t = 0; t < nt; t++) {
             acc[t] = _mm256_setzero_si256();
         }
-        for (int g = s * gps; g < (s + 1) * gps; g++) {
-            if ((g & 1) == 0) {  /* one prefetch per 64-byte line */
-                _mm_prefetch((const char *)(w + (size_t)g * 32 + BN_PREFETCH_BYTES),
-                             _MM_HINT_T0);
-            }
-            __m256i wb = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));
-            __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(wb, 6), mask);
-            __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(wb, 4), mask);
-            __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(wb, 2), mask);
-            __m256i c3 = _mm256_and_si256(wb, mask);
+        for (int g0 = s * gps; g0 < (s + 1) * gps; g0 += TILE_GROUPS_I16) {
+            int g1 = g0 + TILE_GROUPS_I16 < (s + 1) * gps ? g0 + TILE_GROUPS_I16 : (s + 1) * gps;
+            __m256i acc16[BN_TILE_MAX_TOKENS];
             for (int t = 0; t < nt; t++) {
-                const int8_t *qg = q + (size_t)t * qstride + (size_t)g * 128;
-                __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)qg));
-                __m256i p1 = _mm256_maddubs_epi16(
-                    c1, _mm256_loadu_si256((const __m256i *)(qg + 32)));
-                __m256i p2 = _mm256_maddubs_epi16(
-                    c2, _mm256_loadu_si256((const __m256i *)(qg + 64)));
-                __m256i p3 = _mm256_maddubs_epi16(
-                    c3, _mm256_loadu_si256((const __m256i *)(qg + 96)));
-                __m256i p = _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(p, ones));
+                acc16[t] = _mm256_setzero_si256();
+            }
+            for (int g = g0; g < g1; g++) {
+                if ((g & 1) == 0) {  /* one prefetch per 64-byte line */
+                    _mm_prefetch((const char *)(w + (size_t)g * 32 + BN_PREFETCH_BYTES),
+                                 _MM_HINT_T0);
+                }
+                __m256i wb = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));
+                __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(wb, 6), mask);
+                __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(wb, 4), mask);
+                __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(wb, 2), mask);
+                __m256i c3 = _mm256_and_si256(wb, mask);
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *qg = q + (size_t)t * qstride + (size_t)g * 128;
+                    __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)qg));
+                    __m256i p1 = _mm256_maddubs_epi16(
+                        c1, _mm256_loadu_si256((const __m256i *)(qg + 32)));
+                    __m256i p2 = _mm256_maddubs_epi16(
+                        c2, _mm256_loadu_si256((const __m256i *)(qg + 64)));
+                    __m256i p3 = _mm256_maddubs_epi16(
+                        c3, _mm256_loadu_si256((const __m256i *)(qg + 96)));
+                    acc16[t] = _mm256_add_epi16(
+                        acc16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1),
+                                                   _mm256_add_epi16(p2, p3)));
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(acc16[t], ones));
             }
         }
         for (int t = 0; t < nt; t++) {
