@@ -14,16 +14,16 @@ Threads: a CUDA context is current per thread, and a server loads the model in o
 steps it in another, so every entry point that touches the GPU first makes the backend's
 context current in the calling thread (``_here``). PyCUDA aborts the process when a thread
 ends, or the interpreter exits, with a context left on that thread's stack, so each push is
-popped in its own thread: when the thread ends (a thread-local guard), at exit (atexit) or on
-``close``.
+popped in its own thread: when the thread ends (a guard in a module-level thread-local, so it
+outlives the backend), at exit (atexit) or on ``close`` (the closing thread's own push).
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import math
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,9 +97,8 @@ class CudaBackend(KernelBackend):
         self.device = device
         dev = cuda.Device(device.index)
         self._context = dev.retain_primary_context()
-        self._thread = threading.local()  # .pushed: a _Pushed guard in each thread that pushed
+        self._key = next(_BACKEND_KEYS)  # this backend's entry in each thread's _PUSHED
         self._here()
-        atexit.register(_leave_at_exit, weakref.ref(self))
         self._arch = ptx.arch_for(dev.compute_capability())
         self._pool = DeviceMemoryPool()
         self._rows_key: tuple | None = None  # _rows_table's last table and what it holds
@@ -132,14 +131,14 @@ class CudaBackend(KernelBackend):
 
     def _here(self) -> None:
         """Make the context current in the calling thread (once per thread)."""
-        if not hasattr(self._thread, "pushed"):
+        pushed = _pushed_here()
+        if self._key not in pushed:
             self._context.push()
-            self._thread.pushed = _Pushed()
+            pushed[self._key] = _Pushed()
 
     def _leave(self) -> None:
         """Pop the context from the calling thread's stack, if it pushed it."""
-        if hasattr(self._thread, "pushed"):
-            del self._thread.pushed  # pops
+        _pushed_here().pop(self._key, None)  # the guard pops as it goes
 
     def _launch(self, spec: launch.Launch, *args: Any) -> None:
         self._here()
@@ -406,17 +405,31 @@ def _score_scale(head_dim: int) -> np.float32:
     return np.float32(1 / np.sqrt(head_dim))
 
 
+_PUSHED = threading.local()  # .by_backend: {backend key: _Pushed} of the contexts this thread pushed
+_BACKEND_KEYS = itertools.count()
+
+
+def _pushed_here() -> dict[int, _Pushed]:
+    try:
+        return _PUSHED.by_backend
+    except AttributeError:
+        _PUSHED.by_backend = {}
+        return _PUSHED.by_backend
+
+
 class _Pushed:
-    """Held in a thread-local: dropped when its thread ends (CPython clears a finished thread's
-    locals in that thread) or on ``_leave``, and then pops the context from that thread's stack."""
+    """One push of a backend's context in one thread. Dropped when the thread ends (CPython
+    clears a finished thread's locals in that thread; _PUSHED is module-level, so this holds
+    even after the backend is gone) or by ``_leave`` in the same thread; it then pops the
+    context from that thread's stack."""
 
     def __del__(self) -> None:
         cuda.Context.pop()
 
 
-def _leave_at_exit(ref: weakref.ref) -> None:
-    """atexit: PyCUDA aborts the process if a context is still on the main thread's stack when
-    that stack is destroyed, after the atexit handlers have run."""
-    backend = ref()
-    if backend is not None and backend._context is not None:
-        backend._leave()
+@atexit.register
+def _leave_at_exit() -> None:
+    """Pop every push of the main thread, while PyCUDA is still whole: PyCUDA aborts the
+    process if a context is still on the main thread's stack when that stack is destroyed,
+    after the atexit handlers have run."""
+    _pushed_here().clear()

@@ -8,8 +8,8 @@ GPU (the conformance suite).
 
 from __future__ import annotations
 
+import gc
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -220,7 +220,42 @@ def test_exit_handler_pops_the_main_threads_context(backend):
 
     backend.synchronize()
     assert len(fake_cuda.STACKS[threading.get_ident()]) == 1
-    _leave_at_exit(weakref.ref(backend))
+    _leave_at_exit()
     assert fake_cuda.STACKS[threading.get_ident()] == []
     backend.synchronize()  # still usable: the next call pushes again
     assert len(fake_cuda.STACKS[threading.get_ident()]) == 1
+
+
+def test_a_thread_that_outlives_the_backend_pops_its_own_push(monkeypatch):
+    """A worker thread steps the model, the app drops the model, then the worker ends: the
+    worker's push is popped by the worker (not by whichever thread collected the backend), and
+    the main thread's stack is left alone."""
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    backend = descriptor.create(device, CreateOptions())
+    stepped, release, worker_id = threading.Event(), threading.Event(), []
+
+    def worker():
+        worker_id.append(threading.get_ident())
+        backend.download(backend.upload(np.ones((1, 8), np.float32)))
+        stepped.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    stepped.wait(10)
+    main = threading.get_ident()
+    assert len(fake_cuda.STACKS[main]) == 1 and len(fake_cuda.STACKS[worker_id[0]]) == 1
+    del backend
+    gc.collect()
+    assert len(fake_cuda.STACKS[main]) == 1  # no other thread's guard popped main's stack
+    release.set()
+    thread.join()
+    assert fake_cuda.STACKS[worker_id[0]] == []
+    from bitnet_cuda.backend import _leave_at_exit
+
+    _leave_at_exit()  # the backend is gone; the main thread's push is still popped at exit
+    assert fake_cuda.STACKS[main] == []
