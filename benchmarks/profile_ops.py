@@ -63,16 +63,17 @@ class OpTimer:
         self.calls.clear()
 
 
-def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int) -> float:
-    """Mean milliseconds of one decode step of `batch` sequences (after a 5-token prompt)."""
+def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) -> float:
+    """Mean milliseconds of one decode step of `batch` sequences, each after a `prompt`-token
+    prompt (attention's share grows with it)."""
     caches = [t.new_cache() for _ in range(batch)]
     for cache in caches:
-        t.forward(np.arange(5, dtype=np.int32), 0, True, cache)
+        t.forward(np.arange(prompt, dtype=np.int32) % 100 + 1, 0, True, cache)
     timer.reset()
     ids = np.full(batch, 7, np.int32)
     t0 = time.perf_counter()
     for step in range(steps):
-        positions = [5 + step] * batch
+        positions = [prompt + step] * batch
         if batch == 1:
             t.ops.download(t.forward(ids, positions[0], True, caches[0]))
         else:
@@ -87,6 +88,7 @@ def main() -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--prompt", type=int, default=5, help="tokens in each sequence before decoding")
     p.add_argument("--top", type=int, default=14, help="ops listed per run")
     args = p.parse_args()
     model = bitnet.load(args.model, device=args.device, threads=args.threads, progress=False)
@@ -96,7 +98,7 @@ def main() -> None:
     for batch in args.batch:
         for synced in (False, True):
             timer.enable(synced)
-            ms = decode_steps(t, timer, batch, args.steps)
+            ms = decode_steps(t, timer, batch, args.steps, args.prompt)
             print(f"B={batch} {'synced per op' if synced else 'plain'}: step {ms:.2f} ms")
             ranked = sorted(timer.seconds.items(), key=lambda kv: -kv[1])[:args.top]
             for key, seconds in ranked:
