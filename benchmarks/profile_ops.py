@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 import bitnet
-from bitnet.core.model import COUNTED_OPS, Linear
-from bitnet.hal.formats import TERNARY_FORMATS
+from bitnet.core.model import COUNTED_OPS, Linear, matmul_op
 
 
 class OpTimer:
@@ -55,8 +54,7 @@ class OpTimer:
         linears = [v for layer in self.t.layers for v in vars(layer).values()]
         for lin in [*linears, *vars(self.t).values()]:
             if isinstance(lin, Linear):
-                ternary = lin.weight.format in TERNARY_FORMATS
-                lin.run = getattr(self.ops, "linear_ternary" if ternary else "linear_float")
+                lin.run = matmul_op(self.ops, lin.weight.format)
 
     def reset(self) -> None:
         self.seconds.clear()

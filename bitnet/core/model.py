@@ -52,6 +52,13 @@ class CountingBackend:
         return getattr(self.inner, name)
 
 
+def matmul_op(ops: Any, fmt: Any) -> Callable[[Weight, Buffer], Buffer]:
+    """The op of ``ops`` that runs a weight of format ``fmt``: ternary formats with their
+    activation quantization; float formats (an F16 file, or a Q8_0 head) as plain float
+    matmuls, as llama.cpp and bitnet.cpp run them."""
+    return ops.linear_ternary if fmt in TERNARY_FORMATS else ops.linear_float
+
+
 @dataclass
 class Linear:
     """One matmul: a device weight and the op that runs it, chosen at load from its format."""
@@ -101,10 +108,7 @@ class Transformer:
         return self.ops.upload(np.ascontiguousarray(w, dtype=np.float32).reshape(1, -1))
 
     def _linear(self, t: WeightTensor) -> Linear:
-        # ternary formats run with their activation quantization; float formats (an F16 file, or
-        # a Q8_0 head) run as plain float matmuls, as llama.cpp and bitnet.cpp run them
-        run = self.ops.linear_ternary if t.format in TERNARY_FORMATS else self.ops.linear_float
-        return Linear(self.ops.load_weight(t), run)
+        return Linear(self.ops.load_weight(t), matmul_op(self.ops, t.format))
 
     def _layer(self, lw: Any) -> Layer:
         return Layer(

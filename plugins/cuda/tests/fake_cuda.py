@@ -261,15 +261,19 @@ def k_attention(grid, block, q, k_cache, v_cache, out, layer, pos, n_heads, n_kv
     MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
 
 
+def _positions(pos: int, n: int) -> list[int]:
+    return [int(p) for p in MEMORY.view(pos, np.int32, n)]
+
+
 def _rows_table(caches: int, pos: int, n: int) -> tuple[list[int], list[int], list[int]]:
     """The *_rows kernels' table: n K cache addresses, n V cache addresses, n positions."""
-    ptrs = [int(p) for p in MEMORY.view(caches, np.uint64, 2 * n)] if caches else [0] * 2 * n
-    return ptrs[:n], ptrs[n:], [int(p) for p in MEMORY.view(pos, np.int32, n)]
+    ptrs = [int(p) for p in MEMORY.view(caches, np.uint64, 2 * n)]
+    return ptrs[:n], ptrs[n:], _positions(pos, n)
 
 
 def k_rope_rows(grid, block, x, y, n_heads, head_dim, pos, theta):
     row = n_heads * head_dim * 4
-    for r, p in enumerate(_rows_table(0, pos, grid[1])[2]):
+    for r, p in enumerate(_positions(pos, grid[1])):
         k_rope((n_heads, 1, 1), block, x + r * row, y + r * row, n_heads, head_dim, p, theta)
 
 
