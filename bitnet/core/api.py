@@ -31,13 +31,27 @@ def demo_model_path() -> Path:
     return path
 
 
+def resolve_model_path(path: str | os.PathLike[str] | None, progress: bool | None) -> Path:
+    """The GGUF file to open: ``path`` itself, the demo model for None, or for a Hugging Face
+    checkpoint directory the GGUF converted from it once into the cache (bitnet.convert)."""
+    if path is None:
+        return demo_model_path()
+    path = Path(path)
+    if path.is_dir():
+        from bitnet.convert import cached_gguf
+
+        return cached_gguf(path, progress=progress)
+    return path
+
+
 def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
          threads: int | None = None, ternarize: bool = False, n_ctx: int | None = None,
          pretokenizer: str | None = None, progress: bool | None = None,
          revalidate: bool = False) -> "Model":
     """Open a BitNet GGUF file on the best validated backend.
 
-    path: a GGUF file; None loads the bundled demo model.
+    path: a GGUF file, a Hugging Face checkpoint directory (converted once into the cache,
+        see docs/models.md); None loads the bundled demo model.
     device: "auto", "cpu", "cuda:1", "opencl:0", "reference", an ordered list "cuda,cpu", ...;
         None means $BITNET_DEVICE, else "auto". An explicit device that cannot be used is an
         error naming why, never a silent substitute.
@@ -56,7 +70,7 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     from bitnet.hal import CreateOptions
     from bitnet.registry import select
 
-    path = Path(path) if path is not None else demo_model_path()
+    path = resolve_model_path(path, progress)
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     gguf = open_gguf(path)

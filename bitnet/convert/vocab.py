@@ -1,0 +1,272 @@
+"""A checkpoint's tokenizer files -> GGUF ``tokenizer.*`` metadata, as llama.cpp's converter
+writes it (models.md 6).
+
+- ``tokenizer.model`` (SentencePiece, 1bitLLM's Llama-2 vocabulary): model ``llama``, pieces,
+  scores and piece types (SentencePiece's type numbers are llama.cpp's token types), plus the
+  added tokens of ``added_tokens.json`` / ``tokenizer_config.json``.
+- else ``tokenizer.json`` with a byte-level BPE model: model ``gpt2``, vocabulary, merges, added
+  tokens (special -> CONTROL, other -> USER_DEFINED), and ``tokenizer.ggml.pre`` named from the
+  pre-tokenizer the file declares (not from a hash of sample tokenizations, as llama.cpp does:
+  the structure is what decides how text is split, and it is there to read).
+
+Missing ids up to the model's vocab_size are padded with ``[PAD{id}]`` UNUSED tokens, as
+llama.cpp does. Special token ids, ``add_bos``/``add_eos`` and the chat template come from
+``tokenizer_config.json`` (then tokenizer.json's post-processor, then config.json).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bitnet.convert.checkpoint import Checkpoint
+from bitnet.convert.errors import ConvertError
+
+__all__ = ["PRE_TOKENIZERS", "vocab_metadata"]
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# transformers' spelling of the LLaMA-3 split regex (tokenizer.json of Llama-3 vocabularies)
+_LLAMA3_HF_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# pre-tokenizer structure (steps as _pre_steps describes them) -> tokenizer.ggml.pre
+PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
+    (f"split:{_LLAMA3_HF_REGEX}", "bytelevel"): "llama-bpe",  # Llama-3, 2B-4T
+    ("bytelevel+regex",): "gpt-2",  # GPT-2 / GPT-NeoX style (TriLM [U])
+    ("punctuation", "bytelevel+regex", "digits:single"): "falcon3",  # bitnet.cpp's falcon3 [U]
+    ("punctuation", "bytelevel+regex", "digits", "split:[0-9][0-9][0-9]"): "falcon",
+}
+
+
+def vocab_metadata(ckpt: Checkpoint, n_vocab: int, pre: str | None = None) -> dict[str, Any]:
+    """tokenizer.* keys for a model with ``n_vocab`` embedding rows. ``pre`` overrides the
+    detected pre-tokenizer name of a byte-level BPE vocabulary."""
+    tok_config = ckpt.read_json("tokenizer_config.json")
+    if (ckpt.dir / "tokenizer.model").is_file():
+        meta = _sentencepiece(ckpt, tok_config, n_vocab)
+    elif (ckpt.dir / "tokenizer.json").is_file():
+        meta = _byte_level_bpe(ckpt, tok_config, n_vocab, pre)
+    else:
+        raise ConvertError(f"{ckpt.dir}: no tokenizer.model or tokenizer.json; a GGUF file "
+                           "needs the vocabulary")
+    tokens = meta["tokenizer.ggml.tokens"]
+    meta.update(_special_ids(ckpt, tok_config, tokens, meta))
+    template = _chat_template(ckpt, tok_config)
+    if template:
+        meta["tokenizer.chat_template"] = template
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# SentencePiece
+
+
+def _sentencepiece(ckpt: Checkpoint, tok_config: dict[str, Any], n_vocab: int) -> dict[str, Any]:
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto: Any = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
+    path = ckpt.dir / "tokenizer.model"
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception as err:  # protobuf's DecodeError; any failure means a bad file
+        raise ConvertError(f"{path}: not a SentencePiece model ({err})") from None
+    tokens = [p.piece for p in proto.pieces]
+    scores = [float(p.score) for p in proto.pieces]
+    types = [int(p.type) for p in proto.pieces]  # SentencePiece numbers = llama.cpp's
+    added = _added_tokens(ckpt, tok_config)
+    for token_id in sorted(added):
+        text, special = added[token_id]
+        if token_id < len(tokens):
+            continue  # an added token that is already a piece keeps its piece entry
+        _pad_to(token_id, tokens, scores, types)
+        tokens.append(text)
+        scores.append(-1000.0)
+        types.append(CONTROL if special else USER_DEFINED)
+    _check_size(len(tokens), n_vocab, "tokenizer.model (with added tokens)")
+    _pad_to(n_vocab, tokens, scores, types)
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.add_space_prefix": bool(proto.normalizer_spec.add_dummy_prefix),
+    }
+
+
+def _added_tokens(ckpt: Checkpoint, tok_config: dict[str, Any]) -> dict[int, tuple[str, bool]]:
+    """id -> (text, special) from added_tokens.json and tokenizer_config's decoder table."""
+    added: dict[int, tuple[str, bool]] = {}
+    for text, token_id in ckpt.read_json("added_tokens.json").items():
+        if isinstance(token_id, int):
+            added[token_id] = (text, False)
+    decoder = tok_config.get("added_tokens_decoder") or {}
+    for key, spec in decoder.items():
+        if isinstance(spec, dict) and str(key).isdigit() and isinstance(spec.get("content"), str):
+            added[int(key)] = (spec["content"], bool(spec.get("special")))
+    return added
+
+
+def _pad_to(n: int, tokens: list[str], scores: list[float], types: list[int]) -> None:
+    while len(tokens) < n:
+        tokens.append(f"[PAD{len(tokens)}]")
+        scores.append(-1000.0)
+        types.append(UNUSED)
+
+
+def _check_size(n_tokens: int, n_vocab: int, what: str) -> None:
+    if n_tokens > n_vocab:
+        raise ConvertError(f"{what} has {n_tokens} tokens but the model's vocab_size is "
+                           f"{n_vocab}")
+
+
+# ---------------------------------------------------------------------------------------------
+# byte-level BPE (tokenizer.json)
+
+
+def _byte_level_bpe(ckpt: Checkpoint, tok_config: dict[str, Any], n_vocab: int,
+                    pre: str | None) -> dict[str, Any]:
+    path = ckpt.dir / "tokenizer.json"
+    spec = ckpt.read_json("tokenizer.json")
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise ConvertError(f"{path}: model type {model.get('type')!r} is not a BPE vocabulary "
+                           "(and there is no tokenizer.model)")
+    steps = _pre_steps(spec.get("pre_tokenizer"))
+    if not any(s.startswith("bytelevel") for s in steps):
+        raise ConvertError(f"{path}: not a byte-level BPE (pre-tokenizer {list(steps)}); "
+                           "bitnet converts byte-level BPE or SentencePiece vocabularies")
+    if pre is None:
+        pre = _pre_name(steps, ckpt, path)
+    by_id: dict[int, tuple[str, int]] = {i: (t, NORMAL) for t, i in model["vocab"].items()}
+    for entry in spec.get("added_tokens") or []:
+        kind = CONTROL if entry.get("special") else USER_DEFINED
+        by_id[int(entry["id"])] = (entry["content"], kind)
+    size = max(by_id) + 1 if by_id else 0
+    _check_size(size, n_vocab, str(path))
+    tokens = []
+    types = []
+    for i in range(n_vocab):
+        text, kind = by_id.get(i, (f"[PAD{i}]", UNUSED))
+        tokens.append(text)
+        types.append(kind)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": merges,
+    }
+
+
+def _pre_steps(node: Any) -> tuple[str, ...]:
+    """A tokenizer.json pre_tokenizer -> its steps as short strings, e.g. ("punctuation",
+    "bytelevel+regex", "digits:single"); unknown steps keep their type name."""
+    if not isinstance(node, dict):
+        return ()
+    kind = node.get("type")
+    if kind == "Sequence":
+        return tuple(s for child in node.get("pretokenizers") or [] for s in _pre_steps(child))
+    if kind == "ByteLevel":
+        return ("bytelevel+regex" if node.get("use_regex", True) else "bytelevel",)
+    if kind == "Split":
+        pattern = node.get("pattern") or {}
+        return (f"split:{pattern.get('Regex', pattern.get('String'))}",)
+    if kind == "Digits":
+        return ("digits:single" if node.get("individual_digits") else "digits",)
+    return (str(kind).lower(),)
+
+
+def _pre_name(steps: tuple[str, ...], ckpt: Checkpoint, path: Any) -> str:
+    name = PRE_TOKENIZERS.get(steps)
+    if name is None:
+        raise ConvertError(f"{path}: pre-tokenizer {json.dumps(list(steps))} is not one bitnet "
+                           "knows; name llama.cpp's equivalent with --pre (e.g. llama-bpe, "
+                           "gpt-2, falcon3)")
+    if name == "falcon3" and ckpt.config.get("is_bitnet_config"):
+        # Falcon-E (onebitllms marks its configs so): bitnet.cpp names its vocabulary falcon_e
+        return "falcon_e"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# special tokens and chat template
+
+
+def _special_ids(ckpt: Checkpoint, tok_config: dict[str, Any], tokens: list[str],
+                 meta: dict[str, Any]) -> dict[str, Any]:
+    index = {t: i for i, t in enumerate(tokens)}
+    config = ckpt.config
+    out: dict[str, Any] = {}
+    for name in ("bos", "eos", "unk", "pad"):
+        token_id = _token_id(tok_config.get(f"{name}_token"), index)
+        if token_id is None:
+            token_id = _config_id(config.get(f"{name}_token_id"), len(tokens))
+        if token_id is not None:
+            out[f"tokenizer.ggml.{name}_token_id"] = token_id
+    if "<|eot_id|>" in index:
+        out["tokenizer.ggml.eot_token_id"] = index["<|eot_id|>"]
+    sentencepiece = meta["tokenizer.ggml.model"] == "llama"
+    out["tokenizer.ggml.add_bos_token"] = _add_special(
+        ckpt, tok_config, "add_bos_token", tokens, out.get("tokenizer.ggml.bos_token_id"),
+        default=sentencepiece)
+    out["tokenizer.ggml.add_eos_token"] = bool(tok_config.get("add_eos_token", False))
+    return out
+
+
+def _token_id(value: Any, index: dict[str, int]) -> int | None:
+    if isinstance(value, dict):  # {"content": "<s>", ...}
+        value = value.get("content")
+    return index.get(value) if isinstance(value, str) else None
+
+
+def _config_id(value: Any, n: int) -> int | None:
+    if isinstance(value, list):  # eos_token_id may list several; llama.cpp keeps the first
+        value = value[0] if value else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
+        return value
+    return None
+
+
+def _add_special(ckpt: Checkpoint, tok_config: dict[str, Any], key: str, tokens: list[str],
+                 bos_id: int | None, default: bool) -> bool:
+    value = tok_config.get(key)
+    if isinstance(value, bool):
+        return value
+    post = ckpt.read_json("tokenizer.json").get("post_processor") if (
+        ckpt.dir / "tokenizer.json").is_file() else None
+    template = _template_processing(post)
+    if template is not None and bos_id is not None:
+        # LLaMA-3 style: the post-processor puts the BOS token before every sequence
+        first = template[0] if template else {}
+        special = first.get("SpecialToken", {}) if isinstance(first, dict) else {}
+        return special.get("id") == tokens[bos_id]
+    return default
+
+
+def _template_processing(post: Any) -> list[Any] | None:
+    if not isinstance(post, dict):
+        return None
+    if post.get("type") == "TemplateProcessing":
+        single = post.get("single")
+        return single if isinstance(single, list) else None
+    if post.get("type") == "Sequence":
+        for child in post.get("processors") or []:
+            found = _template_processing(child)
+            if found is not None:
+                return found
+    return None
+
+
+def _chat_template(ckpt: Checkpoint, tok_config: dict[str, Any]) -> str | None:
+    template = tok_config.get("chat_template")
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if isinstance(template, str) and template:
+        return template
+    path = ckpt.dir / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    return None
