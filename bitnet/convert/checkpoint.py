@@ -15,7 +15,7 @@ import numpy as np
 from bitnet.convert.errors import ConvertError
 from bitnet.convert.safetensors_file import SafetensorsFile, TensorEntry, to_f32
 
-__all__ = ["Checkpoint", "is_checkpoint_dir"]
+__all__ = ["Checkpoint", "is_checkpoint_dir", "read_json"]
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -24,6 +24,23 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     """A directory with a config.json: what ``bitnet.load`` converts before running."""
     path = Path(path)
     return path.is_dir() and (path / "config.json").is_file()
+
+
+def read_json(directory: Path, name: str, required: bool = False) -> dict[str, Any]:
+    """A JSON object file of a checkpoint, or {} when absent and not required."""
+    path = directory / name
+    if not path.is_file():
+        if required:
+            raise ConvertError(f"{directory}: {name} is missing (not a Hugging Face checkpoint "
+                               "directory?)")
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConvertError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ConvertError(f"{path}: expected a JSON object")
+    return value
 
 
 class Checkpoint:
@@ -43,20 +60,7 @@ class Checkpoint:
                 self._where[name] = shard
 
     def read_json(self, name: str, required: bool = False) -> dict[str, Any]:
-        """A JSON object file of the checkpoint, or {} when absent and not required."""
-        path = self.dir / name
-        if not path.is_file():
-            if required:
-                raise ConvertError(f"{self.dir}: {name} is missing (not a Hugging Face "
-                                   "checkpoint directory?)")
-            return {}
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConvertError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(value, dict):
-            raise ConvertError(f"{path}: expected a JSON object")
-        return value
+        return read_json(self.dir, name, required)
 
     def _shards(self) -> list[SafetensorsFile]:
         index = self.dir / INDEX_FILE

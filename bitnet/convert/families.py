@@ -50,7 +50,8 @@ NORMS = {
 }
 _BITNET_SUB_NORMS = {"self_attn.attn_sub_norm": "attn_sub_norm",
                      "mlp.ffn_sub_norm": "ffn_sub_norm"}
-_1BITLLM_SUB_NORMS = {"self_attn.inner_attn_ln": "attn_sub_norm", "mlp.ffn_layernorm": "ffn_sub_norm"}
+_1BITLLM_SUB_NORMS = {"self_attn.inner_attn_ln": "attn_sub_norm",
+                      "mlp.ffn_layernorm": "ffn_sub_norm"}
 # stored by some older checkpoints; llama.cpp's converter skips them too (derived from theta)
 IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 

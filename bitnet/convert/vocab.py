@@ -17,9 +17,10 @@ llama.cpp does. Special token ids, ``add_bos``/``add_eos`` and the chat template
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from bitnet.convert.checkpoint import Checkpoint
+from bitnet.convert.checkpoint import read_json
 from bitnet.convert.errors import ConvertError
 
 __all__ = ["PRE_TOKENIZERS", "vocab_metadata"]
@@ -38,9 +39,12 @@ PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
 }
 
 
-def vocab_metadata(ckpt: Checkpoint, n_vocab: int, pre: str | None = None) -> dict[str, Any]:
-    """tokenizer.* keys for a model with ``n_vocab`` embedding rows. ``pre`` overrides the
-    detected pre-tokenizer name of a byte-level BPE vocabulary."""
+def vocab_metadata(directory: Path, config: dict[str, Any], n_vocab: int,
+                   pre: str | None = None) -> dict[str, Any]:
+    """tokenizer.* keys for a model with ``n_vocab`` embedding rows, from the tokenizer files
+    in ``directory`` and its config.json contents ``config``. ``pre`` overrides the detected
+    pre-tokenizer name of a byte-level BPE vocabulary."""
+    ckpt = _Files(Path(directory), config)
     tok_config = ckpt.read_json("tokenizer_config.json")
     if (ckpt.dir / "tokenizer.model").is_file():
         meta = _sentencepiece(ckpt, tok_config, n_vocab)
@@ -57,11 +61,22 @@ def vocab_metadata(ckpt: Checkpoint, n_vocab: int, pre: str | None = None) -> di
     return meta
 
 
+class _Files:
+    """The tokenizer side of a checkpoint directory."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.dir = directory
+        self.config = config
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        return read_json(self.dir, name)
+
+
 # ---------------------------------------------------------------------------------------------
 # SentencePiece
 
 
-def _sentencepiece(ckpt: Checkpoint, tok_config: dict[str, Any], n_vocab: int) -> dict[str, Any]:
+def _sentencepiece(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int) -> dict[str, Any]:
     from sentencepiece import sentencepiece_model_pb2
 
     proto: Any = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
@@ -94,7 +109,7 @@ def _sentencepiece(ckpt: Checkpoint, tok_config: dict[str, Any], n_vocab: int) -
     }
 
 
-def _added_tokens(ckpt: Checkpoint, tok_config: dict[str, Any]) -> dict[int, tuple[str, bool]]:
+def _added_tokens(ckpt: _Files, tok_config: dict[str, Any]) -> dict[int, tuple[str, bool]]:
     """id -> (text, special) from added_tokens.json and tokenizer_config's decoder table."""
     added: dict[int, tuple[str, bool]] = {}
     for text, token_id in ckpt.read_json("added_tokens.json").items():
@@ -124,7 +139,7 @@ def _check_size(n_tokens: int, n_vocab: int, what: str) -> None:
 # byte-level BPE (tokenizer.json)
 
 
-def _byte_level_bpe(ckpt: Checkpoint, tok_config: dict[str, Any], n_vocab: int,
+def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
                     pre: str | None) -> dict[str, Any]:
     path = ckpt.dir / "tokenizer.json"
     spec = ckpt.read_json("tokenizer.json")
@@ -178,7 +193,7 @@ def _pre_steps(node: Any) -> tuple[str, ...]:
     return (str(kind).lower(),)
 
 
-def _pre_name(steps: tuple[str, ...], ckpt: Checkpoint, path: Any) -> str:
+def _pre_name(steps: tuple[str, ...], ckpt: _Files, path: Any) -> str:
     name = PRE_TOKENIZERS.get(steps)
     if name is None:
         raise ConvertError(f"{path}: pre-tokenizer {json.dumps(list(steps))} is not one bitnet "
@@ -194,7 +209,7 @@ def _pre_name(steps: tuple[str, ...], ckpt: Checkpoint, path: Any) -> str:
 # special tokens and chat template
 
 
-def _special_ids(ckpt: Checkpoint, tok_config: dict[str, Any], tokens: list[str],
+def _special_ids(ckpt: _Files, tok_config: dict[str, Any], tokens: list[str],
                  meta: dict[str, Any]) -> dict[str, Any]:
     index = {t: i for i, t in enumerate(tokens)}
     config = ckpt.config
@@ -229,7 +244,7 @@ def _config_id(value: Any, n: int) -> int | None:
     return None
 
 
-def _add_special(ckpt: Checkpoint, tok_config: dict[str, Any], key: str, tokens: list[str],
+def _add_special(ckpt: _Files, tok_config: dict[str, Any], key: str, tokens: list[str],
                  bos_id: int | None, default: bool) -> bool:
     value = tok_config.get(key)
     if isinstance(value, bool):
@@ -259,7 +274,7 @@ def _template_processing(post: Any) -> list[Any] | None:
     return None
 
 
-def _chat_template(ckpt: Checkpoint, tok_config: dict[str, Any]) -> str | None:
+def _chat_template(ckpt: _Files, tok_config: dict[str, Any]) -> str | None:
     template = tok_config.get("chat_template")
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
