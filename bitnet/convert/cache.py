@@ -51,11 +51,11 @@ def cache_key(ckpt: Checkpoint, fmt: WeightFormat | None) -> str:
 def cached_gguf(directory: str | os.PathLike[str], fmt: WeightFormat | str | None = None,
                 progress: bool | None = None) -> Path:
     """The GGUF file converted from ``directory``, converting it first if not cached."""
-    from bitnet.convert.to_gguf import convert_checkpoint
+    from bitnet.convert.to_gguf import convert_checkpoint, parse_type
     from bitnet.registry.settings import read_settings
 
     ckpt = Checkpoint(directory)
-    chosen = WeightFormat(str(fmt).lower()) if fmt is not None else None
+    chosen = parse_type(fmt)
     root = read_settings().cache_dir / "converted"
     path = root / f"{Path(directory).resolve().name}-{cache_key(ckpt, chosen)}.gguf"
     if not path.is_file():

@@ -30,7 +30,7 @@ from bitnet.core.gguf_write import FILE_TYPES, GGUFModelWriter
 from bitnet.formats.ternary import ternarize_absmean
 from bitnet.hal.formats import WeightFormat
 
-__all__ = ["TYPES", "convert_checkpoint"]
+__all__ = ["TYPES", "convert_checkpoint", "parse_type"]
 
 TYPES = (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16)
 _EMBED_ROWS = 16384  # embedding rows converted at a time (bounds memory for big vocabularies)
@@ -75,6 +75,17 @@ def convert_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str],
     return out
 
 
+def parse_type(fmt: WeightFormat | str | None) -> WeightFormat | None:
+    """"i2_s", "TQ2_0", WeightFormat.F16 ... -> one of TYPES; None stays None (the default)."""
+    if fmt is None:
+        return None
+    name = fmt.value if isinstance(fmt, WeightFormat) else str(fmt).lower()
+    chosen = next((t for t in TYPES if t.value == name), None)
+    if chosen is None:
+        raise ConvertError(f"--type {name}: choose one of {', '.join(t.value for t in TYPES)}")
+    return chosen
+
+
 class _Plan:
     """The checked conversion of one checkpoint: metadata and a recipe per tensor."""
 
@@ -93,16 +104,8 @@ class _Plan:
         self._check_unused()
 
     def _format(self, fmt: WeightFormat | str | None) -> WeightFormat:
-        if fmt is None:
-            return self.family.default_type
-        try:
-            chosen = WeightFormat(str(fmt).lower())
-        except ValueError:
-            chosen = None
-        if chosen not in TYPES:
-            raise ConvertError(f"--type {fmt}: choose one of "
-                               f"{', '.join(t.value for t in TYPES)}")
-        return chosen
+        chosen = parse_type(fmt)
+        return self.family.default_type if chosen is None else chosen
 
     # planning
 
