@@ -120,6 +120,10 @@ class Model:
         self.backend = selection.backend
         self.last_stats = GenerationStats()
         self.chat_template: str | None = gguf.metadata.get("tokenizer.chat_template")
+        from bitnet.core.chat import builtin_format_for
+
+        # the format used when the file has no template (bitnet.cpp's built-in formats)
+        self.chat_format = builtin_format_for(gguf.metadata)
         self._gguf = gguf
 
     def __repr__(self) -> str:
@@ -174,13 +178,14 @@ class Model:
     def chat(self, messages: list[dict[str, str]], max_tokens: int = 256, stream: bool = False,
              **sampling: Any) -> str | Iterator[str]:
         """Reply to a conversation rendered with the file's chat template (sandboxed jinja2),
-        or the BitNet built-in template when the file has none."""
+        or bitnet.cpp's built-in format for the file when it has none (``self.chat_format``)."""
         from bitnet.core.chat import render_chat
 
         tok = self.tokenizer
         bos = self._special_text(tok.bos_id)
         text = render_chat(messages, self.chat_template, bos_token=bos,
-                           eos_token=self._special_text(tok.eos_id), add_generation_prompt=True)
+                           eos_token=self._special_text(tok.eos_id), add_generation_prompt=True,
+                           builtin=self.chat_format)
         add_bos = not (bos and text.startswith(bos))  # a template that writes BOS itself
         ids = tok.encode(text, add_bos=add_bos, parse_special=True)
         stop = sampling.pop("stop", None)
