@@ -7,7 +7,8 @@ writes it (models.md 6).
 - else ``tokenizer.json`` with a byte-level BPE model: model ``gpt2``, vocabulary, merges, added
   tokens (special -> CONTROL, other -> USER_DEFINED), and ``tokenizer.ggml.pre`` named from the
   pre-tokenizer the file declares (not from a hash of sample tokenizations, as llama.cpp does:
-  the structure is what decides how text is split, and it is there to read).
+  the structure is what decides how text is split, and it is there to read;
+  ``bitnet.core.pretokenizers.ggml_pre_for_hf`` maps it, shared with the runtime).
 
 Missing ids up to the model's vocab_size are padded with ``[PAD{id}]`` UNUSED tokens, as
 llama.cpp does. Special token ids, ``add_bos``/``add_eos`` and the chat template come from
@@ -23,21 +24,9 @@ from typing import Any
 from bitnet.convert.checkpoint import read_json
 from bitnet.convert.errors import ConvertError
 
-__all__ = ["PRE_TOKENIZERS", "vocab_metadata"]
+__all__ = ["vocab_metadata"]
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-
-# transformers' spelling of the LLaMA-3 split regex (tokenizer.json of Llama-3 vocabularies)
-_LLAMA3_HF_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-# pre-tokenizer structure (steps as _pre_steps describes them) -> tokenizer.ggml.pre
-PRE_TOKENIZERS: dict[tuple[str, ...], str] = {
-    (f"split:{_LLAMA3_HF_REGEX}", "bytelevel"): "llama-bpe",  # Llama-3, 2B-4T
-    ("bytelevel+regex",): "gpt-2",  # GPT-2 / GPT-NeoX style (TriLM [U])
-    ("punctuation", "bytelevel+regex", "digits:single"): "falcon3",  # bitnet.cpp's falcon3 [U]
-    ("punctuation", "bytelevel+regex", "digits", "split:[0-9][0-9][0-9]"): "falcon",
-}
-
 
 def vocab_metadata(directory: Path, config: dict[str, Any], n_vocab: int,
                    pre: str | None = None) -> dict[str, Any]:
@@ -147,12 +136,12 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise ConvertError(f"{path}: model type {model.get('type')!r} is not a BPE vocabulary "
                            "(and there is no tokenizer.model)")
-    steps = _pre_steps(spec.get("pre_tokenizer"))
-    if not any(s.startswith("bytelevel") for s in steps):
-        raise ConvertError(f"{path}: not a byte-level BPE (pre-tokenizer {list(steps)}); "
-                           "bitnet converts byte-level BPE or SentencePiece vocabularies")
+    if "ByteLevel" not in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")]):
+        raise ConvertError(f"{path}: not a byte-level BPE vocabulary (no ByteLevel "
+                           "pre-tokenizer or decoder); bitnet converts byte-level BPE or "
+                           "SentencePiece vocabularies")
     if pre is None:
-        pre = _pre_name(steps, ckpt, path)
+        pre = _pre_name(spec, ckpt.config, path)
     by_id: dict[int, tuple[str, int]] = {i: (t, NORMAL) for t, i in model["vocab"].items()}
     for entry in spec.get("added_tokens") or []:
         kind = CONTROL if entry.get("special") else USER_DEFINED
@@ -175,31 +164,23 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
     }
 
 
-def _pre_steps(node: Any) -> tuple[str, ...]:
-    """A tokenizer.json pre_tokenizer -> its steps as short strings, e.g. ("punctuation",
-    "bytelevel+regex", "digits:single"); unknown steps keep their type name."""
-    if not isinstance(node, dict):
-        return ()
-    kind = node.get("type")
-    if kind == "Sequence":
-        return tuple(s for child in node.get("pretokenizers") or [] for s in _pre_steps(child))
-    if kind == "ByteLevel":
-        return ("bytelevel+regex" if node.get("use_regex", True) else "bytelevel",)
-    if kind == "Split":
-        pattern = node.get("pattern") or {}
-        return (f"split:{pattern.get('Regex', pattern.get('String'))}",)
-    if kind == "Digits":
-        return ("digits:single" if node.get("individual_digits") else "digits",)
-    return (str(kind).lower(),)
+def _pre_name(spec: dict[str, Any], config: dict[str, Any], path: Path) -> str:
+    """The tokenizer.ggml.pre whose regexes split text as this tokenizer.json's pre_tokenizer
+    does (bitnet.core.pretokenizers, shared with the runtime tokenizer)."""
+    from bitnet.core.pretokenizers import ggml_pre_for_hf
 
-
-def _pre_name(steps: tuple[str, ...], ckpt: _Files, path: Any) -> str:
-    name = PRE_TOKENIZERS.get(steps)
+    try:
+        name = ggml_pre_for_hf(spec)
+    except ValueError as err:
+        raise ConvertError(f"{path}: {err}") from None
     if name is None:
-        raise ConvertError(f"{path}: pre-tokenizer {json.dumps(list(steps))} is not one bitnet "
-                           "knows; name llama.cpp's equivalent with --pre (e.g. llama-bpe, "
-                           "gpt-2, falcon3)")
-    if name == "falcon3" and ckpt.config.get("is_bitnet_config"):
+        shown = json.dumps(spec.get("pre_tokenizer"))
+        shown = shown if len(shown) <= 300 else shown[:300] + "..."
+        raise ConvertError(f"{path}: pre-tokenizer {shown} (with normalizer "
+                           f"{json.dumps(spec.get('normalizer'))}) is not one bitnet knows; "
+                           "name llama.cpp's equivalent with --pre (e.g. llama-bpe, gpt-2, "
+                           "falcon3)")
+    if name == "falcon3" and config.get("is_bitnet_config"):
         # Falcon-E (onebitllms marks its configs so): bitnet.cpp names its vocabulary falcon_e
         return "falcon_e"
     return name

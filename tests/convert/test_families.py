@@ -7,8 +7,7 @@ chaotic (an f16 KV cache against torch's f32 can flip one int8 rounding and move
 single positions may drift; the median and the clear-margin argmaxes may not.
 
 - Engine: bitnet on every available backend (reference, and cpu when installed) for the
-  converted file. Arch ``llama`` runs once the engine has it; until then those cases xfail with
-  the engine's own refusal as the reason.
+  converted file.
 - Oracle: tests/convert/llama_oracle.py, a numpy forward of the converted llama file as
   llama.cpp/bitnet.cpp run it (I2_S: per-token int8; TQ: Q8_K per 256 block). TriLM's TQ2_0
   file is checked against transformers with Q8_K activations injected by forward pre-hooks (what
@@ -25,7 +24,6 @@ pytest.importorskip("transformers")
 
 import bitnet  # noqa: E402
 from bitnet.cli.main import main  # noqa: E402
-from bitnet.core.errors import ModelFormatError  # noqa: E402
 from bitnet.core.gguf import open_gguf  # noqa: E402
 from tests.convert.checkpoints import BUILDERS, reference_logits  # noqa: E402
 from tests.convert.llama_oracle import llama_logits  # noqa: E402
@@ -112,13 +110,7 @@ def test_file_is_laid_out_as_the_peers_write_it(checkpoints, family) -> None:
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_engine_matches_transformers(checkpoints, family, device) -> None:
     built, path = converted(checkpoints, family)
-    try:
-        model = bitnet.load(path, device=device, progress=False)
-    except ModelFormatError as err:
-        if family in LLAMA and "'llama'" in str(err):
-            pytest.xfail(f"the engine does not run arch llama yet (branch h-engine): {err}")
-        raise
-    with model:
+    with bitnet.load(path, device=device, progress=False) as model:
         got = model.logits(IDS)
     # TQ files run Q8_K activations, as llama.cpp does with them
     ref = reference(built, q8k=built.default_type == "tq2_0")

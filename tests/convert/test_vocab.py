@@ -50,9 +50,6 @@ def test_falcon_pre_tokenizers_are_named_as_bitnet_cpp_does(tmp_path, style, pre
     assert vocab_metadata(directory, config, n)["tokenizer.ggml.pre"] == pre
 
 
-@pytest.mark.xfail(strict=False, reason="the runtime's falcon3/falcon_e pre-tokenizers are "
-                   "branch h-tok's work (today falcon3 maps to the LLaMA-3 regex and falcon_e "
-                   "is unknown)")
 @pytest.mark.parametrize("config", [{}, {"is_bitnet_config": True}])
 def test_falcon_vocabularies_encode_as_tokenizer_json(tmp_path, config) -> None:
     directory, n, config = bpe_dir(tmp_path, "falcon3", **config)
