@@ -327,6 +327,31 @@ def llama_packed(root: Path, variant: str) -> Built:
     return Built(variant, path, path, n, "i2_s", "llama")
 
 
+def falcon_e_latent(root: Path) -> Built:
+    """Falcon-E's ``prequantized`` revision: bf16 master weights for onebitllms fine-tuning,
+    marked by onebitllms' ``is_bitnet_config`` without a quantization config [U: the exact
+    config is not seen]. The reference is transformers' LlamaForCausalLM over the same weights
+    with autobitlinear/online quantization (absmean weights, per-token int8 activations)."""
+    path = root / "falcon-e-bf16"
+    path.mkdir(parents=True)
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    n = bpe_tokenizer(path, "falcon3", 300, specials, "<|begin_of_text|>", "<|end_of_text|>")
+    shape = Shape(512, 2, 4, 2, 1024, n)
+    latent = latent_state(shape, 7, {}, untied=True)
+    latent = {k: _t(v, "bfloat16").float().numpy() for k, v in latent.items()}  # bf16 values
+    config = _base_config(
+        shape, architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu",
+        head_dim=shape.head_dim, rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None,
+        max_position_embeddings=8192, bos_token_id=n - 3, eos_token_id=n - 2,
+        tie_word_embeddings=False, torch_dtype="bfloat16", is_bitnet_config=True)
+    save_torch(path, {k: _t(v, "bfloat16") for k, v in latent.items()}, config)
+    ref = root / "falcon-e-bf16-reference"
+    ref_config = dict(config, torch_dtype="float32", quantization_config={
+        "quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"})
+    save_torch(ref, {k: _t(v, "float32") for k, v in latent.items()}, ref_config)
+    return Built("falcon-e-bf16", path, ref, n, "i2_s", "llama")
+
+
 def trilm(root: Path) -> Built:
     """SpectraSuite TriLM *_Unpacked: LlamaForCausalLM, fp16 weights that are ternary x one
     scale per model-parallel shard (two shards here: output rows for q/k/v/gate/up, input
@@ -363,6 +388,7 @@ BUILDERS: dict[str, Callable[[Path], Built]] = {
     "falcon3": lambda root: llama_packed(root, "falcon3"),
     "falcon-e": lambda root: llama_packed(root, "falcon-e"),
     "llama3": lambda root: llama_packed(root, "llama3"),
+    "falcon-e-bf16": falcon_e_latent,
     "trilm": trilm,
 }
 

@@ -100,6 +100,51 @@ def test_unknown_quantization(tmp_path, quant, match) -> None:
     assert_fails(src, tmp_path / "o.gguf", match)
 
 
+@pytest.mark.parametrize("config, match", [
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling 'llama3'"),
+    ({"head_dim": 64}, "head_dim 64 != hidden_size / num_attention_heads = 128"),
+    ({"hidden_act": "gelu"}, "hidden_act is 'gelu'"),
+    ({"num_key_value_heads": 3}, "num_attention_heads 2 must divide"),
+    ({"vocab_size": 0}, "'vocab_size' must be a positive integer"),
+])
+def test_unsupported_config(tmp_path, config, match) -> None:
+    assert_fails(checkpoint(tmp_path, config=config), tmp_path / "o.gguf", match)
+
+
+def test_per_channel_weight_scale(tmp_path) -> None:
+    src = checkpoint(tmp_path)
+    f = SafetensorsFile(src / "model.safetensors")
+    tensors = {name: np.array(f.tensor(name)) for name in f.entries}
+    tensors["model.layers.0.self_attn.q_proj.weight_scale"] = np.ones(4, np.float16)
+    save_file(tensors, str(src / "model.safetensors"))
+    assert_fails(src, tmp_path / "o.gguf", "q_proj.weight_scale' has 4 values; .*per-channel")
+
+
+def test_untied_head_cannot_be_arch_bitnet(tmp_path) -> None:
+    """1bitLLM (arch bitnet): llama.cpp's arch has no output tensor, so an lm_head that differs
+    from the embedding is refused; one equal to it is dropped."""
+    src = checkpoint(tmp_path, config={"architectures": ["BitnetForCausalLM"], "hidden_act":
+                                       "silu", "quantization_config": None,
+                                       "tie_word_embeddings": False})
+    f = SafetensorsFile(src / "model.safetensors")
+    tensors = {name: np.array(f.tensor(name)) for name in f.entries}
+    for name in list(tensors):  # 1bitLLM: latent fp16 weights, its own sub-norm names
+        if name.endswith("weight_scale"):
+            del tensors[name]
+        elif name.endswith("_proj.weight"):
+            rows = tensors[name].shape[0] * 4
+            tensors[name] = np.ones((rows, tensors[name].shape[1]), np.float16)
+    for old, new in (("attn_sub_norm", "inner_attn_ln"), ("ffn_sub_norm", "ffn_layernorm")):
+        key = next(k for k in tensors if old in k)
+        tensors[key.replace(old, new)] = tensors.pop(key)
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].copy()
+    save_file(tensors, str(src / "model.safetensors"))
+    assert convert_checkpoint(src, tmp_path / "tied.gguf", progress=False).is_file()
+    tensors["lm_head.weight"][0, 0] += 1
+    save_file(tensors, str(src / "model.safetensors"))
+    assert_fails(src, tmp_path / "o.gguf", "'lm_head.weight' differs from the embedding")
+
+
 def test_packed_weights_without_a_quantization_config(tmp_path) -> None:
     src = checkpoint(tmp_path, config={"quantization_config": None})
     assert_fails(src, tmp_path / "o.gguf", "uint8 .packed. but config.json has no "

@@ -33,7 +33,7 @@ from tests.core.test_fixtures import BACKENDS  # noqa: E402
 pytestmark = pytest.mark.slow  # transformers loads: ~1-5 s per family
 
 IDS = [1, 7, 42, 3, 99, 150, 200, 17, 250, 60, 5, 123]
-LLAMA = ("falcon3", "falcon-e", "llama3", "trilm")
+LLAMA = ("falcon3", "falcon-e", "llama3", "falcon-e-bf16", "trilm")
 # family -> (arch, tokenizer.ggml.pre, untied output, linear type)
 EXPECTED = {
     "bitnet-2b-packed": ("bitnet-b1.58", "llama-bpe", False, "I2_S"),
@@ -42,6 +42,7 @@ EXPECTED = {
     "falcon3": ("llama", "falcon3", False, "I2_S"),
     "falcon-e": ("llama", "falcon_e", True, "I2_S"),
     "llama3": ("llama", "llama-bpe", True, "I2_S"),
+    "falcon-e-bf16": ("llama", "falcon_e", True, "I2_S"),
     "trilm": ("llama", "gpt-2", True, "TQ2_0"),
 }
 _converted: dict = {}
