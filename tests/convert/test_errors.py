@@ -240,3 +240,9 @@ def test_memory_holds_one_tensor_not_the_checkpoint(tmp_path) -> None:
     finally:
         tracemalloc.stop()
     assert size > 20e6 and peak < size / 3, (size, peak)
+
+
+def test_progress_bar_counts_tensors(tmp_path, capsys) -> None:
+    convert_checkpoint(checkpoint(tmp_path), tmp_path / "o.gguf", progress=True)
+    err = capsys.readouterr().err
+    assert "converting bitnet" in err and "/13 " in err  # 2 + 1 layer x (4 norms + 7)
