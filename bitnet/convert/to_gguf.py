@@ -96,7 +96,8 @@ class _Plan:
         self.family = detect_family(ckpt.config, ckpt.entry(first).dtype)
         self.fmt = self._format(fmt)
         self.not_converted = modules_not_converted(ckpt.config)
-        self.vocab = vocab_metadata(ckpt.dir, ckpt.config, self.hp.n_vocab, pre)
+        peer = "bitnet.cpp" if self.fmt is WeightFormat.I2_S else "llama.cpp"
+        self.vocab = vocab_metadata(ckpt.dir, ckpt.config, self.hp.n_vocab, pre, peer)
         self.linears = self._linears()
         self.used: set[str] = set()
         self.tensors: dict[str, tuple[WeightFormat, tuple[int, ...], Chunks]] = {}

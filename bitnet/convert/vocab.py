@@ -29,11 +29,12 @@ __all__ = ["vocab_metadata"]
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 def vocab_metadata(directory: Path, config: dict[str, Any], n_vocab: int,
-                   pre: str | None = None) -> dict[str, Any]:
+                   pre: str | None = None, peer: str = "llama.cpp") -> dict[str, Any]:
     """tokenizer.* keys for a model with ``n_vocab`` embedding rows, from the tokenizer files
     in ``directory`` and its config.json contents ``config``. ``pre`` overrides the detected
-    pre-tokenizer name of a byte-level BPE vocabulary."""
-    ckpt = _Files(Path(directory), config)
+    pre-tokenizer name of a byte-level BPE vocabulary. ``peer``: the runtime the file is for
+    ("bitnet.cpp" for I2_S, else "llama.cpp"), where the two name one vocabulary differently."""
+    ckpt = _Files(Path(directory), config, peer)
     tok_config = ckpt.read_json("tokenizer_config.json")
     if (ckpt.dir / "tokenizer.model").is_file():
         meta = _sentencepiece(ckpt, tok_config, n_vocab)
@@ -53,9 +54,10 @@ def vocab_metadata(directory: Path, config: dict[str, Any], n_vocab: int,
 class _Files:
     """The tokenizer side of a checkpoint directory."""
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], peer: str) -> None:
         self.dir = directory
         self.config = config
+        self.peer = peer
 
     def read_json(self, name: str) -> dict[str, Any]:
         return read_json(self.dir, name)
@@ -141,7 +143,7 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
                            "pre-tokenizer or decoder); bitnet converts byte-level BPE or "
                            "SentencePiece vocabularies")
     if pre is None:
-        pre = _pre_name(spec, ckpt.config, path)
+        pre = _pre_name(spec, ckpt, path)
     by_id: dict[int, tuple[str, int]] = {i: (t, NORMAL) for t, i in model["vocab"].items()}
     for entry in spec.get("added_tokens") or []:
         kind = CONTROL if entry.get("special") else USER_DEFINED
@@ -164,7 +166,7 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
     }
 
 
-def _pre_name(spec: dict[str, Any], config: dict[str, Any], path: Path) -> str:
+def _pre_name(spec: dict[str, Any], ckpt: _Files, path: Path) -> str:
     """The tokenizer.ggml.pre whose regexes split text as this tokenizer.json's pre_tokenizer
     does (bitnet.core.pretokenizers, shared with the runtime tokenizer)."""
     from bitnet.core.pretokenizers import ggml_pre_for_hf
@@ -180,9 +182,10 @@ def _pre_name(spec: dict[str, Any], config: dict[str, Any], path: Path) -> str:
                            f"{json.dumps(spec.get('normalizer'))}) is not one bitnet knows; "
                            "name llama.cpp's equivalent with --pre (e.g. llama-bpe, gpt-2, "
                            "falcon3)")
-    if name == "falcon3" and config.get("is_bitnet_config"):
-        # Falcon-E (onebitllms marks its configs so): bitnet.cpp names its vocabulary falcon_e
-        return "falcon_e"
+    if name == "falcon3" and ckpt.config.get("is_bitnet_config"):
+        # Falcon-E (onebitllms marks its configs so): bitnet.cpp names its vocabulary falcon_e,
+        # upstream llama.cpp falcon-h1 (and refuses falcon_e); both mean the same regexes
+        return "falcon_e" if ckpt.peer == "bitnet.cpp" else "falcon-h1"
     return name
 
 

@@ -125,23 +125,36 @@ def test_llama_file_means_what_transformers_computes(checkpoints, family) -> Non
     assert_close(llama_logits(path, IDS), reference(built, q8k=q8k), family)
 
 
+@pytest.mark.filterwarnings("ignore:.*not ternary-valued")
 def test_trilm_f16_file_is_the_plain_float_model(checkpoints) -> None:
     built, path = converted(checkpoints, "trilm", "f16")
     assert_close(llama_logits(path, IDS), reference(built), "trilm f16")
 
 
-def test_trilm_tq2_0_file_runs_in_llama_cpp(checkpoints) -> None:
-    """The peer that runs TQ files: same logits as our numpy oracle of its semantics."""
+# (family, type) llama.cpp can load: arch llama in TQ1_0 / TQ2_0 / F16 (head dims 128 and 256),
+# arch bitnet (1bitLLM) in F16 (I2_S is not a type upstream llama.cpp knows)
+PEER_FILES = [("trilm", None), ("trilm", "tq1_0"), ("trilm", "f16"), ("llama3", "tq2_0"),
+              ("falcon3", "tq2_0"), ("falcon-e", "f16"), ("1bitllm", "f16")]
+
+
+@pytest.mark.filterwarnings("ignore:.*not ternary-valued")  # TriLM F16: several scales
+@pytest.mark.parametrize("family,fmt", PEER_FILES)
+def test_llama_cpp_loads_the_file_and_agrees_with_bitnet(checkpoints, family, fmt) -> None:
+    """The peer runtime that runs TQ and F16 files: llama.cpp (llama-cpp-python) on our
+    converted file against bitnet's reference backend on the same file (same semantics:
+    Q8_K activations for TQ, none for F16)."""
     pytest.importorskip("llama_cpp")
     from tests.crosscheck.llama_cpp_runner import LlamaCppModel
 
-    _, path = converted(checkpoints, "trilm")
+    _, path = converted(checkpoints, family, fmt)
     peer = LlamaCppModel(path, n_ctx=64)
     try:
         theirs = peer.logits(IDS)
     finally:
         peer.close()
-    assert_close(theirs, llama_logits(path, IDS), "trilm tq2_0 in llama.cpp")
+    with bitnet.load(path, device="reference", progress=False) as model:
+        ours = model.logits(IDS)
+    assert_close(ours, theirs, f"{family} {fmt or 'default'}: bitnet vs llama.cpp")
 
 
 def dequantized(path, name: str) -> np.ndarray:

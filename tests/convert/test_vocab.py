@@ -40,14 +40,15 @@ def test_byte_level_bpe_encodes_as_tokenizer_json(tmp_path, style, pre) -> None:
         assert tok.encode(text, add_bos=False) == hf_ids(directory, text), text
 
 
-@pytest.mark.parametrize("style,pre,config", [
-    ("falcon3", "falcon3", {}),
-    ("falcon3", "falcon_e", {"is_bitnet_config": True}),  # onebitllms marks Falcon-E so
+@pytest.mark.parametrize("peer,config,pre", [
+    ("bitnet.cpp", {}, "falcon3"),
+    ("llama.cpp", {}, "falcon3"),
+    ("bitnet.cpp", {"is_bitnet_config": True}, "falcon_e"),  # onebitllms marks Falcon-E so
+    ("llama.cpp", {"is_bitnet_config": True}, "falcon-h1"),  # upstream refuses falcon_e
 ])
-def test_falcon_pre_tokenizers_are_named_as_bitnet_cpp_does(tmp_path, style, pre,
-                                                            config) -> None:
-    directory, n, config = bpe_dir(tmp_path, style, **config)
-    assert vocab_metadata(directory, config, n)["tokenizer.ggml.pre"] == pre
+def test_falcon_pre_tokenizers_are_named_as_the_peer_does(tmp_path, peer, config, pre) -> None:
+    directory, n, config = bpe_dir(tmp_path, "falcon3", **config)
+    assert vocab_metadata(directory, config, n, peer=peer)["tokenizer.ggml.pre"] == pre
 
 
 @pytest.mark.parametrize("config", [{}, {"is_bitnet_config": True}])
