@@ -58,7 +58,7 @@ IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 
 @dataclass(frozen=True)
 class Family:
-    label: str  # human name, for messages and general.name fallbacks
+    label: str  # human name, for messages
     arch: str  # GGUF general.architecture
     storage: str  # "packed" (uint8 + weight_scale), "latent" (absmean), "ternary" (TriLM)
     scale_multiplies: bool  # packed only: W = t * weight_scale (else t / weight_scale)

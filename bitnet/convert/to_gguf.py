@@ -10,9 +10,10 @@ failure leaves nothing behind and an existing file is replaced only with ``force
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ TYPES = (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat
 _EMBED_ROWS = 16384  # embedding rows converted at a time (bounds memory for big vocabularies)
 
 Chunks = Callable[[], Iterable[np.ndarray]]
+log = logging.getLogger("bitnet.convert")
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,18 @@ def convert_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str],
     progress: a progress bar on stderr (None: only on a terminal).
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise ConvertError(f"{out} exists; pass --force (force=True) to replace it")
     if out.is_dir():
         raise ConvertError(f"{out} is a directory; give the output file's path")
+    if out.exists() and not force:
+        raise ConvertError(f"{out} exists; pass --force (force=True) to replace it")
     ckpt = Checkpoint(src)
     plan = _Plan(ckpt, fmt, pre)
+    log.info("%s: %s -> GGUF arch %s, %s", ckpt.dir, plan.family.label, plan.family.arch,
+             plan.fmt.value)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # a name of our own beside the output (same file system: the rename is atomic); created
+    # by the writer, so the file gets the user's umask, not mkstemp's 0600
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         plan.write(tmp, progress)
         os.replace(tmp, out)
