@@ -34,7 +34,7 @@ from bitnet.hal.formats import WeightFormat
 __all__ = ["TYPES", "convert_checkpoint", "parse_type"]
 
 TYPES = (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16)
-_EMBED_ROWS = 16384  # embedding rows converted at a time (bounds memory for big vocabularies)
+_EMBED_CHUNK_BYTES = 16 << 20  # f32 bytes of embedding rows converted at a time
 
 Chunks = Callable[[], Iterable[np.ndarray]]
 log = logging.getLogger("bitnet.convert")
@@ -166,9 +166,11 @@ class _Plan:
         hp = self.hp
         self._take(hf, (hp.n_vocab, hp.d_model))
 
+        step = max(1, _EMBED_CHUNK_BYTES // (4 * hp.d_model))
+
         def chunks() -> Iterable[np.ndarray]:
-            for start in range(0, hp.n_vocab, _EMBED_ROWS):
-                rows = slice(start, min(start + _EMBED_ROWS, hp.n_vocab))
+            for start in range(0, hp.n_vocab, step):
+                rows = slice(start, min(start + step, hp.n_vocab))
                 yield self.ckpt.f32(hf, rows).astype("<f2")
         # llama-quantize keeps token_embd / output at F16 for the ternary file types
         self.tensors[gguf] = (WeightFormat.F16, (hp.d_model, hp.n_vocab), chunks)

@@ -157,6 +157,8 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
         tokens.append(text)
         types.append(kind)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    if not merges:
+        raise ConvertError(f"{path}: the BPE model has no merges (llama.cpp needs them)")
     return {
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": pre,

@@ -117,3 +117,12 @@ def test_a_tokenizer_larger_than_the_model_is_an_error(tmp_path) -> None:
 def test_no_tokenizer_files_is_an_error(tmp_path) -> None:
     with pytest.raises(ConvertError, match="no tokenizer.model or tokenizer.json"):
         vocab_metadata(tmp_path, {}, 10)
+
+
+def test_a_bpe_without_merges_is_an_error(tmp_path) -> None:
+    directory, n, config = bpe_dir(tmp_path, "gpt2")
+    spec = json.loads((directory / "tokenizer.json").read_text())
+    spec["model"]["merges"] = []
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ConvertError, match="has no merges"):
+        vocab_metadata(directory, config, n)
