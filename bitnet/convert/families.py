@@ -180,35 +180,51 @@ def read_hparams(config: dict[str, Any]) -> Hparams:
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
-        rms_eps=_number(config, "rms_norm_eps", 1e-6),
+        rms_eps=_number(config, "rms_norm_eps", 1e-6, 1.0),
         rope_theta=_rope_theta(config),
-        tied=bool(config.get("tie_word_embeddings", False)),
+        tied=_bool(config, "tie_word_embeddings", False),
     )
+
+
+# sanity bounds (the engine's, bitnet.core.config): far above any real model, low enough that a
+# corrupt value cannot make the converter build absurd token lists before a shape check fails
+_MAX = {"hidden_size": 1 << 17, "intermediate_size": 1 << 17, "num_hidden_layers": 1024,
+        "num_attention_heads": 4096, "num_key_value_heads": 4096, "vocab_size": 1 << 22,
+        "max_position_embeddings": 1 << 22}
 
 
 def _int(config: dict[str, Any], key: str, default: int | None = None) -> int:
     value = config.get(key, default)
     if value is None:
         raise ConvertError(f"config.json: {key!r} is missing")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConvertError(f"config.json: {key!r} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX[key]:
+        raise ConvertError(f"config.json: {key!r} must be an integer in 1..{_MAX[key]}, got "
+                           f"{value!r}")
     return value
 
 
-def _number(config: dict[str, Any], key: str, default: float) -> float:
+def _number(config: dict[str, Any], key: str, default: float, high: float) -> float:
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ConvertError(f"config.json: {key!r} must be a positive number, got {value!r}")
+            math.isfinite(value) and 0 < value <= high):
+        raise ConvertError(f"config.json: {key!r} must be a number in (0, {high:g}], got "
+                           f"{value!r}")
     return float(value)
+
+
+def _bool(config: dict[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ConvertError(f"config.json: {key!r} must be true or false, got {value!r}")
+    return value
 
 
 def _rope_theta(config: dict[str, Any]) -> float:
     # transformers 5 writes rope_parameters.rope_theta; released checkpoints have rope_theta
     params = config.get("rope_parameters")
     if isinstance(params, dict) and "rope_theta" in params:
-        return _number(params, "rope_theta", 10000.0)
-    return _number(config, "rope_theta", 10000.0)
+        return _number(params, "rope_theta", 10000.0, 1e12)
+    return _number(config, "rope_theta", 10000.0, 1e12)
 
 
 def _check_rope_scaling(config: dict[str, Any]) -> None:

@@ -100,13 +100,14 @@ class _Plan:
         self.family = detect_family(ckpt.config, ckpt.entry(first).dtype)
         self.fmt = self._format(fmt)
         self.not_converted = modules_not_converted(ckpt.config)
-        peer = "bitnet.cpp" if self.fmt is WeightFormat.I2_S else "llama.cpp"
-        self.vocab = vocab_metadata(ckpt.dir, ckpt.config, self.hp.n_vocab, pre, peer)
         self.linears = self._linears()
         self.used: set[str] = set()
         self.tensors: dict[str, tuple[WeightFormat, tuple[int, ...], Chunks]] = {}
         self._plan_tensors()
         self._check_unused()
+        # after the shape checks: vocab_size is then the embedding's real row count
+        peer = "bitnet.cpp" if self.fmt is WeightFormat.I2_S else "llama.cpp"
+        self.vocab = vocab_metadata(ckpt.dir, ckpt.config, self.hp.n_vocab, pre, peer)
 
     def _format(self, fmt: WeightFormat | str | None) -> WeightFormat:
         chosen = parse_type(fmt)

@@ -104,10 +104,10 @@ def _added_tokens(ckpt: _Files, tok_config: dict[str, Any]) -> dict[int, tuple[s
     """id -> (text, special) from added_tokens.json and tokenizer_config's decoder table."""
     added: dict[int, tuple[str, bool]] = {}
     for text, token_id in ckpt.read_json("added_tokens.json").items():
-        if isinstance(token_id, int):
+        if _is_id(token_id):
             added[token_id] = (text, False)
-    decoder = tok_config.get("added_tokens_decoder") or {}
-    for key, spec in decoder.items():
+    decoder = tok_config.get("added_tokens_decoder")
+    for key, spec in (decoder.items() if isinstance(decoder, dict) else ()):
         if isinstance(spec, dict) and str(key).isdigit() and isinstance(spec.get("content"), str):
             added[int(key)] = (spec["content"], bool(spec.get("special")))
     return added
@@ -134,38 +134,71 @@ def _byte_level_bpe(ckpt: _Files, tok_config: dict[str, Any], n_vocab: int,
                     pre: str | None) -> dict[str, Any]:
     path = ckpt.dir / "tokenizer.json"
     spec = ckpt.read_json("tokenizer.json")
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
-        raise ConvertError(f"{path}: model type {model.get('type')!r} is not a BPE vocabulary "
-                           "(and there is no tokenizer.model)")
+    model = spec.get("model")
+    kind = model.get("type") if isinstance(model, dict) else None
+    if kind != "BPE":
+        raise ConvertError(f"{path}: model type {kind!r} is not a BPE vocabulary (and there is "
+                           "no tokenizer.model)")
     if "ByteLevel" not in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")]):
         raise ConvertError(f"{path}: not a byte-level BPE vocabulary (no ByteLevel "
                            "pre-tokenizer or decoder); bitnet converts byte-level BPE or "
                            "SentencePiece vocabularies")
     if pre is None:
         pre = _pre_name(spec, ckpt, path)
-    by_id: dict[int, tuple[str, int]] = {i: (t, NORMAL) for t, i in model["vocab"].items()}
-    for entry in spec.get("added_tokens") or []:
-        kind = CONTROL if entry.get("special") else USER_DEFINED
-        by_id[int(entry["id"])] = (entry["content"], kind)
-    size = max(by_id) + 1 if by_id else 0
-    _check_size(size, n_vocab, str(path))
+    by_id = _bpe_tokens(model.get("vocab"), spec.get("added_tokens"), path)
+    _check_size(max(by_id) + 1, n_vocab, str(path))
     tokens = []
     types = []
     for i in range(n_vocab):
-        text, kind = by_id.get(i, (f"[PAD{i}]", UNUSED))
+        text, token_type = by_id.get(i, (f"[PAD{i}]", UNUSED))
         tokens.append(text)
-        types.append(kind)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    if not merges:
-        raise ConvertError(f"{path}: the BPE model has no merges (llama.cpp needs them)")
+        types.append(token_type)
     return {
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": pre,
         "tokenizer.ggml.tokens": tokens,
         "tokenizer.ggml.token_type": types,
-        "tokenizer.ggml.merges": merges,
+        "tokenizer.ggml.merges": _bpe_merges(model.get("merges"), path),
     }
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31
+
+
+def _bpe_tokens(vocab: Any, added: Any, path: Path) -> dict[int, tuple[str, int]]:
+    """id -> (text, token type) from model.vocab and added_tokens, each entry checked."""
+    if not isinstance(vocab, dict) or not vocab:
+        raise ConvertError(f"{path}: model.vocab is not a non-empty object of token -> id")
+    bad = next((t for t, i in vocab.items() if not _is_id(i)), None)
+    if bad is not None:
+        raise ConvertError(f"{path}: model.vocab[{bad!r}] = {vocab[bad]!r} is not a token id")
+    by_id = {i: (t, NORMAL) for t, i in vocab.items()}
+    if not isinstance(added, (list, type(None))):
+        raise ConvertError(f"{path}: added_tokens is not a list")
+    for n, entry in enumerate(added or []):
+        if not (isinstance(entry, dict) and _is_id(entry.get("id"))
+                and isinstance(entry.get("content"), str)):
+            raise ConvertError(f"{path}: added_tokens[{n}] lacks an integer id or a content "
+                               "string")
+        by_id[entry["id"]] = (entry["content"], CONTROL if entry.get("special") is True
+                              else USER_DEFINED)
+    return by_id
+
+
+def _bpe_merges(merges: Any, path: Path) -> list[str]:
+    """model.merges as "left right" strings (tokenizers writes "a b" or, since 0.20, [a, b])."""
+    if not isinstance(merges, list) or not merges:
+        raise ConvertError(f"{path}: the BPE model has no merges list (llama.cpp needs one)")
+    out = []
+    for n, merge in enumerate(merges):
+        if isinstance(merge, list) and len(merge) == 2 and all(isinstance(m, str)
+                                                               for m in merge):
+            merge = " ".join(merge)
+        if not isinstance(merge, str) or " " not in merge[1:]:
+            raise ConvertError(f"{path}: model.merges[{n}] = {merge!r} is not a pair of tokens")
+        out.append(merge)
+    return out
 
 
 def _pre_name(spec: dict[str, Any], ckpt: _Files, path: Path) -> str:

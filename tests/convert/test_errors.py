@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bitnet.cli.main import main
 from bitnet.convert import ConvertError, convert_checkpoint
@@ -105,7 +107,7 @@ def test_unknown_quantization(tmp_path, quant, match) -> None:
     ({"head_dim": 64}, "head_dim 64 != hidden_size / num_attention_heads = 128"),
     ({"hidden_act": "gelu"}, "hidden_act is 'gelu'"),
     ({"num_key_value_heads": 3}, "num_attention_heads 2 must divide"),
-    ({"vocab_size": 0}, "'vocab_size' must be a positive integer"),
+    ({"vocab_size": 0}, "'vocab_size' must be an integer in 1.."),
 ])
 def test_unsupported_config(tmp_path, config, match) -> None:
     assert_fails(checkpoint(tmp_path, config=config), tmp_path / "o.gguf", match)
@@ -246,3 +248,58 @@ def test_progress_bar_counts_tensors(tmp_path, capsys) -> None:
     convert_checkpoint(checkpoint(tmp_path), tmp_path / "o.gguf", progress=True)
     err = capsys.readouterr().err
     assert "converting bitnet" in err and "/13 " in err  # 2 + 1 layer x (4 norms + 7)
+
+
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6),
+                         st.floats(allow_nan=True), st.text(max_size=8),
+                         st.lists(st.integers(0, 3), max_size=2),
+                         st.dictionaries(st.sampled_from(["type", "id", "content"]),
+                                         st.integers(0, 3), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    return checkpoint(tmp_path_factory.mktemp("fuzz"))
+
+
+def _mutated_copy(src: Path, dst: Path, file: str, path: list, value) -> None:
+    import shutil
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    spec = json.loads((dst / file).read_text())
+    node = spec
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    (dst / file).write_text(json.dumps(spec))
+
+
+CONFIG_KEYS = ["architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "num_key_value_heads", "vocab_size", "rms_norm_eps",
+               "hidden_act", "tie_word_embeddings", "max_position_embeddings",
+               "quantization_config", "rope_theta", "head_dim", "rope_scaling"]
+TOKENIZER_PATHS = [["model"], ["model", "vocab"], ["model", "merges"], ["model", "type"],
+                   ["added_tokens"], ["pre_tokenizer"], ["post_processor"], ["normalizer"]]
+TOKENIZER_CONFIG_KEYS = ["bos_token", "eos_token", "added_tokens_decoder", "chat_template",
+                         "add_bos_token", "add_eos_token", "pad_token"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.tuples(st.just("config.json"), st.sampled_from(CONFIG_KEYS)),
+                 st.tuples(st.just("tokenizer.json"), st.sampled_from(TOKENIZER_PATHS)),
+                 st.tuples(st.just("tokenizer_config.json"),
+                           st.sampled_from(TOKENIZER_CONFIG_KEYS))),
+       _JSON_VALUES)
+def test_mutated_json_converts_or_is_a_clear_error(good_checkpoint, tmp_path_factory, where,
+                                                   value) -> None:
+    """Any value in any config.json / tokenizer.json / tokenizer_config.json key: a GGUF file
+    or a ConvertError, never another exception (a library's traceback)."""
+    file, key = where
+    dst = tmp_path_factory.getbasetemp() / "mutated"
+    _mutated_copy(good_checkpoint, dst, file, key if isinstance(key, list) else [key], value)
+    try:
+        convert_checkpoint(dst, dst / "out.gguf", force=True, progress=False)
+    except ConvertError:
+        pass

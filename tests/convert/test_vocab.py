@@ -124,5 +124,5 @@ def test_a_bpe_without_merges_is_an_error(tmp_path) -> None:
     spec = json.loads((directory / "tokenizer.json").read_text())
     spec["model"]["merges"] = []
     (directory / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(ConvertError, match="has no merges"):
+    with pytest.raises(ConvertError, match="has no merges list"):
         vocab_metadata(directory, config, n)
