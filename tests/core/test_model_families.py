@@ -227,3 +227,20 @@ def test_a_1bitllm_file_labelled_b158_runs_silu_unless_told(tmp_path, monkeypatc
         relu2 = _logits(path, tokens, "reference", monkeypatch, activation="relu2")
     assert_matches(relu2, oracle_logits(path, tokens, activation="relu2"))
     assert np.median(cosines(silu, relu2)) < 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scale_tensors_of_arch_bitnet_multiply_each_matmul(backend, files, tmp_path,
+                                                          monkeypatch) -> None:
+    """Older llama.cpp converters wrote sign-only weights plus blk.N.<linear>.scale {1}
+    (models.md 4.2): each scales its matmul's output."""
+    family = BY_NAME["1bitllm-large-tq2_0"]
+    rng = np.random.default_rng(5)
+    scales = {f"blk.{i}.{n}.scale": (WeightFormat.F32, (1,),
+                                     np.array([rng.uniform(0.5, 2.0)], "<f4"))
+              for i in range(family.n_layers) for n in loader.LINEAR_NAMES}
+    path = rewrite_gguf(files[family.name], tmp_path / "scaled.gguf", tensors=scales)
+    tokens = family.tokens()
+    want = oracle_logits(path, tokens)
+    assert np.median(cosines(want, oracle_logits(files[family.name], tokens))) < 0.999
+    assert_matches(_logits(path, tokens, backend, monkeypatch), want)
