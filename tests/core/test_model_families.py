@@ -167,8 +167,13 @@ def test_llama_file_tensor_set(files) -> None:
     model = bitnet.load(files["falcon3-1b-i2_s"], device="reference", progress=False)
     with model:
         assert model.transformer.head is model.transformer.token_embd
-        assert all(layer.attn_sub_norm.weight is None for layer in model.transformer.layers)
-        assert "silu_mul" in model.transformer.ops.counts or model.config.activation == "silu"
+        assert all(layer.attn_sub_norm.weight is None and layer.ffn_sub_norm.weight is None
+                   for layer in model.transformer.layers)
+        model.logits([1, 5, 7])
+        counts = model.transformer.ops.counts
+    # per layer: attn_norm and ffn_norm; then output_norm. SiLU gating, no relu2
+    assert counts["rmsnorm"] == 2 * 2 + 1
+    assert counts["silu_mul"] == 2 and "relu2_mul" not in counts
 
 
 def test_a_sub_norm_in_a_llama_file_is_an_error(files, tmp_path) -> None:
