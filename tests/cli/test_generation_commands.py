@@ -39,6 +39,18 @@ def test_run_streams_text_and_writes_a_receipt(tmp_path) -> None:
     assert r["backend"] == "reference" and r["kernels"] and r["model"]["sha256"]
 
 
+def test_run_activation_overrides_the_files_gating(tmp_path) -> None:
+    receipt = tmp_path / "r.json"
+    p = bitnet("run", "-m", MODEL, "--device", "reference", "-p", "Once", "-n", "3", "--temp",
+               "0", "--activation", "silu", "--receipt", str(receipt))
+    assert p.returncode == 0, p.stderr
+    r = json.loads(receipt.read_text())
+    assert r["model"]["activation"] == "silu" and r["kernels"]["silu_mul"] > 0
+    assert "relu2_mul" not in r["kernels"]
+    p = bitnet("run", "-m", MODEL, "-p", "x", "--activation", "gelu")
+    assert p.returncode == 2 and "invalid choice: 'gelu'" in p.stderr
+
+
 def test_run_errors_are_one_line_with_the_cause() -> None:
     p = bitnet("run", "-m", "/nonexistent.gguf", "-p", "x")
     assert p.returncode == 2 and p.stderr.startswith("bitnet: error: no such model file")
