@@ -93,7 +93,7 @@ def test_without_the_permutation_the_llama_file_is_wrong(files, monkeypatch) -> 
 
 
 FORMATS = [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16,
-           WeightFormat.F32, WeightFormat.BF16]
+           WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q6_K]
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.value)
