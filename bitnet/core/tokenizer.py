@@ -79,7 +79,9 @@ _NOT_BYTE_LEVEL = {ord(ch): None for ch in _UNICODE_TO_BYTE}
 
 
 def _bad(key: str, reason: str) -> ModelFormatError:
-    return ModelFormatError(f"tokenizer metadata: {key!r} {reason}")
+    """``reason`` follows the key: "is empty", "[12] = 'x' is ..." (an entry)."""
+    sep = "" if reason.startswith("[") else " "
+    return ModelFormatError(f"tokenizer metadata: {key!r}{sep}{reason}")
 
 
 def _read_list(metadata: Mapping[str, Any], name: str, n: int | None,
@@ -553,6 +555,11 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        try:
+            text.encode()
+        except UnicodeEncodeError as err:
+            raise ValueError(f"cannot tokenize: the text is not valid Unicode (a lone surrogate "
+                             f"at {err.start})") from None
         add_bos = self.add_bos if add_bos is None else add_bos
         add_eos = self.add_eos if add_eos is None else add_eos
         ids: list[int] = []
