@@ -19,6 +19,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--ctx", type=int, metavar="N", help="context length to allocate")
     p.add_argument("--revalidate", action="store_true",
                    help="re-run backend validation instead of trusting the cache")
+    p.add_argument("--pretokenizer", metavar="NAME",
+                   help="override a BPE vocabulary's tokenizer.ggml.pre (e.g. llama3, falcon3, "
+                        "gpt-2, default); see docs/usage.md")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -48,7 +51,8 @@ def load_model(args: argparse.Namespace) -> Any:
     import bitnet
 
     return bitnet.load(args.model, device=args.device, threads=args.threads,
-                       ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate)
+                       ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate,
+                       pretokenizer=args.pretokenizer)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

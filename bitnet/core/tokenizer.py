@@ -455,6 +455,8 @@ class Tokenizer:
         the key (and the token) for missing, inconsistent or refused metadata, ValueError for
         an unknown ``pretokenizer``.
         """
+        if pretokenizer is not None:
+            _resolve_pretokenizer(metadata, pretokenizer)  # a bad name is an error for any file
         model = _read_str(metadata, "model")
         if model is None:
             raise ModelFormatError(f"tokenizer metadata: missing key {_key('model')!r}")

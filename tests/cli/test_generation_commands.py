@@ -87,3 +87,10 @@ def test_a_token_list_sentencepiece_refuses_is_a_one_line_error(tmp_path) -> Non
         assert p.stderr.startswith("bitnet: error: tokenizer metadata: "
                                    "'tokenizer.ggml.tokens'[300]")
         assert "NUL" in p.stderr
+
+
+def test_pretokenizer_override_is_checked() -> None:
+    p = bitnet("run", "-m", MODEL, "--device", "reference", "-p", "x", "-n", "1",
+               "--pretokenizer", "nonesuch")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("bitnet: error: pretokenizer='nonesuch' is not supported")
