@@ -27,7 +27,13 @@ The sets and what each reproduces:
 
 HF's ``Punctuation`` splits on Rust's ``char::is_ascii_punctuation() || is_punctuation()``:
 Unicode category P plus the ASCII symbols ``$+<=>^`|~``, which is exactly
-``[\\p{P}$+<=>^`|~]``. HF's ``Digits`` splits on ASCII digits only.
+``[\\p{P}$+<=>^`|~]``. HF's ``Digits`` runs after ``ByteLevel`` and isolates every character
+that is ``char::is_numeric()`` in the *byte-level* text: the ASCII digits, and also the
+characters ``² ³ ¹ ¼ ½ ¾`` that stand for the bytes B2 B3 B9 BC BD BE (continuation bytes of
+many UTF-8 characters). The fork's ``[0-9]`` misses the latter; on a vocabulary trained with
+this pre_tokenizer no merge crosses those characters, so both give the same ids, but the
+``falcon3`` set here runs HF's own ``Digits`` step after the byte-level mapping, so it splits
+exactly as the tokenizer.json does for any vocabulary.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class PreTokenizer:
     regexes: tuple[str, ...]
     ignore_merges: bool = False  # a pre-token that is a vocabulary entry is taken whole
     add_bos: bool = False  # BOS added when the file has no tokenizer.ggml.add_bos_token
+    # HF Digits(individual_digits=true) on the byte-level text, after the regexes
+    byte_level_digits: bool = False
 
 
 PRETOKENIZERS: dict[str, PreTokenizer] = {p.name: p for p in (
@@ -63,7 +71,8 @@ PRETOKENIZERS: dict[str, PreTokenizer] = {p.name: p for p in (
                              r"[0-9][0-9][0-9]")),
     PreTokenizer("gpt-2", (GPT2_REGEX,)),
     PreTokenizer("llama3", (LLAMA3_REGEX,), ignore_merges=True, add_bos=True),
-    PreTokenizer("falcon3", (PUNCTUATION_REGEX, GPT2_REGEX, r"[0-9]")),
+    # the fork's third regex, [0-9], is HF's Digits step (see above)
+    PreTokenizer("falcon3", (PUNCTUATION_REGEX, GPT2_REGEX), byte_level_digits=True),
 )}
 
 # ``tokenizer.ggml.pre`` values -> the set that reproduces the tokenizer.json they stand for

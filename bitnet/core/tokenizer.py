@@ -335,8 +335,10 @@ class ByteLevelBPEEncoder:
             self._hf = HFTokenizer(bpe)
             splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated")
                       for regex in pretokenizer.regexes]
-            byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-            self._hf.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
+            steps = [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            if pretokenizer.byte_level_digits:
+                steps.append(pre_tokenizers.Digits(individual_digits=True))
+            self._hf.pre_tokenizer = pre_tokenizers.Sequence(steps)
         except Exception as err:  # tokenizers raises a bare Exception for a bad vocab or merge
             raise ModelFormatError(f"tokenizer metadata: {_key('tokens')!r} / "
                                    f"{_key('merges')!r} are refused by tokenizers: {err}") from None
