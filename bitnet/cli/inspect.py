@@ -1,6 +1,7 @@
 """``bitnet inspect FILE [--json]``: what a GGUF file holds and which backends could run it.
 
-Prints the architecture, the model config (or why it is not a runnable model), metadata with
+Prints the architecture, the model config (or why it is not a runnable model), the tokenizer
+(or why its token list is refused) and the chat format a conversation gets, metadata with
 long arrays summarised, every tensor with its type, shape and size, totals per type, and the
 backend selection report for the model's requirements (skip it with ``--no-backends``).
 """
@@ -70,6 +71,7 @@ def describe(gguf: Any, device: str | None) -> dict[str, Any]:
         "metadata": {k: _summarise(v) for k, v in gguf.metadata.items()},
         "tensors": [_tensor_row(t) for t in gguf.tensors.values()],
         "totals": _totals(gguf),
+        "tokenizer": _tokenizer(gguf.metadata),
     }
     try:
         config = ModelConfig.from_metadata(gguf.metadata)
@@ -149,6 +151,23 @@ def _totals(gguf: Any) -> dict[str, Any]:
 # -- text rendering ----------------------------------------------------------------------------
 
 
+def _tokenizer(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary as bitnet reads it, and the chat format a conversation gets."""
+    from bitnet.core.chat import builtin_format_for
+    from bitnet.core.tokenizer import Tokenizer
+
+    try:
+        tok = Tokenizer.from_metadata(metadata)
+    except ModelFormatError as e:
+        return {"error": str(e)}
+    template = tok.chat_template
+    return {"model": tok.model, "pretokenizer": tok.pretokenizer, "n_vocab": tok.n_vocab,
+            "bos_id": tok.bos_id, "eos_id": tok.eos_id, "eot_id": tok.eot_id,
+            "add_bos": tok.add_bos,
+            "chat": "the file's template" if template and "BITNET" not in template
+            else f"built-in {builtin_format_for(metadata) if template is None else 'bitnet'}"}
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [
         (f"file      {report['file']} ({_mib(report['file_bytes'])}, GGUF v"
@@ -160,6 +179,14 @@ def render(report: dict[str, Any]) -> str:
         lines.append("config    " + ", ".join(f"{k}={v}" for k, v in config.items()))
     else:
         lines.append(f"config    not runnable: {report.get('config_error')}")
+    tok = report.get("tokenizer", {})
+    if "error" in tok:
+        lines.append(f"tokenizer not usable: {tok['error']}")
+    elif tok:
+        pre = f" (pre-tokenizer {tok['pretokenizer']})" if tok["pretokenizer"] else ""
+        lines.append(f"tokenizer {tok['model']}{pre}, {tok['n_vocab']} tokens, BOS "
+                     f"{tok['bos_id']}{' added' if tok['add_bos'] else ''}, EOS {tok['eos_id']}, "
+                     f"EOT {tok['eot_id']}; chat: {tok['chat']}")
     lines.append(f"\nmetadata ({len(report['metadata'])} keys)")
     for key, value in report["metadata"].items():
         if isinstance(value, dict) and "array_of" in value:
