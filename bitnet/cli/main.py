@@ -17,7 +17,7 @@ from typing import Sequence
 
 import bitnet
 
-SUBCOMMANDS = ("run", "chat", "bench", "devices", "validate", "inspect", "serve")
+SUBCOMMANDS = ("run", "chat", "bench", "pull", "devices", "validate", "inspect", "serve")
 
 
 def _stub(subparsers: argparse._SubParsersAction, name: str, problem: str) -> None:

@@ -37,7 +37,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
          revalidate: bool = False) -> "Model":
     """Open a BitNet GGUF file on the best validated backend.
 
-    path: a GGUF file; None loads the bundled demo model.
+    path: a GGUF file, or ``hf://OWNER/NAME[/FILE]`` fetched through the Hugging Face Hub cache
+        (bitnet.hub); None loads the bundled demo model.
     device: "auto", "cpu", "cuda:1", "opencl:0", "reference", an ordered list "cuda,cpu", ...;
         None means $BITNET_DEVICE, else "auto". An explicit device that cannot be used is an
         error naming why, never a silent substitute.
@@ -56,7 +57,9 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     from bitnet.hal import CreateOptions
     from bitnet.registry import select
 
-    path = Path(path) if path is not None else demo_model_path()
+    from bitnet.hub import resolve_model
+
+    path = resolve_model(path, progress=progress) if path is not None else demo_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     gguf = open_gguf(path)
