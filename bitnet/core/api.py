@@ -137,6 +137,25 @@ class Model:
         check_fits(len(ids), self.transformer.n_ctx)
         return ids
 
+    def perplexity(self, text: str | list[int], n_ctx: int | None = None,
+                   n_batch: int | None = None, n_chunks: int | None = None,
+                   progress: bool | None = None) -> Any:
+        """llama-perplexity's figure for ``text`` (or token ids) -> ``PerplexityResult`` (ppl,
+        ppl_err, nll, n_scored, ...). Chunks of ``n_ctx`` tokens (default 512, at most the
+        context allocated at load), each from an empty context and starting with BOS when the
+        vocabulary adds one; the second half of each chunk is scored (bitnet.core.perplexity)."""
+        from bitnet.core.perplexity import DEFAULT_CTX, perplexity
+
+        tok = self.tokenizer
+        if isinstance(text, str):
+            ids = tok.encode(text, add_eos=False)  # llama.cpp refuses vocabularies that add EOS
+        else:
+            ids = [int(t) for t in np.asarray(text).reshape(-1)]
+        bos = tok.bos_id if tok.add_bos else None
+        n_ctx = min(DEFAULT_CTX, self.transformer.n_ctx) if n_ctx is None else n_ctx
+        return perplexity(self.transformer, ids, n_ctx, bos, n_batch=n_batch, n_chunks=n_chunks,
+                          progress=progress)
+
     # -- text ------------------------------------------------------------------------------
 
     def generate(self, prompt: str | list[int], max_tokens: int = 128, temperature: float = 0.8,
