@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "empty context (BOS first when the vocabulary adds one) and score the second "
                     "half of each chunk, as llama.cpp's llama-perplexity does. Prints the running "
                     "figure per chunk and 'Final estimate: PPL = ... +/- ...'.")
-    add_model_args(p)  # -c/--ctx: the chunk length (default 512, or the model's if shorter)
+    add_model_args(p)
+    ctx = next(a for a in p._actions if a.dest == "ctx")
+    ctx.help = "tokens per chunk (default 512, or the model's context length if shorter)"
     p.add_argument("-f", "--file", required=True, metavar="TEXT",
                    help="UTF-8 text file ('-' reads stdin)")
     p.add_argument("-b", "--batch", type=int, metavar="N",
