@@ -9,7 +9,8 @@ from typing import Any
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", metavar="FILE",
-                   help="GGUF model file (default: the bundled demo model)")
+                   help="GGUF model file, or hf://OWNER/NAME[/FILE] from the Hugging Face Hub "
+                        "(default: the bundled demo model)")
     p.add_argument("--device", metavar="SPEC",
                    help="auto, cpu, reference, cuda, cuda:1, opencl:0, vulkan, or an ordered list "
                         "like cuda,cpu (default: $BITNET_DEVICE, else auto)")

@@ -30,7 +30,7 @@ _STRING_PREVIEW = 120  # characters shown of a long metadata string
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("inspect", help="show a GGUF file's config, metadata and "
                                    "tensors, and which backends could run it")
-    parser.add_argument("file", help="path to a .gguf file")
+    parser.add_argument("file", help="path to a .gguf file, or hf://OWNER/NAME[/FILE]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", default="auto",
                         help="device spec to check the model against (default: auto)")
@@ -41,10 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bitnet.core.gguf import open_gguf
+    from bitnet.hub import resolve_model
 
     try:
-        gguf = open_gguf(args.file)
-    except (OSError, GGUFError) as e:
+        gguf = open_gguf(resolve_model(args.file))
+    except (OSError, GGUFError, ValueError) as e:  # ValueError: a hub or checkpoint problem
         print(f"bitnet inspect: {e}", file=sys.stderr)
         return 1
     with gguf:
