@@ -480,3 +480,21 @@ def test_text_with_a_lone_surrogate_is_a_value_error() -> None:
     for tok in (fixture_tokenizer("tiny"), bpe_tokenizer()):
         with pytest.raises(ValueError, match="not valid Unicode"):
             tok.encode("ab\ud800")
+
+
+def test_a_merge_that_makes_tokenizers_panic_is_a_model_format_error(monkeypatch) -> None:
+    # tokenizers 0.23 panics (pyo3 PanicException, a BaseException) on a merge whose result is
+    # no token when a part is long: found by tests/fuzz/test_tokenizer_fuzz.py
+    from bitnet.core import tokenizer as tokenizer_module
+
+    _, meta = trained_bpe()
+    long_token = "\u00e9" * 10
+    tokens = [*meta["tokenizer.ggml.tokens"], long_token]
+    merges = [*meta["tokenizer.ggml.merges"], f"{long_token} b"]
+    at = len(merges) - 1
+    with pytest.raises(ModelFormatError, match=rf"merges'\[{at}\] = .*is not in"):
+        bpe_tokenizer(tokens=tokens, merges=merges, token_type=None)
+    # and were the check missed, the panic itself becomes a ModelFormatError
+    monkeypatch.setattr(tokenizer_module, "_check_merges", lambda merges, vocab: None)
+    with pytest.raises(ModelFormatError, match="refused by tokenizers"):
+        bpe_tokenizer(tokens=tokens, merges=merges, token_type=None)
