@@ -134,6 +134,17 @@ def _split(step: Mapping[str, Any], regex: str) -> bool:
             and not step.get("invert", False))
 
 
+def _nfc_or_none(normalizer: Any) -> bool:
+    if normalizer is None:
+        return True
+    if not isinstance(normalizer, Mapping):
+        return False
+    if normalizer.get("type") == "Sequence":
+        steps = normalizer.get("normalizers")
+        return isinstance(steps, list) and all(_nfc_or_none(step) for step in steps)
+    return normalizer.get("type") == "NFC"
+
+
 def ggml_pre_for_hf(tokenizer_json: Mapping[str, Any]) -> str | None:
     """The ``tokenizer.ggml.pre`` value whose regexes split text exactly as the
     ``pre_tokenizer`` of this parsed ``tokenizer.json`` does (with a byte-level BPE model and
@@ -142,8 +153,14 @@ def ggml_pre_for_hf(tokenizer_json: Mapping[str, Any]) -> str | None:
     Returns the name the peer runtimes use for that family: "llama-bpe", "gpt-2", "falcon3".
     (Falcon-E's converters write "falcon_e" or "falcon-h1" for the same regexes; a converter
     that knows it is converting Falcon-E may prefer that name.)
+
+    The BPE model's ``ignore_merges`` is not compared: llama.cpp fixes it per pre-tokenizer.
+    An NFC normalizer (GPT-NeoX-style tokenizers, as TriLM's is believed to be) is accepted:
+    GGUF has no key for it, llama.cpp does not apply it, and neither does bitnet, so a text
+    that is not in NFC (rare: decomposed accents) may tokenize differently from Hugging Face.
+    Any other normalizer gives None.
     """
-    if tokenizer_json.get("normalizer") is not None:
+    if not _nfc_or_none(tokenizer_json.get("normalizer")):
         return None  # llama.cpp's BPE path normalizes nothing
     model = tokenizer_json.get("model")
     if not isinstance(model, Mapping) or model.get("type") != "BPE":
