@@ -94,3 +94,22 @@ def test_inspect_says_how_each_arch_runs(tmp_path: Path,
     text = capsys.readouterr().out
     assert "model     bitnet (sub-norms) block" in text and "tied (token_embd) head" in text
     assert "activation silu: chosen by the caller" in text and "rope NEOX" in text
+
+
+def test_tokenizer_summary_and_a_refused_token_list(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from bitnet.core.gguf import open_gguf
+    from bitnet.core.gguf_write import rewrite_gguf
+
+    assert run(str(MODELS / "tiny-b158-i2_s.gguf"), "--json", "--no-backends") == 0
+    tok = json.loads(capsys.readouterr().out)["tokenizer"]
+    assert tok == {"model": "llama", "pretokenizer": None, "n_vocab": 512, "bos_id": 1,
+                   "eos_id": 2, "eot_id": None, "add_bos": True, "chat": "built-in bitnet"}
+    with open_gguf(MODELS / "tiny-b158-i2_s.gguf") as f:
+        tokens = list(f.metadata["tokenizer.ggml.tokens"])
+    tokens[7] = "\0"
+    path = rewrite_gguf(MODELS / "tiny-b158-i2_s.gguf", tmp_path / "m.gguf",
+                        metadata={"tokenizer.ggml.tokens": tokens})
+    assert run(str(path), "--no-backends") == 0
+    out = capsys.readouterr().out
+    assert "tokenizer not usable: tokenizer metadata: 'tokenizer.ggml.tokens'[7]" in out
