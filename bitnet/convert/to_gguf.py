@@ -64,7 +64,10 @@ def convert_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str],
     if out.exists() and not force:
         raise ConvertError(f"{out} exists; pass --force (force=True) to replace it")
     ckpt = Checkpoint(src)
-    plan = _Plan(ckpt, fmt, pre)
+    try:
+        plan = _Plan(ckpt, fmt, pre)
+    except ConvertError as err:
+        raise _in(ckpt, err) from None
     log.info("%s: %s -> GGUF arch %s, %s", ckpt.dir, plan.family.label, plan.family.arch,
              plan.fmt.value)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +77,18 @@ def convert_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str],
     try:
         plan.write(tmp, progress)
         os.replace(tmp, out)
+    except ConvertError as err:
+        raise _in(ckpt, err) from None
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _in(ckpt: Checkpoint, err: ConvertError) -> ConvertError:
+    """An error that names the checkpoint, for messages that name only a key or tensor."""
+    if str(err).startswith(str(ckpt.dir)):
+        return err
+    return ConvertError(f"cannot convert checkpoint {ckpt.dir}: {err}")
 
 
 def parse_type(fmt: WeightFormat | str | None) -> WeightFormat | None:

@@ -31,19 +31,6 @@ def demo_model_path() -> Path:
     return path
 
 
-def resolve_model_path(path: str | os.PathLike[str] | None, progress: bool | None) -> Path:
-    """The GGUF file to open: ``path`` itself, the demo model for None, or for a Hugging Face
-    checkpoint directory the GGUF converted from it once into the cache (bitnet.convert)."""
-    if path is None:
-        return demo_model_path()
-    path = Path(path)
-    if path.is_dir():
-        from bitnet.convert import cached_gguf
-
-        return cached_gguf(path, progress=progress)
-    return path
-
-
 def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
          threads: int | None = None, ternarize: bool = False, n_ctx: int | None = None,
          pretokenizer: str | None = None, progress: bool | None = None,
@@ -51,7 +38,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     """Open a BitNet GGUF file on the best validated backend.
 
     path: a GGUF file, a Hugging Face checkpoint directory (converted once into the cache,
-        see docs/models.md); None loads the bundled demo model.
+        docs/models.md), or ``hf://OWNER/NAME[/FILE]`` fetched through the Hugging Face Hub
+        cache (bitnet.hub); None loads the bundled demo model.
     device: "auto", "cpu", "cuda:1", "opencl:0", "reference", an ordered list "cuda,cpu", ...;
         None means $BITNET_DEVICE, else "auto". An explicit device that cannot be used is an
         error naming why, never a silent substitute.
@@ -72,7 +60,9 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     from bitnet.hal import CreateOptions
     from bitnet.registry import select
 
-    path = resolve_model_path(path, progress)
+    from bitnet.hub import resolve_model
+
+    path = resolve_model(path, progress=progress) if path is not None else demo_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     gguf = open_gguf(path)
@@ -153,6 +143,25 @@ class Model:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.n_vocab - 1})")
         check_fits(len(ids), self.transformer.n_ctx)
         return ids
+
+    def perplexity(self, text: str | list[int], n_ctx: int | None = None,
+                   n_batch: int | None = None, n_chunks: int | None = None,
+                   progress: bool | None = None) -> Any:
+        """llama-perplexity's figure for ``text`` (or token ids) -> ``PerplexityResult`` (ppl,
+        ppl_err, nll, n_scored, ...). Chunks of ``n_ctx`` tokens (default 512, at most the
+        context allocated at load), each from an empty context and starting with BOS when the
+        vocabulary adds one; the second half of each chunk is scored (bitnet.core.perplexity)."""
+        from bitnet.core.perplexity import DEFAULT_CTX, perplexity
+
+        tok = self.tokenizer
+        if isinstance(text, str):
+            ids = tok.encode(text, add_eos=False)  # llama.cpp refuses vocabularies that add EOS
+        else:
+            ids = [int(t) for t in np.asarray(text).reshape(-1)]
+        bos = tok.bos_id if tok.add_bos else None
+        n_ctx = min(DEFAULT_CTX, self.transformer.n_ctx) if n_ctx is None else n_ctx
+        return perplexity(self.transformer, ids, n_ctx, bos, n_batch=n_batch, n_chunks=n_chunks,
+                          progress=progress)
 
     # -- text ------------------------------------------------------------------------------
 

@@ -27,7 +27,13 @@ The sets and what each reproduces:
 
 HF's ``Punctuation`` splits on Rust's ``char::is_ascii_punctuation() || is_punctuation()``:
 Unicode category P plus the ASCII symbols ``$+<=>^`|~``, which is exactly
-``[\\p{P}$+<=>^`|~]``. HF's ``Digits`` splits on ASCII digits only.
+``[\\p{P}$+<=>^`|~]``. HF's ``Digits`` runs after ``ByteLevel`` and isolates every character
+that is ``char::is_numeric()`` in the *byte-level* text: the ASCII digits, and also the
+characters ``² ³ ¹ ¼ ½ ¾`` that stand for the bytes B2 B3 B9 BC BD BE (continuation bytes of
+many UTF-8 characters). The fork's ``[0-9]`` misses the latter; on a vocabulary trained with
+this pre_tokenizer no merge crosses those characters, so both give the same ids, but the
+``falcon3`` set here runs HF's own ``Digits`` step after the byte-level mapping, so it splits
+exactly as the tokenizer.json does for any vocabulary.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class PreTokenizer:
     regexes: tuple[str, ...]
     ignore_merges: bool = False  # a pre-token that is a vocabulary entry is taken whole
     add_bos: bool = False  # BOS added when the file has no tokenizer.ggml.add_bos_token
+    # HF Digits(individual_digits=true) on the byte-level text, after the regexes
+    byte_level_digits: bool = False
 
 
 PRETOKENIZERS: dict[str, PreTokenizer] = {p.name: p for p in (
@@ -63,7 +71,8 @@ PRETOKENIZERS: dict[str, PreTokenizer] = {p.name: p for p in (
                              r"[0-9][0-9][0-9]")),
     PreTokenizer("gpt-2", (GPT2_REGEX,)),
     PreTokenizer("llama3", (LLAMA3_REGEX,), ignore_merges=True, add_bos=True),
-    PreTokenizer("falcon3", (PUNCTUATION_REGEX, GPT2_REGEX, r"[0-9]")),
+    # the fork's third regex, [0-9], is HF's Digits step (see above)
+    PreTokenizer("falcon3", (PUNCTUATION_REGEX, GPT2_REGEX), byte_level_digits=True),
 )}
 
 # ``tokenizer.ggml.pre`` values -> the set that reproduces the tokenizer.json they stand for
@@ -125,6 +134,17 @@ def _split(step: Mapping[str, Any], regex: str) -> bool:
             and not step.get("invert", False))
 
 
+def _nfc_or_none(normalizer: Any) -> bool:
+    if normalizer is None:
+        return True
+    if not isinstance(normalizer, Mapping):
+        return False
+    if normalizer.get("type") == "Sequence":
+        steps = normalizer.get("normalizers")
+        return isinstance(steps, list) and all(_nfc_or_none(step) for step in steps)
+    return normalizer.get("type") == "NFC"
+
+
 def ggml_pre_for_hf(tokenizer_json: Mapping[str, Any]) -> str | None:
     """The ``tokenizer.ggml.pre`` value whose regexes split text exactly as the
     ``pre_tokenizer`` of this parsed ``tokenizer.json`` does (with a byte-level BPE model and
@@ -133,8 +153,14 @@ def ggml_pre_for_hf(tokenizer_json: Mapping[str, Any]) -> str | None:
     Returns the name the peer runtimes use for that family: "llama-bpe", "gpt-2", "falcon3".
     (Falcon-E's converters write "falcon_e" or "falcon-h1" for the same regexes; a converter
     that knows it is converting Falcon-E may prefer that name.)
+
+    The BPE model's ``ignore_merges`` is not compared: llama.cpp fixes it per pre-tokenizer.
+    An NFC normalizer (GPT-NeoX-style tokenizers, as TriLM's is believed to be) is accepted:
+    GGUF has no key for it, llama.cpp does not apply it, and neither does bitnet, so a text
+    that is not in NFC (rare: decomposed accents) may tokenize differently from Hugging Face.
+    Any other normalizer gives None.
     """
-    if tokenizer_json.get("normalizer") is not None:
+    if not _nfc_or_none(tokenizer_json.get("normalizer")):
         return None  # llama.cpp's BPE path normalizes nothing
     model = tokenizer_json.get("model")
     if not isinstance(model, Mapping) or model.get("type") != "BPE":

@@ -12,6 +12,10 @@ text first (user-defined ones always, control ones only with ``parse_special``),
 fragment of a "llama" vocabulary gets one leading space, BOS/EOS are added per the file's flags,
 and decoding renders pieces the way ``llama_token_to_piece`` does. Decoding is done from our own
 piece table, not by the libraries, so bytes can be streamed.
+
+Metadata is checked before the libraries see it, and whatever they still refuse is caught: any
+bad, inconsistent or refused tokenizer metadata is a ModelFormatError naming the key and, for an
+array, the entry (``'tokenizer.ggml.tokens'[300] = 'ab\\x00c' holds a NUL character, ...``).
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ _NOT_BYTE_LEVEL = {ord(ch): None for ch in _UNICODE_TO_BYTE}
 
 
 def _bad(key: str, reason: str) -> ModelFormatError:
-    return ModelFormatError(f"tokenizer metadata: {key!r} {reason}")
+    """``reason`` follows the key: "is empty", "[12] = 'x' is ..." (an entry)."""
+    sep = "" if reason.startswith("[") else " "
+    return ModelFormatError(f"tokenizer metadata: {key!r}{sep}{reason}")
 
 
 def _read_list(metadata: Mapping[str, Any], name: str, n: int | None,
@@ -145,11 +151,13 @@ def _read_tokens(metadata: Mapping[str, Any]) -> list[str]:
             raise _bad(key, f"[{i}] is not a string but {type(text).__name__}")
         if not text:
             items[i] = f"[EMPTY_{i}]"  # llama.cpp's name for an empty token, kept for parity
-            continue
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            raise _bad(key, f"[{i}] = {text!r} is not valid Unicode (a lone surrogate)") from None
+    try:
+        "".join(items).encode()  # one pass; the entry is looked for only on failure
+    except UnicodeEncodeError:
+        for i, text in enumerate(items):
+            if any("\ud800" <= ch <= "\udfff" for ch in text):
+                raise _bad(key, f"[{i}] = {text!r} is not valid Unicode (a lone surrogate)"
+                           ) from None
     if len(set(items)) != len(items):
         # llama.cpp asserts on this too: text -> id must be a function
         first: dict[str, int] = {}
@@ -191,8 +199,7 @@ def _read_scores(metadata: Mapping[str, Any], n: int) -> list[float]:
     return scores
 
 
-def _read_merges(metadata: Mapping[str, Any], vocab: Mapping[str, int]
-                 ) -> list[tuple[str, str]]:
+def _read_merges(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
     key = _key("merges")
     items = _read_list(metadata, "merges", None, required=True)
     assert items is not None
@@ -202,12 +209,17 @@ def _read_merges(metadata: Mapping[str, Any], vocab: Mapping[str, int]
         cut = merge.find(" ", 1) if isinstance(merge, str) else -1
         if cut < 0:
             raise _bad(key, f"[{i}] = {merge!r} is not 'left right'")
-        left, right = merge[:cut], merge[cut + 1:]
+        merges.append((merge[:cut], merge[cut + 1:]))
+    return merges
+
+
+def _check_merges(merges: Sequence[tuple[str, str]], vocab: Mapping[str, int]) -> None:
+    """ModelFormatError naming the first merge whose parts or result is no token."""
+    for i, (left, right) in enumerate(merges):
         for part in (left, right, left + right):
             if part not in vocab:
-                raise _bad(key, f"[{i}] = {merge!r}: {part!r} is not in {_key('tokens')!r}")
-        merges.append((left, right))
-    return merges
+                raise _bad(_key("merges"), f"[{i}] = {left + ' ' + right!r}: {part!r} is not "
+                           f"in {_key('tokens')!r}")
 
 
 def _resolve_pretokenizer(metadata: Mapping[str, Any], override: str | None) -> PreTokenizer:
@@ -328,14 +340,20 @@ class ByteLevelBPEEncoder:
         if ignore_merges is None:
             ignore_merges = pretokenizer.ignore_merges
         vocab = {text: i for i, text in enumerate(tokens)}
+        # checked first: some bad merges make tokenizers panic rather than raise
+        _check_merges(merges, vocab)
         try:
             bpe = models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges)
             self._hf = HFTokenizer(bpe)
             splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated")
                       for regex in pretokenizer.regexes]
-            byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-            self._hf.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
-        except Exception as err:  # tokenizers raises a bare Exception for a bad vocab or merge
+            steps = [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            if pretokenizer.byte_level_digits:
+                steps.append(pre_tokenizers.Digits(individual_digits=True))
+            self._hf.pre_tokenizer = pre_tokenizers.Sequence(steps)
+        except BaseException as err:  # a bare Exception, or a Rust panic (a BaseException)
+            if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+                raise
             raise ModelFormatError(f"tokenizer metadata: {_key('tokens')!r} / "
                                    f"{_key('merges')!r} are refused by tokenizers: {err}") from None
         # bytes whose byte-level character is no vocabulary entry: BPE cannot start from them
@@ -453,6 +471,8 @@ class Tokenizer:
         the key (and the token) for missing, inconsistent or refused metadata, ValueError for
         an unknown ``pretokenizer``.
         """
+        if pretokenizer is not None:
+            _resolve_pretokenizer(metadata, pretokenizer)  # a bad name is an error for any file
         model = _read_str(metadata, "model")
         if model is None:
             raise ModelFormatError(f"tokenizer metadata: missing key {_key('model')!r}")
@@ -493,7 +513,7 @@ class Tokenizer:
             add_space_prefix = False
             pre_tokenizer = _resolve_pretokenizer(metadata, pretokenizer)
             pre = pre_tokenizer.name
-            merges = _read_merges(metadata, {text: i for i, text in enumerate(tokens)})
+            merges = _read_merges(metadata)
             # llama.cpp enables ignore_merges and BOS for the LLaMA-3 family
             encoder = ByteLevelBPEEncoder(tokens, merges, pre_tokenizer)
             add_bos_default = pre_tokenizer.add_bos
@@ -553,6 +573,11 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        try:
+            text.encode()
+        except UnicodeEncodeError as err:
+            raise ValueError(f"cannot tokenize: the text is not valid Unicode (a lone surrogate "
+                             f"at {err.start})") from None
         add_bos = self.add_bos if add_bos is None else add_bos
         add_eos = self.add_eos if add_eos is None else add_eos
         ids: list[int] = []
