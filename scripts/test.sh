@@ -20,6 +20,7 @@ if [[ "${BITNET_SKIP_INSTALL:-0}" != "1" ]]; then
         "fastapi>=0.110" "uvicorn>=0.27" "pydantic>=2.5" "prometheus-client>=0.19" \
         "ray[serve]>=2.9" "torch==2.13.0" \
         "transformers>=5,<6" "accelerate>=1.0" "safetensors>=0.4" \
+        "llama-cpp-python==0.3.36" \
         || { echo "[test] installing the test requirements failed" >&2; exit 1; }
 fi
 
