@@ -138,7 +138,7 @@ class KernelBackend:
           of each output the exact integer ``isum_b = sum_j sc_j * sum_{k in sub-block j}
           q6_k * q8_k`` (q6 in -32..31, sc_j the block's 16 int8 sub-scales) and
           ``y = sum_b float32(isum_b) * (d_w_b * d_y_b)`` accumulated in float32 in block
-          order (``bitnet.formats.device_layout.split_q6_k_ints`` gives the integer parts).
+          order (``bitnet.hal.device_layout.split_q6_k_ints`` gives the integer parts).
           This matches the engines' logits far closer than f32 activations and is the
           integer-SIMD fast path.
         ``w.out_scale`` (when != 1) multiplies y."""
@@ -217,6 +217,11 @@ class KernelBackend:
 
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""
+
+    def submission_count(self) -> int | None:
+        """Optional. Host submissions so far (kernel launches, queue submits, graph launches),
+        for ``bitnet bench``'s submissions per token; None where ops are direct calls."""
+        return None
 
     def close(self) -> None:
         """Free device resources (optional; called when the model is closed)."""

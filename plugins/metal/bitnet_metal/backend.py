@@ -5,7 +5,7 @@ Status (no Mac was available; nothing here has run):
   upload / download, dispatch, and the ops add, relu2_mul, silu_mul, rmsnorm, rope, embed (F16);
 - NotImplementedError: linear_ternary, linear_float, attention, kv_cache_alloc, weights other
   than F16. Their kernels exist (linear_ternary.metal, attention.metal); what is missing is the
-  host side: weight repacking (the splits are in bitnet.formats.device_layout, used as
+  host side: weight repacking (the splits are in bitnet.hal.device_layout, used as
   bitnet-cuda's layout.py uses them), scratch buffers
   for the activation quantizers, and the KV cache allocation.
 
@@ -131,7 +131,7 @@ class MetalBackend(KernelBackend):
         if tensor.format is not WeightFormat.F16:
             raise NotImplementedError(
                 f"bitnet-metal.load_weight: {tensor.format.value} is not wired yet (split it with "
-                "bitnet.formats.device_layout as bitnet-cuda's layout.py does: I2_S codes as on "
+                "bitnet.hal.device_layout as bitnet-cuda's layout.py does: I2_S codes as on "
                 "disk, TQ codes + f32 block scales)")
         words = np.ascontiguousarray(tensor.data).reshape(-1)
         mtl = self._dev.newBufferWithBytes_length_options_(

@@ -1,5 +1,10 @@
-"""A small Vulkan compute runtime over the `vulkan` binding: device, buffers, pipelines, and a
-recorder that batches dispatches into one command buffer until results are needed.
+"""VulkanRuntime: bitnet.hal's DeviceRuntime over the `vulkan` binding: device, buffers,
+pipelines, and a recorder that batches dispatches into one command buffer until results are
+needed (a decode step is then one submission: ids in, logits out).
+
+Kernels are the shipped SPIR-V of ``shaders/`` (built by scripts/build_shaders.py), bound as
+storage buffers in the order of bitnet.hal.device_runtime.KERNELS, with the kernel's scalars as
+push constants.
 
 Binding pitfalls (gpu-testing.md): every nested create-info struct is kept in a local variable
 until its call returns; sizes are real byte counts (VK_WHOLE_SIZE is -1 in the binding).
@@ -15,12 +20,24 @@ from typing import Any
 import numpy as np
 import vulkan as vk
 
+from bitnet.hal.device_runtime import ITEMS, KernelSpec, Limits
+from bitnet_vulkan.devices import VulkanDevice
+
 ffi = vk.ffi
 _MIN_BLOCK = 256  # pooled buffers are powers of two from here
 _STAGING_CHUNK = 64 << 20  # host <-> device copies go through a staging buffer of this size
 _SETS_PER_BATCH = 512  # descriptor sets one batch may hold before it is flushed
 _MAX_BINDINGS = 6
 _COMPUTE = vk.VK_SHADER_STAGE_COMPUTE_BIT
+MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
+FLOAT_FORMAT_IDS = {"f32": 0, "f16": 1, "bf16": 2, "q8_0": 3}  # float_decode.glsl's FMT
+ELEMENTWISE_OPS = {"add": 0, "relu2_mul": 1, "silu_mul": 2}  # elementwise.comp's OP
+# KERNELS names whose shader has another name (fp64 and integer-dot variants are chosen apart)
+SHADER_NAMES = {"embed_q6_k": "embed_q6k", "quantize_per_token_i8": "quantize_i8",
+                "quantize_q8_k": "quantize_q8k", "linear_q6_k": "linear_q6k",
+                "add": "elementwise", "relu2_mul": "elementwise", "silu_mul": "elementwise"}
+FP64_SHADERS = ("rmsnorm", "rope")  # *_f64 where the device has shaderFloat64
+INT_DOT_SHADERS = ("linear_i2s", "linear_tq", "linear_q6k")  # *_idot with OpSDot
 
 
 @dataclass(frozen=True)
@@ -104,19 +121,32 @@ class Pipeline:
     pipeline: Any
     module: Any
     spec: ShaderSpec
+    grid: str  # how dispatches count it (bitnet.hal.device_runtime)
 
 
 class VulkanRuntime:
     """One logical device with one compute queue."""
 
-    def __init__(self, instance: Any, physical: Any, work_group: int, use_fp64: bool,
-                 max_buffer_range: int, int_dot: bool) -> None:
+    name = "vulkan"
+
+    def __init__(self, instance: Any, device: VulkanDevice) -> None:
+        physical = device.physical
+        use_fp64 = device.fp64
+        int_dot = device.int_dot
         self.instance = instance
-        self.max_buffer_range = max_buffer_range
+        self.vk_device = device
+        self.max_buffer_range = device.max_buffer_range
         self.int_dot = int_dot
         self.physical = physical
-        self.work_group = work_group
+        self.work_group = device.work_group
         self.use_fp64 = use_fp64
+        self.submissions = 0
+        self.fingerprint = f"{device.info.name}|{device.info.driver_version}"
+        self.limits = Limits(simd_width=device.subgroup_size,
+                             max_work_group=device.max_invocations, max_rows=device.max_rows,
+                             shared_memory=device.shared_memory,
+                             max_buffer=device.max_buffer_range, fp64=use_fp64,
+                             max_head_dim=MAX_HEAD_DIM)
         self.memory_props = vk.vkGetPhysicalDeviceMemoryProperties(physical)
         limits = vk.vkGetPhysicalDeviceProperties(physical).limits
         self.max_groups = int(limits.maxComputeWorkGroupCount[0])
@@ -154,7 +184,6 @@ class VulkanRuntime:
                                                   pPoolSizes=[sizes])
         self.descriptor_pool = vk.vkCreateDescriptorPool(self.device, desc_info, None)
         self.staging = Block(self.device, self.memory_props, _STAGING_CHUNK, host_visible=True)
-        self._free: dict[int, list[Block]] = {}
         self._owned: list[Block] = []
         self._pipelines: dict[tuple[str, int, int, int, int], Pipeline] = {}
         self._recording = False
@@ -163,36 +192,27 @@ class VulkanRuntime:
     # -- buffers -----------------------------------------------------------------------------
 
     def allocate(self, nbytes: int) -> Block:
-        """A pooled device buffer of at least nbytes (power-of-two classes)."""
-        self._check_range(nbytes)
-        size = max(_MIN_BLOCK, 1 << (max(nbytes, 1) - 1).bit_length())
-        size = min(size, max(nbytes, self.max_buffer_range))
-        free = self._free.get(size)
-        if free:
-            return free.pop()
-        block = Block(self.device, self.memory_props, size, host_visible=False)
-        self._owned.append(block)
-        return block
-
-    def _check_range(self, nbytes: int) -> None:
+        """A device buffer of nbytes (rounded up to words), freed by free or at close."""
         if nbytes > self.max_buffer_range:
             raise MemoryError(f"a {nbytes}-byte buffer exceeds this Vulkan device's "
                               f"maxStorageBufferRange ({self.max_buffer_range} bytes)")
-
-    def release(self, block: Block) -> None:
-        """Return a pooled block. Safe while recorded work still reads it: every dispatch is
-        followed by a full barrier, so a later reuse cannot overtake earlier readers."""
-        self._free.setdefault(block.size, []).append(block)
-
-    def dedicated(self, nbytes: int) -> Block:
-        """An unpooled device buffer (weights, KV caches), freed at close."""
-        self._check_range(nbytes)
         block = Block(self.device, self.memory_props, max(4, (nbytes + 3) // 4 * 4),
                       host_visible=False)
         self._owned.append(block)
         return block
 
-    def write(self, block: Block, data: np.ndarray) -> None:
+    def free(self, block: Block) -> None:
+        self.flush()
+        self._owned.remove(block)
+        block.destroy()
+
+    def copy_in(self, block: Block, host: np.ndarray, offset: int = 0) -> None:
+        self.write(block, host, offset)
+
+    def copy_out(self, block: Block, nbytes: int, offset: int = 0) -> np.ndarray:
+        return self.read(block, nbytes, offset)
+
+    def write(self, block: Block, data: np.ndarray, offset: int = 0) -> None:
         """Copy host bytes into a device buffer (flushes queued work first)."""
         raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         self.flush()
@@ -200,18 +220,18 @@ class VulkanRuntime:
             chunk = raw[start:start + _STAGING_CHUNK]
             self.staging.mapped[0:chunk.size] = chunk.tobytes()
             self._begin()
-            region = vk.VkBufferCopy(srcOffset=0, dstOffset=start, size=chunk.size)
+            region = vk.VkBufferCopy(srcOffset=0, dstOffset=offset + start, size=chunk.size)
             vk.vkCmdCopyBuffer(self.cmd, self.staging.buffer, block.buffer, 1, [region])
             self._barrier()
             self.flush()
 
-    def read(self, block: Block, nbytes: int) -> np.ndarray:
+    def read(self, block: Block, nbytes: int, offset: int = 0) -> np.ndarray:
         """Device bytes -> a new host uint8 array (runs everything queued before it)."""
         out = np.empty(nbytes, dtype=np.uint8)
         for start in range(0, nbytes, _STAGING_CHUNK):
             size = min(_STAGING_CHUNK, nbytes - start)
             self._begin()
-            region = vk.VkBufferCopy(srcOffset=start, dstOffset=0, size=size)
+            region = vk.VkBufferCopy(srcOffset=offset + start, dstOffset=0, size=size)
             vk.vkCmdCopyBuffer(self.cmd, block.buffer, self.staging.buffer, 1, [region])
             host = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_TRANSFER_WRITE_BIT,
                                       dstAccessMask=vk.VK_ACCESS_HOST_READ_BIT)
@@ -221,8 +241,7 @@ class VulkanRuntime:
             out[start:start + size] = np.frombuffer(self.staging.mapped[0:size], dtype=np.uint8)
         return out
 
-    def copy(self, src: Block, src_offset: int, dst: Block, nbytes: int,
-             dst_offset: int = 0) -> None:
+    def copy(self, src: Block, src_offset: int, dst: Block, dst_offset: int, nbytes: int) -> None:
         self._begin()
         region = vk.VkBufferCopy(srcOffset=src_offset, dstOffset=dst_offset, size=nbytes)
         vk.vkCmdCopyBuffer(self.cmd, src.buffer, dst.buffer, 1, [region])
@@ -230,8 +249,21 @@ class VulkanRuntime:
 
     # -- pipelines and dispatch ----------------------------------------------------------------
 
+    def kernel(self, spec: KernelSpec) -> Pipeline:
+        """The pipeline for a KERNELS spec: its shader (fp64 / integer-dot variant where the
+        device has them) and specialization constants."""
+        name = SHADER_NAMES.get(spec.name, spec.name)
+        if name in FP64_SHADERS and self.use_fp64:
+            name += "_f64"
+        if name in INT_DOT_SHADERS and self.int_dot:
+            name += "_idot"
+        constant = ELEMENTWISE_OPS.get(spec.name, FLOAT_FORMAT_IDS.get(spec.fmt, 0))
+        lanes = spec.lanes or None
+        return self.pipeline(name, constant, lanes, spec.rows or 1, spec.blocks or 1,
+                             spec.sig.grid)
+
     def pipeline(self, name: str, constant: int = 0, lanes: int | None = None, rows: int = 1,
-                 blocks: int = 1) -> Pipeline:
+                 blocks: int = 1, grid: str = ITEMS) -> Pipeline:
         """The compute pipeline of shaders/<name>.spv, specialized: constant 0 = WG_SIZE (the
         runtime's work-group, or `lanes` for matmuls), 1 = FMT or OP, 2 = ROWS (matmul rows per
         work-group), 3 = BLOCKS (linear_tq's and linear_q6k's K / 256). Unused constants are
@@ -269,13 +301,15 @@ class VulkanRuntime:
         create = vk.VkComputePipelineCreateInfo(stage=stage, layout=layout)
         pipeline = vk.vkCreateComputePipelines(self.device, vk.VK_NULL_HANDLE, 1, [create],
                                                None)[0]
-        self._pipelines[key] = Pipeline(layout, set_layout, pipeline, module, spec)
+        self._pipelines[key] = Pipeline(layout, set_layout, pipeline, module, spec,
+                                          grid)
         return self._pipelines[key]
 
-    def dispatch(self, pipe: Pipeline, buffers: list[Block], push: tuple,
-                 groups: tuple[int, int]) -> None:
-        """Record one dispatch of groups (x, y); x beyond the device limit folds into z (the
-        shaders that can see that many groups recover the row with folded_row())."""
+    def dispatch(self, pipe: Pipeline, grid: tuple[int, ...], buffers: list[Block],
+                 push: tuple) -> None:
+        """Record one dispatch; an ITEMS grid counts invocations, the others work-groups. x
+        beyond the device limit folds into z (the shaders that can see that many groups
+        recover the row with folded_row())."""
         if len(buffers) != pipe.spec.bindings:
             raise ValueError(f"shader wants {pipe.spec.bindings} buffers, got {len(buffers)}")
         if self._sets_in_batch >= _SETS_PER_BATCH:
@@ -298,7 +332,9 @@ class VulkanRuntime:
         data = struct.pack(pipe.spec.push_format, *push)
         vk.vkCmdPushConstants(self.cmd, pipe.layout, _COMPUTE, 0, len(data),
                               ffi.from_buffer(data))
-        x, y = groups
+        x, y = grid[0], grid[1]
+        if pipe.grid == ITEMS:
+            x = -(-x // self.work_group)
         if y > 65535:
             raise ValueError(f"{y} work-groups in y exceed what the shaders index")
         z = -(-x // self.max_groups)
@@ -333,6 +369,7 @@ class VulkanRuntime:
         self._recording = False
         submit = vk.VkSubmitInfo(commandBufferCount=1, pCommandBuffers=[self.cmd])
         vk.vkQueueSubmit(self.queue, 1, [submit], self.fence)
+        self.submissions += 1
         vk.vkWaitForFences(self.device, 1, [self.fence], vk.VK_TRUE, 0xFFFFFFFFFFFFFFFF)
         vk.vkResetFences(self.device, 1, [self.fence])
         vk.vkResetCommandBuffer(self.cmd, 0)
@@ -351,11 +388,29 @@ class VulkanRuntime:
         for block in self._owned + [self.staging]:
             block.destroy()
         self._owned.clear()
-        self._free.clear()
         vk.vkDestroyDescriptorPool(self.device, self.descriptor_pool, None)
         vk.vkDestroyFence(self.device, self.fence, None)
         vk.vkDestroyCommandPool(self.device, self.command_pool, None)
         vk.vkDestroyDevice(self.device, None)
+        vk.vkDestroyInstance(self.instance, None)
+
+    def synchronize(self) -> None:
+        self.flush()
+
+    def record(self) -> None:
+        return None
+
+    def info(self) -> dict[str, Any]:
+        dev = self.vk_device
+        return {"device": dev.info.name, "work_group": dev.work_group,
+                "subgroup": dev.subgroup_size, "fp64_rmsnorm_rope": self.use_fp64,
+                "int_dot": dev.int_dot, "int_dot_accelerated": dev.int_dot_accelerated}
+
+    def notes(self) -> tuple[str, ...]:
+        dev = self.vk_device
+        return (f"work-group {dev.work_group} (subgroup {dev.subgroup_size})",
+                "int8 dot: " + ("OpSDot (VK_KHR_shader_integer_dot_product)" if dev.int_dot
+                                else "portable packed-byte multiply-add"))
 
 
 def _compute_family(physical: Any) -> int:
