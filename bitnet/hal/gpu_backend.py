@@ -15,8 +15,9 @@ Q6_K x Q8_K dot, other float formats as their on-disk rows, decoded in the kerne
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -94,6 +95,19 @@ class GpuKVCache:
     v: Any
 
 
+@dataclass
+class StepRecording:
+    """Ops captured once by ``GpuBackend.recording``: ``replay()`` runs their dispatches again
+    on the same buffers (kept here, so the pool never hands them out), reading whatever their
+    inputs hold by then."""
+
+    recording: Any  # the runtime's Recording
+    buffers: list[DeviceArray]
+
+    def replay(self) -> None:
+        self.recording.replay()
+
+
 class BufferPool:
     """Free device blocks by power-of-two size class (tinygrad's LRU allocator, simplified)."""
 
@@ -131,6 +145,7 @@ class GpuBackend(KernelBackend):
         self.capabilities = Capabilities(ops=ALL_OPS, ternary_formats=TERNARY_FORMATS,
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
+        self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
         # f64 tables where the device has fp64: then rope matches the reference bit for bit
         self._rope_tables = RopeTables(self._to_device,
                                        np.float64 if runtime.limits.fp64 else np.float32)
@@ -145,6 +160,8 @@ class GpuBackend(KernelBackend):
         mem, size = self._pool.take(nbytes)
         array = DeviceArray(mem, tuple(int(s) for s in shape), dtype)
         array._finalizer = weakref.finalize(array, self._pool.give, mem, size)
+        if self._kept is not None:
+            self._kept.append(array)
         return array
 
     def _to_device(self, array: np.ndarray) -> Any:
@@ -163,6 +180,13 @@ class GpuBackend(KernelBackend):
         buf = self._alloc(array.shape, array.dtype)
         self.runtime.copy_in(buf.mem, np.ascontiguousarray(array))
         return buf
+
+    def write(self, buf: DeviceArray, array: np.ndarray) -> None:
+        """Overwrite a buffer with a host array of its shape and dtype (a recording's input)."""
+        array = np.ascontiguousarray(array, dtype=buf.dtype)
+        if array.shape != buf.shape:
+            raise ValueError(f"{self.name} write: {array.shape} into a {buf.shape} buffer")
+        self.runtime.copy_in(buf.mem, array)
 
     def download(self, buf: DeviceArray) -> np.ndarray:
         raw = self.runtime.copy_out(buf.mem, buf.nbytes)
@@ -348,6 +372,25 @@ class GpuBackend(KernelBackend):
             self.runtime.copy(part.mem, 0, out.mem, row * k * 4, part.shape[0] * k * 4)
             row += part.shape[0]
         return out
+
+    # -- record and replay ---------------------------------------------------------------------
+
+    @contextmanager
+    def recording(self) -> Iterator[StepRecording | None]:
+        """Capture the ops run inside (their dispatches are recorded, not run); the yielded
+        StepRecording replays them. Yields None where the runtime has no replay: the ops then
+        ran eagerly. What changes between replays must sit in buffers the kernels read."""
+        capture = self.runtime.record()
+        if capture is None:
+            yield None
+            return
+        kept: list[DeviceArray] = []
+        self._kept = kept
+        try:
+            with capture as recorded:
+                yield StepRecording(recorded, kept)
+        finally:
+            self._kept = None
 
     # -- the rest ----------------------------------------------------------------------------
 

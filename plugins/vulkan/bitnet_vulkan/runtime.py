@@ -13,9 +13,10 @@ until its call returns; sizes are real byte counts (VK_WHOLE_SIZE is -1 in the b
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import vulkan as vk
@@ -27,6 +28,8 @@ ffi = vk.ffi
 _MIN_BLOCK = 256  # pooled buffers are powers of two from here
 _STAGING_CHUNK = 64 << 20  # host <-> device copies go through a staging buffer of this size
 _SETS_PER_BATCH = 512  # descriptor sets one batch may hold before it is flushed
+_SETS_PER_RECORDING = 8192  # descriptor sets a recording may hold (a decode step's dispatches)
+_INLINE_WRITE = 65536  # writes up to this many bytes go inline in the command buffer
 _MAX_BINDINGS = 6
 _COMPUTE = vk.VK_SHADER_STAGE_COMPUTE_BIT
 MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
@@ -188,6 +191,8 @@ class VulkanRuntime:
         self._pipelines: dict[tuple[str, int, int, int, int], Pipeline] = {}
         self._recording = False
         self._sets_in_batch = 0
+        self._capture: VulkanRecording | None = None  # the recording being captured, if any
+        self._recordings: list[VulkanRecording] = []
 
     # -- buffers -----------------------------------------------------------------------------
 
@@ -213,8 +218,20 @@ class VulkanRuntime:
         return self.read(block, nbytes, offset)
 
     def write(self, block: Block, data: np.ndarray, offset: int = 0) -> None:
-        """Copy host bytes into a device buffer (flushes queued work first)."""
+        """Copy host bytes into a device buffer, ordered after queued work. Small writes (token
+        ids, a step's values) go inline in the batch (vkCmdUpdateBuffer: no submission of their
+        own); larger ones flush and go through the staging buffer."""
         raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if raw.size <= _INLINE_WRITE and raw.size % 4 == 0 and offset % 4 == 0:
+            if self._sets_in_batch >= _SETS_PER_BATCH:
+                self.flush()
+            self._begin()
+            vk.vkCmdUpdateBuffer(self.cmd, block.buffer, offset, raw.size,
+                                 ffi.from_buffer(raw.tobytes()))
+            self._barrier()
+            return
+        if self._capture is not None:
+            raise RecordingError("a large host write cannot be recorded")
         self.flush()
         for start in range(0, raw.size, _STAGING_CHUNK):
             chunk = raw[start:start + _STAGING_CHUNK]
@@ -227,6 +244,8 @@ class VulkanRuntime:
 
     def read(self, block: Block, nbytes: int, offset: int = 0) -> np.ndarray:
         """Device bytes -> a new host uint8 array (runs everything queued before it)."""
+        if self._capture is not None:
+            raise RecordingError("a read waits for the device: it cannot be recorded")
         out = np.empty(nbytes, dtype=np.uint8)
         for start in range(0, nbytes, _STAGING_CHUNK):
             size = min(_STAGING_CHUNK, nbytes - start)
@@ -312,8 +331,10 @@ class VulkanRuntime:
         recover the row with folded_row())."""
         if len(buffers) != pipe.spec.bindings:
             raise ValueError(f"shader wants {pipe.spec.bindings} buffers, got {len(buffers)}")
-        if self._sets_in_batch >= _SETS_PER_BATCH:
+        if self._sets_in_batch >= _SETS_PER_BATCH and self._capture is None:
             self.flush()
+        if self._sets_in_batch >= _SETS_PER_RECORDING:
+            raise RecordingError(f"more than {_SETS_PER_RECORDING} dispatches in one recording")
         self._begin()
         alloc = vk.VkDescriptorSetAllocateInfo(descriptorPool=self.descriptor_pool,
                                                descriptorSetCount=1, pSetLayouts=[pipe.set_layout])
@@ -345,9 +366,9 @@ class VulkanRuntime:
 
     def _begin(self) -> None:
         if not self._recording:
-            begin = vk.VkCommandBufferBeginInfo(
-                flags=vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT
-            )
+            # a recording is submitted again and again: no ONE_TIME_SUBMIT
+            once = vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT
+            begin = vk.VkCommandBufferBeginInfo(flags=0 if self._capture is not None else once)
             vk.vkBeginCommandBuffer(self.cmd, begin)
             self._recording = True
 
@@ -361,13 +382,20 @@ class VulkanRuntime:
         )
         vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [barrier], 0, None, 0, None)
 
-    def flush(self) -> None:
-        """Submit the recorded batch and wait for it."""
-        if not self._recording:
+    def flush(self, then: Any = None) -> None:
+        """Submit the batch (and the recorded command buffer ``then`` after it, in the same
+        submission) and wait for it."""
+        if self._capture is not None:
+            raise RecordingError("work that waits for the device cannot be recorded")
+        if not self._recording and then is None:
             return
-        vk.vkEndCommandBuffer(self.cmd)
+        buffers = []
+        if self._recording:
+            vk.vkEndCommandBuffer(self.cmd)
+            buffers.append(self.cmd)
         self._recording = False
-        submit = vk.VkSubmitInfo(commandBufferCount=1, pCommandBuffers=[self.cmd])
+        buffers += [then] if then is not None else []
+        submit = vk.VkSubmitInfo(commandBufferCount=len(buffers), pCommandBuffers=buffers)
         vk.vkQueueSubmit(self.queue, 1, [submit], self.fence)
         self.submissions += 1
         vk.vkWaitForFences(self.device, 1, [self.fence], vk.VK_TRUE, 0xFFFFFFFFFFFFFFFF)
@@ -376,9 +404,34 @@ class VulkanRuntime:
         vk.vkResetDescriptorPool(self.device, self.descriptor_pool, 0)
         self._sets_in_batch = 0
 
+    @contextmanager
+    def record(self) -> Iterator["VulkanRecording"]:
+        """Capture the dispatches (and small writes) queued inside into a command buffer of
+        their own; ``replay()`` submits it again, after whatever is queued, in one submission.
+        Per-step values must live in buffers: push constants are frozen when recorded."""
+        self.flush()
+        recording = VulkanRecording(self)
+        saved = (self.cmd, self.descriptor_pool)
+        self.cmd, self.descriptor_pool = recording.cmd, recording.pool
+        self._capture = recording
+        try:
+            yield recording
+            if self._recording:
+                vk.vkEndCommandBuffer(self.cmd)
+        except BaseException:
+            recording.destroy()
+            raise
+        finally:
+            self._recording = False
+            self._sets_in_batch = 0
+            self._capture = None
+            self.cmd, self.descriptor_pool = saved
+
     def close(self) -> None:
         self.flush()
         vk.vkDeviceWaitIdle(self.device)
+        for recording in list(self._recordings):
+            recording.destroy()
         for pipe in self._pipelines.values():
             vk.vkDestroyPipeline(self.device, pipe.pipeline, None)
             vk.vkDestroyPipelineLayout(self.device, pipe.layout, None)
@@ -397,9 +450,6 @@ class VulkanRuntime:
     def synchronize(self) -> None:
         self.flush()
 
-    def record(self) -> None:
-        return None
-
     def info(self) -> dict[str, Any]:
         dev = self.vk_device
         return {"device": dev.info.name, "work_group": dev.work_group,
@@ -411,6 +461,37 @@ class VulkanRuntime:
         return (f"work-group {dev.work_group} (subgroup {dev.subgroup_size})",
                 "int8 dot: " + ("OpSDot (VK_KHR_shader_integer_dot_product)" if dev.int_dot
                                 else "portable packed-byte multiply-add"))
+
+
+class RecordingError(RuntimeError):
+    """Work that cannot be captured for replay (it waits for the device, or is too large)."""
+
+
+class VulkanRecording:
+    """A recorded primary command buffer and the descriptor sets it binds."""
+
+    def __init__(self, runtime: VulkanRuntime) -> None:
+        self.runtime = runtime
+        alloc_info = vk.VkCommandBufferAllocateInfo(commandPool=runtime.command_pool,
+                                                    level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                                    commandBufferCount=1)
+        self.cmd = vk.vkAllocateCommandBuffers(runtime.device, alloc_info)[0]
+        sizes = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                        descriptorCount=_SETS_PER_RECORDING * _MAX_BINDINGS)
+        pool_info = vk.VkDescriptorPoolCreateInfo(maxSets=_SETS_PER_RECORDING, poolSizeCount=1,
+                                                  pPoolSizes=[sizes])
+        self.pool = vk.vkCreateDescriptorPool(runtime.device, pool_info, None)
+        runtime._recordings.append(self)
+
+    def replay(self) -> None:
+        """Run the recorded work again, after everything queued, in one submission."""
+        self.runtime.flush(then=self.cmd)
+
+    def destroy(self) -> None:
+        if self in self.runtime._recordings:
+            self.runtime._recordings.remove(self)
+            vk.vkFreeCommandBuffers(self.runtime.device, self.runtime.command_pool, 1, [self.cmd])
+            vk.vkDestroyDescriptorPool(self.runtime.device, self.pool, None)
 
 
 def _compute_family(physical: Any) -> int:
