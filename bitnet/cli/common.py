@@ -16,6 +16,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--threads", type=int, metavar="N", help="CPU threads")
     p.add_argument("--ternarize", action="store_true",
                    help="run F32/F16/BF16 weights ternarized (absmean) with int8 activations")
+    p.add_argument("--activation", choices=("silu", "relu2"),
+                   help="FFN gating instead of the file's (e.g. silu for a 1bitLLM model a "
+                        "converter labelled bitnet-b1.58; `bitnet inspect` says which applies)")
     p.add_argument("-c", "--ctx", type=int, metavar="N", help="context length to allocate")
     p.add_argument("--revalidate", action="store_true",
                    help="re-run backend validation instead of trusting the cache")
@@ -48,7 +51,8 @@ def load_model(args: argparse.Namespace) -> Any:
     import bitnet
 
     return bitnet.load(args.model, device=args.device, threads=args.threads,
-                       ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate)
+                       ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate,
+                       activation=args.activation)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -1,6 +1,7 @@
 """``bitnet inspect FILE [--json]``: what a GGUF file holds and which backends could run it.
 
-Prints the architecture, the model config (or why it is not a runnable model), metadata with
+Prints the architecture and how the engine runs it (block kind, FFN activation and why, RoPE
+order, tied or untied head), the model config (or why it is not a runnable model), metadata with
 long arrays summarised, every tensor with its type, shape and size, totals per type, and the
 backend selection report for the model's requirements (skip it with ``--no-backends``).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from typing import Any
@@ -33,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", default="auto",
                         help="device spec to check the model against (default: auto)")
+    parser.add_argument("--activation", choices=("silu", "relu2"),
+                        help="show the model as `bitnet run --activation` would run it")
     parser.add_argument("--no-backends", action="store_true",
                         help="skip the backend check (no plugin is loaded)")
     parser.set_defaults(func=run)
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bitnet inspect: {e}", file=sys.stderr)
         return 1
     with gguf:
-        report = describe(gguf, None if args.no_backends else args.device)
+        report = describe(gguf, None if args.no_backends else args.device, args.activation)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(gguf: Any, device: str | None) -> dict[str, Any]:
+def describe(gguf: Any, device: str | None, activation: str | None = None) -> dict[str, Any]:
     """Everything ``inspect`` shows, as plain data (the ``--json`` output)."""
     from bitnet.core.config import ModelConfig
     from bitnet.core.loader import load_weights, model_requirements
@@ -72,13 +76,16 @@ def describe(gguf: Any, device: str | None) -> dict[str, Any]:
         "totals": _totals(gguf),
     }
     try:
-        config = ModelConfig.from_metadata(gguf.metadata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the activation's reason is in the report
+            config = ModelConfig.from_metadata(gguf.metadata, activation=activation)
         report["config"] = asdict(config)
         weights = load_weights(gguf, config)
         requirements = model_requirements(config, weights)
     except ModelFormatError as e:
         report["config_error"] = str(e)
         return report
+    report["model"] = _model_summary(config, weights)
     report["requirements"] = {
         "ops": sorted(o.value for o in requirements.ops),
         "ternary_formats": sorted(f.value for f in requirements.ternary_formats),
@@ -88,6 +95,24 @@ def describe(gguf: Any, device: str | None) -> dict[str, Any]:
     if device is not None:
         report["backends"] = _backends(device, requirements)
     return report
+
+
+def _model_summary(config: Any, weights: Any) -> dict[str, Any]:
+    """How the engine runs this file, in words."""
+    if config.rope_order == "norm":
+        rope = "NORM in the file (Q/K rows permuted by the converter); permuted back at load, " \
+               "run as NEOX"
+    else:
+        rope = "NEOX (pairs i, i + D/2)"
+    return {
+        "arch": config.arch,
+        "block": config.block,
+        "activation": config.activation,
+        "activation_source": config.activation_source,
+        "rope": rope,
+        "head": "tied (token_embd)" if weights.output is None else "untied (output.weight)",
+        "heads": f"{config.n_heads} query / {config.n_kv_heads} KV of {config.head_dim}",
+    }
 
 
 def _backends(device: str, requirements: Any) -> dict[str, Any]:
@@ -155,6 +180,13 @@ def render(report: dict[str, Any]) -> str:
          f"{report['gguf_version']}, alignment {report['alignment']})"),
         f"arch      {report['arch']}, file type {report['file_type']}",
     ]
+    if "model" in report:
+        model = report["model"]
+        lines.append(f"model     {model['block']} block, {model['heads']}, "
+                     f"{model['head']} head")
+        lines.append(f"          activation {model['activation']}: "
+                     f"{model['activation_source']}")
+        lines.append(f"          rope {model['rope']}")
     if "config" in report:
         config = report["config"]
         lines.append("config    " + ", ".join(f"{k}={v}" for k, v in config.items()))

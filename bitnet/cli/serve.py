@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     def load():
         return bitnet.load(args.model, device=args.device, threads=args.threads,
                            ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate,
-                           progress=False)
+                           progress=False, activation=args.activation)
 
     app = create_app(load, settings)
     # The model's worker thread gives up the GIL inside every kernel; when a kernel returns
@@ -89,7 +89,8 @@ def _run_ray(args: argparse.Namespace, settings) -> int:
     except ImportError as e:
         return fail(f"--ray needs Ray Serve ({e.name}): pip install 'ray[serve]'")
     app = ray_serve.deployment(args.model, args.device, args.threads, args.ternarize, args.ctx,
-                               settings, args.replicas, args.min_replicas, args.max_replicas)
+                               settings, args.replicas, args.min_replicas, args.max_replicas,
+                               activation=args.activation)
     ray_serve.run(app, args.host, args.port, args.ray_address)
     print(f"bitnet: Ray Serve deployment with {args.replicas} replica(s) on "
           f"http://{args.host}:{args.port}/v1; Ctrl-C stops it", file=sys.stderr)

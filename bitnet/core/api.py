@@ -34,7 +34,7 @@ def demo_model_path() -> Path:
 def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
          threads: int | None = None, ternarize: bool = False, n_ctx: int | None = None,
          pretokenizer: str | None = None, progress: bool | None = None,
-         revalidate: bool = False) -> "Model":
+         revalidate: bool = False, activation: str | None = None) -> "Model":
     """Open a BitNet GGUF file on the best validated backend.
 
     path: a GGUF file; None loads the bundled demo model.
@@ -47,6 +47,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     n_ctx: context length to allocate (default: the file's context_length, at most 4096;
         the file's context_length is the maximum).
     pretokenizer: override a gpt2 vocabulary's pre-tokenizer (e.g. "llama3").
+    activation: "silu" or "relu2" instead of the file's FFN gating (a 1bitLLM model labelled
+        bitnet-b1.58 is detected and warned about; this settles it either way).
     progress: show progress bars (None: only on a terminal).
     """
     from bitnet.core.config import ModelConfig
@@ -61,7 +63,7 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
         raise FileNotFoundError(f"no such model file: {path}")
     gguf = open_gguf(path)
     try:
-        config = ModelConfig.from_metadata(gguf.metadata)
+        config = ModelConfig.from_metadata(gguf.metadata, activation=activation)
         tokenizer = Tokenizer.from_metadata(gguf.metadata, pretokenizer=pretokenizer)
         weights = load_weights(gguf, config, ternarize=ternarize)
         ctx = min(config.n_ctx, DEFAULT_CTX) if n_ctx is None else n_ctx

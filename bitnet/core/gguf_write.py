@@ -6,7 +6,9 @@ more than one tensor (or one slice of the embedding) in memory. gguf-py cannot s
 (type 36 is not in ``GGML_QUANT_SIZES``), so tensor infos are registered with the logical shape
 and the byte size computed by ``bitnet.hal.formats.tensor_bytes`` (formats.md 2.2: n/4 + 32).
 
-``make_synthetic_model`` writes random ternary weights shaped like a real BitNet b1.58 model.
+``make_synthetic_model`` writes random ternary weights shaped like a real BitNet b1.58 model, or
+(arch ``llama``) like a ternary Llama (TriLM, Falcon3-1.58bit, ...): no sub-norms, and Q/K rows
+permuted per head as llama.cpp's converters store them for RoPE NORM (``LlamaModel.permute``).
 The values depend only on the shape and the seed, never on the format, so the I2_S, TQ2_0,
 TQ1_0, F16, F32 and BF16 files of one seed hold identical weights (Q8_0 / Q6_K approximate them).
 """
@@ -31,6 +33,7 @@ __all__ = [
     "GGUFModelWriter",
     "encode_float",
     "encode_ternary",
+    "llama_permute",
     "llama_vocab",
     "make_synthetic_model",
     "rewrite_gguf",
@@ -276,6 +279,8 @@ def make_synthetic_model(
     rms_eps: float = 1e-5,
     output_format: WeightFormat | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
+    head_dim: int | None = None,
+    rope_freqs: Sequence[float] | None = None,
 ) -> Path:
     """Write a random ternary BitNet model and return its path.
 
@@ -283,7 +288,12 @@ def make_synthetic_model(
     defaults to 500000 (bitnet-b1.58 / bitnet-25) or 10000 (bitnet). ``vocab``: tokenizer.*
     metadata to use instead of the generated llama vocabulary (e.g. a gpt2 one); its token list
     must have ``n_vocab`` entries. ``output_format``: write an untied ``output.weight`` in that
-    float format (arch bitnet-b1.58 / bitnet-25 only); None ties the lm_head to token_embd.
+    float format (not in arch bitnet); None ties the lm_head to token_embd.
+
+    Arch ``llama`` writes the plain Llama block (no sub-norms) with each head's Q/K rows in
+    llama.cpp's RoPE NORM order. ``head_dim``: D when it is not d_model / n_heads (written as
+    ``attention.key_length`` / ``value_length``). ``rope_freqs``: a ``rope_freqs.weight``
+    tensor of D/2 factors.
     """
     weight_format = WeightFormat(weight_format)
     embed_format = WeightFormat(embed_format)
@@ -291,16 +301,18 @@ def make_synthetic_model(
         raise ValueError(f"embed_format must be a float format, got {embed_format.value}")
     if output_format is not None and arch == "bitnet":
         raise ValueError("arch bitnet ties its lm_head; output_format must be None")
-    if d_model % n_heads or n_heads % n_kv_heads:
+    if (head_dim is None and d_model % n_heads) or n_heads % n_kv_heads:
         raise ValueError(f"n_heads {n_heads} must divide d_model {d_model} and be a multiple "
                          f"of n_kv_heads {n_kv_heads}")
     tokenizer = dict(vocab) if vocab is not None else llama_vocab(n_vocab)
     if len(tokenizer.get("tokenizer.ggml.tokens", [])) != n_vocab:
         raise ValueError(f"vocab has {len(tokenizer.get('tokenizer.ggml.tokens', []))} tokens, "
                          f"n_vocab is {n_vocab}")
-    head_dim = d_model // n_heads
+    decoupled = head_dim is not None and head_dim * n_heads != d_model
+    head_dim = d_model // n_heads if head_dim is None else head_dim
     if rope_theta is None:
-        rope_theta = 10000.0 if arch == "bitnet" else 500000.0
+        rope_theta = 10000.0 if arch in ("bitnet", "llama") else 500000.0
+    llama = arch == "llama"
     writer = GGUFModelWriter(path, arch)
     writer.add_metadata("general.name", f"synthetic-{arch}-{d_model}x{n_layers}-seed{seed}")
     writer.add_metadata("general.file_type", FILE_TYPES[weight_format])
@@ -317,6 +329,9 @@ def make_synthetic_model(
         "rope.freq_base": float(rope_theta),
         "vocab_size": n_vocab,
     }
+    if decoupled:
+        hparams["attention.key_length"] = head_dim
+        hparams["attention.value_length"] = head_dim
     for suffix, value in hparams.items():
         writer.add_metadata(f"{arch}.{suffix}", value)
     for key, value in tokenizer.items():
@@ -334,6 +349,9 @@ def make_synthetic_model(
     if output_format is not None:
         writer.add_tensor("output.weight", output_format, (d_model, n_vocab),
                           _embedding(output_format, n_vocab, d_model, embed_std, seed, 2))
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", WeightFormat.F32, (head_dim // 2,),
+                          np.asarray(rope_freqs, dtype="<f4"))
     linears = {  # name -> (rows M, cols K)
         "attn_q": (q_dim, d_model),
         "attn_k": (kv_dim, d_model),
@@ -345,6 +363,10 @@ def make_synthetic_model(
     }
     norms = {"attn_norm": d_model, "attn_sub_norm": q_dim, "ffn_norm": d_model,
              "ffn_sub_norm": d_ff}
+    if llama:
+        del norms["attn_sub_norm"], norms["ffn_sub_norm"]
+    # llama.cpp permutes each head's Q and K rows for RoPE NORM
+    permuted_heads = {"attn_q": n_heads, "attn_k": n_kv_heads} if llama else {}
     stream = 3
     for i in range(n_layers):
         for name, width in norms.items():
@@ -353,7 +375,8 @@ def make_synthetic_model(
             stream += 1
         for name, (rows, cols) in linears.items():
             writer.add_tensor(f"blk.{i}.{name}.weight", weight_format, (cols, rows),
-                              _ternary(weight_format, rows, cols, seed, stream))
+                              _ternary(weight_format, rows, cols, seed, stream,
+                                       permuted_heads.get(name)))
             stream += 1
     writer.write()
     return Path(path)
@@ -398,11 +421,23 @@ def _ternary_scale(cols: int) -> float:
     return float(np.ldexp(np.round(mantissa * 256) / 256, exponent))
 
 
-def _ternary(fmt: WeightFormat, rows: int, cols: int, seed: int, stream: int) -> Chunks:
+def _ternary(fmt: WeightFormat, rows: int, cols: int, seed: int, stream: int,
+             permute_heads: int | None = None) -> Chunks:
     def chunks() -> Iterable[np.ndarray]:
         values = _rng(seed, stream).integers(-1, 2, size=(rows, cols), dtype=np.int8)
+        if permute_heads is not None:
+            values = llama_permute(values, permute_heads)
         yield encode_ternary(fmt, values, _ternary_scale(cols))
     return chunks
+
+
+def llama_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF (rotate-half) Q or K rows [H*D, K] -> the order llama.cpp's converters store for RoPE
+    NORM: within each head, row ``j * D/2 + i`` moves to ``2i + j`` (``LlamaModel.permute``)."""
+    rows = w.shape[0]
+    return (w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])  # [H, 2, D/2, K]
+            .swapaxes(1, 2)  # [H, D/2, 2, K]
+            .reshape(w.shape))
 
 
 

@@ -1,17 +1,21 @@
-"""Map a GGUF file's tensors onto the BitNet block structure, with every check a loader owes.
+"""Map a GGUF file's tensors onto the transformer block, with every check a loader owes.
 
 The only place that knows tensor names. Weights stay memory-mapped in their on-disk format
 (WeightTensor.data is a view into the file) unless ``ternarize=True`` converts float matmul
-weights to I2_S. Norms are small f32 copies.
+weights to I2_S, or the file's Q/K rows are in RoPE NORM order (arch llama): those two tensors
+per layer are copied once, with their rows permuted to the NEOX order the rope op uses. Norms
+are small f32 copies.
 
-Names (llama.cpp's, formats.md 4.4/4.5), with ggml shapes (ne0 first):
+Names (llama.cpp's, formats.md 4.4/4.5, models.md 4.3), with ggml shapes (ne0 first):
     token_embd.weight        [d, V]   float format (F16 in bitnet.cpp files, Q6_K in llama.cpp's)
-    output.weight            [d, V]   optional, arch bitnet-b1.58 / bitnet-25 only (else tied)
+    output.weight            [d, V]   optional (absent: tied to token_embd); not in arch bitnet
     output_norm.weight       [d]
+    rope_freqs.weight        [D/2]    optional; only all-ones (no frequency scaling) runs
     blk.{i}.attn_norm.weight [d]      blk.{i}.attn_q.weight [d, H*D]  attn_k/attn_v [d, Hkv*D]
     blk.{i}.attn_sub_norm    [H*D]    blk.{i}.attn_output.weight [H*D, d]
     blk.{i}.ffn_norm.weight  [d]      ffn_gate / ffn_up [d, F]  ffn_sub_norm [F]  ffn_down [F, d]
     blk.{i}.<linear>.scale   [1]      optional, arch bitnet only: multiplies that matmul's output
+The sub-norms exist in the BitNet archs only; arch llama (the plain Llama block) has none.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = ["LayerWeights", "ModelWeights", "load_weights", "model_requirements"]
 
 LINEAR_NAMES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 NORM_NAMES = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
+SUB_NORM_NAMES = ("attn_sub_norm", "ffn_sub_norm")
 _VECTOR_FORMATS = (WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16)
 _TERNARY_CHECK_ROWS = 64  # rows sampled per float weight for the "is it ternary?" warning
 
@@ -47,19 +52,21 @@ class LayerWeights:
     attn_q: WeightTensor  # [H*D, d]      ternary (or float: F16 file without ternarize)
     attn_k: WeightTensor  # [Hkv*D, d]
     attn_v: WeightTensor  # [Hkv*D, d]
-    attn_sub_norm: np.ndarray  # f32 [H*D], applied to the attention output before attn_output
+    attn_sub_norm: np.ndarray | None  # f32 [H*D] before attn_output; None: plain Llama block
     attn_output: WeightTensor  # [d, H*D]
     ffn_norm: np.ndarray  # f32 [d]
     ffn_gate: WeightTensor  # [F, d]
     ffn_up: WeightTensor  # [F, d]
-    ffn_sub_norm: np.ndarray  # f32 [F], applied to act(gate) * up before ffn_down
+    ffn_sub_norm: np.ndarray | None  # f32 [F] before ffn_down; None: plain Llama block
     ffn_down: WeightTensor  # [d, F]
 
     def linears(self) -> tuple[WeightTensor, ...]:
         return tuple(getattr(self, name) for name in LINEAR_NAMES)
 
     def norms(self) -> tuple[np.ndarray, ...]:
-        return tuple(getattr(self, name) for name in NORM_NAMES)
+        """The norm weights this block has (sub-norms only in the BitNet block)."""
+        found = (getattr(self, name) for name in NORM_NAMES)
+        return tuple(n for n in found if n is not None)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def load_weights(gguf: GGUFFile, config: ModelConfig, ternarize: bool = False) -
         output_norm=reader.vector("output_norm.weight", config.d_model),
         layers=[reader.layer(i) for i in range(config.n_layers)],
     )
+    reader.check_rope_freqs()
     reader.warn_not_ternary()
     return weights
 
@@ -149,11 +157,13 @@ class _Reader:
     # names
 
     def expected_names(self) -> set[str]:
-        names = {"token_embd.weight", "output_norm.weight"}
+        names = {"token_embd.weight", "output_norm.weight", "rope_freqs.weight"}
         if self.config.arch != "bitnet":
             names.add("output.weight")  # optional; llama.cpp's arch bitnet always ties
+        norms = NORM_NAMES if self.config.sub_norms else tuple(
+            n for n in NORM_NAMES if n not in SUB_NORM_NAMES)
         for i in range(self.config.n_layers):
-            names.update(f"blk.{i}.{n}.weight" for n in NORM_NAMES + LINEAR_NAMES)
+            names.update(f"blk.{i}.{n}.weight" for n in norms + LINEAR_NAMES)
             if self.config.arch == "bitnet":
                 names.update(f"blk.{i}.{n}.scale" for n in LINEAR_NAMES)
         return names
@@ -172,6 +182,11 @@ class _Reader:
             raise ModelFormatError(f"tensor {scales[0]!r}: .scale tensors belong to arch bitnet, "
                                    f"not {self.config.arch}")
         extra = sorted(set(present) - self.expected_names())
+        sub_norms = [n for n in extra if n.split(".")[-2] in SUB_NORM_NAMES]
+        if sub_norms:
+            raise ModelFormatError(f"tensor {sub_norms[0]!r}: arch {self.config.arch} is the "
+                                   "plain Llama block, which has no sub-norms (a BitNet model "
+                                   "needs arch bitnet or bitnet-b1.58)")
         if extra:
             shown = ", ".join(repr(n) for n in extra[:5])
             more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
@@ -223,7 +238,16 @@ class _Reader:
                                    "lm_head must be a float format (f32, f16, bf16, q8_0, q6_k)")
         return self.tensor(info, rows, cols, 1.0)
 
-    def linear(self, layer: int, kind: str, rows: int, cols: int) -> WeightTensor:
+    def linear(self, layer: int, kind: str, rows: int, cols: int,
+               head_dim: int | None = None) -> WeightTensor:
+        """A matmul weight. ``head_dim``: the rows are Q or K heads of that width, stored in the
+        file's RoPE order (config.rope_order); returned in NEOX order."""
+        tensor = self.linear_as_stored(layer, kind, rows, cols)
+        if head_dim is not None and self.config.rope_order == "norm":
+            tensor = permute_norm_to_neox(tensor, head_dim)
+        return tensor
+
+    def linear_as_stored(self, layer: int, kind: str, rows: int, cols: int) -> WeightTensor:
         info = self.info(f"blk.{layer}.{kind}.weight", (cols, rows))
         out_scale = self.out_scale(f"blk.{layer}.{kind}.scale")
         if info.format is WeightFormat.I2_S:
@@ -279,22 +303,38 @@ class _Reader:
             raise ModelFormatError(f"tensor {info.name!r}: I2_S code 3 (invalid; the file is "
                                    "corrupt)")
 
+    def sub_norm(self, name: str, length: int) -> np.ndarray | None:
+        """A BitNet sub-norm; None in the plain Llama block (check_names rejects strays)."""
+        return self.vector(name, length) if self.config.sub_norms else None
+
     def layer(self, i: int) -> LayerWeights:
         c = self.config
         d = c.d_model
         return LayerWeights(
             attn_norm=self.vector(f"blk.{i}.attn_norm.weight", d),
-            attn_q=self.linear(i, "attn_q", c.q_dim, d),
-            attn_k=self.linear(i, "attn_k", c.kv_dim, d),
+            attn_q=self.linear(i, "attn_q", c.q_dim, d, head_dim=c.head_dim),
+            attn_k=self.linear(i, "attn_k", c.kv_dim, d, head_dim=c.head_dim),
             attn_v=self.linear(i, "attn_v", c.kv_dim, d),
-            attn_sub_norm=self.vector(f"blk.{i}.attn_sub_norm.weight", c.q_dim),
+            attn_sub_norm=self.sub_norm(f"blk.{i}.attn_sub_norm.weight", c.q_dim),
             attn_output=self.linear(i, "attn_output", d, c.q_dim),
             ffn_norm=self.vector(f"blk.{i}.ffn_norm.weight", d),
             ffn_gate=self.linear(i, "ffn_gate", c.d_ff, d),
             ffn_up=self.linear(i, "ffn_up", c.d_ff, d),
-            ffn_sub_norm=self.vector(f"blk.{i}.ffn_sub_norm.weight", c.d_ff),
+            ffn_sub_norm=self.sub_norm(f"blk.{i}.ffn_sub_norm.weight", c.d_ff),
             ffn_down=self.linear(i, "ffn_down", d, c.d_ff),
         )
+
+    def check_rope_freqs(self) -> None:
+        """``rope_freqs.weight`` [D/2]: per-pair frequency divisors (Llama-3.1-style RoPE
+        scaling). All ones changes nothing; anything else is refused, not silently ignored."""
+        name = "rope_freqs.weight"
+        if name not in self.gguf.tensors:
+            return
+        factors = self.vector(name, self.config.head_dim // 2)
+        if not np.all(factors == 1.0):
+            raise ModelFormatError(f"tensor {name!r} holds RoPE frequency factors other than 1 "
+                                   f"(e.g. {float(factors[factors != 1.0][0]):g}): Llama-3.1-"
+                                   "style RoPE scaling is not supported")
 
     def warn_not_ternary(self) -> None:
         if not self.not_ternary:
@@ -307,6 +347,33 @@ class _Reader:
         warnings.warn(f"{self.gguf.path.name}: {len(self.not_ternary)} of {self.float_linears} "
                       f"float matmul weights are not ternary-valued (e.g. "
                       f"{self.not_ternary[0]!r}); {effect}", UserWarning, stacklevel=3)
+
+
+def permute_norm_to_neox(tensor: WeightTensor, head_dim: int) -> WeightTensor:
+    """Q or K rows in RoPE NORM order -> NEOX order, as a copy in the same format.
+
+    llama.cpp's converters (``LlamaModel.permute``) store the HF row ``j * D/2 + i`` of each head
+    (j = 0, 1: the halves that HF's rotate-half pairs) at row ``2i + j``, so that RoPE NORM,
+    which rotates adjacent pairs (2i, 2i + 1), gives HF's result. Taking each head's even rows,
+    then its odd rows, restores the HF order, where NEOX RoPE (pairs (i, i + D/2), the same
+    frequency for pair i) applies. Q and K permuted alike leave every q.k, so attention, exactly
+    as it was; V and the output projection are untouched. A row of every format bitnet reads is
+    whole bytes: row formats store rows apart, and I2_S rows are K/4 contiguous bytes (the GGUF
+    reader refuses K % 128 != 0) before the tensor's one scale, so the permutation moves bytes,
+    never values.
+    """
+    rows = tensor.rows
+    n_heads = rows // head_dim
+    order = np.arange(rows).reshape(n_heads, head_dim // 2, 2)  # [H, D/2, 2]: stored row ids
+    order = order.transpose(0, 2, 1).reshape(rows)  # each head: even rows, then odd rows
+    data = tensor.data
+    if tensor.format is WeightFormat.I2_S:
+        n_code_bytes = rows * tensor.cols // 4
+        codes = data[:n_code_bytes].reshape(rows, tensor.cols // 4)  # [M, K/4]
+        permuted = np.concatenate([codes[order].reshape(-1), data[n_code_bytes:]])
+    else:
+        permuted = np.ascontiguousarray(data[order])  # [M, row_bytes]
+    return WeightTensor(tensor.name, tensor.format, rows, tensor.cols, permuted, tensor.out_scale)
 
 
 def _sample_rows(tensor: WeightTensor) -> np.ndarray:

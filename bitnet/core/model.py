@@ -1,13 +1,15 @@
-"""The BitNet b1.58 transformer, written over backend ops only (formats.md 4.4 and 4.5).
+"""The ternary transformer, written over backend ops only (formats.md 4.4, 4.5; models.md 3).
 
     h = embed(tokens)
     for each layer:
-        h = h + attn_output(rmsnorm(attention(rope(q(x)), rope(k(x)), v(x))))   x = rmsnorm(h)
-        h = h + ffn_down(rmsnorm(act(ffn_gate(x)) * ffn_up(x)))                  x = rmsnorm(h)
+        h = h + attn_output(sub_norm(attention(rope(q(x)), rope(k(x)), v(x))))  x = rmsnorm(h)
+        h = h + ffn_down(sub_norm(act(ffn_gate(x)) * ffn_up(x)))                 x = rmsnorm(h)
     logits = head(rmsnorm(h))
 
-Every choice that depends on the file (ternary or float matmul, squared ReLU or SiLU, tied head)
-is made once at load time, so the forward pass never branches on a format, a device or a dtype.
+The BitNet block's sub-norms are RMSNorms; the plain Llama block (arch llama) has none, and its
+sub_norm is the identity. Every choice that depends on the file (ternary or float matmul, squared
+ReLU or SiLU, sub-norms or not, tied head; Q/K row order is settled by the loader) is made once
+at load time, so the forward pass never branches on a format, a device or a dtype.
 """
 
 from __future__ import annotations
@@ -71,6 +73,21 @@ class Linear:
 
 
 @dataclass
+class SubNorm:
+    """A BitNet sub-norm: RMSNorm with a learned weight, or (weight None: the plain Llama block
+    has none) the identity, which runs no kernel."""
+
+    weight: Buffer | None  # f32 [1, width]
+    ops: Any  # the (counting) backend whose rmsnorm runs it
+    eps: float
+
+    def __call__(self, x: Buffer) -> Buffer:
+        if self.weight is None:
+            return x
+        return self.ops.rmsnorm(x, self.weight, self.eps)
+
+
+@dataclass
 class Layer:
     """One transformer block on the device. d = d_model, F = d_ff, H/Hkv heads, D head dim."""
 
@@ -78,12 +95,12 @@ class Layer:
     attn_q: Linear  # [H*D, d]
     attn_k: Linear  # [Hkv*D, d]
     attn_v: Linear  # [Hkv*D, d]
-    attn_sub_norm: Buffer  # f32 [1, H*D]
+    attn_sub_norm: SubNorm  # [H*D]: RMSNorm, or identity in the plain Llama block
     attn_output: Linear  # [d, H*D]
     ffn_norm: Buffer  # f32 [1, d]
     ffn_gate: Linear  # [F, d]
     ffn_up: Linear  # [F, d]
-    ffn_sub_norm: Buffer  # f32 [1, F]
+    ffn_sub_norm: SubNorm  # [F]: RMSNorm, or identity in the plain Llama block
     ffn_down: Linear  # [d, F]
 
 
@@ -107,6 +124,10 @@ class Transformer:
     def _norm(self, w: np.ndarray) -> Buffer:
         return self.ops.upload(np.ascontiguousarray(w, dtype=np.float32).reshape(1, -1))
 
+    def _sub_norm(self, w: np.ndarray | None) -> SubNorm:
+        weight = None if w is None else self._norm(w)
+        return SubNorm(weight, self.ops, self.config.rms_eps)
+
     def _linear(self, t: WeightTensor) -> Linear:
         return Linear(self.ops.load_weight(t), matmul_op(self.ops, t.format))
 
@@ -116,12 +137,12 @@ class Transformer:
             attn_q=self._linear(lw.attn_q),
             attn_k=self._linear(lw.attn_k),
             attn_v=self._linear(lw.attn_v),
-            attn_sub_norm=self._norm(lw.attn_sub_norm),
+            attn_sub_norm=self._sub_norm(lw.attn_sub_norm),
             attn_output=self._linear(lw.attn_output),
             ffn_norm=self._norm(lw.ffn_norm),
             ffn_gate=self._linear(lw.ffn_gate),
             ffn_up=self._linear(lw.ffn_up),
-            ffn_sub_norm=self._norm(lw.ffn_sub_norm),
+            ffn_sub_norm=self._sub_norm(lw.ffn_sub_norm),
             ffn_down=self._linear(lw.ffn_down),
         )
 
@@ -153,13 +174,13 @@ class Transformer:
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)
             a = self._attention(i, layer.attn_q(x), layer.attn_k(x), layer.attn_v(x), where)
-            # BitNet's sub-norm sits before the output projection
-            a = b.rmsnorm(a, layer.attn_sub_norm, eps)
+            # BitNet's sub-norm sits before the output projection (none in a Llama block)
+            a = layer.attn_sub_norm(a)
             h = b.add(h, layer.attn_output(a))
             # feed-forward: gated (squared ReLU or SiLU), sub-norm, down projection
             x = b.rmsnorm(h, layer.ffn_norm, eps)
             f = self.gate(layer.ffn_gate(x), layer.ffn_up(x))  # [n, F]
-            f = b.rmsnorm(f, layer.ffn_sub_norm, eps)
+            f = layer.ffn_sub_norm(f)
             h = b.add(h, layer.ffn_down(f))
         if last_only:
             n = len(tokens)

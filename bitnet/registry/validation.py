@@ -15,7 +15,10 @@ activation quantizer can move one value by one level.
 
 Edge shapes: K at the smallest legal size, K not a multiple of any SIMD width where the op allows
 it (rmsnorm, elementwise), odd M, n = 1 (decode) and n > 1 (prefill), all-zero activation blocks,
-GQA and a long context for attention. The same table feeds ``bitnet validate`` and the conformance
+GQA and a long context for attention. Head shapes of every ternary family (models.md 1): head
+dims 64, 96 (1bitLLM large), 100 (1bitLLM 3B), 128 and 256 (Falcon3), GQA groups of 1 (MHA:
+TriLM, 1bitLLM), 2, 3 (Falcon3 12/4) and 4 (Llama3-8B 32/8, 2B-4T 20/5); the end-to-end layer
+in both block kinds (BitNet: sub-norms, relu2; Llama: neither, SiLU). The same table feeds ``bitnet validate`` and the conformance
 pytest plugin (``bitnet.testing.conformance``).
 """
 
@@ -33,7 +36,7 @@ from bitnet.hal.device import Capabilities
 from bitnet.hal.formats import WeightFormat
 from bitnet.hal.ops import Op
 
-SUITE_VERSION = 1  # bump when cases or tolerances change: it invalidates cached results
+SUITE_VERSION = 2  # bump when cases or tolerances change: it invalidates cached results
 
 EXACT = 0.0
 FLOAT_TOL = 1e-5
@@ -64,7 +67,7 @@ class Case:
         for key, value in self.params:
             if isinstance(value, WeightFormat):
                 parts.append(value.value)
-            elif key in ("edge",):
+            elif key in ("edge", "block"):
                 parts.append(str(value))
             else:
                 parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
@@ -255,9 +258,11 @@ def _run_slice_rows(b: KernelBackend, rng, n, k, start, stop) -> np.ndarray:
     return b.download(b.slice_rows(b.upload(x), start, stop))
 
 
-def _run_layer(b: KernelBackend, rng, fmt, head, hidden, heads, kv, ffn, n) -> np.ndarray:
-    """One BitNet b1.58 block plus the head, composed only from backend ops: a prefill of n
-    tokens, then one decode step. Returns the logits of both [2, vocab]."""
+def _run_layer(b: KernelBackend, rng, fmt, head, hidden, heads, kv, ffn, n,
+               block="bitnet") -> np.ndarray:
+    """One block plus the head, composed only from backend ops: a prefill of n tokens, then one
+    decode step. ``block``: "bitnet" (BitNet b1.58: sub-norms, relu2) or "llama" (no sub-norms,
+    SiLU). Returns the logits of both [2, vocab]."""
     d = hidden // heads
     vocab = 96
     embd = b.load_weight(float_weight(head, vocab, hidden, rng, std=0.25))
@@ -282,12 +287,15 @@ def _run_layer(b: KernelBackend, rng, fmt, head, hidden, heads, kv, ffn, n) -> n
         k = b.rope(b.linear_ternary(wk, h), pos, kv, d, theta)  # [count, Hkv*D]
         v = b.linear_ternary(wv, h)
         a = b.attention(q, k, v, cache, 0, pos, heads, kv, d)
-        a = b.rmsnorm(a, norms["attn_sub"], eps)
+        if block == "bitnet":
+            a = b.rmsnorm(a, norms["attn_sub"], eps)
         x = b.add(x, b.linear_ternary(wo, a))
         # feed-forward
         h = b.rmsnorm(x, norms["ffn"], eps)
-        f = b.relu2_mul(b.linear_ternary(w_gate, h), b.linear_ternary(w_up, h))  # [count, F]
-        f = b.rmsnorm(f, norms["ffn_sub"], eps)
+        gate = b.relu2_mul if block == "bitnet" else b.silu_mul
+        f = gate(b.linear_ternary(w_gate, h), b.linear_ternary(w_up, h))  # [count, F]
+        if block == "bitnet":
+            f = b.rmsnorm(f, norms["ffn_sub"], eps)
         x = b.add(x, b.linear_ternary(w_down, f))
         # head on the last token
         last = b.rmsnorm(b.slice_rows(x, count - 1, count), norms["out"], eps)
@@ -330,6 +338,7 @@ def _case(op: str, tol: float, ops: Iterable[Op], ternary=None, float_format=Non
 _TABLE: list[Case] = []
 _LAYER_OPS = frozenset({Op.EMBED, Op.RMSNORM, Op.LINEAR_TERNARY, Op.ROPE, Op.ATTENTION,
                         Op.ADD, Op.RELU2_MUL, Op.SLICE_ROWS, Op.LINEAR_FLOAT})
+_LLAMA_LAYER_OPS = _LAYER_OPS - {Op.RELU2_MUL} | {Op.SILU_MUL}
 
 
 def _build_table() -> None:
@@ -357,14 +366,21 @@ def _build_table() -> None:
         _TABLE.append(_case("rmsnorm", FLOAT_TOL, {Op.RMSNORM}, n=n, k=k))
     for n, h, d, pos, theta, tol in ((1, 4, 64, 0, 10000.0, FLOAT_TOL),
                                      (5, 2, 128, 7, 500000.0, FLOAT_TOL),
-                                     (1, 3, 64, 1000, 10000.0, ROPE_FAR_TOL)):
+                                     (1, 3, 64, 1000, 10000.0, ROPE_FAR_TOL),
+                                     (3, 2, 96, 5, 10000.0, FLOAT_TOL),
+                                     (2, 3, 100, 11, 10000.0, FLOAT_TOL),
+                                     (3, 3, 256, 9, 1000042.0, FLOAT_TOL)):
         _TABLE.append(_case("rope", tol, {Op.ROPE}, n=n, h=h, d=d, pos=pos, theta=theta))
     for n, h, kv, d, pos in ((1, 4, 2, 64, 0), (6, 4, 4, 64, 3), (3, 8, 2, 128, 0),
-                             (1, 4, 1, 64, 500), (32, 4, 2, 64, 100)):
+                             (1, 4, 1, 64, 500), (32, 4, 2, 64, 100),
+                             (5, 3, 3, 96, 4), (1, 2, 2, 100, 70), (4, 6, 2, 256, 9),
+                             (1, 8, 2, 128, 40), (2, 4, 2, 256, 0)):
         _TABLE.append(_case("attention", ATTENTION_TOL, {Op.ATTENTION}, n=n, h=h, kv=kv, d=d,
                             pos=pos))
-    _TABLE.append(_case("attention_rows", ATTENTION_TOL, {Op.ATTENTION_ROWS}, h=4, kv=2, d=64,
-                        history=(5, 0, 17)))
+    for h, kv, d, history in ((4, 2, 64, (5, 0, 17)), (6, 2, 256, (3, 9)), (2, 2, 100, (4, 1)),
+                              (3, 3, 96, (0, 6))):
+        _TABLE.append(_case("attention_rows", ATTENTION_TOL, {Op.ATTENTION_ROWS}, h=h, kv=kv,
+                            d=d, history=history))
     for op, tol in (("relu2_mul", 1e-6), ("silu_mul", 1e-6), ("add", EXACT)):
         for n, k in ((1, 256), (3, 37)):
             _TABLE.append(_case(op, tol, {Op(op)}, n=n, k=k))
@@ -374,6 +390,13 @@ def _build_table() -> None:
     for fmt in (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0):
         _TABLE.append(_case("layer", LAYER_TOL, _LAYER_OPS, fmt, WeightFormat.F16, fmt=fmt,
                             head=WeightFormat.F16, hidden=256, heads=4, kv=2, ffn=512, n=5))
+    # the plain Llama block at Falcon3's head shape (D 256, GQA 3) and 1bitLLM-large's (D 96)
+    for fmt, hidden, heads, kv in ((WeightFormat.I2_S, 768, 3, 1),
+                                   (WeightFormat.TQ2_0, 768, 3, 1),
+                                   (WeightFormat.I2_S, 384, 4, 4)):
+        _TABLE.append(_case("layer", LAYER_TOL, _LLAMA_LAYER_OPS, fmt, WeightFormat.F16,
+                            fmt=fmt, head=WeightFormat.F16, hidden=hidden, heads=heads, kv=kv,
+                            ffn=512, n=5, block="llama"))
 
 
 _build_table()

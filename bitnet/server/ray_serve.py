@@ -13,14 +13,15 @@ from bitnet.server.app import ServerSettings
 
 
 def build_app(model: str | None, device: str | None, threads: int | None,
-              ternarize: bool, n_ctx: int | None, settings: dict[str, Any]) -> Any:
+              ternarize: bool, n_ctx: int | None, settings: dict[str, Any],
+              activation: str | None = None) -> Any:
     """Runs inside each replica: the ASGI app over a freshly loaded model."""
     import bitnet
     from bitnet.server.app import create_app
 
     def load() -> Any:
         return bitnet.load(model, device=device, threads=threads, ternarize=ternarize,
-                           n_ctx=n_ctx, progress=False)
+                           n_ctx=n_ctx, progress=False, activation=activation)
 
     return create_app(load, ServerSettings(**settings))
 
@@ -38,7 +39,7 @@ class BitnetReplica:
 def deployment(model: str | None, device: str | None, threads: int | None, ternarize: bool,
                n_ctx: int | None, settings: ServerSettings, replicas: int,
                min_replicas: int | None = None, max_replicas: int | None = None,
-               cpus_per_replica: float = 1.0) -> Any:
+               cpus_per_replica: float = 1.0, activation: str | None = None) -> Any:
     """A bound Ray Serve application: fixed ``replicas``, or autoscaling between the bounds."""
     from ray import serve
 
@@ -55,7 +56,7 @@ def deployment(model: str | None, device: str | None, threads: int | None, terna
         options["num_replicas"] = replicas
     options["max_ongoing_requests"] = settings.max_batch + settings.max_waiting
     replica = serve.deployment(serve.ingress()(BitnetReplica), **options)
-    return replica.bind(model, device, threads, ternarize, n_ctx, asdict(settings))
+    return replica.bind(model, device, threads, ternarize, n_ctx, asdict(settings), activation)
 
 
 def run(app: Any, host: str, port: int, address: str | None = None) -> None:

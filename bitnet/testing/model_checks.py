@@ -1,10 +1,12 @@
 """Whole models through ``bitnet.load(device=<backend under test>)``: the shared fixtures' logits,
-the reference backend's logits, greedy tokens, and a decode step that moves only ids in and
-logits out.
+the reference backend's logits, greedy tokens, a decode step that moves only ids in and logits
+out, and a small model of every ternary family (bitnet.testing.families: arch llama with RoPE
+NORM files, head dims 96 / 100 / 128 / 256, GQA 1..4) against an independent numpy forward.
 
 Collected by the conformance plugin (``bitnet.testing.conformance``) under ``<conftest>::model``
-for backends whose conftest opts in with ``conformance_extras = (..., "model")``. Needs the
-shared fixtures (bitnet.testing.fixtures.FIXTURES: models/, logits/, manifest.json); skipped without them.
+for backends whose conftest opts in with ``conformance_extras = (..., "model")``. The fixture
+checks need the shared fixtures (bitnet.testing.fixtures.FIXTURES: models/, logits/,
+manifest.json) and are skipped without them; the family checks need nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from bitnet.testing.fixtures import FIXTURES
 TINY = ["tiny-b158-f16", "tiny-b158-i2_s", "tiny-bitnet-f16", "tiny-bitnet-tq1_0",
         "tiny-bitnet-tq2_0"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (FIXTURES / "manifest.json").exists(), reason="no shared fixtures"),
-]
+pytestmark = [pytest.mark.slow]
+needs_fixtures = pytest.mark.skipif(not (FIXTURES / "manifest.json").exists(),
+                                    reason="no shared fixtures")
 
 
 def _engine(name: str) -> str:
@@ -48,6 +49,7 @@ def bitnet_api():
     return pytest.importorskip("bitnet.core.api", reason="bitnet.load is not there yet")
 
 
+@needs_fixtures
 @pytest.mark.parametrize("name", TINY)
 def test_fixture_logits(bitnet_api, manifest, conformance_backend, name):
     tokens = manifest["inputs"]["tiny_tokens"]
@@ -68,6 +70,7 @@ def test_fixture_logits(bitnet_api, manifest, conformance_backend, name):
     assert _cosines(got, engine).min() >= floor
 
 
+@needs_fixtures
 @pytest.mark.parametrize("name", ["tiny-bitnet-tq2_0", "tiny-b158-i2_s"])
 def test_greedy_tokens_and_decode_traffic(bitnet_api, manifest, conformance_backend, monkeypatch,
                                           name):
@@ -103,3 +106,36 @@ def test_greedy_tokens_and_decode_traffic(bitnet_api, manifest, conformance_back
     steps = moved[2:]
     assert len(steps) == 2 * (len(tokens) - 1)
     assert steps == [("in", (1,)), ("out", (1, vocab))] * (len(tokens) - 1)
+
+
+@pytest.fixture(scope="module")
+def family_files(tmp_path_factory) -> dict:
+    from bitnet.testing.families import FAMILIES
+
+    root = tmp_path_factory.mktemp("families")
+    return {f.name: f.write(root / f"{f.name}.gguf") for f in FAMILIES}
+
+
+def _family_ids() -> list[str]:
+    from bitnet.testing.families import FAMILIES
+
+    return [f.name for f in FAMILIES]
+
+
+@pytest.mark.parametrize("name", _family_ids())
+def test_family_matches_the_numpy_forward(bitnet_api, conformance_backend, family_files, name):
+    """Median cosine >= 0.999 against the oracle, the same argmax where its margin is clear."""
+    from bitnet.testing.families import FAMILIES, clear_margin, cosines, oracle_logits
+
+    family = next(f for f in FAMILIES if f.name == name)
+    tokens = family.tokens()
+    path = family_files[name]
+    with bitnet_api.load(path, device=_device(conformance_backend), progress=False) as model:
+        assert model.backend.name == conformance_backend.name
+        got = model.logits(tokens)
+    want = oracle_logits(path, tokens)
+    cos = cosines(got, want)
+    assert np.median(cos) >= 0.999 and cos.min() >= 0.99, cos
+    clear = np.array([clear_margin(row) for row in want])
+    bad = np.flatnonzero(clear & (got.argmax(1) != want.argmax(1)))
+    assert bad.size == 0, f"argmax differs at clear-margin positions {bad.tolist()}"

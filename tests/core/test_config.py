@@ -87,17 +87,93 @@ def test_derived_sizes() -> None:
     ("bitnet-b1.58", None, "relu2"),
     ("bitnet-25", None, "relu2"),
     ("bitnet-25", "relu2", "relu2"),
+    ("bitnet-b1.58", "silu", "silu"),  # the file's key wins over the arch's gating
+    ("llama", None, "silu"),
 ])
 def test_activation_rules(arch: str, hidden: str | None, expected: str) -> None:
     md = with_arch(arch) if hidden is None else with_arch(arch, hidden_activation=hidden)
-    assert ModelConfig.from_metadata(md).activation == expected
+    config = ModelConfig.from_metadata(md)
+    assert config.activation == expected
+    assert (arch in config.activation_source) or ("hidden_activation" in
+                                                  config.activation_source)
 
 
 def test_bad_activation_names_the_key() -> None:
     with pytest.raises(ModelFormatError, match="bitnet.hidden_activation.*'gelu'"):
         ModelConfig.from_metadata(with_arch("bitnet", hidden_activation="gelu"))
-    with pytest.raises(ModelFormatError, match="bitnet-b1.58.hidden_activation.*relu2"):
-        ModelConfig.from_metadata(b158(hidden_activation="silu"))
+    with pytest.raises(ValueError, match="activation must be one of.*'gelu'"):
+        ModelConfig.from_metadata(b158(), activation="gelu")
+
+
+def _one_bit_llm_vocab(n: int) -> dict[str, Any]:
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [f"t{i}" for i in range(n)]}
+
+
+@pytest.mark.parametrize("changes, hint", [
+    (_one_bit_llm_vocab(32002), "SentencePiece vocabulary has 32002 tokens"),
+    ({"general.name": "bitnet_b1_58-large"}, "general.name 'bitnet_b1_58-large'"),
+    ({"general.name": "1bitLLM bitnet b1.58 3B"}, "names a 1bitLLM model"),
+])
+def test_a_1bitllm_model_labelled_b158_gets_silu_and_says_why(changes: dict[str, Any],
+                                                              hint: str) -> None:
+    """bitnet.cpp's converter labels 1bitLLM models bitnet-b1.58 (models.md 4.1): SiLU, with a
+    warning naming the evidence and the override; the caller's choice wins."""
+    md = {**b158(), **changes}
+    with pytest.warns(UserWarning, match="SiLU gating.*" + hint + ".*activation='relu2'"):
+        config = ModelConfig.from_metadata(md)
+    assert config.activation == "silu" and hint in config.activation_source
+    forced = ModelConfig.from_metadata(md, activation="relu2")
+    assert forced.activation == "relu2" and forced.activation_source == "chosen by the caller"
+
+
+@pytest.mark.parametrize("changes", [
+    _one_bit_llm_vocab(32000),  # a plain SentencePiece vocabulary is no evidence
+    {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["t"] * 32002},
+    {"general.name": "bitnet2b"},  # the official 2B-4T file
+])
+def test_other_b158_files_keep_relu2_without_a_warning(changes: dict[str, Any]) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ModelConfig.from_metadata({**b158(), **changes}).activation == "relu2"
+
+
+def test_llama_block_kind_and_rope_order() -> None:
+    llama = ModelConfig.from_metadata(with_arch("llama"))
+    assert (llama.sub_norms, llama.rope_order, llama.block) == (False, "norm",
+                                                                "llama (no sub-norms)")
+    bitnet = ModelConfig.from_metadata(b158())
+    assert (bitnet.sub_norms, bitnet.rope_order) == (True, "neox")
+
+
+@pytest.mark.parametrize("d_model, heads, kv, head_dim", [
+    (1536, 16, 16, 96),  # 1bitLLM large
+    (3200, 32, 32, 100),  # 1bitLLM 3B
+    (3072, 12, 4, 256),  # Falcon3 3B / 7B / 10B
+    (2048, 8, 4, 256),  # Falcon3 1B
+    (4096, 32, 8, 128),  # Llama3-8B-1.58
+    (3072, 24, 24, 128),  # TriLM 3.9B
+])
+def test_family_head_shapes(d_model: int, heads: int, kv: int, head_dim: int) -> None:
+    md = with_arch("llama", embedding_length=d_model, attention__head_count=heads,
+                   attention__head_count_kv=kv, rope__dimension_count=head_dim)
+    c = ModelConfig.from_metadata(md)
+    assert (c.head_dim, c.q_dim, c.kv_dim, c.gqa_group) == (head_dim, d_model, kv * head_dim,
+                                                            heads // kv)
+
+
+def test_head_dim_from_key_length() -> None:
+    """attention.key_length sets D even where it is not d_model / n_heads (llama.cpp's
+    n_embd_head_k); rope.dimension_count and value_length must agree with it."""
+    md = with_arch("llama", attention__key_length=128, attention__value_length=128,
+                   rope__dimension_count=128)  # d_model 256, 4 heads of 128
+    c = ModelConfig.from_metadata(md)
+    assert (c.head_dim, c.q_dim, c.kv_dim) == (128, 512, 256)
+    with pytest.raises(ModelFormatError, match="value_length.*decoupled"):
+        ModelConfig.from_metadata(with_arch("llama", attention__key_length=128,
+                                            attention__value_length=64,
+                                            rope__dimension_count=128))
 
 
 def test_defaults_and_vocab_from_the_token_list() -> None:
@@ -141,8 +217,8 @@ def test_bad_metadata_names_the_key(changes: dict[str, Any], match: str) -> None
 
 
 def test_unknown_arch() -> None:
-    with pytest.raises(ModelFormatError, match="'llama'; bitnet runs"):
-        ModelConfig.from_metadata(with_arch("llama"))
+    with pytest.raises(ModelFormatError, match="'gemma'; bitnet runs.*llama"):
+        ModelConfig.from_metadata(with_arch("gemma"))
 
 
 def test_odd_head_dim_is_rejected() -> None:
