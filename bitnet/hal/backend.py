@@ -11,8 +11,9 @@ key-value heads, D = head dim.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -217,6 +218,19 @@ class KernelBackend:
 
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""
+
+    @contextmanager
+    def recording(self) -> Iterator[Any]:
+        """Optional. Capture the ops run inside for replay: yields an object whose
+        ``replay(pos)`` runs them again at position ``pos`` (below its ``positions``) on the
+        same buffers, or None (this default) when the backend cannot: the ops then ran as
+        usual. ``bitnet.core.replay`` records a decode step this way."""
+        yield None
+
+    def write(self, buf: Buffer, array: np.ndarray) -> None:
+        """Optional (needed with ``recording``). Overwrite buf with a host array of its shape
+        and dtype: a recorded step's token ids."""
+        raise NotImplementedError(f"{type(self).__name__}.write")
 
     def submission_count(self) -> int | None:
         """Optional. Host submissions so far (kernel launches, queue submits, graph launches),

@@ -56,9 +56,13 @@ KERNELS: dict[str, KernelSig] = {
     "linear_tq": KernelSig(("codes", "block_d", "q", "act_d", "out"), "iiif", MATMUL),
     "linear_q6_k": KernelSig(("codes", "sub", "d", "q", "act_d", "out"), "iiif", MATMUL),
     "linear_float": KernelSig(("w", "x", "out"), "iiiif", MATMUL),  # row_bytes, K, n, M, scale
-    "rope": KernelSig(("x", "cos", "sin", "out"), "iii", ITEMS),  # n_heads, head_dim, pos
-    "kv_store": KernelSig(("k", "v", "cache_k", "cache_v"), "iiii", ITEMS),  # layer, pos, ctx, w
-    "attention": KernelSig(("q", "cache_k", "cache_v", "scores", "out"), "iiiiiif", GROUPS),
+    # the position sits in a device buffer ("step": int32, step[0] = the first token's
+    # position), so a recorded step replays at new positions
+    "rope": KernelSig(("x", "cos", "sin", "step", "out"), "ii", ITEMS),  # n_heads, head_dim
+    "kv_store": KernelSig(("k", "v", "cache_k", "cache_v", "step"), "iii", ITEMS),  # layer,
+    # n_ctx, width; attention: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale
+    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "scores", "out"), "iiiiif",
+                           GROUPS),
     "add": KernelSig(("a", "b", "out"), "i", ITEMS),
     "relu2_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
     "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),

@@ -97,14 +97,21 @@ class GpuKVCache:
 
 @dataclass
 class StepRecording:
-    """Ops captured once by ``GpuBackend.recording``: ``replay()`` runs their dispatches again
-    on the same buffers (kept here, so the pool never hands them out), reading whatever their
-    inputs hold by then."""
+    """Ops captured once by ``GpuBackend.recording``: ``replay(pos)`` runs their dispatches
+    again on the same buffers (kept here, so the pool never hands them out), reading whatever
+    their inputs hold by then, at position ``pos`` (< ``positions``: the rope tables' and the
+    KV cache's reach when captured)."""
 
+    backend: "GpuBackend"
     recording: Any  # the runtime's Recording
     buffers: list[DeviceArray]
+    positions: int
 
-    def replay(self) -> None:
+    def replay(self, pos: int) -> None:
+        if not 0 <= pos < self.positions:
+            raise ValueError(f"{self.backend.name}: position {pos} is beyond this recording "
+                             f"({self.positions} positions)")
+        self.backend._position(pos, write=True)
         self.recording.replay()
 
 
@@ -146,6 +153,10 @@ class GpuBackend(KernelBackend):
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
         self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
+        self._reach = 0  # while capturing: the positions the captured ops can replay at
+        # the step buffer: int32 [1], the position rope, kv_store and attention read
+        self._step = runtime.allocate(4)
+        self._step_pos = -1  # what it holds
         # f64 tables where the device has fp64: then rope matches the reference bit for bit
         self._rope_tables = RopeTables(self._to_device,
                                        np.float64 if runtime.limits.fp64 else np.float32)
@@ -219,6 +230,16 @@ class GpuBackend(KernelBackend):
         nbytes = n_layers * n_ctx * width * 2  # f16
         return GpuKVCache(n_layers, n_ctx, width, self.runtime.allocate(nbytes),
                           self.runtime.allocate(nbytes))
+
+    def _position(self, pos: int, write: bool = False) -> Any:
+        """The step buffer, holding pos. While capturing it is not written: each replay
+        writes its own position (StepRecording.replay)."""
+        if self._kept is not None and not write:
+            return self._step
+        if pos != self._step_pos:
+            self.runtime.copy_in(self._step, np.array([pos], np.int32))
+            self._step_pos = pos
+        return self._step
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -318,9 +339,11 @@ class GpuBackend(KernelBackend):
              theta: float) -> DeviceArray:
         n, width = op_checks.rope_input(self.name, x, n_heads, head_dim)
         cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
+        if self._kept is not None:
+            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
         out = self._alloc((n, width), np.float32)
-        self._run(KernelSpec("rope"), (width // 2, n), [x.mem, cos_t, sin_t, out.mem], n_heads,
-                  head_dim, pos)
+        self._run(KernelSpec("rope"), (width // 2, n),
+                  [x.mem, cos_t, sin_t, self._position(pos), out.mem], n_heads, head_dim)
         return out
 
     def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
@@ -332,13 +355,18 @@ class GpuBackend(KernelBackend):
             raise ValueError(f"{self.name} attention: head_dim {head_dim} > "
                              f"{self.runtime.limits.max_head_dim}")
         width = n_kv_heads * head_dim
-        self._run(KernelSpec("kv_store"), (width // 2, n), [k.mem, v.mem, cache.k, cache.v],
-                  layer, pos, cache.n_ctx, width)
-        scores = self._alloc((n, n_heads, pos + n), np.float32)
+        step = self._position(pos)
+        self._run(KernelSpec("kv_store"), (width // 2, n),
+                  [k.mem, v.mem, cache.k, cache.v, step], layer, cache.n_ctx, width)
+        span = pos + n
+        if self._kept is not None:  # a replay may run at any position the cache holds
+            span = cache.n_ctx
+            self._reach = min(self._reach, cache.n_ctx - n + 1)
+        scores = self._alloc((n, n_heads, span), np.float32)
         out = self._alloc((n, n_heads * head_dim), np.float32)
         scale = float(np.float32(1 / np.sqrt(head_dim)))
         self._run(KernelSpec("attention"), (n_heads, n),
-                  [q.mem, cache.k, cache.v, scores.mem, out.mem], layer, pos, cache.n_ctx,
+                  [q.mem, cache.k, cache.v, step, scores.mem, out.mem], layer, cache.n_ctx,
                   n_heads, n_kv_heads, head_dim, scale)
         return out
 
@@ -379,16 +407,20 @@ class GpuBackend(KernelBackend):
     def recording(self) -> Iterator[StepRecording | None]:
         """Capture the ops run inside (their dispatches are recorded, not run); the yielded
         StepRecording replays them. Yields None where the runtime has no replay: the ops then
-        ran eagerly. What changes between replays must sit in buffers the kernels read."""
+        ran eagerly. Positions come from the step buffer; what else changes between replays
+        (token ids) must sit in buffers the caller writes (``write``)."""
         capture = self.runtime.record()
         if capture is None:
             yield None
             return
         kept: list[DeviceArray] = []
         self._kept = kept
+        self._reach = 1 << 62
         try:
             with capture as recorded:
-                yield StepRecording(recorded, kept)
+                step = StepRecording(self, recorded, kept, 0)
+                yield step
+            step.positions = self._reach
         finally:
             self._kept = None
 
@@ -405,6 +437,7 @@ class GpuBackend(KernelBackend):
             return
         self._pool.close()
         self._rope_tables.clear()
+        self._step = None
         self.runtime.close()
 
     def info(self) -> dict[str, Any]:

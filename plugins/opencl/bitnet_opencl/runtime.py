@@ -195,8 +195,8 @@ class OpenCLRuntime:
             return [4 * wg]
         if spec.name == "quantize_q8_k":
             return [4 * wg, 4 * wg]
-        if spec.name == "attention":  # scratch, and q in f16 (head_dim = scalars[5])
-            return [4 * wg, 4 * int(scalars[5])]
+        if spec.name == "attention":  # scratch, and q in f16 (head_dim = scalars[4])
+            return [4 * wg, 4 * int(scalars[4])]
         if spec.name in ("linear_tq", "linear_q6_k"):  # int32 sums of TILE_N tokens a block
             return [spec.rows * 4 * TILE_N * spec.blocks]
         if spec.name in ("linear_i2s", "linear_float"):  # ... a lane

@@ -65,10 +65,10 @@ SHADERS = {
     "embed_q6k": ShaderSpec(5, "<i"),
     "rmsnorm": ShaderSpec(3, "<if"),
     "rmsnorm_f64": ShaderSpec(3, "<if"),
-    "rope": ShaderSpec(4, "<iii"),
-    "rope_f64": ShaderSpec(4, "<iii"),
-    "kv_store": ShaderSpec(4, "<iiii"),
-    "attention": ShaderSpec(5, "<iiiiiif"),
+    "rope": ShaderSpec(5, "<ii"),
+    "rope_f64": ShaderSpec(5, "<ii"),
+    "kv_store": ShaderSpec(5, "<iii"),
+    "attention": ShaderSpec(6, "<iiiiif"),
     "elementwise": ShaderSpec(3, "<i"),
 }
 

@@ -2,9 +2,12 @@
 
 // Round k, v [n, width] to f16 (nearest-even) into cache rows pos .. pos+n-1 of `layer`.
 // One work item per pair of elements (width is even): global size (width / 2, n).
+// pos = step[0] (a device value: a recorded step replays with new positions).
 __kernel void kv_store(__global const float* k, __global const float* v,
-                       __global half* cache_k, __global half* cache_v, const int layer,
-                       const int pos, const int n_ctx, const int width) {
+                       __global half* cache_k, __global half* cache_v,
+                       __global const int* step, const int layer, const int n_ctx,
+                       const int width) {
+    const int pos = step[0];
     const int j = 2 * get_global_id(0);
     const int t = get_global_id(1);
     if (j >= width) {
@@ -23,11 +26,12 @@ __kernel void kv_store(__global const float* k, __global const float* v,
 // then a max-subtracted softmax and the weighted sum of V. q is rounded to f16 first (ggml's
 // F16 dot converts it; the contract says so). q [n, H*D] f32 -> out [n, H*D] f32.
 __kernel void attention(__global const float* q, __global const half* cache_k,
-                        __global const half* cache_v, const int layer, const int pos,
-                        const int n_ctx, const int n_heads, const int n_kv_heads,
-                        const int head_dim, const float score_scale,
+                        __global const half* cache_v, __global const int* step,
+                        const int layer, const int n_ctx, const int n_heads,
+                        const int n_kv_heads, const int head_dim, const float score_scale,
                         __global float* scores, __global float* out,
                         __local float* scratch, __local float* q16) {
+    const int pos = step[0];  // a device value: a recorded step replays with new positions
     const int h = get_group_id(0);
     const int t = get_group_id(1);
     const int lid = get_local_id(0);
