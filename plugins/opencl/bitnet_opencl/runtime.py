@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyopencl as cl
@@ -74,6 +75,8 @@ def has_int_dot(cl_device: Any) -> bool:
 @dataclass
 class ClKernel:
     spec: KernelSpec
+    program: Any
+    entry: str
     kernel: Any
     qualifiers: tuple[int, ...]  # each parameter's address qualifier
     work_group: int  # GROUPS kernels' work-group size
@@ -98,6 +101,7 @@ class OpenCLRuntime:
         self._common = kernel_source("common.cl")
         self._programs: dict[tuple[str, str], Any] = {}
         self._kernels: dict[KernelSpec, ClKernel] = {}
+        self._capture: OpenCLRecording | None = None
         simd = self.kernel(KernelSpec("add")).kernel.get_work_group_info(
             cl.kernel_work_group_info.PREFERRED_WORK_GROUP_SIZE_MULTIPLE, cl_device)
         self.limits = Limits(simd_width=int(simd),
@@ -123,12 +127,17 @@ class OpenCLRuntime:
         self.submissions += 1
 
     def copy_out(self, mem: Any, nbytes: int, offset: int = 0) -> np.ndarray:
+        if self._capture is not None:
+            raise RuntimeError("a read waits for the device: it cannot be recorded")
         out = np.empty(nbytes, dtype=np.uint8)
         cl.enqueue_copy(self.queue, out, mem, src_offset=offset)
         self.submissions += 1
         return out
 
     def copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, nbytes: int) -> None:
+        if self._capture is not None:
+            self._capture.launches.append(("copy", (src, src_offset, dst, dst_offset, nbytes)))
+            return
         cl.enqueue_copy(self.queue, dst, src, byte_count=nbytes, src_offset=src_offset,
                         dst_offset=dst_offset)
         self.submissions += 1
@@ -143,7 +152,8 @@ class OpenCLRuntime:
             kernel = cl.Kernel(self._program(file, define), entry)
             qualifiers = tuple(kernel.get_arg_info(i, cl.kernel_arg_info.ADDRESS_QUALIFIER)
                                for i in range(kernel.num_args))
-            found = ClKernel(spec, kernel, qualifiers, self._work_group(kernel))
+            found = ClKernel(spec, self._program(file, define), entry, kernel, qualifiers,
+                             self._work_group(kernel))
             self._kernels[spec] = found
         return found
 
@@ -218,7 +228,10 @@ class OpenCLRuntime:
                 args.append(cl.LocalMemory(next(local_bytes)))
             else:
                 args.append(next(scalar_args))
-        kernel.kernel.set_args(*args)
+        target = kernel.kernel
+        if self._capture is not None:  # a kernel object of its own: arguments set once
+            target = cl.Kernel(kernel.program, kernel.entry)
+        target.set_args(*args)
         x, y = grid[0], grid[1]
         if sig.grid == ITEMS:
             global_size, local_size = (-(-x // ITEMS_MULTIPLE) * ITEMS_MULTIPLE, y), None
@@ -228,7 +241,10 @@ class OpenCLRuntime:
         else:  # MATMUL: (row blocks, token tiles) of lanes x rows
             global_size = (spec.lanes, x * spec.rows, y)
             local_size = (spec.lanes, spec.rows, 1)
-        cl.enqueue_nd_range_kernel(self.queue, kernel.kernel, global_size, local_size)
+        if self._capture is not None:
+            self._capture.launches.append(("kernel", (target, global_size, local_size)))
+            return
+        cl.enqueue_nd_range_kernel(self.queue, target, global_size, local_size)
         self.submissions += 1
 
     # -- the rest ----------------------------------------------------------------------------
@@ -241,8 +257,18 @@ class OpenCLRuntime:
         self._kernels.clear()
         self._programs.clear()
 
-    def record(self) -> None:
-        return None
+    @contextmanager
+    def record(self) -> Iterator["OpenCLRecording"]:
+        """Capture the dispatches and device copies queued inside as a prepared enqueue list:
+        each kernel gets a kernel object of its own with its arguments set once, so a replay
+        only enqueues (one host submission a dispatch: PyOpenCL has no command buffers).
+        Host writes inside run at once (they are the recording's constant inputs)."""
+        recording = OpenCLRecording(self)
+        self._capture = recording
+        try:
+            yield recording
+        finally:
+            self._capture = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -256,3 +282,22 @@ class OpenCLRuntime:
         return ("int8 dot: " + ("cl_khr_integer_dot_product" if self.int_dot
                                 else "portable char4 fallback"),)
 
+
+
+@dataclass
+class OpenCLRecording:
+    """A prepared enqueue list: (kind, arguments) of each captured kernel or copy."""
+
+    runtime: OpenCLRuntime
+    launches: list[tuple[str, tuple]] = field(default_factory=list)
+
+    def replay(self) -> None:
+        queue = self.runtime.queue
+        for kind, args in self.launches:
+            if kind == "kernel":
+                cl.enqueue_nd_range_kernel(queue, *args)
+            else:
+                src, src_offset, dst, dst_offset, nbytes = args
+                cl.enqueue_copy(queue, dst, src, byte_count=nbytes, src_offset=src_offset,
+                                dst_offset=dst_offset)
+        self.runtime.submissions += len(self.launches)
