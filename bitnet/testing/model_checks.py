@@ -147,3 +147,27 @@ def test_family_matches_the_numpy_forward(bitnet_api, conformance_backend, famil
     clear = np.array([clear_margin(row) for row in want])
     bad = np.flatnonzero(clear & (got.argmax(1) != want.argmax(1)))
     assert bad.size == 0, f"argmax differs at clear-margin positions {bad.tolist()}"
+
+
+def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend):
+    """The demo model's decode steps replayed from one recording (bitnet.core.replay) give the
+    eager steps' logits bit for bit; a backend without replay runs both eagerly."""
+    from bitnet.core.generate import decode_one, prefill
+
+    with bitnet_api.load(device=_device(conformance_backend)) as model:
+        t = model.transformer
+        prompt = [1, 40, 41, 42]
+
+        def run(replay: bool) -> list[np.ndarray]:
+            t.replay.enabled = replay
+            t.replay.steps.clear()
+            t.cache = t.new_cache()
+            logits = [prefill(t, prompt)[0]]
+            for pos in range(len(prompt), len(prompt) + 5):
+                logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))
+            return logits
+
+        eager = run(False)
+        replayed = run(True)
+        for want, got in zip(eager, replayed):
+            np.testing.assert_array_equal(got, want)

@@ -113,31 +113,19 @@ def test_a_replayed_step_equals_the_eager_step_bit_for_bit(vulkan_backend):
         np.testing.assert_array_equal(got, eager)
 
 
-def test_replayed_decode_steps_equal_eager_steps_bit_for_bit():
-    """The Transformer's decode step recorded once and replayed (bitnet.core.replay): the same
-    logits as eager steps, bit for bit, in at most 2 host submissions a token (the id write
-    rides with the replay; the logits download is the second)."""
+def test_a_replayed_decode_step_is_at_most_two_submissions():
+    """The Transformer's decode step replayed (bitnet.core.replay; that it equals the eager
+    step is bitnet.testing.model_checks'): the id write rides with the replay's submission,
+    the logits download is the second."""
     import bitnet
     from bitnet.core.generate import decode_one, prefill
 
     with bitnet.load(device="vulkan") as model:
         t = model.transformer
-        prompt = [1, 40, 41, 42]
-
-        def run(replay: bool) -> list[np.ndarray]:
-            t.replay.enabled = replay
-            t.replay.steps.clear()
-            t.cache = t.new_cache()
-            logits = [prefill(t, prompt)[0]]
-            for pos in range(len(prompt), len(prompt) + 6):
-                logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))
-            return logits
-
-        eager = run(False)
-        replayed = run(True)
-        assert t.replay.replayed == 6
-        for want, got in zip(eager, replayed):
-            np.testing.assert_array_equal(got, want)
+        prefill(t, [1, 40, 41])
+        decode_one(t, 7, 3)  # recorded, then replayed
         before = model.backend.submission_count()
-        decode_one(t, 5, len(prompt) + 6)
-        assert model.backend.submission_count() - before <= 2
+        for pos in range(4, 8):
+            decode_one(t, 7, pos)
+        assert (model.backend.submission_count() - before) / 4 <= 2
+        assert t.replay.replayed == 5
