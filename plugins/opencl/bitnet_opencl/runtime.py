@@ -123,7 +123,11 @@ class OpenCLRuntime:
         mem.release()
 
     def copy_in(self, mem: Any, host: np.ndarray, offset: int = 0) -> None:
-        cl.enqueue_copy(self.queue, mem, np.ascontiguousarray(host), dst_offset=offset)
+        # not blocking: the in-order queue runs it before later work, and PyOpenCL's event
+        # keeps the host array alive until it has been read (a blocking copy would wait for
+        # every kernel queued before it, e.g. the step's first layers before its position)
+        cl.enqueue_copy(self.queue, mem, np.ascontiguousarray(host), dst_offset=offset,
+                        is_blocking=False)
         self.submissions += 1
 
     def copy_out(self, mem: Any, nbytes: int, offset: int = 0) -> np.ndarray:
