@@ -178,14 +178,20 @@ class VulkanRuntime:
         self.command_pool = vk.vkCreateCommandPool(self.device, pool_info, None)
         alloc_info = vk.VkCommandBufferAllocateInfo(commandPool=self.command_pool,
                                                     level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                                    commandBufferCount=1)
-        self.cmd = vk.vkAllocateCommandBuffers(self.device, alloc_info)[0]
+                                                    commandBufferCount=2)
+        cmds = vk.vkAllocateCommandBuffers(self.device, alloc_info)
         self.fence = vk.vkCreateFence(self.device, vk.VkFenceCreateInfo(), None)
         sizes = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                         descriptorCount=_SETS_PER_BATCH * _MAX_BINDINGS)
         desc_info = vk.VkDescriptorPoolCreateInfo(maxSets=_SETS_PER_BATCH, poolSizeCount=1,
                                                   pPoolSizes=[sizes])
-        self.descriptor_pool = vk.vkCreateDescriptorPool(self.device, desc_info, None)
+        # two batches: the one before a replay waits in _queued while the next one records
+        self._slots = [(cmds[i], vk.vkCreateDescriptorPool(self.device, desc_info, None))
+                       for i in range(2)]
+        self._slot = 0
+        self.cmd, self.descriptor_pool = self._slots[0]
+        self._queued: list[Any] = []  # ended command buffers, submitted together by flush
+        self._held: list[int] = []  # the batch slots among them
         self.staging = Block(self.device, self.memory_props, _STAGING_CHUNK, host_visible=True)
         self._owned: list[Block] = []
         self._pipelines: dict[tuple[str, int, int, int, int], Pipeline] = {}
@@ -365,6 +371,8 @@ class VulkanRuntime:
     # -- submission ----------------------------------------------------------------------------
 
     def _begin(self) -> None:
+        if not self._recording and self._capture is None and self._slot in self._held:
+            self.flush()  # both batches wait (two replays without a download): submit them
         if not self._recording:
             # a recording is submitted again and again: no ONE_TIME_SUBMIT
             once = vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT
@@ -382,32 +390,51 @@ class VulkanRuntime:
         )
         vk.vkCmdPipelineBarrier(self.cmd, stages, stages, 0, 1, [barrier], 0, None, 0, None)
 
-    def flush(self, then: Any = None) -> None:
-        """Submit the batch (and the recorded command buffer ``then`` after it, in the same
-        submission) and wait for it."""
+    def _end_batch(self) -> None:
+        """End the batch being recorded and queue it; later work records into the other."""
+        if not self._recording:
+            return
+        vk.vkEndCommandBuffer(self.cmd)
+        self._recording = False
+        self._queued.append(self.cmd)
+        self._held.append(self._slot)
+        self._slot = 1 - self._slot
+        self.cmd, self.descriptor_pool = self._slots[self._slot]
+        self._sets_in_batch = 0
+
+    def queue_replay(self, recorded: Any) -> None:
+        """Queue a recorded command buffer after everything queued so far; the next flush (the
+        step's download) submits them all at once."""
+        if self._capture is not None:
+            raise RecordingError("a replay cannot be recorded")
+        self._end_batch()
+        self._queued.append(recorded)
+
+    def flush(self) -> None:
+        """Submit every queued batch and replay, in order, in one submission, and wait."""
         if self._capture is not None:
             raise RecordingError("work that waits for the device cannot be recorded")
-        if not self._recording and then is None:
+        self._end_batch()
+        if not self._queued:
             return
-        buffers = []
-        if self._recording:
-            vk.vkEndCommandBuffer(self.cmd)
-            buffers.append(self.cmd)
-        self._recording = False
-        buffers += [then] if then is not None else []
-        submit = vk.VkSubmitInfo(commandBufferCount=len(buffers), pCommandBuffers=buffers)
+        submit = vk.VkSubmitInfo(commandBufferCount=len(self._queued),
+                                 pCommandBuffers=self._queued)
         vk.vkQueueSubmit(self.queue, 1, [submit], self.fence)
         self.submissions += 1
         vk.vkWaitForFences(self.device, 1, [self.fence], vk.VK_TRUE, 0xFFFFFFFFFFFFFFFF)
         vk.vkResetFences(self.device, 1, [self.fence])
-        vk.vkResetCommandBuffer(self.cmd, 0)
-        vk.vkResetDescriptorPool(self.device, self.descriptor_pool, 0)
+        for slot in self._held:
+            cmd, pool = self._slots[slot]
+            vk.vkResetCommandBuffer(cmd, 0)
+            vk.vkResetDescriptorPool(self.device, pool, 0)
+        self._queued.clear()
+        self._held.clear()
         self._sets_in_batch = 0
 
     @contextmanager
     def record(self) -> Iterator["VulkanRecording"]:
         """Capture the dispatches (and small writes) queued inside into a command buffer of
-        their own; ``replay()`` submits it again, after whatever is queued, in one submission.
+        their own; ``replay()`` queues it again, after whatever is queued, for the next flush.
         Per-step values must live in buffers: push constants are frozen when recorded."""
         self.flush()
         recording = VulkanRecording(self)
@@ -441,7 +468,8 @@ class VulkanRuntime:
         for block in self._owned + [self.staging]:
             block.destroy()
         self._owned.clear()
-        vk.vkDestroyDescriptorPool(self.device, self.descriptor_pool, None)
+        for _, pool in self._slots:
+            vk.vkDestroyDescriptorPool(self.device, pool, None)
         vk.vkDestroyFence(self.device, self.fence, None)
         vk.vkDestroyCommandPool(self.device, self.command_pool, None)
         vk.vkDestroyDevice(self.device, None)
@@ -484,8 +512,9 @@ class VulkanRecording:
         runtime._recordings.append(self)
 
     def replay(self) -> None:
-        """Run the recorded work again, after everything queued, in one submission."""
-        self.runtime.flush(then=self.cmd)
+        """Run the recorded work again after everything queued, in the same submission as the
+        next flush (the step's download)."""
+        self.runtime.queue_replay(self.cmd)
 
     def destroy(self) -> None:
         if self in self.runtime._recordings:
