@@ -9,7 +9,8 @@ from typing import Any
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", metavar="FILE",
-                   help="GGUF model file (default: the bundled demo model)")
+                   help="GGUF model file, or hf://OWNER/NAME[/FILE] from the Hugging Face Hub "
+                        "(default: the bundled demo model)")
     p.add_argument("--device", metavar="SPEC",
                    help="auto, cpu, reference, cuda, cuda:1, opencl:0, vulkan, or an ordered list "
                         "like cuda,cpu (default: $BITNET_DEVICE, else auto)")
@@ -22,6 +23,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--ctx", type=int, metavar="N", help="context length to allocate")
     p.add_argument("--revalidate", action="store_true",
                    help="re-run backend validation instead of trusting the cache")
+    p.add_argument("--pretokenizer", metavar="NAME",
+                   help="override a BPE vocabulary's tokenizer.ggml.pre (e.g. llama3, falcon3, "
+                        "gpt-2, default); see docs/usage.md")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -52,7 +56,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
     return bitnet.load(args.model, device=args.device, threads=args.threads,
                        ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate,
-                       activation=args.activation)
+                       pretokenizer=args.pretokenizer, activation=args.activation)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

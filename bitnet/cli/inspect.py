@@ -1,7 +1,8 @@
 """``bitnet inspect FILE [--json]``: what a GGUF file holds and which backends could run it.
 
 Prints the architecture and how the engine runs it (block kind, FFN activation and why, RoPE
-order, tied or untied head), the model config (or why it is not a runnable model), metadata with
+order, tied or untied head), the model config (or why it is not a runnable model), the tokenizer
+(or why its token list is refused) and the chat format a conversation gets, metadata with
 long arrays summarised, every tensor with its type, shape and size, totals per type, and the
 backend selection report for the model's requirements (skip it with ``--no-backends``).
 """
@@ -31,7 +32,7 @@ _STRING_PREVIEW = 120  # characters shown of a long metadata string
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("inspect", help="show a GGUF file's config, metadata and "
                                    "tensors, and which backends could run it")
-    parser.add_argument("file", help="path to a .gguf file")
+    parser.add_argument("file", help="path to a .gguf file, or hf://OWNER/NAME[/FILE]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", default="auto",
                         help="device spec to check the model against (default: auto)")
@@ -44,10 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bitnet.core.gguf import open_gguf
+    from bitnet.hub import resolve_model
 
     try:
-        gguf = open_gguf(args.file)
-    except (OSError, GGUFError) as e:
+        gguf = open_gguf(resolve_model(args.file))
+    except (OSError, GGUFError, ValueError) as e:  # ValueError: a hub or checkpoint problem
         print(f"bitnet inspect: {e}", file=sys.stderr)
         return 1
     with gguf:
@@ -74,6 +76,7 @@ def describe(gguf: Any, device: str | None, activation: str | None = None) -> di
         "metadata": {k: _summarise(v) for k, v in gguf.metadata.items()},
         "tensors": [_tensor_row(t) for t in gguf.tensors.values()],
         "totals": _totals(gguf),
+        "tokenizer": _tokenizer(gguf.metadata),
     }
     try:
         with warnings.catch_warnings():
@@ -174,6 +177,23 @@ def _totals(gguf: Any) -> dict[str, Any]:
 # -- text rendering ----------------------------------------------------------------------------
 
 
+def _tokenizer(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary as bitnet reads it, and the chat format a conversation gets."""
+    from bitnet.core.chat import builtin_format_for
+    from bitnet.core.tokenizer import Tokenizer
+
+    try:
+        tok = Tokenizer.from_metadata(metadata)
+    except ModelFormatError as e:
+        return {"error": str(e)}
+    template = tok.chat_template
+    return {"model": tok.model, "pretokenizer": tok.pretokenizer, "n_vocab": tok.n_vocab,
+            "bos_id": tok.bos_id, "eos_id": tok.eos_id, "eot_id": tok.eot_id,
+            "add_bos": tok.add_bos,
+            "chat": "the file's template" if template and "BITNET" not in template
+            else f"built-in {builtin_format_for(metadata) if template is None else 'bitnet'}"}
+
+
 def render(report: dict[str, Any]) -> str:
     lines = [
         (f"file      {report['file']} ({_mib(report['file_bytes'])}, GGUF v"
@@ -192,6 +212,14 @@ def render(report: dict[str, Any]) -> str:
         lines.append("config    " + ", ".join(f"{k}={v}" for k, v in config.items()))
     else:
         lines.append(f"config    not runnable: {report.get('config_error')}")
+    tok = report.get("tokenizer", {})
+    if "error" in tok:
+        lines.append(f"tokenizer not usable: {tok['error']}")
+    elif tok:
+        pre = f" (pre-tokenizer {tok['pretokenizer']})" if tok["pretokenizer"] else ""
+        lines.append(f"tokenizer {tok['model']}{pre}, {tok['n_vocab']} tokens, BOS "
+                     f"{tok['bos_id']}{' added' if tok['add_bos'] else ''}, EOS {tok['eos_id']}, "
+                     f"EOT {tok['eot_id']}; chat: {tok['chat']}")
     lines.append(f"\nmetadata ({len(report['metadata'])} keys)")
     for key, value in report["metadata"].items():
         if isinstance(value, dict) and "array_of" in value:

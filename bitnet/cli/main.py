@@ -17,7 +17,8 @@ from typing import Sequence
 
 import bitnet
 
-SUBCOMMANDS = ("run", "chat", "bench", "devices", "validate", "inspect", "serve")
+SUBCOMMANDS = ("run", "chat", "bench", "perplexity", "pull", "devices", "validate", "inspect",
+               "serve")
 
 
 def _stub(subparsers: argparse._SubParsersAction, name: str, problem: str) -> None:
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(message)s")
+    logging.getLogger("huggingface_hub").propagate = False  # it prints its own; once is enough
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

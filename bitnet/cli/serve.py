@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     def load():
         return bitnet.load(args.model, device=args.device, threads=args.threads,
                            ternarize=args.ternarize, n_ctx=args.ctx, revalidate=args.revalidate,
-                           progress=False, activation=args.activation)
+                           pretokenizer=args.pretokenizer, progress=False,
+                           activation=args.activation)
 
     app = create_app(load, settings)
     # The model's worker thread gives up the GIL inside every kernel; when a kernel returns

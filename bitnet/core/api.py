@@ -37,7 +37,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
          revalidate: bool = False, activation: str | None = None) -> "Model":
     """Open a BitNet GGUF file on the best validated backend.
 
-    path: a GGUF file; None loads the bundled demo model.
+    path: a GGUF file, or ``hf://OWNER/NAME[/FILE]`` fetched through the Hugging Face Hub cache
+        (bitnet.hub); None loads the bundled demo model.
     device: "auto", "cpu", "cuda:1", "opencl:0", "reference", an ordered list "cuda,cpu", ...;
         None means $BITNET_DEVICE, else "auto". An explicit device that cannot be used is an
         error naming why, never a silent substitute.
@@ -58,7 +59,9 @@ def load(path: str | os.PathLike[str] | None = None, device: str | None = None,
     from bitnet.hal import CreateOptions
     from bitnet.registry import select
 
-    path = Path(path) if path is not None else demo_model_path()
+    from bitnet.hub import resolve_model
+
+    path = resolve_model(path, progress=progress) if path is not None else demo_model_path()
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     gguf = open_gguf(path)
@@ -106,6 +109,10 @@ class Model:
         self.backend = selection.backend
         self.last_stats = GenerationStats()
         self.chat_template: str | None = gguf.metadata.get("tokenizer.chat_template")
+        from bitnet.core.chat import builtin_format_for
+
+        # the format used when the file has no template (bitnet.cpp's built-in formats)
+        self.chat_format = builtin_format_for(gguf.metadata)
         self._gguf = gguf
 
     def __repr__(self) -> str:
@@ -136,6 +143,25 @@ class Model:
         check_fits(len(ids), self.transformer.n_ctx)
         return ids
 
+    def perplexity(self, text: str | list[int], n_ctx: int | None = None,
+                   n_batch: int | None = None, n_chunks: int | None = None,
+                   progress: bool | None = None) -> Any:
+        """llama-perplexity's figure for ``text`` (or token ids) -> ``PerplexityResult`` (ppl,
+        ppl_err, nll, n_scored, ...). Chunks of ``n_ctx`` tokens (default 512, at most the
+        context allocated at load), each from an empty context and starting with BOS when the
+        vocabulary adds one; the second half of each chunk is scored (bitnet.core.perplexity)."""
+        from bitnet.core.perplexity import DEFAULT_CTX, perplexity
+
+        tok = self.tokenizer
+        if isinstance(text, str):
+            ids = tok.encode(text, add_eos=False)  # llama.cpp refuses vocabularies that add EOS
+        else:
+            ids = [int(t) for t in np.asarray(text).reshape(-1)]
+        bos = tok.bos_id if tok.add_bos else None
+        n_ctx = min(DEFAULT_CTX, self.transformer.n_ctx) if n_ctx is None else n_ctx
+        return perplexity(self.transformer, ids, n_ctx, bos, n_batch=n_batch, n_chunks=n_chunks,
+                          progress=progress)
+
     # -- text ------------------------------------------------------------------------------
 
     def generate(self, prompt: str | list[int], max_tokens: int = 128, temperature: float = 0.8,
@@ -160,13 +186,14 @@ class Model:
     def chat(self, messages: list[dict[str, str]], max_tokens: int = 256, stream: bool = False,
              **sampling: Any) -> str | Iterator[str]:
         """Reply to a conversation rendered with the file's chat template (sandboxed jinja2),
-        or the BitNet built-in template when the file has none."""
+        or bitnet.cpp's built-in format for the file when it has none (``self.chat_format``)."""
         from bitnet.core.chat import render_chat
 
         tok = self.tokenizer
         bos = self._special_text(tok.bos_id)
         text = render_chat(messages, self.chat_template, bos_token=bos,
-                           eos_token=self._special_text(tok.eos_id), add_generation_prompt=True)
+                           eos_token=self._special_text(tok.eos_id), add_generation_prompt=True,
+                           builtin=self.chat_format)
         add_bos = not (bos and text.startswith(bos))  # a template that writes BOS itself
         ids = tok.encode(text, add_bos=add_bos, parse_special=True)
         stop = sampling.pop("stop", None)

@@ -1,24 +1,39 @@
-"""Chat prompts: a conversation rendered with the file's ``tokenizer.chat_template``.
+r"""Chat prompts: a conversation rendered with the file's ``tokenizer.chat_template``.
 
 Templates are Jinja, as Hugging Face writes them, and come from model files we did not write, so
 they run in jinja2's immutable sandbox: no attribute starting with ``_``, no mutation of the
 messages, bounded ``range``. Any escape attempt or rendering failure is a ChatTemplateError
 naming the cause.
 
-A file without a template, or with the placeholder template the BitNet converters write (it
-contains "BITNET"), gets the BitNet llama.cpp fork's built-in "bitnet" format instead, exactly as
-bitnet.cpp renders it (``llama_chat_apply_template``, Eddie-Wang1120/llama.cpp @ 40ed0f29,
-src/llama.cpp ~L22146)::
+A file without a template gets one of the formats built into bitnet.cpp (the BitNet llama.cpp
+fork, Eddie-Wang1120/llama.cpp @ 40ed0f29, ``llama_chat_apply_template_internal``), rendered
+exactly as the fork renders it; ``builtin_format_for`` picks it from the file as llama.cpp's
+template detection would, had the file a template:
 
-    System: {system}User: {user}<|eot_id|>Assistant: {assistant}User: ...<|eot_id|>Assistant:
+- ``bitnet`` (arches bitnet-b1.58 / bitnet-25, and any template containing "BITNET", the
+  placeholder the BitNet converters write)::
 
-Note there is no separator after the system text and none after an assistant turn.
+      System: {system}User: {user}<|eot_id|>Assistant: {assistant}User: ...<|eot_id|>Assistant:
+
+  Note there is no separator after the system text and none after an assistant turn.
+- ``falcon3`` (``tokenizer.ggml.pre`` falcon3): ``<|{role}|>\n{content}\n`` per message, then
+  ``<|assistant|>\n``.
+- ``falcon_e`` (pre falcon_e / falcon-h1): ``{role}{content}\n`` per message, then
+  ``assistant\n``. (The fork's own selection of this format can never fire: it tests
+  ``tmpl == "falcon_e" && tmpl contains "assistant"``. The format is rendered as written.)
+- ``llama3`` (a vocabulary with ``<|start_header_id|>`` / ``<|end_header_id|>``):
+  ``<|start_header_id|>{role}<|end_header_id|>\n\n{content, trimmed}<|eot_id|>`` per message,
+  then the assistant header.
+- otherwise ``bitnet`` (llama.cpp falls back to chatml; bitnet keeps the BitNet format it has
+  always used for files such as 1bitLLM's, which are base models without a chat format).
+
+A template that is one of these names selects that format, as llama.cpp's named templates do.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NoReturn
@@ -36,7 +51,7 @@ class ChatTemplateError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# the built-in format
+# the built-in formats
 
 
 def render_bitnet(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
@@ -57,6 +72,57 @@ def render_bitnet(messages: Sequence[Mapping[str, str]], add_generation_prompt: 
         else:
             parts.append(message["content"])  # the fork appends any other role's text as is
     return "".join(parts)
+
+
+def render_falcon3(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+                   ) -> str:
+    """The fork's "falcon3" format: ``<|role|>\ncontent\n`` per message."""
+    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+    return text + ("<|assistant|>\n" if add_generation_prompt else "")
+
+
+def render_falcon_e(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+                    ) -> str:
+    """The fork's "falcon_e" format: ``rolecontent\n`` per message."""
+    text = "".join(f"{m['role']}{m['content']}\n" for m in messages)
+    return text + ("assistant\n" if add_generation_prompt else "")
+
+
+_CPP_SPACE = " \t\n\v\f\r"  # what C's isspace() trims in llama.cpp's trim()
+
+
+def render_llama3(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+                  ) -> str:
+    """llama.cpp's "llama3" format (BOS comes from the tokenizer, not the text)."""
+    text = "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n"
+                   f"{m['content'].strip(_CPP_SPACE)}<|eot_id|>" for m in messages)
+    if add_generation_prompt:
+        text += "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    return text
+
+
+BUILTIN_FORMATS: dict[str, Callable[[Sequence[Mapping[str, str]], bool], str]] = {
+    "bitnet": render_bitnet,
+    "falcon3": render_falcon3,
+    "falcon_e": render_falcon_e,
+    "llama3": render_llama3,
+}
+
+
+def builtin_format_for(metadata: Mapping[str, Any]) -> str:
+    """The built-in format bitnet.cpp would use for a file without a chat template."""
+    if metadata.get("general.architecture") in ("bitnet-b1.58", "bitnet-25"):
+        return "bitnet"
+    pre = metadata.get("tokenizer.ggml.pre")
+    if pre == "falcon3":
+        return "falcon3"
+    if pre in ("falcon_e", "falcon-h1"):
+        return "falcon_e"
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, list) and "<|start_header_id|>" in tokens \
+            and "<|end_header_id|>" in tokens:
+        return "llama3"
+    return "bitnet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,15 +199,24 @@ def check_messages(messages: Any) -> list[dict[str, str]]:
 
 def render_chat(messages: Sequence[Mapping[str, str]], template: str | None, *,
                 bos_token: str = "", eos_token: str = "",
-                add_generation_prompt: bool = True) -> str:
+                add_generation_prompt: bool = True, builtin: str = "bitnet") -> str:
     """The prompt text for ``messages`` (a list of {"role", "content"} dicts).
 
-    ``template`` is the file's ``tokenizer.chat_template`` (None: the built-in BitNet format).
-    ``bos_token`` / ``eos_token`` are the texts the template may write. Encode the result with
-    ``parse_special=True`` so that texts such as ``<|eot_id|>`` become their tokens.
+    ``template`` is the file's ``tokenizer.chat_template``, or the name of a built-in format
+    ("bitnet", "falcon3", "falcon_e", "llama3"); None renders the ``builtin`` format (the
+    file's, from ``builtin_format_for``). ``bos_token`` / ``eos_token`` are the texts the
+    template may write. Encode the result with ``parse_special=True`` so that texts such as
+    ``<|eot_id|>`` become their tokens.
     """
     checked = check_messages(messages)
-    if template is None or BITNET_MARKER in template:
+    if template is None:
+        if builtin not in BUILTIN_FORMATS:
+            raise ChatTemplateError(f"no built-in chat format {builtin!r}; built in: "
+                                    f"{sorted(BUILTIN_FORMATS)}")
+        return BUILTIN_FORMATS[builtin](checked, add_generation_prompt)
+    if template in BUILTIN_FORMATS:
+        return BUILTIN_FORMATS[template](checked, add_generation_prompt)
+    if BITNET_MARKER in template:
         return render_bitnet(checked, add_generation_prompt)
     compiled = _compile(template)
     try:

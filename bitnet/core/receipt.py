@@ -44,6 +44,9 @@ def build_receipt(model: Any, stats: Any, seed: int | None) -> dict[str, Any]:
             "architecture": model.config.arch,
             "layers": model.config.n_layers,
             "d_model": model.config.d_model,
+            "block": model.config.block,
+            "activation": model.config.activation,
+            "activation_source": model.config.activation_source,
             "formats": sorted({f.value for f in model.requirements.ternary_formats
                                | model.requirements.float_formats}),
         },

@@ -12,6 +12,10 @@ text first (user-defined ones always, control ones only with ``parse_special``),
 fragment of a "llama" vocabulary gets one leading space, BOS/EOS are added per the file's flags,
 and decoding renders pieces the way ``llama_token_to_piece`` does. Decoding is done from our own
 piece table, not by the libraries, so bytes can be streamed.
+
+Metadata is checked before the libraries see it, and whatever they still refuse is caught: any
+bad, inconsistent or refused tokenizer metadata is a ModelFormatError naming the key and, for an
+array, the entry (``'tokenizer.ggml.tokens'[300] = 'ab\\x00c' holds a NUL character, ...``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum
 from typing import Any
+
+from bitnet.core import pretokenizers
+from bitnet.core.errors import ModelFormatError
+from bitnet.core.pretokenizers import PreTokenizer
 
 SPACE_MARK = "\u2581"  # SentencePiece's visible space "▁"
 
@@ -36,29 +44,6 @@ class TokenType(IntEnum):
     UNUSED = 5
     BYTE = 6
 
-
-# llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp, llm_tokenizer_bpe). Each regex splits
-# the pieces the previous one left, keeping matches and the gaps between them as pieces.
-_GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-_LLAMA3_REGEX = (
-    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
-    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-PRETOKENIZER_REGEXES: dict[str, tuple[str, ...]] = {
-    "default": (r"[\p{P}\$\+<=>\^~\|]+", _GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"),
-    "gpt-2": (_GPT2_REGEX,),
-    "llama3": (_LLAMA3_REGEX,),
-}
-# ``tokenizer.ggml.pre`` spellings llama.cpp maps onto the regex sets above.
-_PRETOKENIZER_NAMES = {
-    "default": "default",
-    "gpt-2": "gpt-2",
-    "gpt2": "gpt-2",
-    "llama3": "llama3",
-    "llama-v3": "llama3",
-    "llama-bpe": "llama3",
-    "falcon3": "llama3",
-}
 
 # Texts llama.cpp treats as end-of-turn / end-of-generation whatever the metadata says.
 _EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
@@ -86,14 +71,21 @@ def _byte_to_unicode() -> dict[int, str]:
     return table
 
 
-_UNICODE_TO_BYTE = {ch: b for b, ch in _byte_to_unicode().items()}
+_BYTE_TO_UNICODE = _byte_to_unicode()
+_UNICODE_TO_BYTE = {ch: b for b, ch in _BYTE_TO_UNICODE.items()}
 # str.translate tables: alphabet character -> the byte as a latin-1 character, and -> deleted
 _BYTE_LEVEL_TO_LATIN1 = {ord(ch): chr(b) for ch, b in _UNICODE_TO_BYTE.items()}
 _NOT_BYTE_LEVEL = {ord(ch): None for ch in _UNICODE_TO_BYTE}
 
 
 # ---------------------------------------------------------------------------------------------
-# metadata checks
+# metadata checks: every problem is a ModelFormatError naming the key (and the token index)
+
+
+def _bad(key: str, reason: str) -> ModelFormatError:
+    """``reason`` follows the key: "is empty", "[12] = 'x' is ..." (an entry)."""
+    sep = "" if reason.startswith("[") else " "
+    return ModelFormatError(f"tokenizer metadata: {key!r}{sep}{reason}")
 
 
 def _read_list(metadata: Mapping[str, Any], name: str, n: int | None,
@@ -102,16 +94,19 @@ def _read_list(metadata: Mapping[str, Any], name: str, n: int | None,
     value = metadata.get(key)
     if value is None:
         if required:
-            raise ValueError(f"tokenizer metadata: missing key {key!r}")
+            raise ModelFormatError(f"tokenizer metadata: missing key {key!r}")
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ValueError(f"tokenizer metadata: {key!r} must be an array, got "
-                         f"{type(value).__name__}")
+    if (isinstance(value, (str, bytes, Mapping, set, frozenset))
+            or not isinstance(value, Iterable)):
+        raise _bad(key, f"must be an array, got {type(value).__name__}")
     items = list(value)
     if n is not None and len(items) != n:
-        raise ValueError(f"tokenizer metadata: {key!r} has {len(items)} entries but "
-                         f"{_key('tokens')!r} has {n}")
+        raise _bad(key, f"has {len(items)} entries but {_key('tokens')!r} has {n}")
     return items
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and hasattr(value, "__index__")
 
 
 def _read_id(metadata: Mapping[str, Any], name: str, n_vocab: int,
@@ -120,12 +115,11 @@ def _read_id(metadata: Mapping[str, Any], name: str, n_vocab: int,
     value = metadata.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"tokenizer metadata: {key!r} must be an integer, got {value!r}")
+    if not _is_int(value):
+        raise _bad(key, f"must be an integer, got {value!r}")
     token_id = value.__index__()
     if not 0 <= token_id < n_vocab:
-        raise ValueError(f"tokenizer metadata: {key!r} = {token_id} is out of range for a "
-                         f"vocabulary of {n_vocab} tokens")
+        raise _bad(key, f"= {token_id} is out of range for a vocabulary of {n_vocab} tokens")
     return token_id
 
 
@@ -133,57 +127,80 @@ def _read_bool(metadata: Mapping[str, Any], key: str, default: bool) -> bool:
     value = metadata.get(key, default)
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):  # a file may store the flag as u8
+    if _is_int(value) and value in (0, 1):  # a file may store the flag as u8
         return bool(value)
-    raise ValueError(f"tokenizer metadata: {key!r} must be a boolean, got {value!r}")
+    raise _bad(key, f"must be a boolean, got {value!r}")
+
+
+def _read_str(metadata: Mapping[str, Any], name: str) -> str | None:
+    value = metadata.get(_key(name))
+    if value is not None and not isinstance(value, str):
+        raise _bad(_key(name), f"must be a string, got {type(value).__name__}")
+    return value
 
 
 def _read_tokens(metadata: Mapping[str, Any]) -> list[str]:
     """``tokenizer.ggml.tokens`` as strings; empty entries renamed as llama.cpp does."""
+    key = _key("tokens")
     items = _read_list(metadata, "tokens", None, required=True)
     assert items is not None
     if not items:
-        raise ValueError(f"tokenizer metadata: {_key('tokens')!r} is empty")
+        raise _bad(key, "is empty")
     for i, text in enumerate(items):
         if not isinstance(text, str):
-            raise ValueError(f"tokenizer metadata: {_key('tokens')!r}[{i}] is not a string")
+            raise _bad(key, f"[{i}] is not a string but {type(text).__name__}")
         if not text:
             items[i] = f"[EMPTY_{i}]"  # llama.cpp's name for an empty token, kept for parity
+    try:
+        "".join(items).encode()  # one pass; the entry is looked for only on failure
+    except UnicodeEncodeError:
+        for i, text in enumerate(items):
+            if any("\ud800" <= ch <= "\udfff" for ch in text):
+                raise _bad(key, f"[{i}] = {text!r} is not valid Unicode (a lone surrogate)"
+                           ) from None
     if len(set(items)) != len(items):
         # llama.cpp asserts on this too: text -> id must be a function
         first: dict[str, int] = {}
         for i, text in enumerate(items):
             if text in first:
-                raise ValueError(f"tokenizer metadata: {_key('tokens')!r} has {text!r} twice "
-                                 f"(ids {first[text]} and {i})")
+                raise _bad(key, f"has {text!r} twice (ids {first[text]} and {i})")
             first[text] = i
     return items
 
 
 def _read_types(metadata: Mapping[str, Any], n: int) -> list[TokenType]:
+    key = _key("token_type")
     items = _read_list(metadata, "token_type", n, required=False)
     if items is None:
         return [TokenType.NORMAL] * n  # llama.cpp: no types -> all normal
     by_value = {int(t): t for t in TokenType}
-    types = [by_value.get(value) for value in items]
-    if None in types:
-        i = types.index(None)
-        raise ValueError(f"tokenizer metadata: {_key('token_type')!r}[{i}] = {items[i]!r} is "
-                         f"not a token type (0..6)")
-    return types  # type: ignore[return-value]
+    types = []
+    for i, value in enumerate(items):
+        kind = by_value.get(value.__index__()) if _is_int(value) else None
+        if kind is None:
+            raise _bad(key, f"[{i}] = {value!r} is not a token type (an integer 0..6)")
+        types.append(kind)
+    return types
 
 
 def _read_scores(metadata: Mapping[str, Any], n: int) -> list[float]:
+    key = _key("scores")
     items = _read_list(metadata, "scores", n, required=False)
     if items is None:
         return [0.0] * n
-    try:
-        return [float(s) for s in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"tokenizer metadata: {_key('scores')!r} holds a non-number") from None
+    scores = []
+    for i, value in enumerate(items):
+        if isinstance(value, (bool, str, bytes)):
+            raise _bad(key, f"[{i}] = {value!r} is not a number")
+        try:
+            scores.append(float(value))
+        except (TypeError, ValueError, OverflowError):
+            raise _bad(key, f"[{i}] = {value!r} is not a number") from None
+    return scores
 
 
 def _read_merges(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+    key = _key("merges")
     items = _read_list(metadata, "merges", None, required=True)
     assert items is not None
     merges = []
@@ -191,33 +208,44 @@ def _read_merges(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
         # llama.cpp splits at the first space after position 0 (a part may itself be " ")
         cut = merge.find(" ", 1) if isinstance(merge, str) else -1
         if cut < 0:
-            raise ValueError(f"tokenizer metadata: {_key('merges')!r}[{i}] = {merge!r} is not "
-                             f"'left right'")
+            raise _bad(key, f"[{i}] = {merge!r} is not 'left right'")
         merges.append((merge[:cut], merge[cut + 1:]))
     return merges
 
 
-def _resolve_pretokenizer(metadata: Mapping[str, Any], override: str | None) -> str:
+def _check_merges(merges: Sequence[tuple[str, str]], vocab: Mapping[str, int]) -> None:
+    """ModelFormatError naming the first merge whose parts or result is no token."""
+    for i, (left, right) in enumerate(merges):
+        for part in (left, right, left + right):
+            if part not in vocab:
+                raise _bad(_key("merges"), f"[{i}] = {left + ' ' + right!r}: {part!r} is not "
+                           f"in {_key('tokens')!r}")
+
+
+def _resolve_pretokenizer(metadata: Mapping[str, Any], override: str | None) -> PreTokenizer:
     if override is not None:
-        name = _PRETOKENIZER_NAMES.get(override)
-        if name is None:
+        try:
+            return pretokenizers.resolve(override)
+        except KeyError:
             raise ValueError(f"pretokenizer={override!r} is not supported; choose one of "
-                             f"{sorted(_PRETOKENIZER_NAMES)}")
-        return name
-    pre = metadata.get(_key("pre"))
+                             f"{pretokenizers.supported_names()}") from None
+    pre = _read_str(metadata, "pre")
     if pre is None:
         # official BitNet 2B-4T files lack the key; llama.cpp (and so bitnet.cpp) then runs
         # its "default" regexes, which is what token-level parity with them needs
-        return "default"
-    name = _PRETOKENIZER_NAMES.get(pre)
-    if name is None:
-        raise ValueError(f"tokenizer metadata: {_key('pre')!r} = {pre!r} is not supported; "
-                         f"supported: {sorted(_PRETOKENIZER_NAMES)} (or pass pretokenizer=...)")
-    return name
+        return pretokenizers.PRETOKENIZERS["default"]
+    try:
+        return pretokenizers.resolve(pre)
+    except KeyError:
+        raise _bad(_key("pre"), f"= {pre!r} is not supported; supported: "
+                   f"{pretokenizers.supported_names()} (or pass pretokenizer=...)") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # encoders: one raw text fragment (no special tokens inside) -> ids
+
+# SentencePiece refuses pieces of this many UTF-8 bytes or more ("piece is too long")
+SPM_MAX_PIECE_BYTES = 8000
 
 
 class SentencePieceEncoder:
@@ -228,6 +256,9 @@ class SentencePieceEncoder:
     SentencePiece as NORMAL except those byte entries. SentencePiece insists on one UNKNOWN
     piece and all 256 byte pieces; missing ones are added past the vocabulary, and emitting
     one of them is an error (llama.cpp aborts there too).
+
+    A piece SentencePiece refuses (a NUL character, 8000 bytes or more) is a ModelFormatError
+    naming the token; so is anything else the library refuses while loading the model.
     """
 
     def __init__(self, tokens: Sequence[str], scores: Sequence[float],
@@ -235,6 +266,14 @@ class SentencePieceEncoder:
         import sentencepiece
         from sentencepiece import sentencepiece_model_pb2
 
+        key = _key("tokens")
+        for i, text in enumerate(tokens):
+            if "\0" in text:
+                raise _bad(key, f"[{i}] = {text!r} holds a NUL character, which "
+                           f"SentencePiece refuses")
+            if len(text) * 4 >= SPM_MAX_PIECE_BYTES and len(text.encode()) >= SPM_MAX_PIECE_BYTES:
+                raise _bad(key, f"[{i}] is {len(text.encode())} bytes long; SentencePiece "
+                           f"refuses pieces of {SPM_MAX_PIECE_BYTES} bytes or more")
         pb: Any = sentencepiece_model_pb2  # generated protobuf code: opaque to type checkers
 
         piece_type = pb.ModelProto.SentencePiece
@@ -270,36 +309,56 @@ class SentencePieceEncoder:
         normalizer.add_dummy_prefix = add_space_prefix
         normalizer.remove_extra_whitespaces = False
         normalizer.escape_whitespaces = True
-        self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString())
+        try:
+            self._sp = sentencepiece.SentencePieceProcessor(
+                model_proto=proto.SerializeToString())
+        except Exception as err:  # sentencepiece raises RuntimeError / OSError
+            raise _bad(key, f"is refused by SentencePiece: {err}") from None
 
     def encode(self, text: str) -> list[int]:
         ids = self._sp.encode(text)
         if any(i >= self.n_vocab for i in ids):
-            raise ValueError(f"cannot tokenize {text!r}: the vocabulary lacks a <0xNN> byte "
-                             f"token it needs")
+            raise ModelFormatError(f"cannot tokenize {text!r}: the vocabulary lacks a <0xNN> "
+                                   f"byte token it needs")
         return ids
 
 
 class ByteLevelBPEEncoder:
     """llama.cpp's BPE tokenizer through ``tokenizers``: regex pre-split, byte-level alphabet,
-    merges by rank. ``ignore_merges`` (LLaMA-3) takes a whole pre-token found in the vocab."""
+    merges by rank. ``ignore_merges`` (LLaMA-3) takes a whole pre-token found in the vocab.
 
-    def __init__(self, tokens: Sequence[str], merges: list[tuple[str, str]], pretokenizer: str,
-                 ignore_merges: bool) -> None:
+    A text needing a byte whose byte-level character is not in the vocabulary is a
+    ModelFormatError (``tokenizers`` and llama.cpp would silently drop that byte)."""
+
+    def __init__(self, tokens: Sequence[str], merges: list[tuple[str, str]],
+                 pretokenizer: PreTokenizer | str, ignore_merges: bool | None = None) -> None:
         from tokenizers import Regex, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
+        if isinstance(pretokenizer, str):
+            pretokenizer = pretokenizers.resolve(pretokenizer)
+        if ignore_merges is None:
+            ignore_merges = pretokenizer.ignore_merges
         vocab = {text: i for i, text in enumerate(tokens)}
+        # checked first: some bad merges make tokenizers panic rather than raise
+        _check_merges(merges, vocab)
         try:
             bpe = models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges)
-        except Exception as err:  # tokenizers raises a bare Exception for a bad merge
-            raise ValueError(f"tokenizer metadata: {_key('merges')!r} does not fit "
-                             f"{_key('tokens')!r}: {err}") from None
-        self._hf = HFTokenizer(bpe)
-        splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated")
-                  for regex in PRETOKENIZER_REGEXES[pretokenizer]]
-        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        self._hf.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
+            self._hf = HFTokenizer(bpe)
+            splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated")
+                      for regex in pretokenizer.regexes]
+            steps = [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            if pretokenizer.byte_level_digits:
+                steps.append(pre_tokenizers.Digits(individual_digits=True))
+            self._hf.pre_tokenizer = pre_tokenizers.Sequence(steps)
+        except BaseException as err:  # a bare Exception, or a Rust panic (a BaseException)
+            if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+                raise
+            raise ModelFormatError(f"tokenizer metadata: {_key('tokens')!r} / "
+                                   f"{_key('merges')!r} are refused by tokenizers: {err}") from None
+        # bytes whose byte-level character is no vocabulary entry: BPE cannot start from them
+        self._missing_bytes = frozenset(b for b, ch in _BYTE_TO_UNICODE.items()
+                                        if ch not in vocab)
         # no decoder: ids are decoded from Tokenizer's own piece table, byte-exact for streaming
 
     def pre_tokenize(self, text: str) -> list[str]:
@@ -307,6 +366,12 @@ class ByteLevelBPEEncoder:
         return [piece for piece, _ in self._hf.pre_tokenizer.pre_tokenize_str(text)]
 
     def encode(self, text: str) -> list[int]:
+        if self._missing_bytes:
+            missing = self._missing_bytes.intersection(text.encode())
+            if missing:
+                raise ModelFormatError(
+                    f"cannot tokenize {text!r}: the vocabulary lacks the byte-level token of "
+                    f"byte 0x{min(missing):02X} ({_BYTE_TO_UNICODE[min(missing)]!r})")
         return self._hf.encode(text, add_special_tokens=False).ids
 
 
@@ -402,15 +467,18 @@ class Tokenizer:
         """Build from a GGUF metadata dict (key -> plain Python value).
 
         ``pretokenizer`` overrides a "gpt2" vocabulary's ``tokenizer.ggml.pre`` (e.g. "llama3"
-        for Hugging Face parity on files that lack the key). Raises ValueError naming the key
-        for missing or inconsistent metadata.
+        for Hugging Face parity on files that lack the key). Raises ModelFormatError naming
+        the key (and the token) for missing, inconsistent or refused metadata, ValueError for
+        an unknown ``pretokenizer``.
         """
-        model = metadata.get(_key("model"))
+        if pretokenizer is not None:
+            _resolve_pretokenizer(metadata, pretokenizer)  # a bad name is an error for any file
+        model = _read_str(metadata, "model")
         if model is None:
-            raise ValueError(f"tokenizer metadata: missing key {_key('model')!r}")
+            raise ModelFormatError(f"tokenizer metadata: missing key {_key('model')!r}")
         if model not in ("llama", "gpt2"):
-            raise ValueError(f"tokenizer metadata: {_key('model')!r} = {model!r} is not "
-                             f"supported (supported: 'llama', 'gpt2')")
+            raise _bad(_key("model"), f"= {model!r} is not supported (supported: 'llama' = "
+                       f"SentencePiece, 'gpt2' = byte-level BPE)")
         tokens = _read_tokens(metadata)
         n = len(tokens)
         types = _read_types(metadata, n)
@@ -443,22 +511,21 @@ class Tokenizer:
             add_bos_default = True
         else:
             add_space_prefix = False
-            pre = _resolve_pretokenizer(metadata, pretokenizer)
+            pre_tokenizer = _resolve_pretokenizer(metadata, pretokenizer)
+            pre = pre_tokenizer.name
             merges = _read_merges(metadata)
             # llama.cpp enables ignore_merges and BOS for the LLaMA-3 family
-            encoder = ByteLevelBPEEncoder(tokens, merges, pre, ignore_merges=pre == "llama3")
-            add_bos_default = pre == "llama3"
+            encoder = ByteLevelBPEEncoder(tokens, merges, pre_tokenizer)
+            add_bos_default = pre_tokenizer.add_bos
         add_bos = _read_bool(metadata, _key("add_bos_token"), add_bos_default)
         add_eos = _read_bool(metadata, _key("add_eos_token"), False)
         if add_bos and bos_id is None:
-            raise ValueError(f"tokenizer metadata: {_key('add_bos_token')!r} is set but "
-                             f"{_key('bos_token_id')!r} is missing")
+            raise _bad(_key("add_bos_token"), f"is set but {_key('bos_token_id')!r} is missing")
         if add_eos and eos_id is None:
-            raise ValueError(f"tokenizer metadata: {_key('add_eos_token')!r} is set but "
-                             f"{_key('eos_token_id')!r} is missing")
+            raise _bad(_key("add_eos_token"), f"is set but {_key('eos_token_id')!r} is missing")
         template = metadata.get("tokenizer.chat_template")
         if template is not None and not isinstance(template, str):
-            raise ValueError("tokenizer metadata: 'tokenizer.chat_template' must be a string")
+            raise _bad("tokenizer.chat_template", "must be a string")
         return cls(model=model, tokens=tokens, types=types, encoder=encoder, bos_id=bos_id,
                    eos_id=eos_id, eot_id=eot_id, unk_id=unk_id, pad_id=pad_id,
                    eog_ids=frozenset(eog_ids), add_bos=add_bos, add_eos=add_eos,
@@ -506,6 +573,11 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        try:
+            text.encode()
+        except UnicodeEncodeError as err:
+            raise ValueError(f"cannot tokenize: the text is not valid Unicode (a lone surrogate "
+                             f"at {err.start})") from None
         add_bos = self.add_bos if add_bos is None else add_bos
         add_eos = self.add_eos if add_eos is None else add_eos
         ids: list[int] = []

@@ -237,7 +237,8 @@ def _chat_prompt(model: Any, body: ChatRequest) -> list[int]:
     bos = model._special_text(tok.bos_id)
     try:
         text = render_chat(messages, template, bos_token=bos,
-                           eos_token=model._special_text(tok.eos_id), add_generation_prompt=True)
+                           eos_token=model._special_text(tok.eos_id), add_generation_prompt=True,
+                           builtin=getattr(model, "chat_format", "bitnet"))
     except ChatTemplateError as e:
         raise APIError(400, f"chat template error: {e}", param="chat_template") from None
     return tok.encode(text, add_bos=not (bos and text.startswith(bos)), parse_special=True)

@@ -14,7 +14,7 @@ to that conftest, one test per check, each with its own id:
 - ``test_validation[<case id>]``: every case of ``bitnet.registry.validation`` against the
   reference backend (cases for ops or formats the backend does not claim are skipped as such);
 - ``test_edge[<case id>]``: extra edge shapes: batch 64 on a real K, one output row, K = 1
-  norms, multi-head attention without GQA.
+  norms, multi-head attention without GQA, Falcon3's 12/4 heads of 256 on a prefill.
 
 A conftest may opt into more checks with ``conformance_extras = ("ops", "model")``:
 
@@ -189,6 +189,11 @@ def _edge_cases() -> list[validation.Case]:
                                       n=2, k=1))
     cases.append(validation.make_case("attention", validation.ATTENTION_TOL, {Op.ATTENTION},
                                       seed=1021, n=2, h=2, kv=2, d=128, pos=0))
+    # Falcon3-7B's real heads (12 query / 4 KV of 256) on a prefill, and their RoPE
+    cases.append(validation.make_case("attention", validation.ATTENTION_TOL, {Op.ATTENTION},
+                                      seed=1023, n=24, h=12, kv=4, d=256, pos=5))
+    cases.append(validation.make_case("rope", validation.FLOAT_TOL, {Op.ROPE}, seed=1024,
+                                      n=24, h=12, d=256, pos=5, theta=1000042.0))
     cases.append(validation.make_case("add", validation.EXACT, {Op.ADD}, seed=1022, n=64, k=1))
     return cases
 

@@ -210,7 +210,8 @@ def oracle_logits(path: str | Path, tokens: list[int], rope: str = "hf",
                 x = quantize_per_token_i8(x)
             elif rule == "q8_k":
                 x = quantize_q8_k(x)
-            return x @ w.T
+            scale = name.replace(".weight", ".scale")  # arch bitnet: multiplies the output
+            return x @ w.T * (tensor(scale)[0] if scale in f.tensors else 1.0)
 
         def rmsnorm(x: np.ndarray, name: str) -> np.ndarray:
             return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * tensor(name)

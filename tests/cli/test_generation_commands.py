@@ -39,6 +39,18 @@ def test_run_streams_text_and_writes_a_receipt(tmp_path) -> None:
     assert r["backend"] == "reference" and r["kernels"] and r["model"]["sha256"]
 
 
+def test_run_activation_overrides_the_files_gating(tmp_path) -> None:
+    receipt = tmp_path / "r.json"
+    p = bitnet("run", "-m", MODEL, "--device", "reference", "-p", "Once", "-n", "3", "--temp",
+               "0", "--activation", "silu", "--receipt", str(receipt))
+    assert p.returncode == 0, p.stderr
+    r = json.loads(receipt.read_text())
+    assert r["model"]["activation"] == "silu" and r["kernels"]["silu_mul"] > 0
+    assert "relu2_mul" not in r["kernels"]
+    p = bitnet("run", "-m", MODEL, "-p", "x", "--activation", "gelu")
+    assert p.returncode == 2 and "invalid choice: 'gelu'" in p.stderr
+
+
 def test_run_errors_are_one_line_with_the_cause() -> None:
     p = bitnet("run", "-m", "/nonexistent.gguf", "-p", "x")
     assert p.returncode == 2 and p.stderr.startswith("bitnet: error: no such model file")
@@ -69,3 +81,30 @@ def test_every_command_has_help() -> None:
     for cmd in ("run", "chat", "bench", "serve"):
         p = bitnet(cmd, "--help")
         assert p.returncode == 0 and "usage:" in p.stdout, cmd
+
+
+def test_a_token_list_sentencepiece_refuses_is_a_one_line_error(tmp_path) -> None:
+    # found by mutating a file's header: a NUL inside a piece made `bitnet run` print
+    # sentencepiece's RuntimeError traceback
+    from bitnet.core.gguf import open_gguf
+    from bitnet.core.gguf_write import rewrite_gguf
+
+    with open_gguf(MODEL) as f:
+        tokens = list(f.metadata["tokenizer.ggml.tokens"])
+    tokens[300] = "ab\0c"
+    broken = rewrite_gguf(MODEL, tmp_path / "nul.gguf",
+                          metadata={"tokenizer.ggml.tokens": tokens})
+    for command in (["run", "-p", "x"], ["chat"]):
+        p = bitnet(*command, "-m", str(broken), "--device", "reference", "-n", "1", stdin="hi\n")
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        assert p.stderr.startswith("bitnet: error: tokenizer metadata: "
+                                   "'tokenizer.ggml.tokens'[300]")
+        assert "NUL" in p.stderr
+
+
+def test_pretokenizer_override_is_checked() -> None:
+    p = bitnet("run", "-m", MODEL, "--device", "reference", "-p", "x", "-n", "1",
+               "--pretokenizer", "nonesuch")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("bitnet: error: pretokenizer='nonesuch' is not supported")

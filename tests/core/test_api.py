@@ -91,6 +91,8 @@ def test_receipt_records_what_ran(model, tmp_path) -> None:
     assert r["kernels"]["linear_ternary[i2_s]"] > 0
     assert r["kernels"]["attention"] == 2 * 4  # 2 layers x (1 prefill + 3 decode steps)
     assert "bitnet" in r["versions"]
+    assert r["model"]["block"] == "bitnet (sub-norms)" and r["model"]["activation"] == "relu2"
+    assert "bitnet-b1.58" in r["model"]["activation_source"]
 
 
 @pytest.mark.parametrize("fmt", [WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.I2_S])

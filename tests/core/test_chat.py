@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bitnet.core.chat import ChatTemplateError, check_messages, render_bitnet, render_chat
+from bitnet.core.chat import (ChatTemplateError, builtin_format_for, check_messages,
+                              render_bitnet, render_chat)
 
 # A LLaMA-3 style template, written here in the form Hugging Face tokenizer configs use.
 LLAMA3_TEMPLATE = (
@@ -114,3 +115,71 @@ def test_messages_are_copied_not_shared() -> None:
     original = [{"role": "user", "content": "x", "name": "me"}]
     checked = check_messages(original)
     assert checked == original and checked[0] is not original[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# bitnet.cpp's other built-in formats, and which one a file without a template gets
+
+
+def test_builtin_falcon3_format_matches_the_fork() -> None:
+    # llama_chat_apply_template's "falcon3" case: "<|role|>\n" + content + "\n" per message
+    assert render_chat(CONVERSATION, "falcon3") == (
+        "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello.\n<|user|>\n2+2?\n"
+        "<|assistant|>\n")
+    assert render_chat(CONVERSATION, None, builtin="falcon3",
+                       add_generation_prompt=False).endswith("<|user|>\n2+2?\n")
+
+
+def test_builtin_falcon_e_format_matches_the_fork() -> None:
+    assert render_chat(CONVERSATION, "falcon_e") == (
+        "systemBe brief.\nuserHi\nassistantHello.\nuser2+2?\nassistant\n")
+    assert render_chat(CONVERSATION, None, builtin="falcon_e",
+                       add_generation_prompt=False) == (
+        "systemBe brief.\nuserHi\nassistantHello.\nuser2+2?\n")
+
+
+def test_builtin_llama3_format_matches_llama_cpp() -> None:
+    messages = [{"role": "system", "content": "  Be brief.\n"}, {"role": "user", "content": "Hi"}]
+    expected = ("<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert render_chat(messages, "llama3") == expected
+    assert render_chat(messages, None, builtin="llama3") == expected
+    # the file's own LLaMA-3 jinja (with its BOS) gives the same text after the BOS
+    assert render_chat(messages, LLAMA3_TEMPLATE, bos_token="<s>") == "<s>" + expected
+    with pytest.raises(ChatTemplateError, match="no built-in chat format"):
+        render_chat(messages, None, builtin="chatml")
+
+
+def _meta(arch: str, pre: str | None, tokens: list[str]) -> dict:
+    meta = {"general.architecture": arch, "tokenizer.ggml.tokens": tokens}
+    if pre is not None:
+        meta["tokenizer.ggml.pre"] = pre
+    return meta
+
+
+LLAMA3_VOCAB = ["a", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                "<|eot_id|>"]
+
+
+@pytest.mark.parametrize("meta, expected", [
+    (_meta("bitnet-b1.58", "llama-bpe", LLAMA3_VOCAB), "bitnet"),  # 2B-4T: BitNet's own format
+    (_meta("bitnet-25", None, LLAMA3_VOCAB), "bitnet"),
+    (_meta("llama", "falcon3", ["a", "<|assistant|>"]), "falcon3"),  # Falcon3-1.58bit
+    (_meta("llama", "falcon_e", ["a"]), "falcon_e"),  # Falcon-E as bitnet.cpp converts it
+    (_meta("llama", "falcon-h1", ["a"]), "falcon_e"),  # Falcon-E as llama.cpp converts it
+    (_meta("llama", "llama-bpe", LLAMA3_VOCAB), "llama3"),  # Llama3-8B-1.58
+    (_meta("llama", "olmo", ["a", "b"]), "bitnet"),  # TriLM: a base model
+    (_meta("bitnet", "default", ["<unk>", "<s>", "</s>"]), "bitnet"),  # 1bitLLM
+])
+def test_builtin_format_for_each_family(meta: dict, expected: str) -> None:
+    assert builtin_format_for(meta) == expected
+
+
+def test_real_templates_still_win_over_builtins() -> None:
+    # a file's real jinja runs in the sandbox whatever the built-in default would be
+    assert render_chat(CONVERSATION[:2], LLAMA3_TEMPLATE, builtin="falcon3").startswith(
+        "<|start_header_id|>system")
+    jinja = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+    assert render_chat(CONVERSATION[:2], jinja, builtin="llama3") == (
+        "<|system|>Be brief.<|user|>Hi")

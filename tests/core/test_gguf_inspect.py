@@ -73,3 +73,43 @@ def test_backend_check_failure_is_contained(capsys: pytest.CaptureFixture[str]) 
     assert run(str(MODELS / "tiny-b158-i2_s.gguf"), "--json", "--device", "nosuchbackend") == 0
     report = json.loads(capsys.readouterr().out)
     assert "error" in report["backends"]
+
+
+def test_inspect_says_how_each_arch_runs(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Arch, block kind, activation and why, RoPE order, tied or untied head (and the
+    --activation override, as `bitnet run --activation` would apply it)."""
+    from bitnet.testing.families import FAMILIES
+
+    falcon3 = next(f for f in FAMILIES if f.name == "falcon3-i2_s")
+    path = falcon3.write(tmp_path / "falcon3.gguf")
+    assert run(str(path), "--json", "--no-backends") == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["arch"] == "llama" and model["block"] == "llama (no sub-norms)"
+    assert model["activation"] == "silu" and "arch llama" in model["activation_source"]
+    assert model["rope"].startswith("NORM in the file") and model["head"].startswith("untied")
+    assert model["heads"] == "3 query / 1 KV of 256"
+    assert run(str(MODELS / "tiny-b158-i2_s.gguf"), "--no-backends", "--activation",
+               "silu") == 0
+    text = capsys.readouterr().out
+    assert "model     bitnet (sub-norms) block" in text and "tied (token_embd) head" in text
+    assert "activation silu: chosen by the caller" in text and "rope NEOX" in text
+
+
+def test_tokenizer_summary_and_a_refused_token_list(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from bitnet.core.gguf import open_gguf
+    from bitnet.core.gguf_write import rewrite_gguf
+
+    assert run(str(MODELS / "tiny-b158-i2_s.gguf"), "--json", "--no-backends") == 0
+    tok = json.loads(capsys.readouterr().out)["tokenizer"]
+    assert tok == {"model": "llama", "pretokenizer": None, "n_vocab": 512, "bos_id": 1,
+                   "eos_id": 2, "eot_id": None, "add_bos": True, "chat": "built-in bitnet"}
+    with open_gguf(MODELS / "tiny-b158-i2_s.gguf") as f:
+        tokens = list(f.metadata["tokenizer.ggml.tokens"])
+    tokens[7] = "\0"
+    path = rewrite_gguf(MODELS / "tiny-b158-i2_s.gguf", tmp_path / "m.gguf",
+                        metadata={"tokenizer.ggml.tokens": tokens})
+    assert run(str(path), "--no-backends") == 0
+    out = capsys.readouterr().out
+    assert "tokenizer not usable: tokenizer metadata: 'tokenizer.ggml.tokens'[7]" in out

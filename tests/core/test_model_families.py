@@ -93,7 +93,7 @@ def test_without_the_permutation_the_llama_file_is_wrong(files, monkeypatch) -> 
 
 
 FORMATS = [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16,
-           WeightFormat.F32, WeightFormat.BF16]
+           WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q6_K]
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.value)
@@ -167,8 +167,13 @@ def test_llama_file_tensor_set(files) -> None:
     model = bitnet.load(files["falcon3-1b-i2_s"], device="reference", progress=False)
     with model:
         assert model.transformer.head is model.transformer.token_embd
-        assert all(layer.attn_sub_norm.weight is None for layer in model.transformer.layers)
-        assert "silu_mul" in model.transformer.ops.counts or model.config.activation == "silu"
+        assert all(layer.attn_sub_norm.weight is None and layer.ffn_sub_norm.weight is None
+                   for layer in model.transformer.layers)
+        model.logits([1, 5, 7])
+        counts = model.transformer.ops.counts
+    # per layer: attn_norm and ffn_norm; then output_norm. SiLU gating, no relu2
+    assert counts["rmsnorm"] == 2 * 2 + 1
+    assert counts["silu_mul"] == 2 and "relu2_mul" not in counts
 
 
 def test_a_sub_norm_in_a_llama_file_is_an_error(files, tmp_path) -> None:
@@ -227,3 +232,20 @@ def test_a_1bitllm_file_labelled_b158_runs_silu_unless_told(tmp_path, monkeypatc
         relu2 = _logits(path, tokens, "reference", monkeypatch, activation="relu2")
     assert_matches(relu2, oracle_logits(path, tokens, activation="relu2"))
     assert np.median(cosines(silu, relu2)) < 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scale_tensors_of_arch_bitnet_multiply_each_matmul(backend, files, tmp_path,
+                                                          monkeypatch) -> None:
+    """Older llama.cpp converters wrote sign-only weights plus blk.N.<linear>.scale {1}
+    (models.md 4.2): each scales its matmul's output."""
+    family = BY_NAME["1bitllm-large-tq2_0"]
+    rng = np.random.default_rng(5)
+    scales = {f"blk.{i}.{n}.scale": (WeightFormat.F32, (1,),
+                                     np.array([rng.uniform(0.5, 2.0)], "<f4"))
+              for i in range(family.n_layers) for n in loader.LINEAR_NAMES}
+    path = rewrite_gguf(files[family.name], tmp_path / "scaled.gguf", tensors=scales)
+    tokens = family.tokens()
+    want = oracle_logits(path, tokens)
+    assert np.median(cosines(want, oracle_logits(files[family.name], tokens))) < 0.999
+    assert_matches(_logits(path, tokens, backend, monkeypatch), want)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitnet.core.errors import ModelFormatError
 from bitnet.core.tokenizer import Tokenizer, TokenType
 from tests.core.fixtures import manifest, model_path
 
@@ -406,9 +407,29 @@ def _without(meta: dict, key: str) -> dict:
     (lambda m: {**m, "tokenizer.ggml.bos_token_id": 10**6}, "tokenizer.ggml.bos_token_id"),
     (lambda m: {**m, "tokenizer.ggml.eos_token_id": -1}, "tokenizer.ggml.eos_token_id"),
     (lambda m: {**m, "tokenizer.ggml.add_bos_token": "yes"}, "tokenizer.ggml.add_bos_token"),
+    # wrong-typed arrays and entries
+    (lambda m: {**m, "tokenizer.ggml.tokens": "abc"}, "tokenizer.ggml.tokens"),
+    (lambda m: {**m, "tokenizer.ggml.tokens": {"a": 1}}, "tokenizer.ggml.tokens"),
+    (lambda m: {**m, "tokenizer.ggml.tokens": [*m["tokenizer.ggml.tokens"][:-1], 7]},
+     r"tokenizer.ggml.tokens'\[259\] is not a string"),
+    (lambda m: {**m, "tokenizer.ggml.scores": [*m["tokenizer.ggml.scores"][:-1], "0.5"]},
+     r"tokenizer.ggml.scores'\[259\]"),
+    (lambda m: {**m, "tokenizer.ggml.scores": 5}, "tokenizer.ggml.scores"),
+    (lambda m: {**m, "tokenizer.ggml.token_type": [*m["tokenizer.ggml.token_type"][:-1], 1.0]},
+     r"tokenizer.ggml.token_type'\[259\]"),
+    (lambda m: {**m, "tokenizer.ggml.bos_token_id": True}, "tokenizer.ggml.bos_token_id"),
+    (lambda m: {**m, "tokenizer.ggml.model": 3}, "tokenizer.ggml.model"),
+    (lambda m: {**m, "tokenizer.chat_template": 3}, "tokenizer.chat_template"),
+    # pieces SentencePiece refuses, named by index
+    (lambda m: {**m, "tokenizer.ggml.tokens": [*m["tokenizer.ggml.tokens"][:-1], "a\0"]},
+     r"tokenizer.ggml.tokens'\[259\] = 'a\\x00' holds a NUL"),
+    (lambda m: {**m, "tokenizer.ggml.tokens": [*m["tokenizer.ggml.tokens"][:-1], "ab" * 4000]},
+     r"tokenizer.ggml.tokens'\[259\] is 8000 bytes long"),
+    (lambda m: {**m, "tokenizer.ggml.tokens": [*m["tokenizer.ggml.tokens"][:-1], "\udc80"]},
+     r"tokenizer.ggml.tokens'\[259\] = '\\udc80' is not valid Unicode"),
 ])
 def test_bad_spm_metadata_names_the_key(change, key: str) -> None:
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    with pytest.raises(ModelFormatError, match=key.replace(".", r"\.")):
         Tokenizer.from_metadata(change(spm_metadata([("\u2581", -1.0, 1)])))
 
 
@@ -418,9 +439,14 @@ def test_bad_spm_metadata_names_the_key(change, key: str) -> None:
     ({"merges": ["\u0120 zzzz"]}, "tokenizer.ggml.merges"),
     ({"pre": "qwen-something"}, "tokenizer.ggml.pre"),
     ({"bos_token_id": None}, "tokenizer.ggml.bos_token_id"),
+    ({"merges": ["a zzz"]}, r"tokenizer.ggml.merges'\[0\] = 'a zzz': 'zzz' is not in"),
+    ({"merges": [5]}, r"tokenizer.ggml.merges'\[0\] = 5 is not"),
+    ({"merges": "a b"}, "tokenizer.ggml.merges' must be an array"),
+    ({"pre": 3}, "tokenizer.ggml.pre' must be a string"),
+    ({"model": "bert"}, "tokenizer.ggml.model' = 'bert' is not supported"),
 ])
 def test_bad_bpe_metadata_names_the_key(change: dict, key: str) -> None:
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    with pytest.raises(ModelFormatError, match=key.replace(".", r"\.")):
         bpe_tokenizer(**change)
     with pytest.raises(ValueError, match="pretokenizer"):
         bpe_tokenizer(pretokenizer="nonesuch")
@@ -437,3 +463,38 @@ def test_out_of_range_ids_raise() -> None:
         tok.decode([1.5])
     with pytest.raises(TypeError):
         tok.encode(b"bytes")  # type: ignore[arg-type]
+
+
+def test_bpe_missing_byte_level_token_is_an_error_not_a_dropped_byte() -> None:
+    _, meta = trained_bpe()
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    tokens[tokens.index("\u00e4")] = "<unused-a-umlaut>"  # byte 0xE4's byte-level character
+    merges = [m for m in meta["tokenizer.ggml.merges"] if "\u00e4" not in m]
+    tok = bpe_tokenizer(tokens=tokens, merges=merges)
+    assert tok.decode(tok.encode("plain text")) == "plain text"
+    with pytest.raises(ModelFormatError, match="byte 0xE4"):
+        tok.encode("\u4e2d")  # E4 B8 AD: tokenizers and llama.cpp would drop the E4
+
+
+def test_text_with_a_lone_surrogate_is_a_value_error() -> None:
+    for tok in (fixture_tokenizer("tiny"), bpe_tokenizer()):
+        with pytest.raises(ValueError, match="not valid Unicode"):
+            tok.encode("ab\ud800")
+
+
+def test_a_merge_that_makes_tokenizers_panic_is_a_model_format_error(monkeypatch) -> None:
+    # tokenizers 0.23 panics (pyo3 PanicException, a BaseException) on a merge whose result is
+    # no token when a part is long: found by tests/fuzz/test_tokenizer_fuzz.py
+    from bitnet.core import tokenizer as tokenizer_module
+
+    _, meta = trained_bpe()
+    long_token = "\u00e9" * 10
+    tokens = [*meta["tokenizer.ggml.tokens"], long_token]
+    merges = [*meta["tokenizer.ggml.merges"], f"{long_token} b"]
+    at = len(merges) - 1
+    with pytest.raises(ModelFormatError, match=rf"merges'\[{at}\] = .*is not in"):
+        bpe_tokenizer(tokens=tokens, merges=merges, token_type=None)
+    # and were the check missed, the panic itself becomes a ModelFormatError
+    monkeypatch.setattr(tokenizer_module, "_check_merges", lambda merges, vocab: None)
+    with pytest.raises(ModelFormatError, match="refused by tokenizers"):
+        bpe_tokenizer(tokens=tokens, merges=merges, token_type=None)

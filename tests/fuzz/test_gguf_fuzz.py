@@ -1,7 +1,8 @@
 """Fuzz the GGUF reader and loader with mutations of the real fixture files.
 
-Property: opening and loading any mutated file either succeeds or raises GGUFError /
-ModelFormatError, never anything else (no IndexError, struct.error, MemoryError, hang).
+Property: opening and loading any mutated file (config, tokenizer, weights) either succeeds or
+raises GGUFError / ModelFormatError, never anything else (no IndexError, struct.error,
+MemoryError, a tokenizer library's RuntimeError, hang).
 Hypothesis runs derandomized (the same examples every run, as CI needs) with a bounded number
 of examples: about 45 s in all on a loaded 2-core machine. A few hand-built hostile headers are
 also opened in a subprocess under RLIMIT_AS = 2 GiB, proving no huge allocation happens.
@@ -26,6 +27,7 @@ from bitnet.core.config import ModelConfig
 from bitnet.core.errors import GGUFError, ModelFormatError
 from bitnet.core.gguf import open_gguf
 from bitnet.core.loader import load_weights
+from bitnet.core.tokenizer import Tokenizer
 from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
 MODELS = FIXTURE_MODELS
@@ -95,6 +97,8 @@ def open_and_load(raw: bytes) -> None:
             warnings.simplefilter("ignore")  # "not ternary" warnings are fine here
             with open_gguf(path) as f:
                 config = ModelConfig.from_metadata(f.metadata)
+                tokenizer = Tokenizer.from_metadata(f.metadata)
+                tokenizer.decode(tokenizer.encode("Hello, world! 123 \U0001f642"))
                 load_weights(f, config)
     except (GGUFError, ModelFormatError):
         pass
