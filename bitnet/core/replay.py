@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger("bitnet")
+MAX_RECORDINGS = 4  # caches with a recording kept at once (generate and bench use one)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class DecodeReplay:
         ids = np.asarray([token], dtype=np.int32)
         step = self.steps.get(id(cache)) if self.enabled else None
         if step is not None and pos >= step.replay.positions:
-            del self.steps[id(cache)]  # beyond its reach: eager now, recorded again next step
+            self._drop(id(cache))  # beyond its reach: eager now, recorded again next step
             return self.model.forward(ids, pos, True, cache)
         if step is None:
             if not self.enabled:
@@ -81,4 +82,13 @@ class DecodeReplay:
             return None, logits
         step = RecordedStep(recorded, ids_buf, logits, cache)
         self.steps[id(cache)] = step
+        while len(self.steps) > MAX_RECORDINGS:
+            self._drop(next(iter(self.steps)))  # the oldest
         return step, None
+
+    def _drop(self, key: int) -> None:
+        """Forget a recording and free what the device holds for it."""
+        step = self.steps.pop(key)
+        close = getattr(step.replay, "close", None)
+        if close is not None:
+            close()

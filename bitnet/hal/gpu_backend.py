@@ -114,6 +114,13 @@ class StepRecording:
         self.backend._position(pos, write=True)
         self.recording.replay()
 
+    def close(self) -> None:
+        """Free the runtime's recording (command buffers, descriptor sets); the buffers go
+        back to the pool when this is dropped."""
+        destroy = getattr(self.recording, "destroy", None)
+        if destroy is not None:
+            destroy()
+
 
 class BufferPool:
     """Free device blocks by power-of-two size class (tinygrad's LRU allocator, simplified)."""

@@ -518,6 +518,8 @@ class VulkanRecording:
 
     def destroy(self) -> None:
         if self in self.runtime._recordings:
+            if any(cmd is self.cmd for cmd in self.runtime._queued):
+                self.runtime.flush()  # replayed but not yet submitted
             self.runtime._recordings.remove(self)
             vk.vkFreeCommandBuffers(self.runtime.device, self.runtime.command_pool, 1, [self.cmd])
             vk.vkDestroyDescriptorPool(self.runtime.device, self.pool, None)
