@@ -16,43 +16,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${BITNET_VENV:-$ROOT/.venv}"
 PLUGIN_EXTRAS="${BITNET_PLUGIN_EXTRAS:-pocl}"  # optional plugin extras to include when defined
-APT_PACKAGES=(build-essential libgomp1 mesa-vulkan-drivers libvulkan1 vulkan-validationlayers
-              glslc gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+# what running needs: a C toolchain and OpenMP for the cpu plugin, lavapipe for Vulkan. The
+# test-only packages (cross compilers, qemu, shader and kernel-source tools) are test.sh's.
+APT_PACKAGES=(build-essential libgomp1 mesa-vulkan-drivers libvulkan1
               python3 python3-venv python3-dev)
 
 log() { printf '[install] %s\n' "$*" >&2; }
-
-install_system_packages() {
-    if [[ "${BITNET_SKIP_APT:-0}" == "1" ]]; then
-        log "BITNET_SKIP_APT=1: skipping system packages"
-        return
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "no apt-get: install these yourself if needed: ${APT_PACKAGES[*]}"
-        return
-    fi
-    local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        log "system packages already installed"
-        return
-    fi
-    local sudo=""
-    if [[ $(id -u) -ne 0 ]]; then
-        if command -v sudo >/dev/null 2>&1; then
-            sudo="sudo"
-        else
-            log "not root and no sudo: cannot install ${missing[*]}; continuing without them"
-            return
-        fi
-    fi
-    log "installing system packages: ${missing[*]}"
-    $sudo apt-get update
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
-}
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -67,7 +36,7 @@ find_python() {
     exit 1
 }
 
-install_system_packages
+"$ROOT/scripts/system_packages.sh" "${APT_PACKAGES[@]}"
 if [[ ! -x "$VENV/bin/python" ]]; then
     PY="$(find_python)"
     log "creating $VENV with $PY"

@@ -13,8 +13,15 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BITNET_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
+# what only the tests need: aarch64 cross compiler + qemu (the cpu plugin's NEON kernels),
+# clang-15 (OpenCL kernel sources compiled offline), glslc + spirv-tools (the SPIR-V is current),
+# the Vulkan validation layers
+TEST_APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang-15 glslc
+                   spirv-tools vulkan-validationlayers)
 if [[ "${BITNET_SKIP_INSTALL:-0}" != "1" ]]; then
     "$ROOT/scripts/install.sh" || { echo "[test] install failed" >&2; exit 1; }
+    "$ROOT/scripts/system_packages.sh" "${TEST_APT_PACKAGES[@]}" \
+        || { echo "[test] installing the test system packages failed" >&2; exit 1; }
     "$PY" -m pip install --quiet --disable-pip-version-check \
         "pytest>=8" "hypothesis>=6.90" "httpx>=0.25" "openai>=1.0" "schemathesis>=4" \
         "fastapi>=0.110" "uvicorn>=0.27" "pydantic>=2.5" "prometheus-client>=0.19" \

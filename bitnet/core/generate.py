@@ -66,8 +66,9 @@ def prefill(model: Transformer, tokens: list[int], last_only: bool = True,
 
 def decode_one(model: Transformer, token: int, pos: int,
                cache: KVCache | None = None) -> np.ndarray:
-    """One token at ``pos`` through the model -> host logits f32 [V]."""
-    logits = model.forward(np.asarray([token], dtype=np.int32), pos, True, cache)
+    """One token at ``pos`` through the model -> host logits f32 [V] (a recorded step replayed
+    where the backend records: bitnet.core.replay)."""
+    logits = model.replay.decode(token, pos, model.cache if cache is None else cache)
     return model.ops.download(logits)[0]
 
 

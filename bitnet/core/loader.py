@@ -29,7 +29,7 @@ import numpy as np
 from bitnet.core.config import ModelConfig
 from bitnet.core.errors import ModelFormatError
 from bitnet.core.gguf import GGUFFile, TensorInfo
-from bitnet.formats.device_layout import has_code_3
+from bitnet.hal.device_layout import has_code_3
 from bitnet.hal.backend import WeightTensor
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import Op

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from bitnet.core.replay import DecodeReplay
 from bitnet.hal import TERNARY_FORMATS, Buffer, KernelBackend, KVCache, Weight, WeightTensor
 
 # the ops a forward pass calls, counted for receipts
@@ -120,6 +121,7 @@ class Transformer:
         layers = weights.layers if progress is None else progress(weights.layers)
         self.layers = [self._layer(lw) for lw in layers]
         self.cache: KVCache = self.new_cache()
+        self.replay = DecodeReplay(self)  # decode steps replayed where the backend records
 
     def _norm(self, w: np.ndarray) -> Buffer:
         return self.ops.upload(np.ascontiguousarray(w, dtype=np.float32).reshape(1, -1))
@@ -165,11 +167,17 @@ class Transformer:
         (``attention_rows``). -> logits f32 [B, V]."""
         return self._run(tokens, Rows(positions, caches), last_only=False)
 
-    def _run(self, tokens: np.ndarray, where: "Segment | Rows", last_only: bool) -> Buffer:
+    def run_ids(self, ids: Buffer, n: int, pos: int, cache: KVCache) -> Buffer:
+        """``forward`` of n token ids already on the device (int32 [n]), all logits [n, V]:
+        what ``bitnet.core.replay`` records."""
+        return self._run(np.empty(n, np.int32), Segment(pos, cache), False, ids)
+
+    def _run(self, tokens: np.ndarray, where: "Segment | Rows", last_only: bool,
+             ids: Buffer | None = None) -> Buffer:
         c = self.config
         b = self.ops
         eps = c.rms_eps
-        h = b.embed(self.token_embd, b.upload(tokens))  # [n, d]
+        h = b.embed(self.token_embd, b.upload(tokens) if ids is None else ids)  # [n, d]
         for i, layer in enumerate(self.layers):
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)

@@ -124,7 +124,7 @@ def i2s_code_values(codes: np.ndarray) -> np.ndarray:
     """I2_S code bytes without the scale tail, uint8 [M, K//4] -> int8 [M, K] in {-1, 0, 1}.
 
     For layouts that keep the on-disk I2_S interleave but store the scale elsewhere (GPU
-    plugins, bitnet.formats.device_layout). Raises ValueError on code 3, as ``i2s_unpack``.
+    plugins, bitnet.hal.device_layout). Raises ValueError on code 3, as ``i2s_unpack``.
     """
     codes = np.asarray(codes)
     if codes.dtype != np.uint8 or codes.ndim != 2:
@@ -185,7 +185,7 @@ def tq2_code_values(qs: np.ndarray) -> np.ndarray:
     order) -> int8 [M, K] in {-1, 0, 1}.
 
     For layouts that split the 66-byte blocks into codes and scales (GPU plugins,
-    bitnet.formats.device_layout). Raises ValueError on code 3, as ``tq2_unpack``.
+    bitnet.hal.device_layout). Raises ValueError on code 3, as ``tq2_unpack``.
     """
     qs = np.asarray(qs)
     if qs.dtype != np.uint8 or qs.ndim != 2:

@@ -1,4 +1,10 @@
-"""The backend API version: one integer, checked before a plugin's heavy import."""
+"""The backend API version: one integer, checked before a plugin's heavy import.
+
+It covers everything a plugin imports from ``bitnet.hal``: the KernelBackend contract, and for
+GPU plugins the device runtime (``device_runtime``), the shared ``gpu_backend`` and the weight
+layouts (``device_layout``); those were added in version 1 without changing what an existing
+plugin calls.
+"""
 
 API_VERSION = 1
 

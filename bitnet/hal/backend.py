@@ -11,8 +11,9 @@ key-value heads, D = head dim.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class KernelBackend:
           of each output the exact integer ``isum_b = sum_j sc_j * sum_{k in sub-block j}
           q6_k * q8_k`` (q6 in -32..31, sc_j the block's 16 int8 sub-scales) and
           ``y = sum_b float32(isum_b) * (d_w_b * d_y_b)`` accumulated in float32 in block
-          order (``bitnet.formats.device_layout.split_q6_k_ints`` gives the integer parts).
+          order (``bitnet.hal.device_layout.split_q6_k_ints`` gives the integer parts).
           This matches the engines' logits far closer than f32 activations and is the
           integer-SIMD fast path.
         ``w.out_scale`` (when != 1) multiplies y."""
@@ -217,6 +218,24 @@ class KernelBackend:
 
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""
+
+    @contextmanager
+    def recording(self) -> Iterator[Any]:
+        """Optional. Capture the ops run inside for replay: yields an object whose
+        ``replay(pos)`` runs them again at position ``pos`` (below its ``positions``) on the
+        same buffers, or None (this default) when the backend cannot: the ops then ran as
+        usual. ``bitnet.core.replay`` records a decode step this way."""
+        yield None
+
+    def write(self, buf: Buffer, array: np.ndarray) -> None:
+        """Optional (needed with ``recording``). Overwrite buf with a host array of its shape
+        and dtype: a recorded step's token ids."""
+        raise NotImplementedError(f"{type(self).__name__}.write")
+
+    def submission_count(self) -> int | None:
+        """Optional. Host submissions so far (kernel launches, queue submits, graph launches),
+        for ``bitnet bench``'s submissions per token; None where ops are direct calls."""
+        return None
 
     def close(self) -> None:
         """Free device resources (optional; called when the model is closed)."""

@@ -48,6 +48,11 @@ class RopeTables:
         self._tables[key] = (cos_t, sin_t, size)
         return cos_t, sin_t
 
+    def positions(self, theta: float, head_dim: int) -> int:
+        """How many positions the (theta, D) tables on the device cover (0: none yet)."""
+        cached = self._tables.get((float(theta), head_dim))
+        return cached[2] if cached else 0
+
     def clear(self) -> None:
         """Drop the device tables (the backend frees their memory)."""
         self._tables.clear()

@@ -36,7 +36,7 @@ from bitnet.hal.device import Capabilities
 from bitnet.hal.formats import WeightFormat
 from bitnet.hal.ops import Op
 
-SUITE_VERSION = 2  # bump when cases or tolerances change: it invalidates cached results
+SUITE_VERSION = 3  # bump when cases or tolerances change: it invalidates cached results
 
 EXACT = 0.0
 FLOAT_TOL = 1e-5
@@ -244,6 +244,41 @@ def _run_attention_rows(b: KernelBackend, rng, h, kv, d, history) -> np.ndarray:
     return np.concatenate(outputs, axis=0)
 
 
+def _run_replay(b: KernelBackend, rng, h, kv, d, steps) -> np.ndarray:
+    """A decode step (rope of q and k, attention over the cache) run eagerly on one cache, then
+    recorded once (``KernelBackend.recording``) and replayed at each position on another, with
+    the same inputs written into the recorded buffers. A replayed step must equal the eager
+    step bit for bit (else this case fails); a backend without replay runs both eagerly.
+    Returns the eager outputs [steps, H*D] (compared with the reference)."""
+    theta = 10000.0
+    caches = [b.kv_cache_alloc(1, steps + 2, kv, d) for _ in range(2)]
+    inputs = [(_act(rng, 1, h * d), _act(rng, 1, kv * d), _act(rng, 1, kv * d))
+              for _ in range(steps)]
+
+    def step(q, k, v, pos, cache):
+        q = b.rope(q, pos, h, d, theta)
+        k = b.rope(k, pos, kv, d, theta)
+        return b.attention(q, k, v, cache, 0, pos, h, kv, d)
+
+    eager = [b.download(step(*(b.upload(x) for x in xs), pos, caches[0]))
+             for pos, xs in enumerate(inputs)]
+    held = [b.upload(np.zeros_like(x)) for x in inputs[0]]
+    with b.recording() as recorded:
+        out = step(*held, 0, caches[1])
+    for pos, xs in enumerate(inputs):
+        if recorded is None:
+            got = b.download(step(*(b.upload(x) for x in xs), pos, caches[1]))
+        else:
+            for buf, x in zip(held, xs):
+                b.write(buf, x)
+            recorded.replay(pos)
+            got = b.download(out)
+        if not np.array_equal(got, eager[pos]):
+            raise ValueError(f"the replayed step at position {pos} differs from the eager step "
+                             f"(max |diff| {np.max(np.abs(got - eager[pos])):.3g})")
+    return np.concatenate(eager, axis=0)
+
+
 def _run_pair(op: str):
     def run(b: KernelBackend, rng, n, k) -> np.ndarray:
         gate = _act(rng, n, k)
@@ -316,6 +351,7 @@ _RUNNERS: dict[str, Callable[..., np.ndarray]] = {
     "add": _run_pair("add"),
     "slice_rows": _run_slice_rows,
     "layer": _run_layer,
+    "replay": _run_replay,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +417,9 @@ def _build_table() -> None:
                               (3, 3, 96, (0, 6))):
         _TABLE.append(_case("attention_rows", ATTENTION_TOL, {Op.ATTENTION_ROWS}, h=h, kv=kv,
                             d=d, history=history))
+    for h, kv, d, steps in ((4, 2, 64, 5), (3, 1, 256, 3)):  # replayed == eager, bit for bit
+        _TABLE.append(_case("replay", ATTENTION_TOL, {Op.ROPE, Op.ATTENTION}, h=h, kv=kv, d=d,
+                            steps=steps))
     for op, tol in (("relu2_mul", 1e-6), ("silu_mul", 1e-6), ("add", EXACT)):
         for n, k in ((1, 256), (3, 37)):
             _TABLE.append(_case(op, tol, {Op(op)}, n=n, k=k))

@@ -22,7 +22,7 @@ import numpy as np
 
 from bitnet.formats import dequantize, unpack_ternary
 from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
-from bitnet.formats.device_layout import split_q6_k_ints
+from bitnet.hal.device_layout import split_q6_k_ints
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat

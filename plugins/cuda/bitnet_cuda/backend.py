@@ -107,6 +107,7 @@ class CudaBackend(KernelBackend):
         self._act_mode = ""
         self._act: tuple[CudaBuffer, ...] = ()
         self._kernels: dict[str, Any] = {}
+        self._submissions = 0  # kernel launches and copies: bench's host submissions a token
         self._modules = []  # keep modules alive as long as their functions
         for module_name in ptx.KERNEL_MODULES:
             module = cuda.module_from_buffer(ptx.read_ptx(module_name, self._arch))
@@ -143,6 +144,7 @@ class CudaBackend(KernelBackend):
     def _launch(self, spec: launch.Launch, *args: Any) -> None:
         self._here()
         self._kernels[spec.kernel].prepared_call(spec.grid, spec.block, *args)
+        self._submissions += 1
 
     def _empty(self, shape: tuple[int, ...], dtype: Any) -> CudaBuffer:
         self._here()
@@ -164,12 +166,14 @@ class CudaBackend(KernelBackend):
                              f"{array.dtype} {array.shape}")
         buf = self._empty(array.shape, array.dtype)
         cuda.memcpy_htod(buf.ptr, array)
+        self._submissions += 1
         return buf
 
     def download(self, buf: CudaBuffer) -> np.ndarray:
         self._here()
         out = np.empty(buf.shape, dtype=buf.dtype)
         cuda.memcpy_dtoh(out, buf.ptr)  # waits for the kernels that produce buf
+        self._submissions += 1
         return out
 
     def load_weight(self, tensor: WeightTensor) -> CudaWeight:
@@ -367,6 +371,7 @@ class CudaBackend(KernelBackend):
         out = self._empty((stop - start, k), np.float32)
         if stop > start:
             cuda.memcpy_dtod(out.ptr, x.ptr + start * k * 4, (stop - start) * k * 4)
+            self._submissions += 1
         return out
 
     def concat_rows(self, parts: list[CudaBuffer]) -> CudaBuffer:
@@ -376,8 +381,12 @@ class CudaBackend(KernelBackend):
         offset = 0
         for part in parts:
             cuda.memcpy_dtod(out.ptr + offset, part.ptr, part.nbytes)
+            self._submissions += 1
             offset += part.nbytes
         return out
+
+    def submission_count(self) -> int:
+        return self._submissions
 
     def synchronize(self) -> None:
         self._here()

@@ -1,7 +1,7 @@
 """Host-side repacking of a WeightTensor into the arrays the CUDA kernels read (numpy, load time).
 
 Nothing here touches the GPU, so every layout is unit-tested on hosts without one. The splitting
-itself is shared with the other GPU plugins (bitnet.formats.device_layout); what is CUDA's own is
+itself is shared with the other GPU plugins (bitnet.hal.device_layout); what is CUDA's own is
 which split each format gets and ``decode_layout``, the kernels' arithmetic. Layouts:
 
 - ``i2s``: the on-disk I2_S codes unchanged (row r at byte r*K/4, four 2-bit codes per byte, 128-
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitnet.formats.device_layout import (
+from bitnet.hal.device_layout import (
     float_rows,
     group_values,
     split_i2s,

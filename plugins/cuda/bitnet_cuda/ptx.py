@@ -1,10 +1,13 @@
 """The precompiled PTX shipped in this package: where it lives, which arch a GPU gets, digests.
 
-PTX is built at package build time by ``plugins/cuda/scripts/build_ptx.py`` (nvcc, CUDA 13.0) for
-each target in ``TARGET_ARCHS`` and loaded with ``pycuda.driver.module_from_buffer``: the driver
-JIT-compiles it for the actual GPU (and caches the result), so users need only the NVIDIA driver,
-no CUDA toolkit. A GPU newer than the highest target gets that target's PTX, which the driver
-compiles forward. CUDA 13.0's PTX is ISA 9.0, which a driver older than CUDA 13.0 cannot JIT.
+PTX is built by ``plugins/cuda/scripts/build_ptx.py`` (nvcc, CUDA 13.0) once per feature level
+the kernels need (``TARGET_ARCHS``) and loaded with ``pycuda.driver.module_from_buffer``: the
+driver JIT-compiles it for the actual GPU (and caches the result), so users need only the NVIDIA
+driver, no CUDA toolkit. Today one level serves every GPU: no kernel uses an instruction newer
+than compute_75 (no tensor-core mma, cp.async or native bf16 arithmetic), and nvcc's PTX for
+compute_80..90 differed from compute_75's only in register numbering and instruction order, so
+shipping five copies bought nothing. A kernel that needs a newer feature adds its level here.
+CUDA 13.0's PTX is ISA 9.0, which a driver older than CUDA 13.0 cannot JIT.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ KERNEL_DIR = Path(__file__).parent / "kernels"
 PTX_DIR = KERNEL_DIR / "ptx"
 MANIFEST_PATH = PTX_DIR / "manifest.json"
 
-# compute_XX targets; CUDA 13 has nothing below sm_75. Each GPU takes the highest one <= its own.
-TARGET_ARCHS = (75, 80, 86, 89, 90)
+# compute_XX feature levels; CUDA 13 has nothing below sm_75. Each GPU takes the highest one <=
+# its own, which the driver compiles forward.
+TARGET_ARCHS = (75,)
 # one .cu per op family; the module name is the file stem
 KERNEL_MODULES = ("linear_ternary", "linear_float", "embed", "rmsnorm", "rope", "attention",
                   "gating", "add")

@@ -164,11 +164,15 @@ def test_decode_step_moves_only_ids_in_and_logits_out(backend, monkeypatch):
     up = backend.load_weight(_ternary(WeightFormat.I2_S, 256, 256, rng))
     norm = backend.upload(np.ones((1, 256), np.float32))
     copies.clear()
+    before = backend.submission_count()
     h = backend.embed(embed, backend.upload(np.array([5], np.int32)))
     h = backend.add(h, backend.linear_ternary(up, backend.rmsnorm(h, norm, 1e-5)))
     logits = backend.download(backend.linear_float(embed, backend.rmsnorm(h, norm, 1e-5)))
     assert copies == ["memcpy_htod", "memcpy_dtoh"]
     assert logits.shape == (1, 64)
+    # bench's host submissions: 7 launches (embed, rmsnorm, quantize, linear_i2s, add,
+    # rmsnorm, linear_f16) and the 2 copies
+    assert backend.submission_count() - before == 9
 
 
 @pytest.mark.slow

@@ -56,21 +56,22 @@ def test_host_signatures_match_the_ptx_parameters():
 
 def test_arch_choice():
     assert ptx.arch_for((7, 5)) == 75
-    assert ptx.arch_for((8, 6)) == 86
-    assert ptx.arch_for((8, 7)) == 86  # Orin takes sm_86 PTX
-    assert ptx.arch_for((9, 0)) == 90
-    assert ptx.arch_for((12, 0)) == 90  # newer GPUs JIT the newest PTX forward
+    assert ptx.arch_for((8, 6)) == 75  # one feature level serves every GPU: the driver JITs it
+    assert ptx.arch_for((9, 0)) == 75
+    assert ptx.arch_for((12, 0)) == 75
     with pytest.raises(ValueError, match="below sm_75"):
         ptx.arch_for((7, 0))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) not on PATH")
-@pytest.mark.parametrize("arch", ptx.TARGET_ARCHS)
+@pytest.mark.parametrize("arch", sorted({*ptx.TARGET_ARCHS, 80, 86, 89, 90}))
 def test_ptxas_assembles_every_module(arch, capsys):
+    """The shipped PTX assembles for every GPU generation it serves (ptxas compiles a lower
+    target's PTX forward, as the driver's JIT does)."""
     report = []
     for module in ptx.KERNEL_MODULES:
-        path = ptx.ptx_path(module, arch)
+        path = ptx.ptx_path(module, ptx.arch_for((arch // 10, arch % 10)))
         done = subprocess.run(["ptxas", f"-arch=sm_{arch}", "-v", str(path), "-o", "/dev/null"],
                               capture_output=True, text=True)
         assert done.returncode == 0, f"ptxas sm_{arch} {module}:\n{done.stderr}"

@@ -82,9 +82,12 @@ class MetalDescriptor(BackendDescriptor):
         metal, devices = self._metal_devices()
         if not 0 <= device.index < len(devices):
             raise RuntimeError(f"bitnet-metal: no device {device.spec}")
-        from bitnet_metal.backend import MetalBackend
+        from bitnet.hal.gpu_backend import GpuBackend
+        from bitnet_metal.runtime import MetalRuntime
 
-        return MetalBackend(found[device.index], devices[device.index], metal)
+        runtime = MetalRuntime(devices[device.index], metal)
+        return GpuBackend(self.name, found[device.index], runtime,
+                          notes=("unfinished skeleton: never run on a Mac",))
 
     def fingerprint(self) -> str:
         from bitnet_metal.kernels_source import sources_digest

@@ -113,20 +113,21 @@ def test_library_source_holds_every_kernel_once():
     assert set(names) == set().union(*EXPECTED_KERNELS.values())
 
 
-def test_backend_skeleton_covers_the_contract():
-    """backend.py (which imports nothing from pyobjc at module level) defines every
-    KernelBackend method; the unfinished ones raise NotImplementedError naming themselves."""
-    tree = ast.parse((PLUGIN / "bitnet_metal" / "backend.py").read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MetalBackend")
+def test_runtime_skeleton_names_every_verb():
+    """runtime.py (which imports nothing from pyobjc at module level) defines every
+    DeviceRuntime verb; its kernel() refuses, naming itself, the kernels not yet written in the
+    KERNELS table's order."""
+    from bitnet.hal.device_runtime import DeviceRuntime
+
+    tree = ast.parse((PLUGIN / "bitnet_metal" / "runtime.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MetalRuntime")
     methods = {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
-    contract = {name for name, value in vars(KernelBackend).items()
-                if callable(value) and not name.startswith("_")
-                and name not in ("close", "info")}
-    assert contract <= set(methods), contract - set(methods)
-    for name in ("linear_ternary", "linear_float", "attention", "kv_cache_alloc"):
-        raises = [n for n in ast.walk(methods[name]) if isinstance(n, ast.Raise)]
-        assert raises and "NotImplementedError" in ast.unparse(raises[0])
-        assert f"bitnet-metal.{name}" in ast.unparse(raises[0])
+    verbs = {name for name, value in vars(DeviceRuntime).items()
+             if callable(value) and not name.startswith("_")}
+    assert verbs <= set(methods), verbs - set(methods)
+    raises = [n for n in ast.walk(methods["kernel"]) if isinstance(n, ast.Raise)]
+    assert "NotImplementedError" in ast.unparse(raises[0])
+    assert "bitnet-metal.kernel" in ast.unparse(raises[0])
 
 
 def test_pyobjc_dependency_is_macos_only():

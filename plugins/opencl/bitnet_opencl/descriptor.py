@@ -47,12 +47,14 @@ class OpenCLDescriptor(BackendDescriptor):
     def create(self, device: DeviceInfo, options: CreateOptions) -> KernelBackend:
         import pyopencl as cl
 
-        from bitnet_opencl.backend import OpenCLBackend
+        from bitnet.hal.gpu_backend import GpuBackend
         from bitnet_opencl.devices import opencl_devices
+        from bitnet_opencl.runtime import OpenCLRuntime
 
         for info, cl_device in opencl_devices(cl):
             if info.index == device.index and info.name == device.name:
-                return OpenCLBackend(info, cl_device)
+                runtime = OpenCLRuntime(cl_device)
+                return GpuBackend(self.name, info, runtime, notes=runtime.notes())
         raise ValueError(f"OpenCL device {device.spec} ({device.name}) is no longer present")
 
     def fingerprint(self) -> str:

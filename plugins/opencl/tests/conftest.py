@@ -33,4 +33,4 @@ def conformance_backend(opencl_backend):
 @pytest.fixture(scope="session")
 def conformance_fp64_exact(opencl_backend) -> bool:
     """rmsnorm / rope run in float64 where the device has cl_khr_fp64: then bit-exact."""
-    return opencl_backend.programs.fp64
+    return opencl_backend.runtime.limits.fp64

@@ -11,7 +11,7 @@ import subprocess
 from importlib import resources
 
 import pytest
-from bitnet_opencl.programs import TILE_N, kernel_source
+from bitnet_opencl.runtime import TILE_N, kernel_source
 
 CLANG = shutil.which("clang-15") or shutil.which("clang")
 FILES = sorted(p.name for p in (resources.files("bitnet_opencl") / "kernels").iterdir()

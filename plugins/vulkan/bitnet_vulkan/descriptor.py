@@ -51,13 +51,15 @@ class VulkanDescriptor(BackendDescriptor):
     def create(self, device: DeviceInfo, options: CreateOptions) -> KernelBackend:
         import vulkan as vk
 
-        from bitnet_vulkan.backend import VulkanBackend
+        from bitnet.hal.gpu_backend import GpuBackend
         from bitnet_vulkan.devices import create_instance, vulkan_devices
+        from bitnet_vulkan.runtime import VulkanRuntime
 
         instance = create_instance()
         for candidate in vulkan_devices(instance):
             if candidate.info.index == device.index and candidate.info.name == device.name:
-                return VulkanBackend(instance, candidate)
+                runtime = VulkanRuntime(instance, candidate)
+                return GpuBackend(self.name, candidate.info, runtime, notes=runtime.notes())
         vk.vkDestroyInstance(instance, None)
         raise ValueError(f"Vulkan device {device.spec} ({device.name}) is no longer present")
 

@@ -83,7 +83,7 @@ def test_devices_are_listed_with_kind_memory_driver_and_id():
 
 
 def test_work_group_follows_the_queried_subgroup_size(vulkan_backend):
-    device = vulkan_backend.vk_device
+    device = vulkan_backend.runtime.vk_device
     assert device.work_group & (device.work_group - 1) == 0  # a power of two
     assert 16 <= device.work_group <= 256
     assert device.work_group >= min(256, 4 * device.subgroup_size) or device.work_group == 256

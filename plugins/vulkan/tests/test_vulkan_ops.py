@@ -82,3 +82,50 @@ def test_both_integer_dot_paths_are_bit_exact(reference_backend, monkeypatch, in
         np.testing.assert_array_equal(got, want)
     finally:
         backend.close()
+
+
+def test_a_replayed_step_equals_the_eager_step_bit_for_bit(vulkan_backend):
+    """Ops captured once into a command buffer, replayed with new inputs written into the same
+    input buffer: the eager results bit for bit, in one host submission a step (the input
+    write, the replay and the download go together)."""
+    b = vulkan_backend
+    rng = np.random.default_rng(3)
+    values = rng.integers(-1, 2, (64, 256)).astype(np.int8)
+    w = b.load_weight(ternary_tensor(WeightFormat.I2_S, values, rng))
+    norm = b.upload(rng.standard_normal((1, 256)).astype(np.float32))
+
+    def step(x):
+        y = b.linear_ternary(w, b.rmsnorm(x, norm, 1e-5))  # [1, 64]
+        return b.add(b.silu_mul(y, y), y)
+
+    x = b.upload(np.zeros((1, 256), np.float32))
+    with b.recording() as recorded:
+        out = step(x)
+    assert recorded is not None
+    for _ in range(3):
+        x_host = rng.standard_normal((1, 256)).astype(np.float32)
+        eager = b.download(step(b.upload(x_host)))
+        before = b.submission_count()
+        b.write(x, x_host)
+        recorded.replay(0)
+        got = b.download(out)
+        assert b.submission_count() - before == 1
+        np.testing.assert_array_equal(got, eager)
+
+
+def test_a_replayed_decode_step_is_one_submission():
+    """The Transformer's decode step replayed (bitnet.core.replay; that it equals the eager
+    step is bitnet.testing.model_checks'): the id and position writes, the replay and the
+    logits download go in one submission."""
+    import bitnet
+    from bitnet.core.generate import decode_one, prefill
+
+    with bitnet.load(device="vulkan") as model:
+        t = model.transformer
+        prefill(t, [1, 40, 41])
+        decode_one(t, 7, 3)  # recorded, then replayed
+        before = model.backend.submission_count()
+        for pos in range(4, 8):
+            decode_one(t, 7, pos)
+        assert (model.backend.submission_count() - before) / 4 <= 1
+        assert t.replay.replayed == 5

@@ -61,3 +61,18 @@ def test_recompiling_gives_the_shipped_bytes(tmp_path):
         script.compile_shader(source, defines, output)
         shipped = (script.SHADER_DIR / f"{name}.spv").read_bytes()
         assert output.read_bytes() == shipped, f"{name}.spv differs from a fresh glslc build"
+
+
+def test_shaders_take_the_kernel_table_order():
+    """Each KERNELS entry's shader binds its buffers and takes its scalars as push constants in
+    the table's order: one argument order for every API (bitnet.hal.device_runtime)."""
+    from bitnet.hal.device_runtime import KERNELS
+    from bitnet_vulkan.runtime import FP64_SHADERS, INT_DOT_SHADERS, SHADER_NAMES
+
+    for name, sig in KERNELS.items():
+        shader = SHADER_NAMES.get(name, name)
+        variants = [shader] + ([shader + "_f64"] if shader in FP64_SHADERS else []) \
+            + ([shader + "_idot"] if shader in INT_DOT_SHADERS else [])
+        for variant in variants:
+            assert SHADERS[variant].bindings == len(sig.buffers), variant
+            assert SHADERS[variant].push_format == "<" + sig.scalars, variant

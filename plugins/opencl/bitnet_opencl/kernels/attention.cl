@@ -1,18 +1,24 @@
 // Causal attention over an f16 KV cache [n_layers, n_ctx, Hkv*D] (K and V alike).
 
 // Round k, v [n, width] to f16 (nearest-even) into cache rows pos .. pos+n-1 of `layer`.
-// Global size (width, n).
+// One work item per pair of elements (width is even): global size (width / 2, n).
+// pos = step[0] (a device value: a recorded step replays with new positions).
 __kernel void kv_store(__global const float* k, __global const float* v,
-                       __global half* cache_k, __global half* cache_v, const int layer,
-                       const int pos, const int n_ctx, const int width) {
-    const int j = get_global_id(0);
+                       __global half* cache_k, __global half* cache_v,
+                       __global const int* step, const int layer, const int n_ctx,
+                       const int width) {
+    const int pos = step[0];
+    const int j = 2 * get_global_id(0);
     const int t = get_global_id(1);
     if (j >= width) {
         return;
     }
     const size_t dst = ((size_t)layer * n_ctx + pos + t) * width + j;
-    vstore_half_rte(k[(size_t)t * width + j], dst, cache_k);
-    vstore_half_rte(v[(size_t)t * width + j], dst, cache_v);
+    const size_t src = (size_t)t * width + j;
+    vstore_half_rte(k[src], dst, cache_k);
+    vstore_half_rte(k[src + 1], dst + 1, cache_k);
+    vstore_half_rte(v[src], dst, cache_v);
+    vstore_half_rte(v[src + 1], dst + 1, cache_v);
 }
 
 // One work-group per (head h, token t): scores over cached positions 0 .. pos+t, times
@@ -20,11 +26,12 @@ __kernel void kv_store(__global const float* k, __global const float* v,
 // then a max-subtracted softmax and the weighted sum of V. q is rounded to f16 first (ggml's
 // F16 dot converts it; the contract says so). q [n, H*D] f32 -> out [n, H*D] f32.
 __kernel void attention(__global const float* q, __global const half* cache_k,
-                        __global const half* cache_v, const int layer, const int pos,
-                        const int n_ctx, const int n_heads, const int n_kv_heads,
-                        const int head_dim, const float score_scale,
+                        __global const half* cache_v, __global const int* step,
+                        const int layer, const int n_ctx, const int n_heads,
+                        const int n_kv_heads, const int head_dim, const float score_scale,
                         __global float* scores, __global float* out,
                         __local float* scratch, __local float* q16) {
+    const int pos = step[0];  // a device value: a recorded step replays with new positions
     const int h = get_group_id(0);
     const int t = get_group_id(1);
     const int lid = get_local_id(0);

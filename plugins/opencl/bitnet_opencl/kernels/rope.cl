@@ -1,5 +1,6 @@
 // NEOX rotary embedding. x [n, H*D]; pair (i, i + D/2) of each head of token t rotates by the
-// angle of position pos + t and index i, read from cos/sin tables [positions, D/2] that the host
+// angle of position pos + t (pos = step[0], a device value: a recorded step replays with new
+// positions) and index i, read from cos/sin tables [positions, D/2] that the host
 // computed in float64 once per (theta, D). Where the device has cl_khr_fp64 the tables and the
 // rotation stay in double, as the reference computes them. Global size (H * D/2, n).
 #ifdef USE_FP64
@@ -10,8 +11,9 @@ typedef float angle_t;
 #endif
 
 __kernel void rope(__global const float* x, const int n_heads, const int head_dim,
-                   const int pos, __global const angle_t* cos_table,
-                   __global const angle_t* sin_table, __global float* y) {
+                   __global const angle_t* cos_table, __global const angle_t* sin_table,
+                   __global const int* step, __global float* y) {
+    const int pos = step[0];
     const int half_dim = head_dim / 2;
     const int gid = get_global_id(0);
     const int t = get_global_id(1);

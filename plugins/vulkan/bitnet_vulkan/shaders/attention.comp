@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // Causal attention over the f16 KV cache. Work-group (head h, token t): scores over cached
 // positions 0 .. pos+t times score_scale = float32(1/sqrt(D)) go to the scratch [n, H, span]
-// (span = pos + n); then a max-subtracted softmax and the probability-weighted sum of V.
+// (span = pos + n; pos = step[0], a device value: a recorded step replays with new positions);
+// then a max-subtracted softmax and the probability-weighted sum of V.
 // q is rounded to f16 first (ggml's F16 dot converts it; the contract says so).
 #include "common.glsl"
 
@@ -11,11 +12,11 @@ layout(local_size_x_id = 0) in;
 layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer KC { uint cache_k[]; };
 layout(std430, set = 0, binding = 2) readonly buffer VC { uint cache_v[]; };
-layout(std430, set = 0, binding = 3) buffer Sc { float scores[]; };
-layout(std430, set = 0, binding = 4) writeonly buffer Out { float outv[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Step { int step[]; };
+layout(std430, set = 0, binding = 4) buffer Sc { float scores[]; };
+layout(std430, set = 0, binding = 5) writeonly buffer Out { float outv[]; };
 layout(push_constant) uniform Params {
     int layer;
-    int pos;
     int n_ctx;
     int n_heads;
     int n_kv_heads;
@@ -39,8 +40,9 @@ void main() {
     const uint lid = gl_LocalInvocationID.x;
     const uint D = uint(pc.head_dim);
     const uint width = uint(pc.n_kv_heads) * D;
-    const uint span = uint(pc.pos) + gl_NumWorkGroups.y;
-    const uint last = uint(pc.pos) + t;
+    const uint pos = uint(step[0]);
+    const uint span = pos + gl_NumWorkGroups.y;
+    const uint last = pos + t;
     const uint kv_head = h / uint(pc.n_heads / pc.n_kv_heads);
     const uint qh = t * uint(pc.n_heads) * D + h * D;
     const uint layer_base = uint(pc.layer) * uint(pc.n_ctx) * width + kv_head * D;

@@ -1,7 +1,8 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // NEOX rotary embedding: pair (i, i + D/2) of each head of token t rotates by the angle of
-// position pos + t, read from cos/sin tables [positions, D/2] the host computed in float64.
+// position pos + t (pos = step[0], a device value: a recorded step replays with new
+// positions), read from cos/sin tables [positions, D/2] the host computed in float64.
 // Built with USE_FP64 (rope_f64.spv, for devices with shaderFloat64) the tables and the rotation
 // stay in double, as the reference computes them.
 // Dispatch (ceil(H * D/2 / WG_SIZE), n).
@@ -18,11 +19,11 @@ layout(local_size_x_id = 0) in;
 layout(std430, set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer C { ANGLE cos_table[]; };
 layout(std430, set = 0, binding = 2) readonly buffer Sn { ANGLE sin_table[]; };
-layout(std430, set = 0, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Step { int step[]; };
+layout(std430, set = 0, binding = 4) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Params {
     int n_heads;
     int head_dim;
-    int pos;
 } pc;
 
 void main() {
@@ -35,7 +36,7 @@ void main() {
     const uint h = gid / half_dim;
     const uint i = gid % half_dim;
     const uint first = t * uint(pc.n_heads * pc.head_dim) + h * uint(pc.head_dim) + i;
-    const uint angle = (uint(pc.pos) + t) * half_dim + i;
+    const uint angle = (uint(step[0]) + t) * half_dim + i;
     const ANGLE c = cos_table[angle];
     const ANGLE s = sin_table[angle];
     const ANGLE a = ANGLE(x[first]);

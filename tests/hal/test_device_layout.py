@@ -1,4 +1,4 @@
-"""bitnet.formats.device_layout: the GPU plugins' shared weight splits, against the codecs."""
+"""bitnet.hal.device_layout: the GPU plugins' shared weight splits, against the codecs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet.formats import dequantize, unpack_ternary
-from bitnet.formats.device_layout import (
+from bitnet.hal.device_layout import (
     float_rows,
     group_values,
     has_code_3,

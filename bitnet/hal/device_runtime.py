@@ -1,0 +1,189 @@
+"""The device runtime: the few verbs a GPU API offers, on which ``GpuBackend`` is written once.
+
+A GPU plugin is its devices, a ``DeviceRuntime`` over its API and its kernels. The runtime knows
+nothing of models or weight formats; ``bitnet.hal.gpu_backend.GpuBackend`` knows nothing of the
+API. Between them is the kernel table below: every kernel's name, its buffers in order, its
+scalars in order and how its grid is counted. One argument order serves every API; a runtime
+binds buffers and scalars its own way (OpenCL arguments, Vulkan bindings and push constants).
+
+Grids are counted in one of three ways (``Grid``), which each runtime turns into its own
+geometry:
+
+- ``items``: (x, y) work items, one per element; the runtime picks the work-group size along x
+  (kernels test ``x < count`` themselves);
+- ``groups``: (x, y) work-groups of the runtime's reduction size (one group per row or block);
+- ``matmul``: (row blocks, token tiles) of ``lanes x rows`` work-groups (the kernel's
+  ``KernelSpec``): ``lanes`` invocations share an output row, ``rows`` rows share a group.
+
+Record and replay (optional): ``record()`` returns a context in which dispatches are also kept;
+the ``Recording`` it yields replays them later, with the same buffers, in at most two host
+submissions. What changes between replays must live in device buffers the kernels read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol, Sequence
+
+import numpy as np
+
+ITEMS = "items"
+GROUPS = "groups"
+MATMUL = "matmul"
+
+
+@dataclass(frozen=True)
+class KernelSig:
+    """A kernel's interface: its storage buffers in binding order, its scalars as a struct
+    format (i = int32, f = float32) in argument order, and how its grid is counted."""
+
+    buffers: tuple[str, ...]
+    scalars: str
+    grid: str  # ITEMS, GROUPS or MATMUL
+
+
+# Every kernel a GPU plugin provides for GpuBackend. Names are the ops' (style rule 9).
+KERNELS: dict[str, KernelSig] = {
+    "embed": KernelSig(("table", "ids", "out"), "ii", ITEMS),  # row_bytes, K; spec fmt
+    "embed_q6_k": KernelSig(("codes", "sub", "d", "ids", "out"), "i", ITEMS),  # K
+    "rmsnorm": KernelSig(("x", "w", "out"), "if", GROUPS),  # K, eps
+    "quantize_per_token_i8": KernelSig(("x", "q", "scale"), "i", GROUPS),  # K
+    "quantize_q8_k": KernelSig(("x", "q", "d"), "i", GROUPS),  # K
+    "linear_i2s": KernelSig(("codes", "q", "scale", "out"), "iiiff", MATMUL),
+    "linear_tq": KernelSig(("codes", "block_d", "q", "act_d", "out"), "iiif", MATMUL),
+    "linear_q6_k": KernelSig(("codes", "sub", "d", "q", "act_d", "out"), "iiif", MATMUL),
+    "linear_float": KernelSig(("w", "x", "out"), "iiiif", MATMUL),  # row_bytes, K, n, M, scale
+    # the position sits in a device buffer ("step": int32, step[0] = the first token's
+    # position), so a recorded step replays at new positions
+    "rope": KernelSig(("x", "cos", "sin", "step", "out"), "ii", ITEMS),  # n_heads, head_dim
+    "kv_store": KernelSig(("k", "v", "cache_k", "cache_v", "step"), "iii", ITEMS),  # layer,
+    # n_ctx, width; attention: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale
+    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "scores", "out"), "iiiiif",
+                           GROUPS),
+    "add": KernelSig(("a", "b", "out"), "i", ITEMS),
+    "relu2_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
+    "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
+}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel and its compile-time specialization: ``fmt`` (a float format's value, for
+    ``embed`` and ``linear_float``), and for matmuls the work-group shape and K/256 blocks."""
+
+    name: str
+    fmt: str = ""
+    lanes: int = 0
+    rows: int = 0
+    blocks: int = 0
+
+    @property
+    def sig(self) -> KernelSig:
+        return KERNELS[self.name]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What GpuBackend needs to know of a device to size matmul work-groups and tables."""
+
+    simd_width: int  # subgroup / warp / preferred work-group multiple
+    max_work_group: int  # invocations per work-group
+    max_rows: int  # work-group size in y
+    shared_memory: int  # bytes of work-group shared (local) memory
+    max_buffer: int  # the largest single buffer, bytes
+    fp64: bool  # float64 in kernels: rmsnorm and rope tables then match the reference exactly
+    max_head_dim: int  # the largest head the attention kernel holds
+
+
+class Recording(Protocol):
+    """Dispatches captured once, replayed with the same buffers."""
+
+    def replay(self) -> None:
+        """Submit the captured dispatches again (at most two host submissions)."""
+
+
+class DeviceRuntime(Protocol):
+    """One device through one GPU API. Memory handles are the API's own objects."""
+
+    name: str  # "opencl", "vulkan", ...
+    fingerprint: str  # device, driver and kernel digest: keys compiled-kernel caches
+    limits: Limits
+    submissions: int  # host submissions so far (kernel launches, queue submits, graph launches)
+
+    def allocate(self, nbytes: int) -> Any:
+        """Device memory of at least nbytes; MemoryError naming the limit when too large."""
+
+    def free(self, mem: Any) -> None:
+        """Give memory back (work already queued that reads it still sees it)."""
+
+    def copy_in(self, mem: Any, host: np.ndarray, offset: int = 0) -> None:
+        """Host bytes into device memory at byte offset, ordered after queued work."""
+
+    def copy_out(self, mem: Any, nbytes: int, offset: int = 0) -> np.ndarray:
+        """nbytes of device memory -> a new host uint8 array (waits for queued work)."""
+
+    def copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, nbytes: int) -> None:
+        """Device-to-device bytes, ordered with the dispatches."""
+
+    def kernel(self, spec: KernelSpec) -> Any:
+        """The compiled kernel for spec (built once, kept, cached on disk where the API can)."""
+
+    def dispatch(self, kernel: Any, grid: tuple[int, ...], buffers: Sequence[Any],
+                 scalars: Sequence[float]) -> None:
+        """Queue one kernel run: buffers and scalars in the KERNELS order, grid as its
+        KernelSig counts it."""
+
+    def synchronize(self) -> None:
+        """Wait for all queued work."""
+
+    def close(self) -> None:
+        """Free everything the runtime holds."""
+
+    def info(self) -> dict[str, Any]:
+        """Facts for receipts and ``bitnet devices`` (device name, kernel variants, ...)."""
+
+    def record(self) -> ContextManager[Recording] | None:
+        """Optional: a context capturing the dispatches queued inside it; None: no replay."""
+
+
+def kernel_cache_dir(api: str) -> Path:
+    """Where compiled kernels are kept: ``$BITNET_CACHE_DIR/kernels/<api>`` (else the user's
+    cache directory)."""
+    root = os.environ.get("BITNET_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bitnet")
+    return Path(root) / "kernels" / api
+
+
+class KernelCache:
+    """Compiled kernel binaries on disk, one file per (device fingerprint, source key).
+
+    ``get(key, build)`` returns the stored bytes, or builds, stores and returns them. A cache
+    that cannot be written is only slower, never wrong: the key includes the device
+    fingerprint and the source digest, so a driver or kernel change misses."""
+
+    def __init__(self, api: str, fingerprint: str) -> None:
+        self.folder = kernel_cache_dir(api)
+        self.fingerprint = fingerprint
+
+    def path(self, key: str) -> Path:
+        digest = hashlib.sha256(f"{self.fingerprint}\0{key}".encode()).hexdigest()[:32]
+        return self.folder / f"{digest}.bin"
+
+    def get(self, key: str, build: Callable[[], bytes]) -> bytes:
+        path = self.path(key)
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+        binary = build()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(binary)
+            tmp.replace(path)
+        except OSError:
+            pass  # read-only cache: rebuilt next time
+        return binary

@@ -1,0 +1,451 @@
+"""GpuBackend: the KernelBackend contract written once over a DeviceRuntime.
+
+Weights, the KV cache, step buffers and every op as a sequence of dispatches live here; a GPU
+plugin supplies only its devices, a ``DeviceRuntime`` and the kernels of
+``bitnet.hal.device_runtime.KERNELS``. Buffers stay on the device between ops; activations come
+from a size-class pool, so a decode step's many small buffers are recycled (a buffer returns to
+the pool when Python drops it; each runtime orders its work, so a reused block is never written
+before earlier readers ran).
+
+Weight layouts (``bitnet.hal.device_layout``): ternary weights as I2_S-interleaved 2-bit codes
+(TQ1_0 and TQ2_0 with f32 block scales), Q6_K split into its integer parts for llama.cpp's
+Q6_K x Q8_K dot, other float formats as their on-disk rows, decoded in the kernel.
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from bitnet.hal import op_checks
+from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.device import Capabilities, DeviceInfo
+from bitnet.hal.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
+from bitnet.hal.device_runtime import DeviceRuntime, KernelSpec
+from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.ops import ALL_OPS
+from bitnet.hal.rope_tables import RopeTables
+
+TILE_N = 8  # tokens per matmul work-group (the kernels' TILE_N)
+MATMUL_WORK_GROUP = 128  # invocations of one matmul work-group (lanes x rows)
+MIN_BLOCK = 256  # pooled buffers are powers of two from here
+
+
+@dataclass
+class DeviceArray:
+    """A device buffer: f32 [n, K] activations, int32 [n] ids, or int8 / f32 scratch."""
+
+    mem: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    _finalizer: Any = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class TernaryWeight:
+    format: WeightFormat
+    rows: int
+    cols: int
+    codes: Any  # uint8 [M, K/4], I2_S interleave
+    block_scales: Any | None  # TQ1_0 / TQ2_0: f32 [M, K/256]
+    tensor_scale: float  # I2_S
+    out_scale: float
+
+
+@dataclass
+class FloatWeight:
+    format: WeightFormat
+    rows: int
+    cols: int
+    data: Any  # on-disk bytes [rows, row_bytes]
+    row_bytes: int
+    out_scale: float
+
+
+@dataclass
+class Q6KWeight:
+    """Q6_K split for the integer Q6_K x Q8_K dot (hal linear_float) and embed."""
+
+    format: WeightFormat
+    rows: int
+    cols: int
+    codes: Any  # int8 [M, K] in -32..31
+    sub: Any  # int8 [M, K/16]: sub-block scales
+    d: Any  # f32 [M, K/256]: block scales
+    out_scale: float
+
+
+GpuWeight = TernaryWeight | FloatWeight | Q6KWeight
+
+
+@dataclass
+class GpuKVCache:
+    n_layers: int
+    n_ctx: int
+    width: int  # n_kv_heads * head_dim (even)
+    k: Any  # f16 [n_layers, n_ctx, width]
+    v: Any
+
+
+@dataclass
+class StepRecording:
+    """Ops captured once by ``GpuBackend.recording``: ``replay(pos)`` runs their dispatches
+    again on the same buffers (kept here, so the pool never hands them out), reading whatever
+    their inputs hold by then, at position ``pos`` (< ``positions``: the rope tables' and the
+    KV cache's reach when captured)."""
+
+    backend: "GpuBackend"
+    recording: Any  # the runtime's Recording
+    buffers: list[DeviceArray]
+    positions: int
+
+    def replay(self, pos: int) -> None:
+        if not 0 <= pos < self.positions:
+            raise ValueError(f"{self.backend.name}: position {pos} is beyond this recording "
+                             f"({self.positions} positions)")
+        self.backend._position(pos, write=True)
+        self.recording.replay()
+
+    def close(self) -> None:
+        """Free the runtime's recording (command buffers, descriptor sets); the buffers go
+        back to the pool when this is dropped."""
+        destroy = getattr(self.recording, "destroy", None)
+        if destroy is not None:
+            destroy()
+
+
+class BufferPool:
+    """Free device blocks by power-of-two size class (tinygrad's LRU allocator, simplified)."""
+
+    def __init__(self, runtime: DeviceRuntime) -> None:
+        self.runtime = runtime
+        self.free: dict[int, list[Any]] = {}
+        self.closed = False
+
+    def take(self, nbytes: int) -> tuple[Any, int]:
+        size = max(MIN_BLOCK, 1 << (max(nbytes, 1) - 1).bit_length())
+        size = min(size, max(nbytes, self.runtime.limits.max_buffer))
+        blocks = self.free.get(size)
+        if blocks:
+            return blocks.pop(), size
+        return self.runtime.allocate(size), size
+
+    def give(self, mem: Any, size: int) -> None:
+        if not self.closed:
+            self.free.setdefault(size, []).append(mem)
+
+    def close(self) -> None:
+        self.closed = True
+        self.free.clear()
+
+
+class GpuBackend(KernelBackend):
+    """Every KernelBackend op on one device through ``runtime``. A plugin's descriptor creates
+    it with its runtime; ``name`` is the plugin's."""
+
+    def __init__(self, name: str, device: DeviceInfo, runtime: DeviceRuntime,
+                 notes: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.device = device
+        self.runtime = runtime
+        self.capabilities = Capabilities(ops=ALL_OPS, ternary_formats=TERNARY_FORMATS,
+                                         float_formats=FLOAT_FORMATS, notes=notes)
+        self._pool = BufferPool(runtime)
+        self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
+        self._reach = 0  # while capturing: the positions the captured ops can replay at
+        # the step buffer: int32 [1], the position rope, kv_store and attention read
+        self._step = runtime.allocate(4)
+        self._step_pos = -1  # what it holds
+        # f64 tables where the device has fp64: then rope matches the reference bit for bit
+        self._rope_tables = RopeTables(self._to_device,
+                                       np.float64 if runtime.limits.fp64 else np.float32)
+
+    # -- buffers -----------------------------------------------------------------------------
+
+    def _alloc(self, shape: tuple[int, ...], dtype: Any) -> DeviceArray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes == 0:
+            raise ValueError(f"{self.name}: cannot allocate an empty buffer of shape {shape}")
+        mem, size = self._pool.take(nbytes)
+        array = DeviceArray(mem, tuple(int(s) for s in shape), dtype)
+        array._finalizer = weakref.finalize(array, self._pool.give, mem, size)
+        if self._kept is not None:
+            self._kept.append(array)
+        return array
+
+    def _to_device(self, array: np.ndarray) -> Any:
+        """A weight or table: its own allocation, kept until close."""
+        array = np.ascontiguousarray(array)
+        mem = self.runtime.allocate(max(4, (array.nbytes + 3) // 4 * 4))
+        self.runtime.copy_in(mem, array)
+        return mem
+
+    def upload(self, array: np.ndarray) -> DeviceArray:
+        array = np.asarray(array)
+        if not ((array.dtype == np.int32 and array.ndim == 1)
+                or (array.dtype == np.float32 and array.ndim == 2)):
+            raise ValueError(f"{self.name} upload takes float32 2-D or int32 1-D arrays, got "
+                             f"{array.dtype} {array.ndim}-D")
+        buf = self._alloc(array.shape, array.dtype)
+        self.runtime.copy_in(buf.mem, np.ascontiguousarray(array))
+        return buf
+
+    def write(self, buf: DeviceArray, array: np.ndarray) -> None:
+        """Overwrite a buffer with a host array of its shape and dtype (a recording's input)."""
+        array = np.ascontiguousarray(array, dtype=buf.dtype)
+        if array.shape != buf.shape:
+            raise ValueError(f"{self.name} write: {array.shape} into a {buf.shape} buffer")
+        self.runtime.copy_in(buf.mem, array)
+
+    def download(self, buf: DeviceArray) -> np.ndarray:
+        raw = self.runtime.copy_out(buf.mem, buf.nbytes)
+        return raw.view(buf.dtype).reshape(buf.shape).copy()
+
+    def load_weight(self, tensor: WeightTensor) -> GpuWeight:
+        if tensor.format in TERNARY_FORMATS:
+            host = ternary_as_i2s(tensor)
+            scales = None
+            if host.block_scales is not None:
+                scales = self._to_device(host.block_scales.astype(np.float32))
+            return TernaryWeight(tensor.format, tensor.rows, tensor.cols,
+                                 self._to_device(host.codes), scales, host.tensor_scale,
+                                 float(tensor.out_scale))
+        if tensor.format is WeightFormat.Q6_K:
+            codes, sub, d = split_q6_k_ints(tensor)
+            return Q6KWeight(tensor.format, tensor.rows, tensor.cols, self._to_device(codes),
+                             self._to_device(sub), self._to_device(d), float(tensor.out_scale))
+        if tensor.format in FLOAT_FORMATS:
+            rows = float_rows(tensor)
+            return FloatWeight(tensor.format, tensor.rows, tensor.cols, self._to_device(rows),
+                               rows.shape[1], float(tensor.out_scale))
+        raise ValueError(f"{tensor.name}: {self.name} cannot hold {tensor.format.value}")
+
+    def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
+                       head_dim: int) -> GpuKVCache:
+        width = n_kv_heads * head_dim
+        if width % 2:
+            raise ValueError(f"{self.name} KV cache rows must hold an even count, got {width}")
+        nbytes = n_layers * n_ctx * width * 2  # f16
+        return GpuKVCache(n_layers, n_ctx, width, self.runtime.allocate(nbytes),
+                          self.runtime.allocate(nbytes))
+
+    def _position(self, pos: int, write: bool = False) -> Any:
+        """The step buffer, holding pos. While capturing it is not written: each replay
+        writes its own position (StepRecording.replay)."""
+        if self._kept is not None and not write:
+            return self._step
+        if pos != self._step_pos:
+            self.runtime.copy_in(self._step, np.array([pos], np.int32))
+            self._step_pos = pos
+        return self._step
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _run(self, spec: KernelSpec, grid: tuple[int, ...], buffers: list[Any],
+             *scalars: float) -> None:
+        self.runtime.dispatch(self.runtime.kernel(spec), grid, buffers, scalars)
+
+    def _matmul(self, name: str, words_per_row: int, fmt: str = "",
+                blocks: int = 0) -> KernelSpec:
+        """A matmul kernel's spec: lanes = the SIMD width clamped to [TILE_N, 32]; rows fill
+        MATMUL_WORK_GROUP invocations within the shared memory (words_per_row int32 a row)."""
+        limits = self.runtime.limits
+        lanes = 1 << (min(32, max(TILE_N, limits.simd_width)).bit_length() - 1)
+        if lanes > limits.max_work_group:
+            raise RuntimeError(f"{self.name} {name}: matmuls need {lanes} invocations per group")
+        rows = max(1, min(MATMUL_WORK_GROUP, limits.max_work_group) // lanes)
+        rows = min(rows, limits.max_rows, limits.shared_memory // (4 * words_per_row))
+        if rows < 1:
+            raise ValueError(f"{self.name} {name}: one row needs {4 * words_per_row} bytes of "
+                             f"shared memory, the device has {limits.shared_memory}")
+        return KernelSpec(name, fmt=fmt, lanes=lanes, rows=rows, blocks=blocks)
+
+    # -- ops ---------------------------------------------------------------------------------
+
+    def embed(self, table: GpuWeight, token_ids: DeviceArray) -> DeviceArray:
+        if not isinstance(table, (FloatWeight, Q6KWeight)):
+            raise TypeError(f"{self.name} embed needs a float-format table, got "
+                            f"{table.format.value}")
+        n = token_ids.shape[0]
+        out = self._alloc((n, table.cols), np.float32)
+        if isinstance(table, Q6KWeight):
+            self._run(KernelSpec("embed_q6_k"), (table.cols, n),
+                      [table.codes, table.sub, table.d, token_ids.mem, out.mem], table.cols)
+            return out
+        self._run(KernelSpec("embed", fmt=table.format.value), (table.cols, n),
+                  [table.data, token_ids.mem, out.mem], table.row_bytes, table.cols)
+        return out
+
+    def rmsnorm(self, x: DeviceArray, weight: DeviceArray, eps: float) -> DeviceArray:
+        n, k = op_checks.norm_input(self.name, x, weight)
+        out = self._alloc((n, k), np.float32)
+        self._run(KernelSpec("rmsnorm"), (n, 1), [x.mem, weight.mem, out.mem], k, eps)
+        return out
+
+    def _quantize(self, x: DeviceArray, mode: str) -> tuple[DeviceArray, DeviceArray]:
+        """x f32 [n, K] -> (q int8 [n, K], scales): "per_token_i8" one f32 per row [n],
+        "q8_k" one f32 d per 256-block [n, K/256]."""
+        n, k = x.shape
+        q = self._alloc((n, k), np.int8)
+        if mode == "per_token_i8":
+            scales = self._alloc((n,), np.float32)
+            self._run(KernelSpec("quantize_per_token_i8"), (n, 1), [x.mem, q.mem, scales.mem], k)
+        else:
+            scales = self._alloc((n, k // 256), np.float32)
+            self._run(KernelSpec("quantize_q8_k"), (k // 256, n), [x.mem, q.mem, scales.mem], k)
+        return q, scales
+
+    def linear_ternary(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
+        if not isinstance(w, TernaryWeight):
+            raise TypeError(f"{self.name} linear_ternary got a {w.format.value} weight")
+        n, k = op_checks.matmul_input(self.name, "linear_ternary", x, w.cols)
+        out = self._alloc((n, w.rows), np.float32)
+        tiles = -(-n // TILE_N)
+        if w.format is WeightFormat.I2_S:
+            q, scales = self._quantize(x, "per_token_i8")
+            spec = self._matmul("linear_i2s", TILE_N * 32)
+            self._run(spec, (-(-w.rows // spec.rows), tiles), [w.codes, q.mem, scales.mem,
+                      out.mem], k, n, w.rows, w.tensor_scale, w.out_scale)
+            return out
+        nb = k // 256
+        q, act_d = self._quantize(x, "q8_k")
+        spec = self._matmul("linear_tq", TILE_N * nb, blocks=nb)
+        self._run(spec, (-(-w.rows // spec.rows), tiles),
+                  [w.codes, w.block_scales, q.mem, act_d.mem, out.mem], k, n, w.rows,
+                  w.out_scale)
+        return out
+
+    def linear_float(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
+        n, k = op_checks.matmul_input(self.name, "linear_float", x, w.cols)
+        out = self._alloc((n, w.rows), np.float32)
+        tiles = -(-n // TILE_N)
+        if isinstance(w, Q6KWeight):  # Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)
+            nb = k // 256
+            q, act_d = self._quantize(x, "q8_k")
+            spec = self._matmul("linear_q6_k", TILE_N * nb, blocks=nb)
+            self._run(spec, (-(-w.rows // spec.rows), tiles),
+                      [w.codes, w.sub, w.d, q.mem, act_d.mem, out.mem], k, n, w.rows, w.out_scale)
+            return out
+        if not isinstance(w, FloatWeight):
+            raise TypeError(f"{self.name} linear_float got a {w.format.value} weight")
+        spec = self._matmul("linear_float", TILE_N * 32, fmt=w.format.value)
+        self._run(spec, (-(-w.rows // spec.rows), tiles), [w.data, x.mem, out.mem], w.row_bytes,
+                  k, n, w.rows, w.out_scale)
+        return out
+
+    def rope(self, x: DeviceArray, pos: int, n_heads: int, head_dim: int,
+             theta: float) -> DeviceArray:
+        n, width = op_checks.rope_input(self.name, x, n_heads, head_dim)
+        cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
+        if self._kept is not None:
+            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
+        out = self._alloc((n, width), np.float32)
+        self._run(KernelSpec("rope"), (width // 2, n),
+                  [x.mem, cos_t, sin_t, self._position(pos), out.mem], n_heads, head_dim)
+        return out
+
+    def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
+                  layer: int, pos: int, n_heads: int, n_kv_heads: int,
+                  head_dim: int) -> DeviceArray:
+        n = op_checks.attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
+                                     head_dim)
+        if head_dim > self.runtime.limits.max_head_dim:
+            raise ValueError(f"{self.name} attention: head_dim {head_dim} > "
+                             f"{self.runtime.limits.max_head_dim}")
+        width = n_kv_heads * head_dim
+        step = self._position(pos)
+        self._run(KernelSpec("kv_store"), (width // 2, n),
+                  [k.mem, v.mem, cache.k, cache.v, step], layer, cache.n_ctx, width)
+        span = pos + n
+        if self._kept is not None:  # a replay may run at any position the cache holds
+            span = cache.n_ctx
+            self._reach = min(self._reach, cache.n_ctx - n + 1)
+        scores = self._alloc((n, n_heads, span), np.float32)
+        out = self._alloc((n, n_heads * head_dim), np.float32)
+        scale = float(np.float32(1 / np.sqrt(head_dim)))
+        self._run(KernelSpec("attention"), (n_heads, n),
+                  [q.mem, cache.k, cache.v, step, scores.mem, out.mem], layer, cache.n_ctx,
+                  n_heads, n_kv_heads, head_dim, scale)
+        return out
+
+    def _elementwise(self, name: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
+        op_checks.same_shapes(self.name, name, a, b)
+        out = self._alloc(a.shape, np.float32)
+        count = a.shape[0] * a.shape[1]
+        self._run(KernelSpec(name), (count, 1), [a.mem, b.mem, out.mem], count)
+        return out
+
+    def relu2_mul(self, gate: DeviceArray, up: DeviceArray) -> DeviceArray:
+        return self._elementwise("relu2_mul", gate, up)
+
+    def silu_mul(self, gate: DeviceArray, up: DeviceArray) -> DeviceArray:
+        return self._elementwise("silu_mul", gate, up)
+
+    def add(self, a: DeviceArray, b: DeviceArray) -> DeviceArray:
+        return self._elementwise("add", a, b)
+
+    def slice_rows(self, x: DeviceArray, start: int, stop: int) -> DeviceArray:
+        _, k = op_checks.row_slice(self.name, x, start, stop)
+        out = self._alloc((stop - start, k), np.float32)
+        self.runtime.copy(x.mem, start * k * 4, out.mem, 0, (stop - start) * k * 4)
+        return out
+
+    def concat_rows(self, parts: list[DeviceArray]) -> DeviceArray:
+        k = op_checks.concat_width(self.name, parts)
+        out = self._alloc((sum(p.shape[0] for p in parts), k), np.float32)
+        row = 0
+        for part in parts:
+            self.runtime.copy(part.mem, 0, out.mem, row * k * 4, part.shape[0] * k * 4)
+            row += part.shape[0]
+        return out
+
+    # -- record and replay ---------------------------------------------------------------------
+
+    @contextmanager
+    def recording(self) -> Iterator[StepRecording | None]:
+        """Capture the ops run inside (their dispatches are recorded, not run); the yielded
+        StepRecording replays them. Yields None where the runtime has no replay: the ops then
+        ran eagerly. Positions come from the step buffer; what else changes between replays
+        (token ids) must sit in buffers the caller writes (``write``)."""
+        capture = self.runtime.record()
+        if capture is None:
+            yield None
+            return
+        kept: list[DeviceArray] = []
+        self._kept = kept
+        self._reach = 1 << 62
+        try:
+            with capture as recorded:
+                step = StepRecording(self, recorded, kept, 0)
+                yield step
+            step.positions = self._reach
+        finally:
+            self._kept = None
+
+    # -- the rest ----------------------------------------------------------------------------
+
+    def synchronize(self) -> None:
+        self.runtime.synchronize()
+
+    def submission_count(self) -> int | None:
+        return self.runtime.submissions
+
+    def close(self) -> None:
+        if self._pool.closed:
+            return
+        self._pool.close()
+        self._rope_tables.clear()
+        self._step = None
+        self.runtime.close()
+
+    def info(self) -> dict[str, Any]:
+        return {**self.runtime.info(), "tile_tokens": TILE_N}
