@@ -17,7 +17,7 @@ import numpy as np
 
 from bitnet.hal.backend import WeightTensor
 from bitnet.hal.device import DeviceInfo, DeviceKind
-from bitnet.hal.formats import WeightFormat, row_bytes
+from bitnet.hal.weight_formats import WeightFormat, row_bytes
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
 
 SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]  # (M, K)

@@ -8,7 +8,7 @@ I2_S files ``bitnet-b1.58`` (bitnet.cpp's arch); ``--llama`` writes arch ``llama
 (OUT_DIR/2b-llama-<format>-<embed>.gguf: no sub-norms, Q/K in RoPE NORM order, as Falcon3 /
 Llama3-8B-1.58 / TriLM files are) with the same matmul shapes, to compare speed per weight byte.
 ``--layers N`` keeps each layer's shapes but writes N layers (default 30). The tied embedding is
-written by bitnet.core.gguf_write (its Q6_K encoder follows llama.cpp's quantizer).
+written by bitnet.convert.gguf_writer (its Q6_K encoder follows llama.cpp's quantizer).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
-from bitnet.core.gguf_write import make_synthetic_model, shape_kwargs
-from bitnet.hal.formats import WeightFormat
+from bitnet.testing.synthetic import make_synthetic_model, shape_kwargs
+from bitnet.hal.weight_formats import WeightFormat
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """Suite-wide test settings: hermetic registry state.
 
 - Validation/benchmark results go to a per-session temporary cache, never the user's cache.
-- Installed backend plugins are not loaded unless asked for (style.md 16): the default is
-  BITNET_PLUGINS_AUTOLOAD=0 with the allow list BITNET_PLUGINS=cpu (the reference always loads),
-  so core tests run on reference and, when it is installed, the native CPU plugin. The GPU
-  plugins (slow to validate under PoCL/lavapipe) run in their own suites; a core test that needs
-  one sets BITNET_PLUGINS (monkeypatch.setenv). Values already set in the environment win, so
+- Installed backend plugins are not loaded unless asked for (docs/design.md section 7, rule 16): the
+  default is BITNET_PLUGINS_AUTOLOAD=0 with the allow list BITNET_PLUGINS=cpu (the reference always
+  loads), so core tests run on reference and, when it is installed, the native CPU plugin. The GPU
+  plugins (slow to validate under PoCL/lavapipe) run in their own suites; a core test that needs one
+  sets BITNET_PLUGINS (monkeypatch.setenv). Values already set in the environment win, so
   ``BITNET_PLUGINS_AUTOLOAD=1 BITNET_DEVICE=cpu pytest tests`` runs the core tests on the cpu
   plugin.
 """

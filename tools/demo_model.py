@@ -1,6 +1,6 @@
 """The demo BitNet b1.58 language model in PyTorch, with quantization-aware training.
 
-The forward pass is the one the engine runs (formats.md 4.4, bitnet/core/model.py):
+The forward pass is the one the engine runs (docs/formats.md 4.4, bitnet/core/model.py):
 
     h = embed(tokens)
     for each layer:
@@ -13,13 +13,13 @@ The forward pass is the one the engine runs (formats.md 4.4, bitnet/core/model.p
         h = h + BitLinear_down(f)
     logits = (rmsnorm(h) * output_norm) @ embed.T                 # tied embeddings
 
-BitLinear (the paper, and the converters' rule in formats.md 1.4 / 2.5): the latent float weight
-W is ternarized per tensor, ``s = max(mean|W|, 1e-5)``, ``W_q = clamp(round(W / s), -1, 1) * s``;
-the input is quantized per token, ``a = 127 / max(max|x|, 1e-5)``,
-``x_q = clamp(round(x * a), -128, 127) / a``; both with a straight-through estimator (the
-forward pass sees the quantized values, the backward pass the identity). Exporting W_q as I2_S
-(codes + the f32 scale s) is therefore exact, and the engine's per-token int8 matmul computes the
-same numbers as this module up to float rounding.
+BitLinear (the paper, and the converters' rule in docs/formats.md 1.4 / 2.5): the latent float
+weight W is ternarized per tensor, ``s = max(mean|W|, 1e-5)``, ``W_q = clamp(round(W / s), -1, 1) *
+s``; the input is quantized per token, ``a = 127 / max(max|x|, 1e-5)``, ``x_q = clamp(round(x * a),
+-128, 127) / a``; both with a straight-through estimator (the forward pass sees the quantized
+values, the backward pass the identity). Exporting W_q as I2_S (codes + the f32 scale s) is
+therefore exact, and the engine's per-token int8 matmul computes the same numbers as this module up
+to float rounding.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def rope_neox(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Te
 
 
 class Block(nn.Module):
-    """One transformer layer; parameter names follow the GGUF tensor names of formats.md 4.3."""
+    """One transformer layer; parameter names are the GGUF tensor names of docs/formats.md 4.3."""
 
     def __init__(self, c: DemoConfig) -> None:
         super().__init__()

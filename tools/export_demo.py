@@ -26,13 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_model import DemoConfig, DemoLM, ternarize
 
-from bitnet.core.gguf_write import (
-    FILE_TYPES,
-    GGUFModelWriter,
-    encode_float,
-    encode_ternary,
-)
-from bitnet.hal.formats import WeightFormat
+from bitnet.convert.gguf_writer import FILE_TYPES, GGUFModelWriter, encode_float, encode_ternary
+from bitnet.hal.weight_formats import WeightFormat
 
 ARCH = "bitnet-b1.58"
 LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")

@@ -67,7 +67,7 @@ def _table(rows: list[Any]) -> str:
 
 
 def _requirements(model: str | None) -> Any:
-    from bitnet.hal.formats import WeightFormat
+    from bitnet.hal.weight_formats import WeightFormat
     from bitnet.hal.ops import Op
     from bitnet.registry.requirements import LinearShape, ModelRequirements
 

@@ -21,7 +21,7 @@ from bitnet.core.errors import GGUFError, ModelFormatError
 
 _ARRAY_PREVIEW = 5  # items shown of a long metadata array
 # general.file_type names. Ids 38..40 mean different things upstream and in the BitNet fork
-# (formats.md 2.1); a file holding I2_S tensors (type 36, fork only) is read with the fork's.
+# (docs/formats.md 2.1); a file holding I2_S tensors (type 36, fork only) is read with the fork's.
 _FILE_TYPES = {0: "ALL_F32", 1: "MOSTLY_F16", 7: "MOSTLY_Q8_0", 18: "MOSTLY_Q6_K",
                32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0", 37: "MOSTLY_TQ2_0"}
 _FILE_TYPES_UPSTREAM = {38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0"}

@@ -23,7 +23,7 @@ import struct
 from pathlib import Path
 
 from bitnet.convert.checkpoint import Checkpoint
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 __all__ = ["cache_key", "cached_gguf"]
 

@@ -1,6 +1,6 @@
 """Which ternary family a checkpoint is, and how its tensors map onto a GGUF file.
 
-models.md sections 1-4 are the source for every rule here:
+docs/model-facts.md sections 1-4 are the source for every rule here:
 
 ==============================  ==============  =======================  =============  ========
 config ``architectures``        GGUF arch       linear weights           sub-norms      default
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitnet.convert.errors import ConvertError
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 __all__ = ["Family", "Hparams", "LINEARS", "detect_family", "read_hparams"]
 

@@ -27,9 +27,9 @@ from bitnet.convert.errors import ConvertError
 from bitnet.convert.families import (IGNORED, LINEARS, NORMS, Family, Hparams, detect_family,
                                      modules_not_converted, read_hparams)
 from bitnet.convert.vocab import vocab_metadata
-from bitnet.core.gguf_write import FILE_TYPES, GGUFModelWriter
+from bitnet.convert.gguf_writer import FILE_TYPES, GGUFModelWriter
 from bitnet.formats.ternary import ternarize_absmean
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 __all__ = ["TYPES", "convert_checkpoint", "parse_type"]
 
@@ -292,7 +292,7 @@ class _Plan:
         }
         if arch == "bitnet":
             # llama.cpp's graph for arch bitnet gates with SiLU, as 1bitLLM does; say so in the
-            # file, so no reader has to guess (models.md 5.2, 7.3)
+            # file, so no reader has to guess (docs/model-facts.md 5.2, 7.3)
             meta["bitnet.hidden_activation"] = self.family.activation
         meta.update(self.vocab)
         return meta
@@ -313,8 +313,8 @@ class _Plan:
 
 def _permuted(weight: weights.Weight, heads: int) -> weights.Weight:
     if isinstance(weight, weights.TernaryWeight):
-        return weights.TernaryWeight(weights.permute_rows(weight.values, heads), weight.scale)
-    return weights.FloatWeight(weights.permute_rows(weight.w, heads), weight.ternary)
+        return weights.TernaryWeight(weights.llama_permute(weight.values, heads), weight.scale)
+    return weights.FloatWeight(weights.llama_permute(weight.w, heads), weight.ternary)
 
 
 def _counted(chunks: Chunks, bar: Any) -> Chunks:

@@ -1,6 +1,6 @@
 """Linear weights: HF storage -> ternary values and scales -> the bytes of a GGUF weight type.
 
-Decoding (models.md 2.1, 3):
+Decoding (docs/model-facts.md 2.1, 3):
 - packed: uint8 [M/4, K], bits 2i+1:2i of row r hold output row i*M/4 + r as code v + 1; the
   real weight is ``v * weight_scale`` (autobitlinear) or ``v / weight_scale`` (bitlinear);
 - latent: absmean per tensor (``ternarize_absmean``), BitNet b1.58's own quantizer;
@@ -18,9 +18,9 @@ import numpy as np
 
 from bitnet.convert.errors import ConvertError
 from bitnet.formats import ternary
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
-__all__ = ["FloatWeight", "TernaryWeight", "check_row_length", "encode_linear", "permute_rows",
+__all__ = ["FloatWeight", "TernaryWeight", "check_row_length", "encode_linear", "llama_permute",
            "unpack_hf", "weight_scale"]
 
 # relative gap between nonzero magnitudes that still counts as "one scale": f16 rounding
@@ -67,7 +67,7 @@ def weight_scale(name: str, stored: np.ndarray, multiplies: bool) -> float:
     return value if multiplies else 1.0 / value
 
 
-def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's ``LlamaModel.permute`` of Q/K rows: HF's rotate-half order within each head
     (first half, second half) -> interleaved pairs, for "normal" RoPE. [M, K] -> [M, K]."""
     rows = w.shape[0]

@@ -1,7 +1,7 @@
 """ModelConfig: the hyperparameters of a ternary model, read only from GGUF metadata.
 
 Keys are prefixed by the architecture (``{arch}.embedding_length`` ...), as llama.cpp writes
-them. Two block kinds (models.md 1, 3):
+them. Two block kinds (docs/model-facts.md 1, 3):
 
 - the BitNet block, with sub-norms before the output and down projections:
   ``bitnet-b1.58`` (bitnet.cpp, e.g. microsoft/bitnet-b1.58-2B-4T) and ``bitnet-25`` (its older
@@ -10,9 +10,9 @@ them. Two block kinds (models.md 1, 3):
   Falcon-E, Llama3-8B-1.58). Its converters permute the Q/K rows of each head for RoPE "NORM"
   (adjacent pairs); the loader permutes them back so that the one rope op (NEOX) applies.
 
-A ``{arch}.hidden_activation`` key overrides the arch's gating. A ``bitnet-b1.58`` file that
-looks like a 1bitLLM model (bitnet.cpp's converter labels those ``bitnet-b1.58`` since 2026-07;
-models.md 4.1) gets SiLU, with a warning saying why; ``activation=`` overrides every rule.
+A ``{arch}.hidden_activation`` key overrides the arch's gating. A ``bitnet-b1.58`` file that looks
+like a 1bitLLM model (bitnet.cpp's converter labels those ``bitnet-b1.58`` since 2026-07;
+docs/model-facts.md 4.1) gets SiLU, with a warning saying why; ``activation=`` overrides every rule.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from bitnet.core.errors import ModelFormatError
 
 ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet", "llama")
 ACTIVATIONS = ("relu2", "silu")
-# archs whose converters permute Q/K rows for RoPE NORM (models.md 4.2, 5.1); the others are NEOX
+# archs whose converters permute Q/K rows for RoPE NORM (docs/model-facts.md 4.2, 5.1);
+# the others are NEOX
 NORM_ROPE_ARCHS = ("llama",)
 PLAIN_BLOCK_ARCHS = ("llama",)  # no sub-norms
 # 1bitLLM files: SentencePiece vocabulary of 32000 + 2 added tokens, or a name that says so
@@ -59,7 +60,8 @@ class ModelConfig:
     rope_theta: float
     rms_eps: float
     activation: str  # "relu2" (b1.58 / 25) | "silu" (bitnet, llama, 1bitLLM files)
-    file_type: int | None = None  # general.file_type; ids collide between forks (formats.md 2.1)
+    # general.file_type; its ids collide between forks (docs/formats.md 2.1)
+    file_type: int | None = None
     name: str | None = None  # general.name
     sub_norms: bool = True  # BitNet block (attn_sub_norm, ffn_sub_norm); False: plain Llama
     rope_order: str = "neox"  # the file's Q/K row order: "neox" pairs (i, i+D/2); "norm" pairs
@@ -222,7 +224,7 @@ def _activation(read: _Reader, arch: str, metadata: Mapping[str, Any],
 
 
 def _one_bit_llm_hint(metadata: Mapping[str, Any]) -> str | None:
-    """What marks a file as a 1bitLLM model (models.md 2.3, 6), or None."""
+    """What marks a file as a 1bitLLM model (docs/model-facts.md 2.3, 6), or None."""
     tokens = metadata.get("tokenizer.ggml.tokens")
     n_tokens = len(tokens) if isinstance(tokens, list) else None
     if metadata.get("tokenizer.ggml.model") == "llama" and n_tokens == _ONE_BIT_LLM_VOCAB:

@@ -14,7 +14,7 @@ with a 2**60-element array hangs it; and it builds numpy objects per array eleme
 
 Every length and count is checked against the bytes left in the file BEFORE anything is read or
 allocated, so a hostile file ends in a GGUFError naming the key or tensor, never a crash, a hang
-or a huge allocation. Format facts are in /work/shared/formats.md (sections 2.1, 2.2, 7).
+or a huge allocation. Format facts are in docs/formats.md (sections 2.1, 2.2, 5, 7).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gguf.constants import (
 )
 
 from bitnet.core.errors import GGUFError
-from bitnet.hal.formats import WeightFormat, tensor_bytes
+from bitnet.hal.weight_formats import WeightFormat, tensor_bytes
 
 __all__ = ["BITNET_ARCHS", "GGUFError", "GGUFFile", "TensorInfo", "open_gguf"]
 
@@ -417,7 +417,7 @@ def _tensor_format(type_id: int, arch: Any, what: str, error: Any) -> WeightForm
     if type_id == 38:
         raise error(f"{what}: ggml type 38 is bitnet.cpp's TL1; {_TL_ADVICE}")
     if type_id == 39:
-        # upstream ggml's MXFP4 and the BitNet fork's TL2 share id 39 (formats.md 2.1)
+        # upstream ggml's MXFP4 and the BitNet fork's TL2 share id 39 (docs/formats.md 2.1)
         if arch in BITNET_ARCHS:
             raise error(f"{what}: ggml type 39 in a {arch} file is bitnet.cpp's TL2; "
                         f"{_TL_ADVICE}")
@@ -435,7 +435,7 @@ def _tensor_nbytes(fmt: WeightFormat | None, type_id: int, dims: tuple[int, ...]
     rows = _product(dims[1:])
     if fmt is WeightFormat.I2_S and k % 128:
         # I2_S packs 128-element groups of the flattened tensor: rows only start on a byte
-        # boundary of their own when K is a multiple of 128 (formats.md 2.3)
+        # boundary of their own when K is a multiple of 128 (docs/formats.md 2.3)
         raise error(f"{what}: I2_S needs a row length (ne0) that is a multiple of 128, got {k}")
     if fmt is not None:
         if k % fmt.block:

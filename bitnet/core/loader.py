@@ -6,7 +6,7 @@ weights to I2_S, or the file's Q/K rows are in RoPE NORM order (arch llama): tho
 per layer are copied once, with their rows permuted to the NEOX order the rope op uses. Norms
 are small f32 copies.
 
-Names (llama.cpp's, formats.md 4.4/4.5, models.md 4.3), with ggml shapes (ne0 first):
+Names (llama.cpp's, docs/formats.md 4.3, docs/model-facts.md 4.3), with ggml shapes (ne0 first):
     token_embd.weight        [d, V]   float format (F16 in bitnet.cpp files, Q6_K in llama.cpp's)
     output.weight            [d, V]   optional (absent: tied to token_embd); not in arch bitnet
     output_norm.weight       [d]
@@ -31,7 +31,7 @@ from bitnet.core.errors import ModelFormatError
 from bitnet.core.gguf import GGUFFile, TensorInfo
 from bitnet.hal.device_layout import has_code_3
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import Op
 from bitnet.registry.requirements import LinearShape, ModelRequirements
 
@@ -291,7 +291,7 @@ class _Reader:
 
     def check_i2s(self, info: TensorInfo) -> None:
         """A finite scale, and no code 3: no quantizer writes it, and bitnet.cpp's kernels read
-        it as +2 while its dequantizer reads 0 (formats.md 2.3), so it marks a corrupt file.
+        it as +2 while its dequantizer reads 0 (docs/formats.md 2.3), so it marks a corrupt file.
         Costs one pass over the codes (~0.3 s for the 2B model's 500 MB)."""
         raw = self.gguf.tensor_bytes(info.name)
         n_code_bytes = info.n_elements // 4

@@ -1,4 +1,5 @@
-"""The ternary transformer, written over backend ops only (formats.md 4.4, 4.5; models.md 3).
+"""The ternary transformer, written over backend ops only (docs/formats.md 4.4, 4.5;
+docs/model-facts.md 3).
 
     h = embed(tokens)
     for each layer:

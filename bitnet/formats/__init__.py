@@ -4,8 +4,8 @@
 - ``floats``: F32, F16, BF16, Q8_0, Q6_K rows (``dequantize_rows`` / ``quantize_rows``).
 - ``activations``: per-token int8 (bitnet.cpp) and Q8_K (llama.cpp) activation quantizers.
 
-These are the bit-level reference (formats.md sections 1, 2 and 7); they are written to be read,
-not to be fast.
+These are the bit-level reference (docs/formats.md sections 1, 2 and 7); they are written to be
+read, not to be fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from bitnet.formats.floats import dequantize_rows, quantize_rows
 from bitnet.formats.ternary import i2s_unpack, tq1_unpack, tq2_unpack
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import FLOAT_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, WeightFormat
 
 __all__ = ["dequantize", "dequantize_rows", "quantize_rows", "unpack_ternary"]
 

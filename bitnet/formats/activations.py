@@ -1,7 +1,9 @@
 """Activation quantizers of the two home engines, bit for bit.
 
-- ``quantize_per_token_i8``: bitnet.cpp's ``quantize_row_i8_s`` (formats.md 2.5), used with I2_S.
-- ``quantize_q8_k``: ggml's ``quantize_row_q8_K_ref`` (formats.md 1.5), used with TQ1_0 / TQ2_0.
+- ``quantize_per_token_i8``: bitnet.cpp's ``quantize_row_i8_s`` (docs/formats.md 2.5), used with
+  I2_S.
+- ``quantize_q8_k``: ggml's ``quantize_row_q8_K_ref`` (docs/formats.md 1.5), used with TQ1_0 /
+  TQ2_0.
 
 Both round half to even: ggml's ``nearest_int`` (the 1.5 * 2**23 trick) equals ``np.rint`` on
 float32 for every value these quantizers can produce (|v| <= 128).

@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
 from bitnet.formats.q6_k import quantize_q6_k
-from bitnet.hal.formats import FLOAT_FORMATS, WeightFormat, row_bytes
+from bitnet.hal.weight_formats import FLOAT_FORMATS, WeightFormat, row_bytes
 
 _GGUF_TYPE = {
     WeightFormat.BF16: GGMLQuantizationType.BF16,

@@ -1,7 +1,7 @@
 """Ternary weight codecs: I2_S (bitnet.cpp), TQ2_0 and TQ1_0 (llama.cpp), and the ternarizers.
 
 Every codec works on ternary values ``v`` in {-1, 0, +1} (int8) plus scales; bit-level facts are
-in formats.md sections 1.2, 1.3, 2.2 and 2.3:
+in docs/formats.md sections 1.2, 1.3, 2.2 and 2.3:
 
 - I2_S: 2-bit codes ``v + 1`` over the flattened tensor in 128-element groups of 32 bytes; byte
   ``32*(e >> 7) + (e & 31)`` holds element e at shift ``6 - 2*((e >> 5) & 3)`` (first 32-group in
@@ -86,7 +86,7 @@ def _check_row_data(
 def i2s_pack(values: np.ndarray, scale: float) -> np.ndarray:
     """Ternary int8 [M, K] and a tensor scale -> I2_S bytes uint8 [M*K//4 + 32].
 
-    K must be a multiple of 128 so that every row starts on a group boundary (formats.md 2.3).
+    K must be a multiple of 128 so that every row starts on a group boundary (docs/formats.md 2.3).
     """
     values = _check_ternary(values, "i2s_pack")
     _check_cols(values.shape[1], I2S_GROUP, "i2s_pack")
@@ -257,7 +257,7 @@ def tq1_unpack(data: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.n
 
 
 def ternarize_absmean(w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-tensor absmean ternarization, the converters' rule (formats.md 1.4).
+    """Per-tensor absmean ternarization, the converters' rule (docs/formats.md 1.4).
 
     w f32 [M, K] -> (int8 [M, K] in {-1, 0, 1}, scale) with ``scale = max(mean|w|, 1e-5)`` (f32)
     and ``v = clip(rint(w * (1/scale)), -1, 1)``: the converter multiplies by the reciprocal.

@@ -16,7 +16,7 @@ from bitnet.hal.backend import (
 )
 from bitnet.hal.descriptor import BackendDescriptor, CreateOptions
 from bitnet.hal.device import Capabilities, DeviceInfo, DeviceKind, Unavailable
-from bitnet.hal.formats import (
+from bitnet.hal.weight_formats import (
     FLOAT_FORMATS,
     TERNARY_FORMATS,
     WeightFormat,

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import ActivationMode, WeightFormat, activation_mode_of
-from bitnet.hal.op_checks import attention_rows_fit
+from bitnet.hal.weight_formats import ActivationMode, WeightFormat, activation_mode_of
+from bitnet.hal.arg_checks import attention_rows_fit
 
 
 class Buffer(Protocol):
@@ -41,7 +41,7 @@ class WeightTensor:
     ``data`` is a uint8 array (usually a read-only memmap into the GGUF file):
     - row formats (F32/F16/BF16/Q8_0/Q6_K/TQ1_0/TQ2_0): shape ``[rows, row_bytes]``;
     - I2_S: shape ``[rows * cols // 4 + 32]``: packed codes of the flattened tensor, then the
-      f32 tensor scale, then 28 bytes of padding (formats.md 2.2).
+      f32 tensor scale, then 28 bytes of padding (docs/formats.md 2.2).
     """
 
     name: str  # GGUF tensor name, e.g. "blk.0.attn_q.weight"
@@ -187,7 +187,7 @@ class KernelBackend:
         raise NotImplementedError(f"{type(self).__name__}.add")
 
     def slice_rows(self, x: Buffer, start: int, stop: int) -> Buffer:
-        """Rows start .. stop-1 of x [n, K] -> [stop - start, K] (the last token before the head)."""
+        """Rows start .. stop-1 of x [n, K] -> [stop - start, K] (the last token, for the head)."""
         raise NotImplementedError(f"{type(self).__name__}.slice_rows")
 
     def concat_rows(self, parts: list[Buffer]) -> Buffer:

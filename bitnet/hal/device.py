@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 
 

@@ -4,7 +4,7 @@ GGUF blocks interleave codes with f16 scales in blocks whose size is not a multi
 bytes (TQ2_0 66, Q8_0 34, Q6_K 210), so a GPU kernel cannot load them as aligned words. Every
 GPU plugin therefore splits a weight once, at load, into contiguous code and f32 scale arrays.
 The splits live here, once, on top of the codecs in ``bitnet.formats.ternary``; each plugin picks
-the ones its kernels read (formats.md 2.3 has the bit layouts):
+the ones its kernels read (docs/formats.md 1.2, 1.3, 1.8 and 2.3 have the bit layouts):
 
 - ``split_i2s``: I2_S codes uint8 [M, K/4] exactly as on disk + the f32 tensor scale.
 - ``split_tq2`` / ``tq1_as_tq2``: TQ2_0 codes uint8 [M, K/4] (64 bytes per 256-block, first
@@ -32,7 +32,7 @@ import numpy as np
 
 from bitnet.formats.ternary import QK_K, TQ2_BLOCK_BYTES, tq1_unpack, tq2_pack
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat, row_bytes, tensor_bytes
+from bitnet.hal.weight_formats import WeightFormat, row_bytes, tensor_bytes
 
 Q8_0_BLOCK = 32  # elements per Q8_0 block
 Q8_0_BLOCK_BYTES = 34  # f16 d + qs[32]

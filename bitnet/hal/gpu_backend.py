@@ -21,12 +21,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bitnet.hal import op_checks
+from bitnet.hal import arg_checks
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
 from bitnet.hal.device_runtime import DeviceRuntime, KernelSpec
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
 from bitnet.hal.rope_tables import RopeTables
 
@@ -286,7 +286,7 @@ class GpuBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: DeviceArray, weight: DeviceArray, eps: float) -> DeviceArray:
-        n, k = op_checks.norm_input(self.name, x, weight)
+        n, k = arg_checks.norm_input(self.name, x, weight)
         out = self._alloc((n, k), np.float32)
         self._run(KernelSpec("rmsnorm"), (n, 1), [x.mem, weight.mem, out.mem], k, eps)
         return out
@@ -307,7 +307,7 @@ class GpuBackend(KernelBackend):
     def linear_ternary(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
         if not isinstance(w, TernaryWeight):
             raise TypeError(f"{self.name} linear_ternary got a {w.format.value} weight")
-        n, k = op_checks.matmul_input(self.name, "linear_ternary", x, w.cols)
+        n, k = arg_checks.matmul_input(self.name, "linear_ternary", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
         tiles = -(-n // TILE_N)
         if w.format is WeightFormat.I2_S:
@@ -325,7 +325,7 @@ class GpuBackend(KernelBackend):
         return out
 
     def linear_float(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
-        n, k = op_checks.matmul_input(self.name, "linear_float", x, w.cols)
+        n, k = arg_checks.matmul_input(self.name, "linear_float", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
         tiles = -(-n // TILE_N)
         if isinstance(w, Q6KWeight):  # Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)
@@ -344,7 +344,7 @@ class GpuBackend(KernelBackend):
 
     def rope(self, x: DeviceArray, pos: int, n_heads: int, head_dim: int,
              theta: float) -> DeviceArray:
-        n, width = op_checks.rope_input(self.name, x, n_heads, head_dim)
+        n, width = arg_checks.rope_input(self.name, x, n_heads, head_dim)
         cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
         if self._kept is not None:
             self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
@@ -356,7 +356,7 @@ class GpuBackend(KernelBackend):
     def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
                   layer: int, pos: int, n_heads: int, n_kv_heads: int,
                   head_dim: int) -> DeviceArray:
-        n = op_checks.attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
+        n = arg_checks.attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
                                      head_dim)
         if head_dim > self.runtime.limits.max_head_dim:
             raise ValueError(f"{self.name} attention: head_dim {head_dim} > "
@@ -378,7 +378,7 @@ class GpuBackend(KernelBackend):
         return out
 
     def _elementwise(self, name: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
-        op_checks.same_shapes(self.name, name, a, b)
+        arg_checks.same_shapes(self.name, name, a, b)
         out = self._alloc(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         self._run(KernelSpec(name), (count, 1), [a.mem, b.mem, out.mem], count)
@@ -394,13 +394,13 @@ class GpuBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def slice_rows(self, x: DeviceArray, start: int, stop: int) -> DeviceArray:
-        _, k = op_checks.row_slice(self.name, x, start, stop)
+        _, k = arg_checks.row_slice(self.name, x, start, stop)
         out = self._alloc((stop - start, k), np.float32)
         self.runtime.copy(x.mem, start * k * 4, out.mem, 0, (stop - start) * k * 4)
         return out
 
     def concat_rows(self, parts: list[DeviceArray]) -> DeviceArray:
-        k = op_checks.concat_width(self.name, parts)
+        k = arg_checks.concat_width(self.name, parts)
         out = self._alloc((sum(p.shape[0] for p in parts), k), np.float32)
         row = 0
         for part in parts:

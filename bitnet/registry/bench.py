@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 
 from bitnet.hal.backend import KernelBackend
-from bitnet.hal.formats import TERNARY_FORMATS
+from bitnet.hal.weight_formats import TERNARY_FORMATS
 from bitnet.registry.requirements import LinearShape
 
 BENCH_VERSION = 2  # part of every cached score's label: bump when the method changes

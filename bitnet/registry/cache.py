@@ -33,7 +33,7 @@ _LIVE_VALIDATION_S = 1800.0
 
 
 def fingerprint(plugin: Plugin, device: DeviceInfo, suite_version: int) -> dict[str, Any]:
-    """Everything a cached result depends on (design.md section 5)."""
+    """Everything a cached result depends on (docs/design.md section 5)."""
     try:
         kernels = str(plugin.descriptor.fingerprint())
     except Exception as exc:  # a broken fingerprint just means "never reuse"

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from bitnet.hal.descriptor import CreateOptions
 from bitnet.hal.device_spec import parse_device_spec
-from bitnet.registry.checks import DeviceCheck
+from bitnet.registry.device_checks import DeviceCheck
 from bitnet.registry.records import BackendSelectionError, DeviceRecord, Plugin
 from bitnet.registry.selection import _Registry
 from bitnet.registry.settings import read_settings

@@ -1,6 +1,6 @@
 """Policy hooks (pluggy): let an organisation or app reorder, veto or observe device selection.
 
-Hooks (design.md section 6):
+Hooks (docs/design.md section 6):
 
 - ``bitnet_rank_devices(candidates, requirements)``: firstresult. ``candidates`` is the ranked
   list of validated ``RankedCandidate`` records; return a reordered (possibly shorter: a veto)

@@ -21,7 +21,7 @@ from bitnet.hal.device import DeviceInfo
 from bitnet.hal.device_spec import DeviceRequest, DeviceSpec, parse_device_spec
 from bitnet.registry import hooks
 from bitnet.registry.cache import ResultCache
-from bitnet.registry.checks import Checker, DeviceCheck, does_not_fit, missing
+from bitnet.registry.device_checks import Checker, DeviceCheck, does_not_fit, missing
 from bitnet.registry.discovery import discover, probe
 from bitnet.registry.records import (
     BackendSelectionError,

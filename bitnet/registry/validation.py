@@ -13,13 +13,13 @@ float ops 1e-5; attention (f16 cache, exp) 1e-4; RoPE at position ~1000 2e-4 (an
 is only good to ~6e-5); the end-to-end layer 2e-3, because an ulp of difference before an int8
 activation quantizer can move one value by one level.
 
-Edge shapes: K at the smallest legal size, K not a multiple of any SIMD width where the op allows
-it (rmsnorm, elementwise), odd M, n = 1 (decode) and n > 1 (prefill), all-zero activation blocks,
-GQA and a long context for attention. Head shapes of every ternary family (models.md 1): head
-dims 64, 96 (1bitLLM large), 100 (1bitLLM 3B), 128 and 256 (Falcon3), GQA groups of 1 (MHA:
-TriLM, 1bitLLM), 2, 3 (Falcon3 12/4) and 4 (Llama3-8B 32/8, 2B-4T 20/5); the end-to-end layer
-in both block kinds (BitNet: sub-norms, relu2; Llama: neither, SiLU). The same table feeds ``bitnet validate`` and the conformance
-pytest plugin (``bitnet.testing.conformance``).
+Edge shapes: K at the smallest legal size, K not a multiple of any SIMD width where the op allows it
+(rmsnorm, elementwise), odd M, n = 1 (decode) and n > 1 (prefill), all-zero activation blocks, GQA
+and a long context for attention. Head shapes of every ternary family (docs/model-facts.md 1): head
+dims 64, 96 (1bitLLM large), 100 (1bitLLM 3B), 128 and 256 (Falcon3), GQA groups of 1 (MHA: TriLM,
+1bitLLM), 2, 3 (Falcon3 12/4) and 4 (Llama3-8B 32/8, 2B-4T 20/5); the end-to-end layer in both block
+kinds (BitNet: sub-norms, relu2; Llama: neither, SiLU). The same table feeds ``bitnet validate`` and
+the conformance pytest plugin (``bitnet.testing.conformance``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 
 SUITE_VERSION = 3  # bump when cases or tolerances change: it invalidates cached results

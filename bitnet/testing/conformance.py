@@ -19,7 +19,7 @@ to that conftest, one test per check, each with its own id:
 A conftest may opt into more checks with ``conformance_extras = ("ops", "model")``:
 
 - ``ops::test_...``: every op against the reference on random (hypothesis) and edge inputs
-  (``bitnet.testing.op_checks``; fixture ``reference_backend``, optional
+  (``bitnet.testing.op_parity``; fixture ``reference_backend``, optional
   ``conformance_fp64_exact``);
 - ``model::test_...``: whole tiny models through ``bitnet.load`` on the backend's device against
   the shared fixtures and the reference (``bitnet.testing.model_checks``; marked slow).
@@ -39,14 +39,14 @@ import pytest
 
 from bitnet.hal.backend import KernelBackend
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import Op
 from bitnet.registry import validation
 
 ENV = "BITNET_CONFORMANCE_BACKEND"
 __all__ = ["conformance_backend", "created_backend", "pytest_addoption", "pytest_collect_file",
            "reference_backend"]
-EXTRAS = {"ops": "bitnet.testing.op_checks", "model": "bitnet.testing.model_checks"}
+EXTRAS = {"ops": "bitnet.testing.op_parity", "model": "bitnet.testing.model_checks"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,18 +1,18 @@
 """Small random models shaped like every ternary family, and an independent numpy forward pass.
 
-``FAMILIES`` lists one ``Family`` per model family of models.md section 1, with dimensions scaled
-down but keeping what the kernels and the loader care about: arch, head dim, GQA ratio, tied or
-untied head, sub-norms, activation and weight type. ``Family.write`` makes the GGUF file as that
+``FAMILIES`` lists one ``Family`` per model family of docs/model-facts.md section 1, with dimensions
+scaled down but keeping what the kernels and the loader care about: arch, head dim, GQA ratio, tied
+or untied head, sub-norms, activation and weight type. ``Family.write`` makes the GGUF file as that
 family's converter writes it (``make_synthetic_model``: arch ``llama`` files carry llama.cpp's
 RoPE-NORM permutation of the Q/K rows).
 
 ``oracle_logits`` runs a file from its bytes with no code of the engine beyond the GGUF container
-reader: values decoded by gguf-py (``gguf.quants``; I2_S, which gguf-py lacks, by the few lines
-here from formats.md 2.3), the HF-style definition of the block (models.md 3): rotate-half RoPE
-on the Q/K rows in HF order (the file's NORM permutation undone here), or, with
+reader: values decoded by gguf-py (``gguf.quants``; I2_S, which gguf-py lacks, by the few lines here
+from docs/formats.md 2.3), the HF-style definition of the block (docs/model-facts.md 3): rotate-half
+RoPE on the Q/K rows in HF order (the file's NORM permutation undone here), or, with
 ``rope="norm"``, llama.cpp's RoPE NORM (adjacent pairs) on the rows as stored, which must agree.
 Activation quantization follows the weight type as the peers do it: I2_S per-token int8
-(formats.md 2.5), TQ1_0 / TQ2_0 Q8_K per 256-block (1.5), float weights none. Queries, keys and
+(docs/formats.md 2.5), TQ1_0 / TQ2_0 Q8_K per 256-block (1.5), float weights none. Queries, keys and
 values are rounded to f16 before attention (the engine's and llama.cpp's f16 KV cache).
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 I2S, TQ2, TQ1 = WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0
 F16 = WeightFormat.F16
@@ -51,7 +51,7 @@ class Family:
         return self.d_model // self.n_heads
 
     def write(self, path: str | Path, **extra: Any) -> Path:
-        from bitnet.core.gguf_write import make_synthetic_model
+        from bitnet.testing.synthetic import make_synthetic_model
 
         return make_synthetic_model(
             path, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
@@ -64,7 +64,7 @@ class Family:
         return [1] + rng.integers(3, self.n_vocab, n - 1).tolist()
 
 
-# models.md 1 and 3: the real shapes these keep
+# docs/model-facts.md 1 and 3: the real shapes these keep
 FAMILIES = [
     # TriLM (llama.cpp: TQ1_0 / TQ2_0, untied, MHA 24 x 128)
     Family("trilm-tq2_0", "llama", 512, 4, 4, 768, TQ2, tied=False, seed=1),
@@ -91,9 +91,9 @@ FAMILIES = [
 
 
 def _i2s_values(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """I2_S bytes -> f32 [rows, cols] (formats.md 2.2, 2.3): 128-element groups of 32 bytes over
-    the flattened tensor, group g's byte b holds element 128g + 32j + b at shift 6 - 2j; code
-    c means c - 1; then one f32 scale."""
+    """I2_S bytes -> f32 [rows, cols] (docs/formats.md 2.2, 2.3): 128-element groups of 32
+    bytes over the flattened tensor, group g's byte b holds element 128g + 32j + b at shift
+    6 - 2j; code c means c - 1; then one f32 scale."""
     n = rows * cols
     packed = raw[:n // 4].reshape(-1, 32)  # [groups, 32]
     shifts = np.array([6, 4, 2, 0], dtype=np.uint8)
@@ -118,7 +118,7 @@ def _dequantize(f: Any, name: str) -> tuple[np.ndarray, str]:
 
 
 def quantize_per_token_i8(x: np.ndarray) -> np.ndarray:
-    """bitnet.cpp's I2_S activations (formats.md 2.5), dequantized: f64 [n, K]."""
+    """bitnet.cpp's I2_S activations (docs/formats.md 2.5), dequantized: f64 [n, K]."""
     x32 = x.astype(np.float32)
     m = np.maximum(np.abs(x32).max(axis=1, keepdims=True).astype(np.float64), 1e-5)
     s = (127.0 / m).astype(np.float32)
@@ -127,7 +127,7 @@ def quantize_per_token_i8(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_q8_k(x: np.ndarray) -> np.ndarray:
-    """llama.cpp's Q8_K activations per 256-block (formats.md 1.5), dequantized: f64 [n, K]."""
+    """llama.cpp's Q8_K activations per 256-block (docs/formats.md 1.5), dequantized: f64 [n, K]."""
     x32 = x.astype(np.float32).reshape(x.shape[0], -1, 256)  # [n, blocks, 256]
     idx = np.abs(x32).argmax(axis=2)[..., None]
     signed_max = np.take_along_axis(x32, idx, axis=2)  # [n, blocks, 1]

@@ -1,6 +1,6 @@
 """Random weight tensors for backend tests: ternary (I2_S / TQ2_0 / TQ1_0) and Q6_K.
 
-Shared by the conformance op checks (``bitnet.testing.op_checks``) and backend packages' own
+Shared by the conformance op checks (``bitnet.testing.op_parity``) and backend packages' own
 tests, so each backend's tests build the same inputs the same way.
 """
 

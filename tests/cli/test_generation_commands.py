@@ -87,7 +87,7 @@ def test_a_token_list_sentencepiece_refuses_is_a_one_line_error(tmp_path) -> Non
     # found by mutating a file's header: a NUL inside a piece made `bitnet run` print
     # sentencepiece's RuntimeError traceback
     from bitnet.core.gguf import open_gguf
-    from bitnet.core.gguf_write import rewrite_gguf
+    from bitnet.convert.gguf_writer import rewrite_gguf
 
     with open_gguf(MODEL) as f:
         tokens = list(f.metadata["tokenizer.ggml.tokens"])

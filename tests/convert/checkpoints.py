@@ -1,7 +1,7 @@
 """Tiny random Hugging Face checkpoints of every ternary family, stored as the real ones are
-(models.md 2): same config keys, tensor names, dtypes, packing and scale convention; sizes scaled
-down but keeping each family's head dim, GQA ratio and tying. Plus transformers' own forward pass
-over each (models.md 8: float32, eager attention) as the reference.
+(docs/model-facts.md 2): same config keys, tensor names, dtypes, packing and scale convention;
+sizes scaled down but keeping each family's head dim, GQA ratio and tying. Plus transformers' own
+forward pass over each (docs/model-facts.md 8: float32, eager attention) as the reference.
 
 Built with torch / safetensors / tokenizers / sentencepiece (test dependencies).
 """
@@ -122,8 +122,8 @@ def _rng(seed: int) -> np.random.Generator:
 
 
 def pack_hf(values: np.ndarray) -> np.ndarray:
-    """int8 [M, K] ternary -> transformers' packed uint8 [M/4, K] (models.md 2.1): bits 2i+1:2i
-    of packed row r hold output row i*M/4 + r, code v + 1."""
+    """int8 [M, K] ternary -> transformers' packed uint8 [M/4, K] (docs/model-facts.md 2.1):
+    bits 2i+1:2i of packed row r hold output row i*M/4 + r, code v + 1."""
     rows = values.shape[0] // 4
     codes = (values + 1).astype(np.uint8)
     out = np.zeros((rows, values.shape[1]), dtype=np.uint8)
@@ -252,7 +252,7 @@ def one_bit_llm(root: Path) -> Built:
     """1bitLLM/bitnet_b1_58-large: BitnetForCausalLM (custom code, model_type llama), fp16
     latent weights, sub-norms named inner_attn_ln / ffn_layernorm, MHA with head dim 96, SiLU,
     tied, SentencePiece vocabulary plus a pad token. The reference is transformers'
-    BitNetForCausalLM (hidden_act silu) over the same weights (models.md 8)."""
+    BitNetForCausalLM (hidden_act silu) over the same weights (docs/model-facts.md 8)."""
     path = root / "1bitllm"
     path.mkdir(parents=True)
     sentencepiece_tokenizer(path, 400, {"<pad>": 400})

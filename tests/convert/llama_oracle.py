@@ -17,7 +17,7 @@ from bitnet.core.gguf import open_gguf
 from bitnet.formats import dequantize
 from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 
 def _matmul(x: np.ndarray, w: np.ndarray, fmt: WeightFormat) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Every family: a checkpoint stored as the real one is, converted with ``bitnet convert``
-(default type), against transformers' own forward pass (models.md 8).
+(default type), against transformers' own forward pass (docs/model-facts.md 8).
 
 Criteria (the fixtures' rule, shared/fixtures/README.md): median cosine >= 0.999 over positions
 and the same argmax wherever the reference's top-2 margin is clear. Random ternary models are

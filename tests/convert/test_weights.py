@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet.convert.errors import ConvertError
-from bitnet.convert.weights import (FloatWeight, TernaryWeight, encode_linear, permute_rows,
+from bitnet.convert.weights import (FloatWeight, TernaryWeight, encode_linear, llama_permute,
                                     unpack_hf, weight_scale)
 from bitnet.formats import dequantize
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from tests.convert.checkpoints import pack_hf
 
 
@@ -74,8 +74,8 @@ def test_permuted_rows_under_normal_rope_are_hf_rope(head_dim, n_heads, pos, see
     h = rng.standard_normal(8)
     hf = np.concatenate([rope_rotate_half(q, pos) for q in (w @ h).reshape(n_heads, -1)])
     ours = np.concatenate([rope_normal(q, pos)
-                           for q in (permute_rows(w, n_heads) @ h).reshape(n_heads, -1)])
-    np.testing.assert_allclose(ours, permute_rows(hf[:, None], n_heads)[:, 0], atol=1e-12)
+                           for q in (llama_permute(w, n_heads) @ h).reshape(n_heads, -1)])
+    np.testing.assert_allclose(ours, llama_permute(hf[:, None], n_heads)[:, 0], atol=1e-12)
 
 
 def decoded(fmt: WeightFormat, data: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 
 import bitnet
 from bitnet.core.generate import ContextLengthError
-from bitnet.core.gguf_write import make_synthetic_model
+from bitnet.testing.synthetic import make_synthetic_model
 from bitnet.hal import WeightFormat
 from tests.core.fixtures import model_path
 

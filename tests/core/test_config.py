@@ -116,8 +116,8 @@ def _one_bit_llm_vocab(n: int) -> dict[str, Any]:
 ])
 def test_a_1bitllm_model_labelled_b158_gets_silu_and_says_why(changes: dict[str, Any],
                                                               hint: str) -> None:
-    """bitnet.cpp's converter labels 1bitLLM models bitnet-b1.58 (models.md 4.1): SiLU, with a
-    warning naming the evidence and the override; the caller's choice wins."""
+    """bitnet.cpp's converter labels 1bitLLM models bitnet-b1.58 (docs/model-facts.md 4.1):
+    SiLU, with a warning naming the evidence and the override; the caller's choice wins."""
     md = {**b158(), **changes}
     with pytest.warns(UserWarning, match="SiLU gating.*" + hint + ".*activation='relu2'"):
         config = ModelConfig.from_metadata(md)

@@ -12,7 +12,7 @@ import pytest
 
 from bitnet.core.errors import GGUFError
 from bitnet.core.gguf import open_gguf
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.testing.fixtures import FIXTURES as SHARED_FIXTURES
 
 FIXTURES = SHARED_FIXTURES

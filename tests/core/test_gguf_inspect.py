@@ -59,7 +59,7 @@ def test_a_broken_file_is_reported_not_raised(tmp_path: Path,
 
 def test_unrunnable_model_still_lists_its_tensors(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from bitnet.core.gguf_write import rewrite_gguf
+    from bitnet.convert.gguf_writer import rewrite_gguf
 
     path = rewrite_gguf(MODELS / "tiny-b158-i2_s.gguf", tmp_path / "m.gguf",
                         drop_tensors=["blk.0.ffn_up.weight"])
@@ -99,7 +99,7 @@ def test_inspect_says_how_each_arch_runs(tmp_path: Path,
 def test_tokenizer_summary_and_a_refused_token_list(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from bitnet.core.gguf import open_gguf
-    from bitnet.core.gguf_write import rewrite_gguf
+    from bitnet.convert.gguf_writer import rewrite_gguf
 
     assert run(str(MODELS / "tiny-b158-i2_s.gguf"), "--json", "--no-backends") == 0
     tok = json.loads(capsys.readouterr().out)["tokenizer"]

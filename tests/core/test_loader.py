@@ -12,9 +12,9 @@ import pytest
 from bitnet.core.config import ModelConfig
 from bitnet.core.errors import ModelFormatError
 from bitnet.core.gguf import open_gguf
-from bitnet.core.gguf_write import rewrite_gguf
+from bitnet.convert.gguf_writer import rewrite_gguf
 from bitnet.core.loader import load_weights, model_requirements
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 

@@ -1,9 +1,9 @@
-"""Every ternary family's GGUF (models.md 1) through bitnet.load, against an independent numpy
-forward pass (bitnet.testing.families): arch llama (TriLM TQ1_0/TQ2_0, Falcon3 / Falcon-E /
-Llama3-8B-1.58 I2_S and F16) with llama.cpp's Q/K permutation for RoPE NORM, arch bitnet
-(1bitLLM: head dims 96 and 100) and bitnet-b1.58. Runs on the reference backend and, where
-installed, the cpu plugin; the GPU plugins run the same checks in their own suites
-(bitnet.testing.model_checks)."""
+"""Every ternary family's GGUF (docs/model-facts.md 1) through bitnet.load, against an
+independent numpy forward pass (bitnet.testing.families): arch llama (TriLM TQ1_0/TQ2_0,
+Falcon3 / Falcon-E / Llama3-8B-1.58 I2_S and F16) with llama.cpp's Q/K permutation for RoPE
+NORM, arch bitnet (1bitLLM: head dims 96 and 100) and bitnet-b1.58. Runs on the reference
+backend and, where installed, the cpu plugin; the GPU plugins run the same checks in their own
+suites (bitnet.testing.model_checks)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ import bitnet
 from bitnet.core import loader
 from bitnet.core.errors import GGUFError, ModelFormatError
 from bitnet.core.gguf import open_gguf
-from bitnet.core.gguf_write import encode_ternary, llama_permute, llama_vocab, rewrite_gguf
+from bitnet.convert.gguf_writer import encode_ternary, rewrite_gguf
+from bitnet.testing.synthetic import llama_vocab
+from bitnet.convert.weights import llama_permute
 from bitnet.core.loader import permute_norm_to_neox
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.testing.families import (FAMILIES, Family, clear_margin, cosines, oracle_logits)
 
 BY_NAME = {f.name: f for f in FAMILIES}
@@ -218,8 +220,8 @@ def test_a_row_length_the_format_cannot_hold_names_the_tensor(name, ne0, new, ma
 
 
 def test_a_1bitllm_file_labelled_b158_runs_silu_unless_told(tmp_path, monkeypatch) -> None:
-    """bitnet.cpp's newer converter writes 1bitLLM models as bitnet-b1.58 (models.md 4.1): the
-    SentencePiece vocabulary of 32002 marks them; SiLU with a warning; activation= wins."""
+    """bitnet.cpp's newer converter writes 1bitLLM models as bitnet-b1.58 (docs/model-facts.md
+    4.1): the SentencePiece vocabulary of 32002 marks them; SiLU, a warning; activation= wins."""
     family = Family("1bitllm-as-b158", "bitnet-b1.58", 256, 4, 4, 512, WeightFormat.I2_S,
                     tied=True, n_layers=1, n_vocab=32002, seed=11)
     path = family.write(tmp_path / "m.gguf", vocab=llama_vocab(32002))
@@ -238,7 +240,7 @@ def test_a_1bitllm_file_labelled_b158_runs_silu_unless_told(tmp_path, monkeypatc
 def test_scale_tensors_of_arch_bitnet_multiply_each_matmul(backend, files, tmp_path,
                                                           monkeypatch) -> None:
     """Older llama.cpp converters wrote sign-only weights plus blk.N.<linear>.scale {1}
-    (models.md 4.2): each scales its matmul's output."""
+    (docs/model-facts.md 4.2): each scales its matmul's output."""
     family = BY_NAME["1bitllm-large-tq2_0"]
     rng = np.random.default_rng(5)
     scales = {f"blk.{i}.{n}.scale": (WeightFormat.F32, (1,),

@@ -28,9 +28,9 @@ pytest.importorskip(
 
 import bitnet
 from bitnet.core.generate import GenerationStats, generate_ids
-from bitnet.core.gguf_write import make_synthetic_model
+from bitnet.testing.synthetic import make_synthetic_model
 from bitnet.core.sampling import Sampler, SamplingParams
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from tests.crosscheck.llama_cpp_runner import LlamaCppModel
 from tests.crosscheck.summary import record
 

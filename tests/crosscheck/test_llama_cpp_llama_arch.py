@@ -1,6 +1,6 @@
 """Live cross-check of arch ``llama`` ternary files against mainline llama.cpp.
 
-The families llama.cpp runs as arch ``llama`` (models.md 4.2, 5.2): TriLM (TQ1_0 / TQ2_0,
+The families llama.cpp runs as arch ``llama`` (docs/model-facts.md 4.2, 5.2): TriLM (TQ1_0 / TQ2_0,
 untied, MHA), Llama3-8B-1.58 and Falcon3 / Falcon-E converted by llama.cpp (F16 or TQ2_0; GQA;
 head dims 128 and 256; tied and untied heads). ``make_synthetic_model(arch="llama")`` writes the
 Q/K rows in llama.cpp's RoPE-NORM order, which llama.cpp runs with NORM rope and bitnet permutes
@@ -26,7 +26,7 @@ pytest.importorskip(
 import bitnet
 from bitnet.core.generate import GenerationStats, generate_ids
 from bitnet.core.sampling import Sampler, SamplingParams
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.testing.families import Family
 from tests.crosscheck.llama_cpp_runner import LlamaCppModel
 from tests.crosscheck.summary import record

@@ -30,9 +30,9 @@ from demo_model import (
 )
 from export_demo import export
 
-from bitnet.core.gguf_write import llama_vocab
+from bitnet.testing.synthetic import llama_vocab
 from bitnet.formats.activations import quantize_per_token_i8
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 FINITE = st.floats(-1000.0, 1000.0, width=32, allow_nan=False, allow_subnormal=False)
 

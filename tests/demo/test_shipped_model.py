@@ -21,7 +21,7 @@ import pytest
 
 import bitnet
 from bitnet.core.gguf import open_gguf
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parents[1] / "docs" / "demo-model.md"

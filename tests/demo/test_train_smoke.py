@@ -22,7 +22,7 @@ import train_demo
 from export_demo import export, load_checkpoint, sentencepiece_vocab
 from train_demo_tokenizer import train_tokenizer
 
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 PARAGRAPH = ("It was a fine morning, and the ladies walked to the village before breakfast; "
              "Mr. Knightley met them at the gate, and they talked of the ball, of the weather, "

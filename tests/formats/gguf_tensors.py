@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.hal.formats import WeightFormat, tensor_bytes
+from bitnet.hal.weight_formats import WeightFormat, tensor_bytes
 
 # GGUF metadata value types -> struct format of a scalar (8 = string, 9 = array)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",

@@ -11,7 +11,7 @@ from bitnet.formats import dequantize
 from bitnet.formats.floats import dequantize_rows, quantize_rows
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack, tq_quantize
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat as F
+from bitnet.hal.weight_formats import WeightFormat as F
 from bitnet.testing.fixtures import MODELS as FIXTURE_MODELS
 
 MODELS = FIXTURE_MODELS

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bitnet.formats.floats import dequantize_rows, quantize_rows
-from bitnet.hal.formats import WeightFormat as F
+from bitnet.hal.weight_formats import WeightFormat as F
 
 FAST = settings(max_examples=30, deadline=None)
 f32 = np.float32

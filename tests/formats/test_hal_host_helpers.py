@@ -1,4 +1,4 @@
-"""bitnet.hal.rope_tables and bitnet.hal.op_checks: the host-side helpers GPU backends share.
+"""bitnet.hal.rope_tables and bitnet.hal.arg_checks: the host-side helpers GPU backends share.
 
 (They live in bitnet.hal; their tests sit here until a tests/hal folder exists.)
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitnet.backends.reference.descriptor import descriptor as reference
-from bitnet.hal import CreateOptions, op_checks
+from bitnet.hal import CreateOptions, arg_checks
 from bitnet.hal.rope_tables import MIN_POSITIONS, RopeTables, rope_angles
 
 
@@ -74,32 +74,32 @@ def test_rope_tables_upload_once_and_grow_by_doubling():
 
 def test_op_checks_name_backend_op_and_cause():
     with pytest.raises(ValueError, match=r"gpu rope: expected a float32 \[n, K\] buffer"):
-        op_checks.activations_2d("gpu", "rope", _Buf((2, 3), np.dtype(np.float64)))
-    assert op_checks.activations_2d("gpu", "rope", _Buf((2, 3))) == (2, 3)
+        arg_checks.activations_2d("gpu", "rope", _Buf((2, 3), np.dtype(np.float64)))
+    assert arg_checks.activations_2d("gpu", "rope", _Buf((2, 3))) == (2, 3)
     with pytest.raises(ValueError, match="gpu add: shapes"):
-        op_checks.same_shapes("gpu", "add", _Buf((2, 3)), _Buf((3, 2)))
+        arg_checks.same_shapes("gpu", "add", _Buf((2, 3)), _Buf((3, 2)))
     with pytest.raises(ValueError, match="gpu slice_rows: rows 2..2 of 4"):
-        op_checks.row_slice("gpu", _Buf((4, 8)), 2, 2)
-    assert op_checks.row_slice("gpu", _Buf((4, 8)), 1, 4) == (4, 8)
+        arg_checks.row_slice("gpu", _Buf((4, 8)), 2, 2)
+    assert arg_checks.row_slice("gpu", _Buf((4, 8)), 1, 4) == (4, 8)
     with pytest.raises(ValueError, match="nothing to concatenate"):
-        op_checks.concat_width("gpu", [])
+        arg_checks.concat_width("gpu", [])
     with pytest.raises(ValueError, match="widths"):
-        op_checks.concat_width("gpu", [_Buf((1, 8)), _Buf((1, 4))])
-    assert op_checks.concat_width("gpu", [_Buf((1, 8)), _Buf((3, 8))]) == 8
+        arg_checks.concat_width("gpu", [_Buf((1, 8)), _Buf((1, 4))])
+    assert arg_checks.concat_width("gpu", [_Buf((1, 8)), _Buf((3, 8))]) == 8
 
 
 def test_attention_fits_checks_heads_and_cache():
     q, kv = _Buf((2, 32)), _Buf((2, 16))
     cache = _Cache(width=16, n_ctx=8, n_layers=2)
-    assert op_checks.attention_fits("gpu", q, kv, kv, cache, 1, 6, 4, 2, 8) == 2
+    assert arg_checks.attention_fits("gpu", q, kv, kv, cache, 1, 6, 4, 2, 8) == 2
     with pytest.raises(ValueError, match="do not fit"):
-        op_checks.attention_fits("gpu", q, kv, kv, cache, 0, 0, 4, 1, 8)
+        arg_checks.attention_fits("gpu", q, kv, kv, cache, 0, 0, 4, 1, 8)
     with pytest.raises(ValueError, match="allocated for other head sizes"):
-        op_checks.attention_fits("gpu", _Buf((2, 24)), kv, kv, cache, 0, 0, 3, 2, 8)
+        arg_checks.attention_fits("gpu", _Buf((2, 24)), kv, kv, cache, 0, 0, 3, 2, 8)
     with pytest.raises(ValueError, match=r"positions 7..8 / layer 0 exceed"):
-        op_checks.attention_fits("gpu", q, kv, kv, cache, 0, 7, 4, 2, 8)
+        arg_checks.attention_fits("gpu", q, kv, kv, cache, 0, 7, 4, 2, 8)
     with pytest.raises(ValueError, match="layer 2 exceed"):
-        op_checks.attention_fits("gpu", q, kv, kv, cache, 2, 0, 4, 2, 8)
+        arg_checks.attention_fits("gpu", q, kv, kv, cache, 2, 0, 4, 2, 8)
 
 
 def test_files_digest_hashes_names_and_bytes_in_name_order(tmp_path):
@@ -122,12 +122,12 @@ def test_files_digest_hashes_names_and_bytes_in_name_order(tmp_path):
 
 def test_op_input_checks():
     x = _Buf((3, 16))
-    assert op_checks.matmul_input("gpu", "linear_float", x, 16) == (3, 16)
+    assert arg_checks.matmul_input("gpu", "linear_float", x, 16) == (3, 16)
     with pytest.raises(ValueError, match="gpu linear_float: x has 16 columns, weight has 32"):
-        op_checks.matmul_input("gpu", "linear_float", x, 32)
-    assert op_checks.norm_input("gpu", x, _Buf((1, 16))) == (3, 16)
+        arg_checks.matmul_input("gpu", "linear_float", x, 32)
+    assert arg_checks.norm_input("gpu", x, _Buf((1, 16))) == (3, 16)
     with pytest.raises(ValueError, match=r"gpu rmsnorm: weight shape \(16,\) != \(1, 16\)"):
-        op_checks.norm_input("gpu", x, _Buf((16,)))
-    assert op_checks.rope_input("gpu", x, 2, 8) == (3, 16)
+        arg_checks.norm_input("gpu", x, _Buf((16,)))
+    assert arg_checks.rope_input("gpu", x, 2, 8) == (3, 16)
     with pytest.raises(ValueError, match="gpu rope: width 16 != 4 heads x 3"):
-        op_checks.rope_input("gpu", _Buf((3, 16)), 4, 3)
+        arg_checks.rope_input("gpu", _Buf((3, 16)), 4, 3)

@@ -97,7 +97,7 @@ def test_i2s_rejects_bad_shapes_and_values():
 
 
 def test_i2s_is_tq2_with_reversed_fields():
-    # formats.md 2.3: same grouping and codes; the four 2-bit fields of a byte are reversed
+    # docs/formats.md 2.3: same grouping and codes; the four 2-bit fields of a byte are reversed
     rng = np.random.default_rng(1)
     values = rng.integers(-1, 2, (3, 512)).astype(np.int8)
     i2s = i2s_pack(values, 0.5)[: 3 * 512 // 4].reshape(3, 2, 64)

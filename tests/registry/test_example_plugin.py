@@ -71,8 +71,8 @@ def test_example_is_selectable_and_wins_auto_over_the_reference(example_env):
 
 @pytest.mark.slow
 def test_example_runs_a_model_with_device_example(example_env, tmp_path):
-    pytest.importorskip("bitnet.core.gguf_write")
-    from bitnet.core.gguf_write import make_synthetic_model
+    pytest.importorskip("bitnet.testing.synthetic")
+    from bitnet.testing.synthetic import make_synthetic_model
 
     model = make_synthetic_model(tmp_path / "tiny.gguf", d_model=256, n_layers=1, n_heads=4,
                                  n_kv_heads=2, d_ff=512, n_vocab=300, n_ctx=64)

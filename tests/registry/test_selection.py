@@ -1,4 +1,4 @@
-"""Selection rules (design.md 5): env settings, override order, explicit errors, ordered lists,
+"""Selection rules (docs/design.md 5): env settings, override order, explicit errors, ordered lists,
 requirements, ranking tiers, cached benchmarks and the pluggy policy hooks."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import ALL_OPS
 from bitnet.registry import BackendSelectionError, list_devices, select
 from bitnet.registry import hooks

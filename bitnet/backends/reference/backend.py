@@ -25,7 +25,7 @@ from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
 from bitnet.hal.device_layout import split_q6_k_ints
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
 
 QK_K = 256  # TQ weight blocks and Q8_K activation blocks
@@ -182,7 +182,7 @@ class ReferenceBackend(KernelBackend):
 
     @staticmethod
     def _linear_per_token_i8(w: TernaryWeight, x: np.ndarray) -> np.ndarray:
-        """bitnet.cpp (formats.md 2.5, 2.6): int8 per token, exact integer dot, then
+        """bitnet.cpp (docs/formats.md 2.5, 2.6): int8 per token, exact integer dot, then
         ``y = float32(float32(dot) / s) * float32(tensor_scale)``: a divide, then a multiply."""
         q, s = quantize_per_token_i8(x)  # int8 [n, K], f32 [n]
         dot = _int_matmul(q, w.values)  # [n, M], exact integers held in f32
@@ -191,8 +191,8 @@ class ReferenceBackend(KernelBackend):
 
     @staticmethod
     def _linear_q8_k(w: TernaryWeight, x: np.ndarray) -> np.ndarray:
-        """llama.cpp generic TQ x Q8_K (formats.md 1.5, 1.6): per 256-block an exact integer sum,
-        then ``y += float32(sumi_b) * (d_w_b * d_y_b)`` in f32, block by block in order."""
+        """llama.cpp generic TQ x Q8_K (docs/formats.md 1.5, 1.6): per 256-block an exact integer
+        sum, then ``y += float32(sumi_b) * (d_w_b * d_y_b)`` in f32, block by block in order."""
         q, d_y = quantize_q8_k(x)  # int8 [n, K], f32 [n, K//256]
         n_blocks = w.cols // QK_K
         y = np.zeros((x.shape[0], w.rows), dtype=np.float32)  # [n, M]

@@ -17,8 +17,8 @@ import numpy as np
 from bitnet.hal import cpu_features
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
-from bitnet.hal.op_checks import attention_rows_fit
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
+from bitnet.hal.arg_checks import attention_rows_fit
 from bitnet.hal.ops import ALL_OPS
 from bitnet_cpu import _kernels
 from bitnet_cpu.dispatch import check_executable, variant_for

@@ -8,7 +8,7 @@ import pytest
 from bitnet.hal import cpu_features
 from bitnet.hal.backend import WeightTensor
 from bitnet.hal.device import DeviceInfo, DeviceKind
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 from bitnet.backends.reference.backend import ReferenceBackend
 from bitnet.formats.floats import quantize_rows

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 from bitnet.testing.weights import q6_k_tensor
 

@@ -31,10 +31,10 @@ import numpy as np
 import pycuda.driver as cuda
 from pycuda.tools import DeviceMemoryPool
 
-from bitnet.hal import op_checks
+from bitnet.hal import arg_checks
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
 
 from bitnet_cuda import launch, ptx
@@ -210,7 +210,7 @@ class CudaBackend(KernelBackend):
         return out
 
     def rmsnorm(self, x: CudaBuffer, weight: CudaBuffer, eps: float) -> CudaBuffer:
-        n, k = op_checks.activations_2d("bitnet-cuda", "rmsnorm", x)
+        n, k = arg_checks.activations_2d("bitnet-cuda", "rmsnorm", x)
         if int(np.prod(weight.shape)) != k:
             raise ValueError(f"bitnet-cuda.rmsnorm: weight {weight.shape} does not match K={k}")
         out = self._empty((n, k), np.float32)
@@ -222,7 +222,7 @@ class CudaBackend(KernelBackend):
         if w.kind not in ("i2s", "tq"):
             raise ValueError(f"bitnet-cuda.linear_ternary: {w.format.value} is not ternary")
         n = launch.check_width(x.shape, w.cols, "linear_ternary")
-        op_checks.activations_2d("bitnet-cuda", "linear_ternary", x)
+        arg_checks.activations_2d("bitnet-cuda", "linear_ternary", x)
         m, k = w.rows, w.cols
         y = self._empty((n, m), np.float32)
         out_scale = np.float32(w.out_scale)
@@ -258,7 +258,7 @@ class CudaBackend(KernelBackend):
         if w.kind not in FLOAT_KINDS:
             raise ValueError(f"bitnet-cuda.linear_float: {w.format.value} is not a float format")
         n = launch.check_width(x.shape, w.cols, "linear_float")
-        op_checks.activations_2d("bitnet-cuda", "linear_float", x)
+        arg_checks.activations_2d("bitnet-cuda", "linear_float", x)
         y = self._empty((n, w.rows), np.float32)
         if w.kind == "q6k":
             # llama.cpp's Q6_K x Q8_K (hal KernelBackend.linear_float)
@@ -281,7 +281,7 @@ class CudaBackend(KernelBackend):
 
     def rope(self, x: CudaBuffer, pos: int, n_heads: int, head_dim: int,
              theta: float) -> CudaBuffer:
-        n, width = op_checks.rope_input("bitnet-cuda", x, n_heads, head_dim)
+        n, width = arg_checks.rope_input("bitnet-cuda", x, n_heads, head_dim)
         out = self._empty((n, width), np.float32)
         spec = launch.heads_launch("rope_neox", n_heads, n, launch.ROPE_THREADS)
         self._launch(spec, x.ptr, out.ptr, n_heads, head_dim, pos, np.float64(theta))
@@ -293,7 +293,7 @@ class CudaBackend(KernelBackend):
         launch.check_heads(n_heads, n_kv_heads, head_dim)
         if pos < 0:
             raise ValueError(f"bitnet-cuda.attention: negative position {pos}")
-        n = op_checks.attention_fits("bitnet-cuda", q, k, v, cache, layer, pos, n_heads,
+        n = arg_checks.attention_fits("bitnet-cuda", q, k, v, cache, layer, pos, n_heads,
                                      n_kv_heads, head_dim)
         width = n_kv_heads * head_dim
         self._launch(launch.rows_launch("kv_store", n, launch.KV_THREADS), k.ptr, v.ptr,
@@ -311,7 +311,7 @@ class CudaBackend(KernelBackend):
         kv_store_rows, attention_rows), whatever B: the rows' cache addresses and positions
         travel in one small table, uploaded once per step and reused by every layer."""
         launch.check_heads(n_heads, n_kv_heads, head_dim)
-        n = op_checks.attention_rows_fit("bitnet-cuda", q, k, v, caches, positions, n_heads,
+        n = arg_checks.attention_rows_fit("bitnet-cuda", q, k, v, caches, positions, n_heads,
                                          n_kv_heads, head_dim)
         width = n_kv_heads * head_dim
         n_ctx = caches[0].n_ctx
@@ -358,14 +358,14 @@ class CudaBackend(KernelBackend):
         return self._elementwise("add", a, b)
 
     def _elementwise(self, kernel: str, a: CudaBuffer, b: CudaBuffer) -> CudaBuffer:
-        op_checks.same_shapes("bitnet-cuda", kernel, a, b)
+        arg_checks.same_shapes("bitnet-cuda", kernel, a, b)
         out = self._empty(a.shape, np.float32)
         count = a.shape[0] * a.shape[1]
         self._launch(launch.elementwise_launch(kernel, count), a.ptr, b.ptr, out.ptr, count)
         return out
 
     def slice_rows(self, x: CudaBuffer, start: int, stop: int) -> CudaBuffer:
-        n, k = op_checks.activations_2d("bitnet-cuda", "slice_rows", x)
+        n, k = arg_checks.activations_2d("bitnet-cuda", "slice_rows", x)
         if not 0 <= start <= stop <= n:
             raise ValueError(f"bitnet-cuda.slice_rows: rows {start}..{stop} of {n}")
         out = self._empty((stop - start, k), np.float32)
@@ -376,7 +376,7 @@ class CudaBackend(KernelBackend):
 
     def concat_rows(self, parts: list[CudaBuffer]) -> CudaBuffer:
         """Stack f32 [n_i, K] buffers into one [sum n_i, K] (rows of several sequences)."""
-        k = op_checks.concat_width("bitnet-cuda", parts)
+        k = arg_checks.concat_width("bitnet-cuda", parts)
         out = self._empty((sum(p.shape[0] for p in parts), k), np.float32)
         offset = 0
         for part in parts:

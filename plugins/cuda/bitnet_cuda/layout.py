@@ -39,7 +39,7 @@ from bitnet.hal.device_layout import (
 )
 from bitnet.formats.ternary import QK_K, i2s_code_values, tq2_code_values
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 
 @dataclass(frozen=True)

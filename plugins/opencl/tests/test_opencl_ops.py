@@ -1,5 +1,5 @@
 """What the OpenCL backend claims. The ops themselves are checked against the numpy reference by
-the conformance suite's op checks (bitnet.testing.op_checks, enabled in conftest.py)."""
+the conformance suite's op checks (bitnet.testing.op_parity, enabled in conftest.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Kernels are the shipped SPIR-V of ``shaders/`` (built by scripts/build_shaders.p
 storage buffers in the order of bitnet.hal.device_runtime.KERNELS, with the kernel's scalars as
 push constants.
 
-Binding pitfalls (gpu-testing.md): every nested create-info struct is kept in a local variable
+Pitfalls of the `vulkan` binding: every nested create-info struct is kept in a local variable
 until its call returns; sizes are real byte counts (VK_WHOLE_SIZE is -1 in the binding).
 """
 

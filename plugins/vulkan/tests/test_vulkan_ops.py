@@ -1,6 +1,6 @@
 """What only the Vulkan backend has: its claims, work-group folding into z, the binding-range
 limit, and both integer-dot shader paths. The ops themselves are checked against the numpy
-reference by the conformance suite's op checks (bitnet.testing.op_checks, enabled in
+reference by the conformance suite's op checks (bitnet.testing.op_parity, enabled in
 conftest.py)."""
 
 from __future__ import annotations

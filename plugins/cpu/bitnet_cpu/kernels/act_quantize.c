@@ -1,6 +1,6 @@
 /* act_quantize.c: activation quantization for the ternary matmuls (generic C; it is O(n*K),
  * small next to the O(n*M*K) matmul, so it is not worth an ISA file of its own).
- * Numerics: backend.py linear_ternary docstring / formats.md 1.5 and 2.5. */
+ * Numerics: backend.py linear_ternary docstring / docs/formats.md 1.5 and 2.5. */
 #include <math.h>
 #include <string.h>
 

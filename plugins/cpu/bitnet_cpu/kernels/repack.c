@@ -40,7 +40,7 @@ int t2_has_code3(const uint8_t *data, size_t n)
 }
 
 /* TQ2_0 keeps the same element -> byte grouping as t2 with the four 2-bit fields in reverse
- * order (formats.md 2.3), so a byte is repacked by reversing its fields. */
+ * order (docs/formats.md 2.3), so a byte is repacked by reversing its fields. */
 static uint8_t field_reverse(uint8_t b)
 {
     return (uint8_t)(((b & 3) << 6) | (((b >> 2) & 3) << 4) | (((b >> 4) & 3) << 2) | (b >> 6));

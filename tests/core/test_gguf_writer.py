@@ -1,4 +1,4 @@
-"""bitnet.core.gguf_write: every format round-trips; synthetic models are loadable and
+"""bitnet.convert.gguf_writer: every format round-trips; synthetic models are loadable and
 format-independent; gguf-py reads what we write."""
 
 from __future__ import annotations
@@ -14,19 +14,12 @@ from hypothesis import strategies as st
 
 from bitnet.core.config import ModelConfig
 from bitnet.core.gguf import open_gguf
-from bitnet.core.gguf_write import (
-    SHAPES,
-    GGUFModelWriter,
-    encode_ternary,
-    llama_vocab,
-    make_synthetic_model,
-    rewrite_gguf,
-    shape_kwargs,
-)
+from bitnet.convert.gguf_writer import GGUFModelWriter, encode_ternary, rewrite_gguf
+from bitnet.testing.synthetic import SHAPES, llama_vocab, make_synthetic_model, shape_kwargs
 from bitnet.core.loader import load_weights
 from bitnet.formats import dequantize
 from bitnet.hal.backend import WeightTensor
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 
 EXACT = [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16,
          WeightFormat.F32, WeightFormat.BF16]

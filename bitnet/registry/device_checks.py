@@ -14,7 +14,7 @@ from typing import Any, Callable
 from bitnet.hal.backend import KernelBackend
 from bitnet.hal.descriptor import CreateOptions
 from bitnet.hal.device import Capabilities, DeviceInfo
-from bitnet.hal.formats import WeightFormat
+from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 from bitnet.registry import bench
 from bitnet.registry.cache import ResultCache, fingerprint, key_of

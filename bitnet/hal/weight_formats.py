@@ -43,7 +43,7 @@ class WeightFormat(str, Enum):
 
 
 class ActivationMode(str, Enum):
-    """How ``linear_ternary`` quantizes its input, fixed by the weight format (design.md 4)."""
+    """How ``linear_ternary`` quantizes its input, fixed by the weight format (docs/design.md 4)."""
 
     PER_TOKEN_I8 = "per_token_i8"  # bitnet.cpp: one absmax int8 scale per token (I2_S)
     Q8_K = "q8_k"  # llama.cpp: one int8 scale per 256 values (TQ1_0, TQ2_0)
@@ -82,7 +82,7 @@ I2S_TAIL_BYTES = 32  # f32 scale + 28 bytes of padding after the packed codes
 
 
 def activation_mode_of(fmt: WeightFormat) -> ActivationMode:
-    """The activation quantization a ternary format runs with (design.md section 4)."""
+    """The activation quantization a ternary format runs with (docs/design.md section 4)."""
     if fmt is WeightFormat.I2_S:
         return ActivationMode.PER_TOKEN_I8
     if fmt in (WeightFormat.TQ1_0, WeightFormat.TQ2_0):
