@@ -1,5 +1,5 @@
 """A checkpoint's tokenizer files -> GGUF ``tokenizer.*`` metadata, as llama.cpp's converter
-writes it (docs/model-facts.md 6).
+writes it (docs/model-facts.md 4.2, 6).
 
 - ``tokenizer.model`` (SentencePiece, 1bitLLM's Llama-2 vocabulary): model ``llama``, pieces,
   scores and piece types (SentencePiece's type numbers are llama.cpp's token types), plus the

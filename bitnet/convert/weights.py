@@ -1,6 +1,6 @@
 """Linear weights: HF storage -> ternary values and scales -> the bytes of a GGUF weight type.
 
-Decoding (docs/model-facts.md 2.1, 3):
+Decoding (docs/model-facts.md 2.1, 2.7, 3):
 - packed: uint8 [M/4, K], bits 2i+1:2i of row r hold output row i*M/4 + r as code v + 1; the
   real weight is ``v * weight_scale`` (autobitlinear) or ``v / weight_scale`` (bitlinear);
 - latent: absmean per tensor (``ternarize_absmean``), BitNet b1.58's own quantizer;

@@ -28,7 +28,7 @@ from bitnet.core.errors import ModelFormatError
 
 ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet", "llama")
 ACTIVATIONS = ("relu2", "silu")
-# archs whose converters permute Q/K rows for RoPE NORM (docs/model-facts.md 4.2, 5.1);
+# archs whose converters permute Q/K rows for RoPE NORM (docs/model-facts.md 4.1, 4.2, 5.1);
 # the others are NEOX
 NORM_ROPE_ARCHS = ("llama",)
 PLAIN_BLOCK_ARCHS = ("llama",)  # no sub-norms
