@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from bitnet.convert.gguf_writer import (
     encode_ternary,
 )
 from bitnet.convert.weights import llama_permute
-from bitnet.hal.weight_formats import WeightFormat
+from bitnet.hal.weight_formats import FLOAT_FORMATS, WeightFormat
 
 __all__ = ["SHAPES", "llama_vocab", "make_synthetic_model", "shape_kwargs"]
 
