@@ -248,15 +248,3 @@ def oracle_logits(path: str | Path, tokens: list[int], rope: str = "hf",
         head = "output.weight" if "output.weight" in f.tensors else "token_embd.weight"
         return rmsnorm(h, "output_norm.weight") @ tensor(head).T
 
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row cosine similarity, f64 [n]."""
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def clear_margin(row: np.ndarray) -> bool:
-    """The fixtures' rule: top-2 margin above 0.5 and above a quarter of the logits' std."""
-    top2 = np.sort(row)[-2:]
-    return bool(top2[1] - top2[0] > max(0.5, float(row.std()) / 4))

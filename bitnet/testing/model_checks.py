@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bitnet.testing.fixtures import FIXTURES
+from bitnet.testing.parity import clear_margin, cosine_rows
 
 TINY = ["tiny-b158-f16", "tiny-b158-i2_s", "tiny-bitnet-f16", "tiny-bitnet-tq1_0",
         "tiny-bitnet-tq2_0"]
@@ -29,9 +30,6 @@ needs_fixtures = pytest.mark.skipif(not (FIXTURES / "manifest.json").exists(),
 def _engine(name: str) -> str:
     return "fork" if "b158" in name else "mainline"
 
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def _device(backend) -> str:
@@ -63,11 +61,11 @@ def test_fixture_logits(bitnet_api, manifest, conformance_backend, name):
     # The reference backend: same argmax everywhere, logits equal up to float-order noise that
     # f16 roundings (q, KV cache) and int8 activation roundings amplify (README: tolerances).
     assert np.array_equal(got.argmax(1), want.argmax(1))
-    assert _cosines(got, want).min() >= 0.99999
+    assert cosine_rows(got, want).min() >= 0.99999
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
     # The home engine (fixtures/README.md): cosine >= 0.9999 for F16, >= 0.995 quantized.
     floor = 0.9999 if "f16" in name else 0.995
-    assert _cosines(got, engine).min() >= floor
+    assert cosine_rows(got, engine).min() >= floor
 
 
 @needs_fixtures
@@ -133,7 +131,7 @@ def _family_ids() -> list[str]:
 @pytest.mark.parametrize("name", _family_ids())
 def test_family_matches_the_numpy_forward(bitnet_api, conformance_backend, family_files, name):
     """Median cosine >= 0.999 against the oracle, the same argmax where its margin is clear."""
-    from bitnet.testing.families import FAMILIES, clear_margin, cosines, oracle_logits
+    from bitnet.testing.families import FAMILIES, oracle_logits
 
     family = next(f for f in FAMILIES if f.name == name)
     tokens = family.tokens()
@@ -142,7 +140,7 @@ def test_family_matches_the_numpy_forward(bitnet_api, conformance_backend, famil
         assert model.backend.name == conformance_backend.name
         got = model.logits(tokens)
     want = oracle_logits(path, tokens)
-    cos = cosines(got, want)
+    cos = cosine_rows(got, want)
     assert np.median(cos) >= 0.999 and cos.min() >= 0.99, cos
     clear = np.array([clear_margin(row) for row in want])
     bad = np.flatnonzero(clear & (got.argmax(1) != want.argmax(1)))

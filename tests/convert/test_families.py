@@ -27,7 +27,7 @@ from bitnet.cli.main import main  # noqa: E402
 from bitnet.core.gguf import open_gguf  # noqa: E402
 from tests.convert.checkpoints import BUILDERS, reference_logits  # noqa: E402
 from tests.convert.llama_oracle import llama_logits  # noqa: E402
-from tests.core.fixtures import clear_margin, cosine_rows  # noqa: E402
+from bitnet.testing.parity import clear_margin, cosine_rows  # noqa: E402
 from tests.core.test_fixtures import BACKENDS  # noqa: E402
 
 pytestmark = pytest.mark.slow  # transformers loads: ~1-5 s per family

@@ -40,16 +40,6 @@ def is_float_file(name: str) -> bool:
     return name.endswith("-f16")
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64 = a.astype(np.float64)
-    b64 = b.astype(np.float64)
-    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-
-
-def clear_margin(row: np.ndarray) -> bool:
-    """The fixtures README's rule: a top-2 margin above 0.5 and a quarter of the logits' std."""
-    top2 = np.sort(row)[-2:]
-    return bool(top2[1] - top2[0] > max(0.5, float(row.std()) / 4))
 
 
 MODEL_NAMES = [

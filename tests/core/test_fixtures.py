@@ -9,8 +9,9 @@ import pytest
 import bitnet
 from bitnet.core.generate import GenerationStats, generate_ids
 from bitnet.core.sampling import Sampler, SamplingParams
-from tests.core.fixtures import (MODEL_NAMES, clear_margin, cosine_rows, engine_logits,
-                                 engine_of, is_float_file, manifest, model_path, tokens_of)
+from bitnet.testing.parity import clear_margin, cosine_rows
+from tests.core.fixtures import (MODEL_NAMES, engine_logits, engine_of, is_float_file, manifest,
+                                 model_path, tokens_of)
 
 
 def fixture_backends() -> list[str]:

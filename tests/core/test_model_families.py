@@ -24,7 +24,8 @@ from bitnet.convert.weights import llama_permute
 from bitnet.core.loader import permute_norm_to_neox
 from bitnet.hal.backend import WeightTensor
 from bitnet.hal.weight_formats import WeightFormat
-from bitnet.testing.families import (FAMILIES, Family, clear_margin, cosines, oracle_logits)
+from bitnet.testing.families import FAMILIES, Family, oracle_logits
+from bitnet.testing.parity import clear_margin, cosine_rows
 
 BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -57,7 +58,7 @@ def _logits(path: Path, tokens: list[int], device: str, monkeypatch, **kw) -> np
 def assert_matches(got: np.ndarray, want: np.ndarray, median: float = 0.999) -> None:
     """The issue's rule: median cosine >= 0.999, and the same argmax wherever the oracle's top-2
     margin is clear (random ternary models are chaotic: an ulp can move an int8 rounding)."""
-    cos = cosines(got, want)
+    cos = cosine_rows(got, want)
     assert np.median(cos) >= median and cos.min() >= 0.99, cos
     clear = np.array([clear_margin(row) for row in want])
     bad = np.flatnonzero(clear & (got.argmax(1) != want.argmax(1)))
@@ -91,7 +92,7 @@ def test_without_the_permutation_the_llama_file_is_wrong(files, monkeypatch) -> 
     want = oracle_logits(files[family.name], tokens)
     monkeypatch.setattr(loader, "permute_norm_to_neox", lambda tensor, head_dim: tensor)
     got = _logits(files[family.name], tokens, "reference", monkeypatch)
-    assert np.median(cosines(got, want)) < 0.99
+    assert np.median(cosine_rows(got, want)) < 0.99
 
 
 FORMATS = [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16,
@@ -143,7 +144,7 @@ def test_activation_quantization_follows_the_weight_type(name: str, counted: str
         if fmt == "f16":
             np.testing.assert_allclose(other, oracle_logits(files[name], tokens))
             continue
-        assert np.median(cosines(got, other)) < np.median(cosines(got, oracle_logits(
+        assert np.median(cosine_rows(got, other)) < np.median(cosine_rows(got, oracle_logits(
             files[name], tokens)))
 
 
@@ -233,7 +234,7 @@ def test_a_1bitllm_file_labelled_b158_runs_silu_unless_told(tmp_path, monkeypatc
         warnings.simplefilter("error")
         relu2 = _logits(path, tokens, "reference", monkeypatch, activation="relu2")
     assert_matches(relu2, oracle_logits(path, tokens, activation="relu2"))
-    assert np.median(cosines(silu, relu2)) < 0.99
+    assert np.median(cosine_rows(silu, relu2)) < 0.99
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -249,5 +250,5 @@ def test_scale_tensors_of_arch_bitnet_multiply_each_matmul(backend, files, tmp_p
     path = rewrite_gguf(files[family.name], tmp_path / "scaled.gguf", tensors=scales)
     tokens = family.tokens()
     want = oracle_logits(path, tokens)
-    assert np.median(cosines(want, oracle_logits(files[family.name], tokens))) < 0.999
+    assert np.median(cosine_rows(want, oracle_logits(files[family.name], tokens))) < 0.999
     assert_matches(_logits(path, tokens, backend, monkeypatch), want)

@@ -14,7 +14,6 @@ Set BITNET_CROSSCHECK_REPORT=path.json to also write the per-model figures there
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +25,13 @@ pytest.importorskip(
     reason="llama-cpp-python is not installed: the live llama.cpp cross-check needs it "
            "(pip install llama-cpp-python; see docs/parity.md)")
 
-import bitnet
 from bitnet.core.generate import GenerationStats, generate_ids
 from bitnet.testing.synthetic import make_synthetic_model
 from bitnet.core.sampling import Sampler, SamplingParams
 from bitnet.hal.weight_formats import WeightFormat
+from bitnet.testing.parity import clear_margin, cosine_rows
 from tests.crosscheck.llama_cpp_runner import LlamaCppModel
+from tests.crosscheck.session import FLASH_ATTN, SessionModels, available_backends
 from tests.crosscheck.summary import record
 
 pytestmark = pytest.mark.slow
@@ -85,29 +85,8 @@ CASES = [
 ]
 
 
-def _plugins_with_cpu() -> str:
-    """BITNET_PLUGINS plus ``cpu``: the suite's conftest loads no plugin unless a test asks."""
-    names = [n for n in os.environ.get("BITNET_PLUGINS", "").split(",") if n.strip()]
-    return ",".join(dict.fromkeys([*names, "cpu"]))
-
-
-def available_backends() -> list[str]:
-    """The reference backend always; the native CPU plugin too when installed and usable."""
-    names = ["reference"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BITNET_PLUGINS", _plugins_with_cpu())
-        if any(rec.backend == "cpu" and rec.status == "ok" for rec in bitnet.list_devices()):
-            names.append("cpu")
-    return names
-
-
 BACKENDS = available_backends()
-FLASH_ATTN = ["off", "on"]
-
-_files: dict[str, Path] = {}
-_llama: dict[tuple[str, str], LlamaCppModel] = {}
-_ours: dict[tuple[str, str], object] = {}
-_cache: dict[tuple, object] = {}
+MODELS = SessionModels(N_CTX)
 
 
 @pytest.fixture(scope="session")
@@ -115,54 +94,21 @@ def model_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("crosscheck-models")
 
 
-def model_file(case: Case, model_dir: Path) -> Path:
-    if case.name not in _files:
-        _files[case.name] = case.write(model_dir / f"{case.name}.gguf")
-    return _files[case.name]
-
-
 def llama(case: Case, model_dir: Path, flash_attn: str) -> LlamaCppModel:
-    key = (case.name, flash_attn)
-    if key not in _llama:
-        _llama[key] = LlamaCppModel(model_file(case, model_dir), N_CTX, flash_attn)
-    return _llama[key]
+    return MODELS.llama(case, model_dir, flash_attn)
 
 
 def ours(case: Case, model_dir: Path, backend: str):
-    key = (case.name, backend)
-    if key not in _ours:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("BITNET_PLUGINS", _plugins_with_cpu())
-            _ours[key] = bitnet.load(model_file(case, model_dir), device=backend,
-                                     progress=False)
-    return _ours[key]
+    return MODELS.ours(case, model_dir, backend)
 
 
-def cached(key: tuple, compute):
-    if key not in _cache:
-        _cache[key] = compute()
-    return _cache[key]
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row cosine similarity of two f32 [n, vocab] arrays, in f64."""
-    a64 = a.astype(np.float64)
-    b64 = b.astype(np.float64)
-    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-
-
-def clear_margin(row: np.ndarray) -> bool:
-    """The fixtures' rule: top-2 margin above 0.5 and above a quarter of the logits' std."""
-    top2 = np.sort(row)[-2:]
-    return bool(top2[1] - top2[0] > max(0.5, float(row.std()) / 4))
+cached = MODELS.cached
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _release_llama_models():
     yield
-    for model in _llama.values():
-        model.close()
-    _llama.clear()
+    MODELS.close_llama()
 
 
 @pytest.mark.parametrize("flash_attn", FLASH_ATTN)

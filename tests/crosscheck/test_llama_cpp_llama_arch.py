@@ -23,15 +23,13 @@ pytest.importorskip(
     reason="llama-cpp-python is not installed: the live llama.cpp cross-check needs it "
            "(pip install llama-cpp-python; see docs/parity.md)")
 
-import bitnet
 from bitnet.core.generate import GenerationStats, generate_ids
 from bitnet.core.sampling import Sampler, SamplingParams
 from bitnet.hal.weight_formats import WeightFormat
 from bitnet.testing.families import Family
-from tests.crosscheck.llama_cpp_runner import LlamaCppModel
 from tests.crosscheck.summary import record
-from tests.crosscheck.test_llama_cpp import (BACKENDS, FLASH_ATTN, _plugins_with_cpu,
-                                             clear_margin, cosine_rows)
+from bitnet.testing.parity import clear_margin, cosine_rows
+from tests.crosscheck.session import FLASH_ATTN, SessionModels, available_backends
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +47,8 @@ CASES = [
     Family("falcon3-1b-f16-tied", "llama", 512, 2, 1, 768, F16, tied=True, seed=36),
 ]
 
-_files: dict[str, Path] = {}
-_ours: dict[tuple[str, str], object] = {}
-_llama: dict[tuple[str, str], LlamaCppModel] = {}
-_cache: dict[tuple, object] = {}
+BACKENDS = available_backends()
+MODELS = SessionModels(N_CTX)
 
 
 @pytest.fixture(scope="session")
@@ -60,40 +56,10 @@ def model_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("crosscheck-llama-arch")
 
 
-def model_file(case: Family, model_dir: Path) -> Path:
-    if case.name not in _files:
-        _files[case.name] = case.write(model_dir / f"{case.name}.gguf")
-    return _files[case.name]
-
-
-def llama(case: Family, model_dir: Path, flash_attn: str) -> LlamaCppModel:
-    key = (case.name, flash_attn)
-    if key not in _llama:
-        _llama[key] = LlamaCppModel(model_file(case, model_dir), N_CTX, flash_attn)
-    return _llama[key]
-
-
-def ours_model(path: Path, name: str, backend: str):
-    key = (name, backend)
-    if key not in _ours:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("BITNET_PLUGINS", _plugins_with_cpu())
-            _ours[key] = bitnet.load(path, device=backend, progress=False)
-    return _ours[key]
-
-
-def cached(key: tuple, compute):
-    if key not in _cache:
-        _cache[key] = compute()
-    return _cache[key]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _release_llama_models():
     yield
-    for model in _llama.values():
-        model.close()
-    _llama.clear()
+    MODELS.close_llama()
 
 
 @pytest.mark.parametrize("flash_attn", FLASH_ATTN)
@@ -102,11 +68,10 @@ def _release_llama_models():
 def test_llama_arch_logits_match_llama_cpp(case: Family, backend: str, flash_attn: str,
                                            model_dir: Path) -> None:
     ids = case.tokens(N_TOKENS)
-    theirs = cached(("llama", case.name, flash_attn),
-                    lambda: llama(case, model_dir, flash_attn).logits(ids))
-    mine = cached(("ours", case.name, backend),
-                  lambda: ours_model(model_file(case, model_dir), case.name, backend)
-                  .logits(ids))
+    theirs = MODELS.cached(("llama", case.name, flash_attn),
+                           lambda: MODELS.llama(case, model_dir, flash_attn).logits(ids))
+    mine = MODELS.cached(("ours", case.name, backend),
+                         lambda: MODELS.ours(case, model_dir, backend).logits(ids))
     assert theirs.shape == mine.shape == (N_TOKENS, case.n_vocab)
     cos = cosine_rows(mine, theirs)
     clear = np.array([clear_margin(row) for row in theirs])
@@ -125,8 +90,8 @@ def test_llama_arch_logits_match_llama_cpp(case: Family, backend: str, flash_att
 def test_llama_arch_greedy_matches_llama_cpp(case: Family, backend: str,
                                              model_dir: Path) -> None:
     prompt = case.tokens(8)
-    theirs, rows = llama(case, model_dir, "auto").greedy(prompt, GREEDY_STEPS)
-    model = ours_model(model_file(case, model_dir), case.name, backend)
+    theirs, rows = MODELS.llama(case, model_dir, "auto").greedy(prompt, GREEDY_STEPS)
+    model = MODELS.ours(case, model_dir, backend)
     mine = list(generate_ids(model.transformer, prompt, Sampler(SamplingParams(temperature=0.0)),
                              GREEDY_STEPS, lambda _t: False, GenerationStats()))
     compared = 0

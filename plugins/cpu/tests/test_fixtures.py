@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bitnet.testing.fixtures import FIXTURES
+from bitnet.testing.parity import cosine_rows
 
 MODELS = ["tiny-b158-i2_s", "tiny-bitnet-tq2_0", "tiny-bitnet-tq1_0", "mid-b158-i2_s-embq6k",
           "mid-bitnet-tq2_0", "tiny-b158-f16"]
@@ -27,10 +28,6 @@ def logits_of(name: str, device: str, tokens: list[int]) -> np.ndarray:
     with bitnet.load(FIXTURES / "models" / f"{name}.gguf", device=device, threads=2) as model:
         return np.asarray(model.logits(tokens), dtype=np.float32)
 
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a.astype(np.float64) * b).sum(axis=1)
-    return num / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @pytest.mark.slow
