@@ -1,10 +1,19 @@
-"""Prints the llama.cpp cross-check's per-model figures at the end of the session."""
+"""The llama.cpp cross-checks' shared model folder, and their per-model figures at the end."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 from tests.crosscheck import summary
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """Where the cross-checks write their random GGUF files (once per session)."""
+    return tmp_path_factory.mktemp("crosscheck-models")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

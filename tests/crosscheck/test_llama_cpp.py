@@ -89,11 +89,6 @@ BACKENDS = available_backends()
 MODELS = SessionModels(N_CTX)
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("crosscheck-models")
-
-
 def llama(case: Case, model_dir: Path, flash_attn: str) -> LlamaCppModel:
     return MODELS.llama(case, model_dir, flash_attn)
 

@@ -51,11 +51,6 @@ BACKENDS = available_backends()
 MODELS = SessionModels(N_CTX)
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("crosscheck-llama-arch")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _release_llama_models():
     yield
