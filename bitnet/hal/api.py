@@ -2,15 +2,21 @@
 
 It covers everything a plugin imports from ``bitnet.hal``: the KernelBackend contract, and for
 GPU plugins the device runtime (``device_runtime``), the shared ``gpu_backend`` and the weight
-layouts (``device_layout``); those were added in version 1 without changing what an existing
-plugin calls.
+layouts (``device_layout``). A change that would break a plugin written for the previous
+version raises it; plugins declare the inclusive range they speak.
+
+- 1: the KernelBackend contract (ops on device buffers, capabilities as data).
+- 2: the GPU device runtime and the one GPU backend over it (``device_runtime``, ``gpu_backend``,
+  ``device_layout`` under ``bitnet.hal``); record and replay of a decode step (the optional
+  ``recording``, ``write`` and ``submission_count``); modules renamed so each says what it is
+  (``bitnet.hal.formats`` -> ``weight_formats``, ``bitnet.hal.op_checks`` -> ``arg_checks``).
 """
 
-API_VERSION = 1
+API_VERSION = 2
 
 
 def check_api_version(plugin: str, supported: tuple[int, int]) -> str | None:
-    """Return None when ``API_VERSION`` lies in ``supported`` (inclusive), else the reason and fix."""
+    """Return None when ``API_VERSION`` is in ``supported`` (inclusive), else the reason and fix."""
     low, high = supported
     if low <= API_VERSION <= high:
         return None

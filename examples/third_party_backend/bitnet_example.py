@@ -172,7 +172,7 @@ class ExampleBackend(KernelBackend):
 class ExampleDescriptor(BackendDescriptor):
     name = "example"
     version = __version__
-    api_version = (1, 1)  # the bitnet.hal.API_VERSION range this plugin speaks
+    api_version = (2, 2)  # the bitnet.hal.API_VERSION range this plugin speaks
     kind = DeviceKind.CPU
     priority = 1  # static rank when nothing was measured: just above the reference (0)
     distribution = "bitnet-example"

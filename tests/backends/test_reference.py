@@ -65,7 +65,7 @@ def test_descriptor_is_registered_and_always_available():
     assert descriptor.name == "reference"
     assert descriptor.priority == 0
     assert descriptor.kind is DeviceKind.CPU
-    assert descriptor.api_version == (1, 1)
+    assert descriptor.api_version == (2, 2)
     (device,) = descriptor.probe()
     assert device.name == "numpy reference (host CPU)"
     assert device.spec == "reference:0" and device.kind is DeviceKind.CPU

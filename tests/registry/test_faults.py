@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bitnet.hal import API_VERSION
 from bitnet.registry import BackendSelectionError, list_devices, select
 
 
@@ -27,7 +28,7 @@ FAULTS = [
     # (fake, stage, words in the cause or remedy)
     ("fakebroken", "import", "libfakegpu.so.1"),
     ("fakeprobe", "probe", "fake driver exploded"),
-    ("fakefuture", "api", "the plugin speaks 99..99, bitnet speaks 1"),
+    ("fakefuture", "api", f"the plugin speaks 99..99, bitnet speaks {API_VERSION}"),
     ("fakewrong", "validate", "linear_ternary"),
     ("fakenotdesc", "import", "not a BackendDescriptor"),
 ]
@@ -72,7 +73,7 @@ def test_api_mismatch_is_refused_before_the_heavy_import(fake_plugins):
     fake_plugins("fakefuture")
     row = _row(list_devices(), "fakefuture")
     assert row.stage == "api"
-    assert "99..99" in row.cause and "bitnet speaks 1" in row.cause  # both versions named
+    assert "99..99" in row.cause and f"bitnet speaks {API_VERSION}" in row.cause  # both versions named
     assert "upgrade bitnet" in row.remedy and "scripts/install.sh" in row.remedy
     assert "bitnet_fakes.heavy" not in sys.modules
 

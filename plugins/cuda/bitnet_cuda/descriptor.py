@@ -112,7 +112,7 @@ def list_devices(cuda: Any) -> list[DeviceInfo] | Unavailable:
 class CudaDescriptor(BackendDescriptor):
     name = "cuda"
     version = __version__
-    api_version = (1, 1)
+    api_version = (2, 2)
     kind = DeviceKind.DGPU
     priority = 100  # above every CPU backend when nothing was measured
     distribution = "bitnet-cuda"

@@ -50,7 +50,7 @@ def _device_info(index: int, dev: Any) -> DeviceInfo:
 class MetalDescriptor(BackendDescriptor):
     name = "metal"
     version = __version__
-    api_version = (1, 1)
+    api_version = (2, 2)
     kind = DeviceKind.IGPU
     priority = 90
     distribution = "bitnet-metal"

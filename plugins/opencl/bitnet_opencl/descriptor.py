@@ -23,7 +23,7 @@ NO_PLATFORM_REMEDY = (
 class OpenCLDescriptor(BackendDescriptor):
     name = "opencl"
     version = "0.1.0"
-    api_version = (1, 1)
+    api_version = (2, 2)
     kind = DeviceKind.DGPU
     priority = 30
     distribution = "bitnet-opencl"
