@@ -9,13 +9,14 @@ file's memory map, TQ2_0 / TQ1_0 repacked once here at load; tables that interle
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bitnet.hal import cpu_features
-from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
 from bitnet.hal.op_checks import attention_rows_fit
@@ -287,6 +288,36 @@ class CpuBackend(KernelBackend):
 
     def concat_rows(self, parts: list[CpuBuffer]) -> CpuBuffer:
         return CpuBuffer(np.concatenate([_f32(p, "concat_rows") for p in parts], axis=0))
+
+    def prepare_layer(self, spec: LayerSpec) -> _kernels.DecodeLayer | None:
+        """A block whose seven matmuls share one ternary format runs a decode token in one C
+        call (kernels/layer.c: one parallel region, no Python between ops; same bits).
+        BITNET_CPU_LAYERS=ops keeps every block op by op (for profiles and A/B timings)."""
+        if os.environ.get("BITNET_CPU_LAYERS", "fused") == "ops":
+            return None
+        mats = (spec.attn_q, spec.attn_k, spec.attn_v, spec.attn_output, spec.ffn_gate,
+                spec.ffn_up, spec.ffn_down)
+        fmt = mats[0].format
+        if (fmt not in TERNARY_FORMATS or spec.activation not in ("relu2", "silu")
+                or any(m.format is not fmt or m.codes is None for m in mats)):
+            return None
+
+        def vector(b: CpuBuffer | None) -> np.ndarray | None:
+            return None if b is None else np.ascontiguousarray(b.array, np.float32).reshape(-1)
+
+        return _kernels.DecodeLayer(
+            fmt.ggml_type, spec.activation == "silu", spec.n_heads, spec.n_kv_heads,
+            spec.head_dim, spec.eps, spec.rope_theta, vector(spec.attn_norm),
+            vector(spec.attn_sub_norm), vector(spec.ffn_norm), vector(spec.ffn_sub_norm),
+            tuple((m.codes, m.scales, m.rows, m.cols, m.out_scale) for m in mats))
+
+    def decode_layer(self, layer: _kernels.DecodeLayer, h: CpuBuffer, cache: CpuKVCache,
+                     index: int, pos: int) -> CpuBuffer:
+        out = _f32(h, "decode_layer").copy()  # the block adds to h in place
+        if not 0 <= index < cache.k.shape[0]:
+            raise ValueError(f"cpu.decode_layer: layer {index} of {cache.k.shape[0]}")
+        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], pos, self.threads)
+        return CpuBuffer(out)
 
     def info(self) -> dict[str, Any]:
         return {"kernel": self.kernels.name, "threads": self.threads,
