@@ -78,22 +78,26 @@ def _same_shape(a: np.ndarray, b: np.ndarray, who: str) -> None:
 
 
 class CpuBackend(KernelBackend):
-    """The C/SIMD CPU backend. ``threads`` OpenMP threads run every kernel."""
+    """The C/SIMD CPU backend. ``threads`` OpenMP threads run every kernel of several tokens,
+    ``decode_threads`` (default: the same) those of one token (bitnet_cpu/threads.py)."""
 
     name = "cpu"
 
-    def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None) -> None:
+    def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None,
+                 decode_threads: int | None = None) -> None:
         features = cpu_features.probe()
         chosen = variant or variant_for(features)
         check_executable(chosen, features)
         self.kernels = _kernels.Kernels(chosen)
         self.threads = max(1, int(threads))
+        self.decode_threads = max(1, int(decode_threads or threads))
         self.device = device
         self.capabilities = Capabilities(
             ops=ALL_OPS,
             ternary_formats=TERNARY_FORMATS,
             float_formats=FLOAT_FORMATS,
-            notes=(f"{chosen} kernels, {self.threads} threads",),
+            notes=(f"{chosen} kernels, {self.threads} threads ({self.decode_threads} for one "
+                   "token)",),
         )
 
     # -- buffers -----------------------------------------------------------------------------
@@ -203,7 +207,7 @@ class CpuBackend(KernelBackend):
         y = np.empty((xa.shape[0], w.rows), np.float32)
         if xa.shape[0]:
             self.kernels.linear_ternary(w.format.ggml_type, w.codes, w.scales, w.rows, w.cols,
-                                        xa, y, w.out_scale, self.threads)
+                                        xa, y, w.out_scale, self._threads(xa))
         return CpuBuffer(y)
 
     def linear_float(self, w: CpuWeight, x: CpuBuffer) -> CpuBuffer:
@@ -215,7 +219,7 @@ class CpuBackend(KernelBackend):
         y = np.empty((xa.shape[0], w.rows), np.float32)
         if xa.shape[0]:
             self.kernels.linear_float(w.format.ggml_type, w.raw, w.cols, xa, y, w.out_scale,
-                                      self.threads)
+                                      self._threads(xa))
         return CpuBuffer(y)
 
     def rope(self, x: CpuBuffer, pos: int, n_heads: int, head_dim: int,
@@ -246,7 +250,7 @@ class CpuBackend(KernelBackend):
         out = np.empty_like(qa)
         if n:
             self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], pos, n_heads,
-                                   n_kv_heads, head_dim, out, self.threads)
+                                   n_kv_heads, head_dim, out, self._threads(qa))
         return CpuBuffer(out)
 
     def attention_rows(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer,
@@ -316,11 +320,17 @@ class CpuBackend(KernelBackend):
         out = _f32(h, "decode_layer").copy()  # the block adds to h in place
         if not 0 <= index < cache.k.shape[0]:
             raise ValueError(f"cpu.decode_layer: layer {index} of {cache.k.shape[0]}")
-        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], pos, self.threads)
+        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], pos,
+                                  self.decode_threads)
         return CpuBuffer(out)
+
+    def _threads(self, x: np.ndarray) -> int:
+        """decode_threads for one token's row, threads for several (prompts, batches)."""
+        return self.decode_threads if x.shape[0] == 1 else self.threads
 
     def info(self) -> dict[str, Any]:
         return {"kernel": self.kernels.name, "threads": self.threads,
+                "decode_threads": self.decode_threads,
                 "isa": cpu_features.probe().isa}
 
 
