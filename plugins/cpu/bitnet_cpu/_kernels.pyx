@@ -15,6 +15,7 @@ cdef extern from "bitnet_cpu.h" nogil:
     const bn_kernels *bn_kernels_get(const char *name)
     int t2_has_code3(const uint8_t *data, size_t n)
     int release_pages(const void *addr, size_t len)
+    int advise_hugepages(const void *addr, size_t len)
     void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
     void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
     void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
@@ -247,6 +248,14 @@ def read_once(const uint8_t[::1] data, int nthreads) -> int:
     with nogil:
         x = stream_read(&data[0], <size_t>data.shape[0], nthreads)
     return x
+
+
+def advise_huge(uint8_t[::1] data) -> bool:
+    """Ask for transparent huge pages over data (before first use); True if the OS accepted."""
+    cdef int rc
+    with nogil:
+        rc = advise_hugepages(&data[0], <size_t>data.shape[0])
+    return rc == 0
 
 
 def drop_resident(const uint8_t[::1] data) -> bool:

@@ -2,9 +2,10 @@
 
 Buffers are small wrappers around C-contiguous numpy arrays (numpy only allocates them: no
 numpy arithmetic runs in a forward pass, so there is no BLAS thread pool to oversubscribe).
-Ternary weights are held in the "t2" layout (kernels/bitnet_cpu.h): I2_S used in place from the
-file's memory map, TQ2_0 / TQ1_0 repacked once here at load; tables that interleave rows
-(AVX-512: "r16", 16 rows per SIMD register) get one more cheap repack at load.
+Ternary weights are held in the "t2" layout (kernels/bitnet_cpu.h): I2_S is the file's layout
+(copied), TQ2_0 / TQ1_0 are repacked once here at load; tables that interleave rows (AVX-512:
+"r16", 16 rows per SIMD register) get one more cheap repack at load. Either way the result lives
+in huge pages (WeightArena) and the file's pages are let go.
 """
 
 from __future__ import annotations
@@ -23,6 +24,40 @@ from bitnet.hal.op_checks import attention_rows_fit
 from bitnet.hal.ops import ALL_OPS
 from bitnet_cpu import _kernels
 from bitnet_cpu.dispatch import check_executable, variant_for
+
+
+HUGE_PAGE = 2 << 20
+
+
+class WeightArena:
+    """Memory for the weights repacked at load, back to back in blocks aligned to 2 MiB and
+    advised to be backed by transparent huge pages before their first write.
+
+    A decode token streams every weight once, so the page size is the TLB's whole story: numpy
+    puts each matrix at a 4 KiB-aligned address, where at most the 2 MiB-aligned middle of the
+    range can get huge pages (about half of a 4.4 MB matrix); in one arena all of it can. Only
+    the block's touched pages are resident (RSS grows by at most one huge page per block).
+    """
+
+    BLOCK = 64 << 20
+
+    def __init__(self) -> None:
+        self.block: np.ndarray | None = None
+        self.used = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A fresh uint8 [nbytes] array, 64-byte aligned, inside a huge-page block."""
+        need = (nbytes + 63) & ~63
+        if self.block is None or self.used + need > self.block.size:
+            size = max(self.BLOCK, (need + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE)
+            raw = np.empty(size + HUGE_PAGE, np.uint8)  # untouched: not resident yet
+            start = -raw.ctypes.data % HUGE_PAGE
+            self.block = raw[start:start + size]
+            _kernels.advise_huge(self.block)
+            self.used = 0
+        out = self.block[self.used:self.used + nbytes]
+        self.used += need
+        return out
 
 
 class CpuBuffer:
@@ -82,6 +117,9 @@ class CpuBackend(KernelBackend):
     ``decode_threads`` (default: the same) those of one token (bitnet_cpu/threads.py)."""
 
     name = "cpu"
+    # per-row (t2) tables could run I2_S straight from the file's memory map; a copy in the
+    # huge-page arena costs ~0.1 s at load and decodes faster (docs/benchmarks.md)
+    i2_s_in_place = False
 
     def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None,
                  decode_threads: int | None = None) -> None:
@@ -91,6 +129,7 @@ class CpuBackend(KernelBackend):
         self.kernels = _kernels.Kernels(chosen)
         self.threads = max(1, int(threads))
         self.decode_threads = max(1, int(decode_threads or threads))
+        self.arena = WeightArena()
         self.device = device
         self.capabilities = Capabilities(
             ops=ALL_OPS,
@@ -137,8 +176,13 @@ class CpuBackend(KernelBackend):
         scale = data[nbytes:nbytes + 4].view(np.float32).copy()
         if self.kernels.row_group:
             codes = self._to_rows16(data[:nbytes], rows, cols)
+        elif self.i2_s_in_place:
+            codes = data  # the t2 layout IS the file's layout
         else:
-            codes = data  # the t2 layout IS the file's layout: used in place, no copy
+            # the file's bytes copied into huge pages (see WeightArena), then let go
+            codes = self.arena.take(nbytes)
+            codes[:] = data[:nbytes]
+            _kernels.drop_resident(data[:nbytes])
         return CpuWeight(WeightFormat.I2_S, rows, cols, float(tensor.out_scale),
                          codes=codes, scales=scale)
 
@@ -146,7 +190,7 @@ class CpuBackend(KernelBackend):
         """Repack t2 codes into the row-interleaved r16 layout of the AVX-512 kernels (one
         32-bit word transpose, ~0.1 s per 500 MB), then let the source pages go."""
         padded = (rows + 15) // 16 * 16
-        codes = np.empty(padded * cols // 4, np.uint8)
+        codes = self.arena.take(padded * cols // 4)
         _kernels.to_rows16(t2, rows, cols, codes, self.threads)
         # the source bytes are not read again: let them leave the resident set (memory target:
         # file size + 300 MB); a hint that never changes the data
@@ -157,7 +201,9 @@ class CpuBackend(KernelBackend):
         rows, cols = tensor.rows, tensor.cols
         fmt = tensor.format
         data = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
-        codes = np.empty(rows * cols // 4, np.uint8)
+        # the t2 codes are the weight itself on per-row tables, a step towards r16 on the others
+        codes = np.empty(rows * cols // 4, np.uint8) if self.kernels.row_group else \
+            self.arena.take(rows * cols // 4)
         scales = np.empty(rows * (cols // 256), np.float32)
         _kernels.repack_tq(fmt.ggml_type, data, rows, cols, codes, scales, self.threads)
         _kernels.drop_resident(data.reshape(-1))  # not read again (see _to_rows16)

@@ -159,6 +159,9 @@ void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, in
 /* Hint the kernel to drop [addr, addr+len) from the resident set (0, or -1 when the kernel
  * does not support MADV_PAGEOUT; contents never change). */
 int release_pages(const void *addr, size_t len);
+/* Ask for transparent huge pages over [addr, addr+len) before it is first written (0, or -1
+ * where the OS has no such hint); contents never change. */
+int advise_hugepages(const void *addr, size_t len);
 /* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
 void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
 
