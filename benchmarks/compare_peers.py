@@ -17,7 +17,9 @@ of 128 tokens) and tg64 (64 tokens decoded one at a time from an empty context),
 round, each round visiting every (threads, engine, file) once, each run right after a
 read-bandwidth probe at its thread count, so all see the same machine load; medians over rounds.
 `--ops-too` adds "bitnet-ops": ours with every block run op by op (BITNET_CPU_LAYERS=ops), the
-state before the whole-block decode path, timed in the same rounds.
+state before the whole-block decode path, timed in the same rounds; `--before PYTHON` adds
+"bitnet-before": `bitnet bench` run by another installation's interpreter (e.g. a checkout of
+main's .venv), the before of a change measured in the same rounds.
 
 The bound: a decoded token reads every weight once (the tied embedding once, as the head), so
 decode cannot pass bandwidth / weight bytes. `bound` is the fraction of that each engine's
@@ -73,12 +75,13 @@ def read_bandwidth(threads: int, nbytes: int = 1 << 30, passes: int = 3) -> floa
     return best
 
 
-def run_ours(path: Path, threads: int, prompt: int, tokens: int,
-             layers: str = "fused") -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bitnet.cli", "bench", "-m", str(path), "--device", "cpu",
+def run_ours(path: Path, threads: int, prompt: int, tokens: int, layers: str = "fused",
+             python: str | None = None) -> dict[str, float]:
+    cmd = [python or sys.executable, "-m", "bitnet.cli", "bench", "-m", str(path), "--device", "cpu",
            "--threads", str(threads), "--prompt", str(prompt), "--tokens", str(tokens),
            "--repeat", "1", "--json"]
-    out = _run(cmd, {"BITNET_CPU_LAYERS": layers})
+    # another installation runs from / (so this checkout's bitnet/ is not on its path)
+    out = _run(cmd, {"BITNET_CPU_LAYERS": layers}, cwd="/" if python else None)
     r = json.loads(out.strip().splitlines()[-1])
     return {"pp": float(r["prompt_tps"]), "tg": float(r["decode_tps"])}
 
@@ -95,9 +98,11 @@ def run_llama_bench(binary: Path, path: Path, threads: int, prompt: int,
     return result
 
 
-def _run(cmd: list[str], extra: dict[str, str] | None = None) -> str:
+def _run(cmd: list[str], extra: dict[str, str] | None = None, cwd: str | None = None) -> str:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", **(extra or {}))
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if cwd:
+        env.pop("PYTHONPATH", None)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=cwd)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     return out.stdout
@@ -123,6 +128,8 @@ def main() -> None:
     p.add_argument("--formats", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     p.add_argument("--ops-too", action="store_true",
                    help="also time bitnet with every block op by op (bitnet-ops)")
+    p.add_argument("--before", metavar="PYTHON",
+                   help="also time `bitnet bench` of the installation this interpreter runs")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = p.parse_args()
 
@@ -133,6 +140,8 @@ def main() -> None:
         engines.append(("bitnet", fmt))
         if args.ops_too:
             engines.append(("bitnet-ops", fmt))
+        if args.before:
+            engines.append(("bitnet-before", fmt))
         peer = PAIRS[fmt]
         if peer_binary(peer) is None:
             print(f"note: {peer}'s llama-bench not found (${PEER_ENV[peer]} or "
@@ -149,7 +158,8 @@ def main() -> None:
                 bandwidth[threads].append(read_bandwidth(threads))
                 if engine.startswith("bitnet"):
                     r = run_ours(files[fmt], threads, args.prompt, args.tokens,
-                                 "ops" if engine == "bitnet-ops" else "fused")
+                                 "ops" if engine == "bitnet-ops" else "fused",
+                                 args.before if engine == "bitnet-before" else None)
                 else:
                     r = run_llama_bench(peer_binary(engine), files[fmt], threads, args.prompt,
                                         args.tokens)
