@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 PEERS = Path(os.environ.get("PEERS", "/work/peers"))
 PAIRS = {"i2_s": "bitnet.cpp", "tq2_0": "llama.cpp"}  # file format -> its peer
 PEER_ENV = {"bitnet.cpp": "BITNET_CPP_BENCH", "llama.cpp": "LLAMA_BENCH"}
+OURS = ("bitnet", "bitnet-ops", "bitnet-before")  # (never a prefix test: "bitnet.cpp")
 
 
 def peer_binary(name: str) -> Path | None:
@@ -156,7 +157,7 @@ def main() -> None:
         for threads in args.threads:
             for engine, fmt in engines:
                 bandwidth[threads].append(read_bandwidth(threads))
-                if engine.startswith("bitnet"):
+                if engine in OURS:
                     r = run_ours(files[fmt], threads, args.prompt, args.tokens,
                                  "ops" if engine == "bitnet-ops" else "fused",
                                  args.before if engine == "bitnet-before" else None)
@@ -181,7 +182,7 @@ def main() -> None:
                      "tg_fraction_of_bound": round(tg / bound, 3),
                      "rounds": rs})
     for row in rows:
-        if not row["engine"].startswith("bitnet"):
+        if row["engine"] not in OURS:
             continue
         peer = next((r for r in rows if r["engine"] == PAIRS[row["format"]]
                      and r["format"] == row["format"] and r["threads"] == row["threads"]), None)
@@ -195,13 +196,13 @@ def main() -> None:
         return
     print(f"medians of {args.rounds} interleaved rounds; pp{args.prompt} / tg{args.tokens} tok/s;"
           f" bound = decode / (read bandwidth / weight bytes), same rounds")
-    print(f"{'engine':11s} {'file':20s} {'thr':>3s} {'pp':>8s} {'tg':>7s} {'GB/s':>6s} "
+    print(f"{'engine':13s} {'file':20s} {'thr':>3s} {'pp':>8s} {'tg':>7s} {'GB/s':>6s} "
           f"{'bound':>6s}  ratio pp / tg")
-    for row in sorted(rows, key=lambda r: (r["format"], r["threads"],
-                                           not r["engine"].startswith("bitnet"), r["engine"])):
+    for row in sorted(rows, key=lambda r: (r["format"], r["threads"], r["engine"] not in OURS,
+                                           r["engine"])):
         ratio = (f"{row['pp_ratio']:.2f}x / {row['tg_ratio']:.2f}x vs {row['vs']}"
                  if "vs" in row else "")
-        print(f"{row['engine']:11s} {row['file']:20s} {row['threads']:3d} {row['pp_tps']:8.2f} "
+        print(f"{row['engine']:13s} {row['file']:20s} {row['threads']:3d} {row['pp_tps']:8.2f} "
               f"{row['tg_tps']:7.2f} {row['bandwidth_gbs']:6.1f} "
               f"{row['tg_fraction_of_bound']:6.0%}  {ratio}")
 
