@@ -39,6 +39,16 @@ def test_read_bandwidth_is_a_positive_rate():
     assert threads.read_bandwidth(1, np.ones(1 << 20, np.uint8), passes=1) > 0
 
 
+def test_few_cores_decode_on_all_of_them_without_a_probe(monkeypatch):
+    def no_probe(*args):
+        raise AssertionError("probed")
+
+    monkeypatch.setattr(threads, "knee", no_probe)
+    threads.decode_threads.cache_clear()
+    assert [threads.decode_threads(c) for c in (1, 2, threads.SMALL)] == [1, 2, threads.SMALL]
+    threads.decode_threads.cache_clear()
+
+
 def test_default_backend_decodes_on_the_knee_and_prompts_on_every_core():
     from bitnet_cpu.descriptor import descriptor, physical_cores
 
