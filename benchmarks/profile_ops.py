@@ -1,6 +1,7 @@
 """Where a decode step's time goes, op by op, on any backend.
 
     python benchmarks/profile_ops.py [-m FILE] [--device cuda] [--batch 1 8] [--steps 20]
+        [--fused] [--bandwidth]
 
 For each batch size B it runs decode steps of B sequences (``Transformer.forward`` for B = 1,
 ``forward_batch`` above) twice: plain, as the engine runs them (the step time to trust), then
@@ -8,6 +9,12 @@ with every backend op timed between two ``synchronize`` calls, which charges eac
 device time plus its host overhead (and adds a synchronization per op, so the synced step is
 slower than the plain one). The gap between the two totals is what asynchronous launch hides;
 on a GPU a synced op of a few microseconds of kernel means the host is the bottleneck.
+
+Each matmul line shows the bytes its weight streams per step and the rate (GB/s) it reached;
+"between ops" is the synced step's time outside every op (the model's own Python). Blocks run
+op by op (a backend's whole-block ``decode_layer`` is switched off) unless ``--fused``, which
+adds a plain step with them on. ``--bandwidth`` (cpu plugin) measures the read bandwidth with
+the same threads in the same run, the bound the matmul rates are compared against.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 
 import bitnet
 from bitnet.core.model import COUNTED_OPS, Linear, matmul_op
+from bitnet.hal.weight_formats import tensor_bytes
 
 
 class OpTimer:
@@ -30,9 +38,10 @@ class OpTimer:
     def __init__(self, transformer: Any) -> None:
         self.t = transformer
         self.ops = transformer.ops
-        self.plain = {name: getattr(self.ops, name) for name in COUNTED_OPS}
+        self.plain = {name: getattr(self.ops, name, None) for name in COUNTED_OPS}
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.bytes: dict[str, int] = defaultdict(int)
 
     def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         sync = self.ops.synchronize
@@ -42,7 +51,11 @@ class OpTimer:
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
             sync()
-            key = f"{name}[{args[0].rows}x{args[0].cols}]" if name.startswith("linear") else name
+            key = name
+            if name.startswith("linear"):
+                w = args[0]
+                key = f"{name}[{w.format.value} {w.rows}x{w.cols}]"
+                self.bytes[key] += tensor_bytes(w.format, w.rows, w.cols)
             self.seconds[key] += time.perf_counter() - t0
             self.calls[key] += 1
             return out
@@ -50,6 +63,8 @@ class OpTimer:
 
     def enable(self, on: bool) -> None:
         for name, fn in self.plain.items():
+            if fn is None:
+                continue
             setattr(self.ops, name, self._timed(name, fn) if on else fn)
         linears = [v for layer in self.t.layers for v in vars(layer).values()]
         for lin in [*linears, *vars(self.t).values()]:
@@ -59,6 +74,7 @@ class OpTimer:
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
+        self.bytes.clear()
 
 
 def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) -> float:
@@ -79,6 +95,21 @@ def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) ->
     return (time.perf_counter() - t0) / steps * 1e3
 
 
+def read_bandwidth(threads: int, nbytes: int = 1 << 30) -> float | None:
+    """GB/s of one read of 1 GiB with `threads` threads (cpu plugin's reader; best of 3)."""
+    try:
+        from bitnet_cpu import _kernels
+    except ImportError:
+        return None
+    buf = np.ones(nbytes, np.uint8)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        _kernels.read_once(buf, threads)
+        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", help="GGUF file (default: the bundled demo model)")
@@ -88,20 +119,41 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompt", type=int, default=5, help="tokens in each sequence before decoding")
     p.add_argument("--top", type=int, default=14, help="ops listed per run")
+    p.add_argument("--fused", action="store_true",
+                   help="also time plain steps with the backend's whole-block decode_layer")
+    p.add_argument("--bandwidth", action="store_true",
+                   help="measure the read bandwidth in the same run (cpu plugin)")
     args = p.parse_args()
     model = bitnet.load(args.model, device=args.device, threads=args.threads, progress=False)
     t = model.transformer
     timer = OpTimer(t)
+    fused = t.fused
     print(model)
+    threads = model.backend.info().get("threads", args.threads or 1)
+    if args.bandwidth:
+        bw = read_bandwidth(threads)
+        print(f"read bandwidth, {threads} threads: "
+              f"{'n/a (no cpu plugin)' if bw is None else f'{bw:.1f} GB/s'}")
     for batch in args.batch:
-        for synced in (False, True):
+        runs = [("plain, blocks op by op", False, False), ("synced per op", True, False)]
+        if args.fused and batch == 1 and any(f is not None for f in fused):
+            runs.insert(0, ("plain, whole-block decode_layer", False, True))
+        for label, synced, whole in runs:
+            t.fused = fused if whole else [None] * len(fused)
             timer.enable(synced)
             ms = decode_steps(t, timer, batch, args.steps, args.prompt)
-            print(f"B={batch} {'synced per op' if synced else 'plain'}: step {ms:.2f} ms")
+            print(f"B={batch} {label}: step {ms:.2f} ms")
+            if not synced:
+                continue
             ranked = sorted(timer.seconds.items(), key=lambda kv: -kv[1])[:args.top]
             for key, seconds in ranked:
-                print(f"   {key:34s} {seconds / args.steps * 1e3:8.3f} ms"
-                      f"  x{timer.calls[key] // args.steps}")
+                per = seconds / args.steps
+                rate = (f"  {timer.bytes[key] / args.steps / 1e6:7.1f} MB "
+                        f"{timer.bytes[key] / seconds / 1e9:5.1f} GB/s" if timer.bytes[key] else "")
+                print(f"   {key:38s} {per * 1e3:8.3f} ms  x{timer.calls[key] // args.steps}{rate}")
+            inside = sum(timer.seconds.values()) / args.steps * 1e3
+            print(f"   {'between ops (the model loop)':38s} {ms - inside:8.3f} ms")
+    t.fused = fused
     timer.enable(False)
 
 

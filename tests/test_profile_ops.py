@@ -13,10 +13,13 @@ def test_profile_counts_each_layers_ops_once_per_step():
                            "reference", "--batch", "1", "2", "--steps", "2", "--top", "20"],
                           capture_output=True, text=True, timeout=300, check=True)
     runs = re.split(r"^B=", done.stdout, flags=re.M)[1:]
-    assert [r.split(":")[0] for r in runs] == ["1 plain", "1 synced per op", "2 plain",
-                                             "2 synced per op"]
+    assert [r.split(":")[0] for r in runs] == ["1 plain, blocks op by op", "1 synced per op",
+                                             "2 plain, blocks op by op", "2 synced per op"]
     single, batched = runs[1], runs[3]
     layers = 4  # the bundled demo model
     assert re.search(rf"^\s+attention\s.*x{layers}$", single, flags=re.M)
     assert re.search(rf"^\s+attention_rows\s.*x{layers}$", batched, flags=re.M)
-    assert re.search(r"^\s+linear_float\[\d+x\d+\]\s.*x1$", batched, flags=re.M)  # the head
+    # the head, with the bytes it streams and the rate it reached
+    assert re.search(r"^\s+linear_float\[\w+ \d+x\d+\]\s.*x1\s+[\d.]+ MB\s+[\d.]+ GB/s$",
+                     batched, flags=re.M)
+    assert re.search(r"^\s+between ops \(the model loop\)\s+-?[\d.]+ ms$", single, flags=re.M)

@@ -22,12 +22,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from bitnet.core.replay import DecodeReplay
-from bitnet.hal import TERNARY_FORMATS, Buffer, KernelBackend, KVCache, Weight, WeightTensor
+from bitnet.hal import (TERNARY_FORMATS, Buffer, KernelBackend, KVCache, LayerSpec, Weight,
+                        WeightTensor)
 
 # the ops a forward pass calls, counted for receipts
 COUNTED_OPS = ("embed", "rmsnorm", "linear_ternary", "linear_float", "rope", "attention",
                "attention_rows", "relu2_mul", "silu_mul", "add", "slice_rows", "concat_rows",
-               "upload", "download")
+               "decode_layer", "upload", "download")
 
 
 class CountingBackend:
@@ -37,7 +38,8 @@ class CountingBackend:
         self.inner = backend
         self.counts: Counter[str] = Counter()
         for name in COUNTED_OPS:
-            setattr(self, name, self._counted(name, getattr(backend, name)))
+            if hasattr(backend, name):
+                setattr(self, name, self._counted(name, getattr(backend, name)))
 
     def _counted(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         counts = self.counts
@@ -121,6 +123,9 @@ class Transformer:
         self.gate = b.relu2_mul if config.activation == "relu2" else b.silu_mul
         layers = weights.layers if progress is None else progress(weights.layers)
         self.layers = [self._layer(lw) for lw in layers]
+        # where the backend can run a whole block of one decode token in one call (the same
+        # bits as the ops in _run), its handle per layer; None: op by op
+        self.fused = [b.prepare_layer(self._spec(layer)) for layer in self.layers]
         self.cache: KVCache = self.new_cache()
         self.replay = DecodeReplay(self)  # decode steps replayed where the backend records
 
@@ -148,6 +153,17 @@ class Transformer:
             ffn_sub_norm=self._sub_norm(lw.ffn_sub_norm),
             ffn_down=self._linear(lw.ffn_down),
         )
+
+    def _spec(self, layer: Layer) -> LayerSpec:
+        c = self.config
+        return LayerSpec(
+            attn_norm=layer.attn_norm, attn_q=layer.attn_q.weight, attn_k=layer.attn_k.weight,
+            attn_v=layer.attn_v.weight, attn_sub_norm=layer.attn_sub_norm.weight,
+            attn_output=layer.attn_output.weight, ffn_norm=layer.ffn_norm,
+            ffn_gate=layer.ffn_gate.weight, ffn_up=layer.ffn_up.weight,
+            ffn_sub_norm=layer.ffn_sub_norm.weight, ffn_down=layer.ffn_down.weight,
+            activation=c.activation, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
+            head_dim=c.head_dim, rope_theta=c.rope_theta, eps=c.rms_eps)
 
     def new_cache(self) -> KVCache:
         """Another KV cache of the same size, for one more concurrent sequence."""
@@ -180,6 +196,9 @@ class Transformer:
         eps = c.rms_eps
         h = b.embed(self.token_embd, b.upload(tokens) if ids is None else ids)  # [n, d]
         for i, layer in enumerate(self.layers):
+            if self.fused[i] is not None and isinstance(where, Segment) and len(tokens) == 1:
+                h = b.decode_layer(self.fused[i], h, where.cache, i, where.pos)  # the lines below
+                continue
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)
             a = self._attention(i, layer.attn_q(x), layer.attn_k(x), layer.attn_v(x), where)

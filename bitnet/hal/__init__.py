@@ -11,6 +11,7 @@ from bitnet.hal.backend import (
     Buffer,
     KernelBackend,
     KVCache,
+    LayerSpec,
     Weight,
     WeightTensor,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "FLOAT_FORMATS",
     "KVCache",
     "KernelBackend",
+    "LayerSpec",
     "OPTIONAL_OPS",
     "Op",
     "REQUIRED_OPS",

@@ -64,6 +64,30 @@ class Weight(Protocol):
     cols: int
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """One transformer block, as the model holds it on a backend, offered to
+    ``KernelBackend.prepare_layer``. Sub-norms are None in a block without them."""
+
+    attn_norm: Buffer  # f32 [1, d]
+    attn_q: Weight  # [H*D, d]
+    attn_k: Weight  # [Hkv*D, d]
+    attn_v: Weight  # [Hkv*D, d]
+    attn_sub_norm: Buffer | None  # f32 [1, H*D]
+    attn_output: Weight  # [d, H*D]
+    ffn_norm: Buffer  # f32 [1, d]
+    ffn_gate: Weight  # [F, d]
+    ffn_up: Weight  # [F, d]
+    ffn_sub_norm: Buffer | None  # f32 [1, F]
+    ffn_down: Weight  # [d, F]
+    activation: str  # "relu2" or "silu"
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    eps: float
+
+
 class KernelBackend:
     """One backend instance driving one device. Subclass it and fill in every op you claim.
 
@@ -215,6 +239,28 @@ class KernelBackend:
             parts.append(self.attention(q_r, k_r, self.slice_rows(v, r, r + 1), cache, layer,
                                         pos, n_heads, n_kv_heads, head_dim))
         return self.concat_rows(parts)
+
+    def prepare_layer(self, spec: LayerSpec) -> Any | None:
+        """Optional. A handle with which ``decode_layer`` runs this whole block for one token,
+        or None (the default: the model runs the block op by op). A backend offers it where
+        the ops between the matmuls (host calls, thread fork and join) cost a visible share of
+        a decode step; the result must be the bits of the op-by-op path."""
+        return None
+
+    def decode_layer(self, layer: Any, h: Buffer, cache: KVCache, index: int,
+                     pos: int) -> Buffer:
+        """Only for a handle from ``prepare_layer``. One decode token: h f32 [1, d] at position
+        ``pos`` -> the block's output f32 [1, d], exactly what the ops give for::
+
+            x = rmsnorm(h, attn_norm); q, k, v = attn_q(x), attn_k(x), attn_v(x)
+            a = attention(rope(q, pos, H), rope(k, pos, Hkv), v, cache, index, pos)
+            h = add(h, attn_output(rmsnorm(a, attn_sub_norm)))
+            x = rmsnorm(h, ffn_norm)
+            h = add(h, ffn_down(rmsnorm(act_mul(ffn_gate(x), ffn_up(x)), ffn_sub_norm)))
+
+        (act_mul: relu2_mul or silu_mul; a None sub-norm is skipped), filling row ``pos`` of
+        layer ``index`` of the cache."""
+        raise NotImplementedError(f"{type(self).__name__}.decode_layer")
 
     def synchronize(self) -> None:
         """Wait for all queued work (a no-op for synchronous backends)."""

@@ -18,7 +18,7 @@ KERNELS = Path("bitnet_cpu") / "kernels"
 # -ffp-contract=off: no silent FMA contraction, so the f32 epilogues stay bit-exact per the
 # contract; FMA is used only where a kernel asks for it with an intrinsic.
 COMMON = ["-O3", "-std=gnu11", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
-PORTABLE = ["half.c", "act_quantize.c", "repack.c", "linear.c", "ops.c", "dispatch.c",
+PORTABLE = ["half.c", "act_quantize.c", "repack.c", "linear.c", "ops.c", "layer.c", "dispatch.c",
             "linear_ternary_generic.c", "linear_float_generic.c"]
 
 AVX2 = ["-mavx2", "-mfma", "-mf16c"]

@@ -2,7 +2,7 @@
 """Thin Cython layer over the C kernels: shape checks happen in Python (backend.py); every call
 here releases the GIL for the whole kernel."""
 
-from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 cdef extern from "bitnet_cpu.h" nogil:
@@ -15,6 +15,7 @@ cdef extern from "bitnet_cpu.h" nogil:
     const bn_kernels *bn_kernels_get(const char *name)
     int t2_has_code3(const uint8_t *data, size_t n)
     int release_pages(const void *addr, size_t len)
+    int advise_hugepages(const void *addr, size_t len)
     void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
     void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
     void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
@@ -40,6 +41,28 @@ cdef extern from "bitnet_cpu.h" nogil:
                               uint16_t *const *kcaches, uint16_t *const *vcaches,
                               const int *positions, int B, int n_heads, int n_kv_heads,
                               int head_dim, double theta, float *out, int nthreads)
+    uint64_t stream_read(const uint8_t *data, size_t n, int nthreads)
+    ctypedef struct bn_matrix:
+        const uint8_t *codes
+        const float *scales
+        int M
+        int K
+        float out_scale
+    ctypedef struct bn_layer:
+        int fmt
+        int silu
+        int n_heads
+        int n_kv_heads
+        int head_dim
+        float eps
+        double theta
+        const float *attn_norm
+        const float *attn_sub_norm
+        const float *ffn_norm
+        const float *ffn_sub_norm
+        bn_matrix q, k, v, o, gate, up, down
+    int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
+                     uint16_t *vcache, int pos, int nthreads)
 
 
 def _check(int rc, str what):
@@ -90,6 +113,21 @@ cdef class Kernels:
                               &x[0, 0], <int>x.shape[0], &y[0, 0], out_scale, nthreads)
         _check(rc, "linear_float")
 
+    def decode_layer(self, DecodeLayer layer, float[:, ::1] h, uint16_t[:, ::1] kcache,
+                     uint16_t[:, ::1] vcache, int pos, int nthreads):
+        """h [1, d] += one block of one token at pos (in place); row pos of the caches."""
+        cdef int rc
+        if h.shape[0] != 1 or h.shape[1] != layer.L.q.K:
+            raise ValueError(f"decode_layer: h must be [1, {layer.L.q.K}]")
+        if (kcache.shape[1] != layer.L.k.M or vcache.shape[1] != layer.L.k.M
+                or not 0 <= pos < kcache.shape[0] or vcache.shape[0] != kcache.shape[0]):
+            raise ValueError(f"decode_layer: position {pos} or the cache planes "
+                             f"{kcache.shape} do not fit")
+        with nogil:
+            rc = decode_layer(self.kt, &layer.L, &h[0, 0], &kcache[0, 0], &vcache[0, 0], pos,
+                              nthreads)
+        _check(rc, "decode_layer")
+
     def ternary_tile(self, const uint8_t[::1] row, int K, int gps, const int8_t[:, ::1] q,
                      int32_t[:, ::1] sums):
         """Raw sums of code*q for one t2 row (tests): q [nt, K], sums [K / (128 * gps), nt]."""
@@ -131,11 +169,93 @@ cdef class Kernels:
             free(kp)
 
 
+cdef bn_matrix _matrix(tuple m, list keep):
+    """(codes uint8 [..], scales f32 [..], M, K, out_scale) -> a bn_matrix over those arrays."""
+    cdef const uint8_t[::1] codes = m[0]
+    cdef const float[::1] scales = m[1]
+    cdef bn_matrix out
+    keep.extend((codes, scales))
+    out.codes = &codes[0]
+    out.scales = &scales[0]
+    out.M = m[2]
+    out.K = m[3]
+    out.out_scale = m[4]
+    return out
+
+
+cdef const float *_vector(object a, list keep) except? NULL:
+    """f32 [n] array -> its data pointer (kept alive in keep), or NULL for None."""
+    if a is None:
+        return NULL
+    cdef const float[::1] v = a
+    keep.append(v)
+    return &v[0]
+
+
+cdef class DecodeLayer:
+    """One transformer block's weights for decode_layer (kernels/bitnet_cpu.h bn_layer).
+    matrices: q, k, v, o, gate, up, down as (codes, scales, M, K, out_scale) in the table's
+    layout; sub-norm weights may be None (no sub-norm)."""
+
+    cdef bn_layer L
+    cdef list keep
+
+    def __init__(self, int fmt, bint silu, int n_heads, int n_kv_heads, int head_dim,
+                 float eps, double theta, attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm,
+                 tuple matrices):
+        self.keep = []
+        if len(matrices) != 7 or attn_norm is None or ffn_norm is None:
+            raise ValueError("DecodeLayer: seven matrices and both pre-norms are needed")
+        self.L.fmt = fmt
+        self.L.silu = silu
+        self.L.n_heads = n_heads
+        self.L.n_kv_heads = n_kv_heads
+        self.L.head_dim = head_dim
+        self.L.eps = eps
+        self.L.theta = theta
+        self.L.attn_norm = _vector(attn_norm, self.keep)
+        self.L.attn_sub_norm = _vector(attn_sub_norm, self.keep)
+        self.L.ffn_norm = _vector(ffn_norm, self.keep)
+        self.L.ffn_sub_norm = _vector(ffn_sub_norm, self.keep)
+        self.L.q = _matrix(matrices[0], self.keep)
+        self.L.k = _matrix(matrices[1], self.keep)
+        self.L.v = _matrix(matrices[2], self.keep)
+        self.L.o = _matrix(matrices[3], self.keep)
+        self.L.gate = _matrix(matrices[4], self.keep)
+        self.L.up = _matrix(matrices[5], self.keep)
+        self.L.down = _matrix(matrices[6], self.keep)
+        # sizes the C side reads through these pointers
+        for vec, width in ((attn_norm, self.L.q.K), (ffn_norm, self.L.q.K),
+                           (attn_sub_norm, self.L.o.K), (ffn_sub_norm, self.L.down.K)):
+            if vec is not None and len(vec) != width:
+                raise ValueError(f"DecodeLayer: a norm has {len(vec)} values, rows {width}")
+
+    @property
+    def width(self) -> int:
+        return self.L.q.K
+
+
 def has_code3(const uint8_t[::1] data) -> bool:
     cdef int bad
     with nogil:
         bad = t2_has_code3(&data[0], <size_t>data.shape[0])
     return bool(bad)
+
+
+def read_once(const uint8_t[::1] data, int nthreads) -> int:
+    """Read every byte of data once with nthreads threads (time it for the read bandwidth)."""
+    cdef uint64_t x
+    with nogil:
+        x = stream_read(&data[0], <size_t>data.shape[0], nthreads)
+    return x
+
+
+def advise_huge(uint8_t[::1] data) -> bool:
+    """Ask for transparent huge pages over data (before first use); True if the OS accepted."""
+    cdef int rc
+    with nogil:
+        rc = advise_hugepages(&data[0], <size_t>data.shape[0])
+    return rc == 0
 
 
 def drop_resident(const uint8_t[::1] data) -> bool:

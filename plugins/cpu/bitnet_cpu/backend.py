@@ -2,26 +2,62 @@
 
 Buffers are small wrappers around C-contiguous numpy arrays (numpy only allocates them: no
 numpy arithmetic runs in a forward pass, so there is no BLAS thread pool to oversubscribe).
-Ternary weights are held in the "t2" layout (kernels/bitnet_cpu.h): I2_S used in place from the
-file's memory map, TQ2_0 / TQ1_0 repacked once here at load; tables that interleave rows
-(AVX-512: "r16", 16 rows per SIMD register) get one more cheap repack at load.
+Ternary weights are held in the "t2" layout (kernels/bitnet_cpu.h): I2_S is the file's layout
+(copied), TQ2_0 / TQ1_0 are repacked once here at load; tables that interleave rows (AVX-512:
+"r16", 16 rows per SIMD register) get one more cheap repack at load. Either way the result lives
+in huge pages (WeightArena) and the file's pages are let go; so do float weights (the head).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bitnet.hal import cpu_features
-from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
 from bitnet.hal.arg_checks import attention_rows_fit
 from bitnet.hal.ops import ALL_OPS
 from bitnet_cpu import _kernels
 from bitnet_cpu.dispatch import check_executable, variant_for
+
+
+HUGE_PAGE = 2 << 20
+
+
+class WeightArena:
+    """Memory for the weights repacked at load, back to back in blocks aligned to 2 MiB and
+    advised to be backed by transparent huge pages before their first write.
+
+    A decode token streams every weight once, so the page size is the TLB's whole story: numpy
+    puts each matrix at a 4 KiB-aligned address, where at most the 2 MiB-aligned middle of the
+    range can get huge pages (about half of a 4.4 MB matrix); in one arena all of it can. Only
+    the block's touched pages are resident (RSS grows by at most one huge page per block).
+    """
+
+    BLOCK = 64 << 20
+
+    def __init__(self) -> None:
+        self.block: np.ndarray | None = None
+        self.used = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A fresh uint8 [nbytes] array, 64-byte aligned, inside a huge-page block."""
+        need = (nbytes + 63) & ~63
+        if self.block is None or self.used + need > self.block.size:
+            size = max(self.BLOCK, (need + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE)
+            raw = np.empty(size + HUGE_PAGE, np.uint8)  # untouched: not resident yet
+            start = -raw.ctypes.data % HUGE_PAGE
+            self.block = raw[start:start + size]
+            _kernels.advise_huge(self.block)
+            self.used = 0
+        out = self.block[self.used:self.used + nbytes]
+        self.used += need
+        return out
 
 
 class CpuBuffer:
@@ -77,22 +113,30 @@ def _same_shape(a: np.ndarray, b: np.ndarray, who: str) -> None:
 
 
 class CpuBackend(KernelBackend):
-    """The C/SIMD CPU backend. ``threads`` OpenMP threads run every kernel."""
+    """The C/SIMD CPU backend. ``threads`` OpenMP threads run every kernel of several tokens,
+    ``decode_threads`` (default: the same) those of one token (bitnet_cpu/threads.py)."""
 
     name = "cpu"
+    # per-row (t2) tables could run I2_S straight from the file's memory map; a copy in the
+    # huge-page arena costs ~0.1 s at load and decodes faster (docs/benchmarks.md)
+    i2_s_in_place = False
 
-    def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None) -> None:
+    def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None,
+                 decode_threads: int | None = None) -> None:
         features = cpu_features.probe()
         chosen = variant or variant_for(features)
         check_executable(chosen, features)
         self.kernels = _kernels.Kernels(chosen)
         self.threads = max(1, int(threads))
+        self.decode_threads = max(1, int(decode_threads or threads))
+        self.arena = WeightArena()
         self.device = device
         self.capabilities = Capabilities(
             ops=ALL_OPS,
             ternary_formats=TERNARY_FORMATS,
             float_formats=FLOAT_FORMATS,
-            notes=(f"{chosen} kernels, {self.threads} threads",),
+            notes=(f"{chosen} kernels, {self.threads} threads ({self.decode_threads} for one "
+                   "token)",),
         )
 
     # -- buffers -----------------------------------------------------------------------------
@@ -114,7 +158,14 @@ class CpuBackend(KernelBackend):
         if fmt in (WeightFormat.TQ2_0, WeightFormat.TQ1_0):
             return self._load_tq(tensor)
         if fmt in FLOAT_FORMATS:
-            raw = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
+            # copied into huge pages too: the 2B shape's Q6_K head (269 MB, read whole every
+            # token) went 14.1 -> 12.6 ms from the arena instead of the file map
+            src = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
+            raw = self.arena.take(src.nbytes).reshape(src.shape)
+            step = max(1, (32 << 20) // max(1, src.shape[1]))  # 32 MB at a time, each let go
+            for r in range(0, rows, step):  # once copied: the peak stays near the file size
+                raw[r:r + step] = src[r:r + step]
+                _kernels.drop_resident(src[r:r + step].reshape(-1))
             return CpuWeight(fmt, rows, cols, float(tensor.out_scale), raw=raw)
         raise ValueError(f"cpu.load_weight: {tensor.name} has unsupported format {fmt}")
 
@@ -132,8 +183,13 @@ class CpuBackend(KernelBackend):
         scale = data[nbytes:nbytes + 4].view(np.float32).copy()
         if self.kernels.row_group:
             codes = self._to_rows16(data[:nbytes], rows, cols)
+        elif self.i2_s_in_place:
+            codes = data  # the t2 layout IS the file's layout
         else:
-            codes = data  # the t2 layout IS the file's layout: used in place, no copy
+            # the file's bytes copied into huge pages (see WeightArena), then let go
+            codes = self.arena.take(nbytes)
+            codes[:] = data[:nbytes]
+            _kernels.drop_resident(data[:nbytes])
         return CpuWeight(WeightFormat.I2_S, rows, cols, float(tensor.out_scale),
                          codes=codes, scales=scale)
 
@@ -141,7 +197,7 @@ class CpuBackend(KernelBackend):
         """Repack t2 codes into the row-interleaved r16 layout of the AVX-512 kernels (one
         32-bit word transpose, ~0.1 s per 500 MB), then let the source pages go."""
         padded = (rows + 15) // 16 * 16
-        codes = np.empty(padded * cols // 4, np.uint8)
+        codes = self.arena.take(padded * cols // 4)
         _kernels.to_rows16(t2, rows, cols, codes, self.threads)
         # the source bytes are not read again: let them leave the resident set (memory target:
         # file size + 300 MB); a hint that never changes the data
@@ -152,7 +208,9 @@ class CpuBackend(KernelBackend):
         rows, cols = tensor.rows, tensor.cols
         fmt = tensor.format
         data = np.ascontiguousarray(tensor.data).reshape(rows, row_bytes(fmt, cols))
-        codes = np.empty(rows * cols // 4, np.uint8)
+        # the t2 codes are the weight itself on per-row tables, a step towards r16 on the others
+        codes = np.empty(rows * cols // 4, np.uint8) if self.kernels.row_group else \
+            self.arena.take(rows * cols // 4)
         scales = np.empty(rows * (cols // 256), np.float32)
         _kernels.repack_tq(fmt.ggml_type, data, rows, cols, codes, scales, self.threads)
         _kernels.drop_resident(data.reshape(-1))  # not read again (see _to_rows16)
@@ -202,7 +260,7 @@ class CpuBackend(KernelBackend):
         y = np.empty((xa.shape[0], w.rows), np.float32)
         if xa.shape[0]:
             self.kernels.linear_ternary(w.format.ggml_type, w.codes, w.scales, w.rows, w.cols,
-                                        xa, y, w.out_scale, self.threads)
+                                        xa, y, w.out_scale, self._threads(xa))
         return CpuBuffer(y)
 
     def linear_float(self, w: CpuWeight, x: CpuBuffer) -> CpuBuffer:
@@ -214,7 +272,7 @@ class CpuBackend(KernelBackend):
         y = np.empty((xa.shape[0], w.rows), np.float32)
         if xa.shape[0]:
             self.kernels.linear_float(w.format.ggml_type, w.raw, w.cols, xa, y, w.out_scale,
-                                      self.threads)
+                                      self._threads(xa))
         return CpuBuffer(y)
 
     def rope(self, x: CpuBuffer, pos: int, n_heads: int, head_dim: int,
@@ -245,7 +303,7 @@ class CpuBackend(KernelBackend):
         out = np.empty_like(qa)
         if n:
             self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], pos, n_heads,
-                                   n_kv_heads, head_dim, out, self.threads)
+                                   n_kv_heads, head_dim, out, self._threads(qa))
         return CpuBuffer(out)
 
     def attention_rows(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer,
@@ -288,8 +346,44 @@ class CpuBackend(KernelBackend):
     def concat_rows(self, parts: list[CpuBuffer]) -> CpuBuffer:
         return CpuBuffer(np.concatenate([_f32(p, "concat_rows") for p in parts], axis=0))
 
+    def prepare_layer(self, spec: LayerSpec) -> _kernels.DecodeLayer | None:
+        """A block whose seven matmuls share one ternary format runs a decode token in one C
+        call (kernels/layer.c: one parallel region, no Python between ops; same bits).
+        BITNET_CPU_LAYERS=ops keeps every block op by op (for profiles and A/B timings)."""
+        if os.environ.get("BITNET_CPU_LAYERS", "fused") == "ops":
+            return None
+        mats = (spec.attn_q, spec.attn_k, spec.attn_v, spec.attn_output, spec.ffn_gate,
+                spec.ffn_up, spec.ffn_down)
+        fmt = mats[0].format
+        if (fmt not in TERNARY_FORMATS or spec.activation not in ("relu2", "silu")
+                or any(m.format is not fmt or m.codes is None for m in mats)):
+            return None
+
+        def vector(b: CpuBuffer | None) -> np.ndarray | None:
+            return None if b is None else np.ascontiguousarray(b.array, np.float32).reshape(-1)
+
+        return _kernels.DecodeLayer(
+            fmt.ggml_type, spec.activation == "silu", spec.n_heads, spec.n_kv_heads,
+            spec.head_dim, spec.eps, spec.rope_theta, vector(spec.attn_norm),
+            vector(spec.attn_sub_norm), vector(spec.ffn_norm), vector(spec.ffn_sub_norm),
+            tuple((m.codes, m.scales, m.rows, m.cols, m.out_scale) for m in mats))
+
+    def decode_layer(self, layer: _kernels.DecodeLayer, h: CpuBuffer, cache: CpuKVCache,
+                     index: int, pos: int) -> CpuBuffer:
+        out = _f32(h, "decode_layer").copy()  # the block adds to h in place
+        if not 0 <= index < cache.k.shape[0]:
+            raise ValueError(f"cpu.decode_layer: layer {index} of {cache.k.shape[0]}")
+        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], pos,
+                                  self.decode_threads)
+        return CpuBuffer(out)
+
+    def _threads(self, x: np.ndarray) -> int:
+        """decode_threads for one token's row, threads for several (prompts, batches)."""
+        return self.decode_threads if x.shape[0] == 1 else self.threads
+
     def info(self) -> dict[str, Any]:
         return {"kernel": self.kernels.name, "threads": self.threads,
+                "decode_threads": self.decode_threads,
                 "isa": cpu_features.probe().isa}
 
 

@@ -77,8 +77,12 @@ class CpuDescriptor(BackendDescriptor):
     def create(self, device: DeviceInfo, options: CreateOptions) -> KernelBackend:
         from bitnet_cpu.backend import CpuBackend
 
-        threads = options.threads if options.threads else physical_cores()
-        return CpuBackend(device, threads=threads)
+        if options.threads:
+            return CpuBackend(device, threads=options.threads)
+        from bitnet_cpu.threads import decode_threads
+
+        cores = physical_cores()  # prompts: every core; decode: the bus knee (threads.py)
+        return CpuBackend(device, threads=cores, decode_threads=decode_threads(cores))
 
     def fingerprint(self) -> str:
         """Hash of the kernel sources and the built extension (validation cache key)."""

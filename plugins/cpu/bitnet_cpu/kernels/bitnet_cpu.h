@@ -159,6 +159,9 @@ void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, in
 /* Hint the kernel to drop [addr, addr+len) from the resident set (0, or -1 when the kernel
  * does not support MADV_PAGEOUT; contents never change). */
 int release_pages(const void *addr, size_t len);
+/* Ask for transparent huge pages over [addr, addr+len) before it is first written (0, or -1
+ * where the OS has no such hint); contents never change. */
+int advise_hugepages(const void *addr, size_t len);
 /* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
 void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
 
@@ -199,5 +202,62 @@ void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float 
                           uint16_t *const *kcaches, uint16_t *const *vcaches,
                           const int *positions, int B, int n_heads, int n_kv_heads,
                           int head_dim, double theta, float *out, int nthreads);
+
+/* ---- pieces the drivers share with decode_layer (layer.c); each runs on the calling thread ---- */
+/* y = rmsnorm(x) * w for one row of K values (rmsnorm_f32's arithmetic). */
+void rmsnorm_row_f32(const float *x, const float *w, int K, float eps, float *y);
+/* y = act(g) * u, act squared ReLU or (silu != 0) SiLU, as relu2_mul_f32 / silu_mul_f32. */
+void gate_row_f32(int silu, const float *g, const float *u, size_t count, float *y);
+/* y = a + b, as add_f32. */
+void add_row_f32(const float *a, const float *b, size_t count, float *y);
+/* Tokens t0..t1-1 of x [n][K] quantized as linear_ternary does (per_token: I2_S's int8 per
+ * token; else Q8_K blocks), block data in the [block][token] layout its epilogues read. */
+void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q, float *ascale,
+                     int32_t *asum, int t0, int t1);
+/* Rows 16u .. 16u+15 (one r16 row group, or one block of t2 rows) of a ternary matmul, with
+ * activations from quantize_tokens: exactly what linear_ternary computes for those rows. */
+void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                  int u, int K, const int8_t *q, const float *ascale_t, const int32_t *asum_t,
+                  int n, float *y, int M, float out_scale);
+/* One decode token (at pos) against KV head kvh: RoPE of that head of k and of its query heads
+ * of q (in place), k and v of that head stored at row pos of the caches, then attention of
+ * those query heads into out; what rope + rope + attention_f16kv give for them. */
+void attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
+                              uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
+                              int n_heads, int n_kv_heads, int head_dim, double theta,
+                              float *out);
+
+/* ---- one transformer block of one decode token in one call (layer.c) ---- */
+typedef struct {
+    const uint8_t *codes;  /* the backend's layout for this table (t2 or r16) */
+    const float *scales;
+    int M, K;
+    float out_scale;
+} bn_matrix;
+
+typedef struct {
+    int fmt;                   /* ternary format of all seven matmuls */
+    int silu;                  /* gate activation: 0 squared ReLU, 1 SiLU */
+    int n_heads, n_kv_heads, head_dim;
+    float eps;
+    double theta;
+    const float *attn_norm;    /* [d] */
+    const float *attn_sub_norm;  /* [H*D], or NULL: no sub-norm (plain Llama block) */
+    const float *ffn_norm;     /* [d] */
+    const float *ffn_sub_norm; /* [F], or NULL */
+    bn_matrix q, k, v, o, gate, up, down;
+} bn_layer;
+
+/* h [d] += the block's attention and feed-forward outputs for one token at position pos,
+ * filling row pos of this layer's kcache / vcache ([n_ctx][Hkv*D] f16): the same ops in the
+ * same order as the op-by-op forward pass (model.py), so the same bits, run in ONE parallel
+ * region with five barriers instead of seven regions and a Python call per op. Returns 0, -1
+ * (out of memory) or -2 (shapes that do not chain). */
+int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
+                 uint16_t *vcache, int pos, int nthreads);
+
+/* Reads data[n] once with nthreads threads (contiguous slices, wide loads) and returns the xor
+ * of its 64-bit words: the read-bandwidth probe the benchmarks compare decode against. */
+uint64_t stream_read(const uint8_t *data, size_t n, int nthreads);
 
 #endif

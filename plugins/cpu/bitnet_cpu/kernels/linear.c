@@ -152,8 +152,8 @@ static void ternary_row_groups(const bn_kernels *kt, int fmt, const uint8_t *cod
 
 /* Quantize tokens t0..t1-1 of x [n, K]: per-token int8 (I2_S) or Q8_K blocks, whose block
  * data goes straight to the transposed [block][token] layout the epilogues read. */
-static void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q,
-                            float *ascale, int32_t *asum, int t0, int t1)
+void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q, float *ascale,
+                     int32_t *asum, int t0, int t1)
 {
     for (int t = t0; t < t1; t++) {
         const float *xt = x + (size_t)t * K;
@@ -170,6 +170,21 @@ static void quantize_tokens(const float *x, int n, int K, int per_token, int8_t 
                 asum[(size_t)b * n + t] = bs[b];
             }
         }
+    }
+}
+
+void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                  int u, int K, const int8_t *q, const float *ascale_t, const int32_t *asum_t,
+                  int n, float *y, int M, float out_scale)
+{
+    if (kt->row_group == 16) {
+        ternary_row_groups(kt, fmt, codes, scales, u, u + 1, K, q, ascale_t, asum_t, n, y, M,
+                           out_scale);
+    } else {
+        int r0 = u * ROW_BLOCK;
+        int r1 = r0 + ROW_BLOCK < M ? r0 + ROW_BLOCK : M;
+        ternary_rows(kt, fmt, codes, scales, r0, r1, K, q, ascale_t, asum_t, n, y, M,
+                     out_scale);
     }
 }
 

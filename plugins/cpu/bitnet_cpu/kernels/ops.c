@@ -7,35 +7,39 @@
 
 #include "bitnet_cpu.h"
 
+/* ggml's order (as the reference): f32 squares summed in double, the mean rounded to f32,
+ * scale = 1 / sqrt(mean + eps) in f32, then (x * scale) * w. The double sum runs in 8
+ * independent partial sums (vectorizable; numpy's own sum is pairwise, not sequential, so
+ * neither order is "the" order: the double result differs from either by ~1e-16 relative, far
+ * below the f32 rounding of the mean). */
+void rmsnorm_row_f32(const float *xt, const float *w, int K, float eps, float *yt)
+{
+    double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    for (; i + 8 <= K; i += 8) {
+        for (int j = 0; j < 8; j++) {
+            part[j] += (double)(xt[i + j] * xt[i + j]);
+        }
+    }
+    for (; i < K; i++) {
+        part[0] += (double)(xt[i] * xt[i]);
+    }
+    double ss = ((part[0] + part[1]) + (part[2] + part[3])) +
+                ((part[4] + part[5]) + (part[6] + part[7]));
+    float mean = (float)(ss / K);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int j = 0; j < K; j++) {
+        yt[j] = (xt[j] * scale) * w[j];
+    }
+}
+
 void rmsnorm_f32(const float *x, const float *w, int n, int K, float eps, float *y, int nthreads)
 {
-    /* ggml's order (as the reference): f32 squares summed in double, the mean rounded to f32,
-     * scale = 1 / sqrt(mean + eps) in f32, then (x * scale) * w. The double sum runs in 8
-     * independent partial sums (vectorizable; numpy's own sum is pairwise, not sequential,
-     * so neither order is "the" order: the double result differs from either by ~1e-16
-     * relative, far below the f32 rounding of the mean). Decode (n == 1) stays on the
-     * calling thread: a parallel region costs more than 2560 multiply-adds. */
+    /* decode (n == 1) stays on the calling thread: a parallel region costs more than 2560
+     * multiply-adds */
     #pragma omp parallel for schedule(static) num_threads(nthreads) if (n > 1)
     for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * K;
-        float *yt = y + (size_t)t * K;
-        double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-        int i = 0;
-        for (; i + 8 <= K; i += 8) {
-            for (int j = 0; j < 8; j++) {
-                part[j] += (double)(xt[i + j] * xt[i + j]);
-            }
-        }
-        for (; i < K; i++) {
-            part[0] += (double)(xt[i] * xt[i]);
-        }
-        double ss = ((part[0] + part[1]) + (part[2] + part[3])) +
-                    ((part[4] + part[5]) + (part[6] + part[7]));
-        float mean = (float)(ss / K);
-        float scale = 1.0f / sqrtf(mean + eps);
-        for (int j = 0; j < K; j++) {
-            yt[j] = (xt[j] * scale) * w[j];
-        }
+        rmsnorm_row_f32(x + (size_t)t * K, w, K, eps, y + (size_t)t * K);
     }
 }
 
@@ -207,6 +211,16 @@ void add_f32(const float *a, const float *b, size_t count, float *y, int nthread
     elementwise(add_chunk, a, b, count, y, nthreads);
 }
 
+void gate_row_f32(int silu, const float *g, const float *u, size_t count, float *y)
+{
+    (silu ? silu_mul_chunk : relu2_mul_chunk)(g, u, count, y);
+}
+
+void add_row_f32(const float *a, const float *b, size_t count, float *y)
+{
+    add_chunk(a, b, count, y);
+}
+
 /* Scratch that outlives a call: the widened K/V planes. A fresh malloc of a few hundred KB per
  * call is an mmap + page faults + munmap every layer of every token; one buffer per calling
  * thread, grown when a longer context needs it, costs nothing after the first token. */
@@ -327,65 +341,88 @@ static void attend_one(const float *restrict qh, const float *restrict kh,
     }
 }
 
-/* Attention over the f16 cache. Each KV head's cached rows 0..pos+n-1 (never the whole n_ctx)
- * are widened to f32 once per call (shared by the H/Hkv query heads that read them, with the
- * table's F16C/NEON conversion), then every (token, head) pair runs scores -> max-subtracted
- * softmax -> weighted sum of V. Small calls (a decode step at a short context) stay on the
- * calling thread: a parallel region and its barriers cost more than the work there, and on a
- * contended machine each barrier can wait a whole scheduler slice. */
+/* Tokens t0..t1-1 of a call (at positions pos + t; their K/V already stored) against KV head
+ * kvh: that head's cached rows 0..pos+t1-1 (never the whole n_ctx) are widened to f32 once (shared
+ * by the H/Hkv query heads that read them, with the table's F16C/NEON conversion), in this
+ * thread's scratch (an L2-sized plane, where widening every head at once spilled to memory: 5 MB
+ * at 1000 positions of a 2B model), then every (token, head) pair runs scores -> max-subtracted
+ * softmax -> weighted sum of V. -> 0, or -1 when the scratch could not be allocated. */
+static int attend_kv_head(const bn_kernels *kt, const float *q, const uint16_t *kcache,
+                          const uint16_t *vcache, int pos, int t0, int t1, int kvh,
+                          int n_heads, int n_kv_heads, int head_dim, float *out)
+{
+    int kvw = n_kv_heads * head_dim;
+    int group = n_heads / n_kv_heads;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    int rows = pos + t1;  /* causal: these tokens see cache rows 0..pos+t1-1 */
+    float *kf = attention_scratch((2 * (size_t)head_dim + 1) * rows);
+    if (!kf) {
+        return -1;
+    }
+    float *vf = kf + (size_t)rows * head_dim;
+    float *scores = vf + (size_t)rows * head_dim;
+    for (int j = 0; j < rows; j++) {
+        size_t src = (size_t)j * kvw + (size_t)kvh * head_dim;
+        kt->f16_to_f32_row(kcache + src, kf + (size_t)j * head_dim, head_dim);
+        kt->f16_to_f32_row(vcache + src, vf + (size_t)j * head_dim, head_dim);
+    }
+    for (int t = t0; t < t1; t++) {
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            size_t th = (size_t)t * n_heads + h;
+            /* ggml's F16 dot rounds q to f16 before q.K (the contract says so too);
+             * head_dim <= 1024 is checked by the caller (backend.py) */
+            float qbuf[1024];
+            uint16_t qh[1024];
+            kt->f32_to_f16_row(q + th * head_dim, qh, head_dim);
+            kt->f16_to_f32_row(qh, qbuf, head_dim);
+            attend_one(qbuf, kf, vf, pos + t, head_dim, scale, scores, out + th * head_dim);
+        }
+    }
+    return 0;
+}
+
+/* Attention over the f16 cache: k and v stored at rows pos.., then work units of one KV head x
+ * a chunk of tokens (attend_kv_head), so a prefill splits evenly over threads. Small calls (a
+ * decode step at a short context) stay on the calling thread: a parallel region and its
+ * barriers cost more than the work there, and on a contended machine each barrier can wait a
+ * whole scheduler slice. */
 void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
                      uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
                      int n_kv_heads, int head_dim, float *out, int nthreads)
 {
     int kvw = n_kv_heads * head_dim;
-    int group = n_heads / n_kv_heads;
     int ctx = pos + n;
     kt->f32_to_f16_row(k, kcache + (size_t)pos * kvw, n * kvw);
     kt->f32_to_f16_row(v, vcache + (size_t)pos * kvw, n * kvw);
-    float scale = 1.0f / sqrtf((float)head_dim);
     /* multiply-adds of the call (q.K and p.V): below ~1M a single thread wins */
     double work = 2.0 * n * (double)n_heads * ctx * head_dim;
     int parallel = nthreads > 1 && work >= 1048576.0;
-    /* work units: one KV head x a chunk of tokens, so a prefill splits evenly over threads */
     int tchunk = n <= 16 ? n : 16;
     int nchunks = (n + tchunk - 1) / tchunk;
     #pragma omp parallel num_threads(nthreads) if (parallel)
     {
         #pragma omp for schedule(dynamic, 1)
         for (int unit = 0; unit < n_kv_heads * nchunks; unit++) {
-            int kvh = unit / nchunks;
             int t0 = (unit % nchunks) * tchunk;
             int t1 = t0 + tchunk < n ? t0 + tchunk : n;
-            int rows = pos + t1;  /* causal: these tokens see cache rows 0..pos+t1-1 */
-            /* this KV head's keys and values widened to f32 [rows][D] each, in this thread's
-             * scratch (an L2-sized plane, where widening every head at once spilled to memory:
-             * 5 MB at 1000 positions of a 2B model) */
-            float *kf = attention_scratch((2 * (size_t)head_dim + 1) * rows);
-            if (!kf) {
-                continue;
-            }
-            float *vf = kf + (size_t)rows * head_dim;
-            float *scores = vf + (size_t)rows * head_dim;
-            for (int j = 0; j < rows; j++) {
-                size_t src = (size_t)j * kvw + (size_t)kvh * head_dim;
-                kt->f16_to_f32_row(kcache + src, kf + (size_t)j * head_dim, head_dim);
-                kt->f16_to_f32_row(vcache + src, vf + (size_t)j * head_dim, head_dim);
-            }
-            for (int t = t0; t < t1; t++) {
-                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                    size_t th = (size_t)t * n_heads + h;
-                    /* ggml's F16 dot rounds q to f16 before q.K (the contract says so too);
-                     * head_dim <= 1024 is checked by the caller (backend.py) */
-                    float qbuf[1024];
-                    uint16_t qh[1024];
-                    kt->f32_to_f16_row(q + th * head_dim, qh, head_dim);
-                    kt->f16_to_f32_row(qh, qbuf, head_dim);
-                    attend_one(qbuf, kf, vf, pos + t, head_dim, scale, scores,
-                               out + th * head_dim);
-                }
-            }
+            attend_kv_head(kt, q, kcache, vcache, pos, t0, t1, unit / nchunks, n_heads,
+                           n_kv_heads, head_dim, out);
         }
     }
+}
+
+void attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
+                              uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
+                              int n_heads, int n_kv_heads, int head_dim, double theta,
+                              float *out)
+{
+    int group = n_heads / n_kv_heads;
+    size_t at = (size_t)pos * n_kv_heads * head_dim + (size_t)kvh * head_dim;
+    rope_neox_f32(k + (size_t)kvh * head_dim, 1, 1, head_dim, pos, theta);
+    rope_neox_f32(q + (size_t)kvh * group * head_dim, 1, group, head_dim, pos, theta);
+    kt->f32_to_f16_row(k + (size_t)kvh * head_dim, kcache + at, head_dim);
+    kt->f32_to_f16_row(v + (size_t)kvh * head_dim, vcache + at, head_dim);
+    attend_kv_head(kt, q, kcache, vcache, pos, 0, 1, kvh, n_heads, n_kv_heads, head_dim, out);
 }
 
 /* The rows are independent sequences, so this is rope + attention for each in turn. What it
@@ -404,4 +441,44 @@ void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float 
         attention_f16kv(kt, q + r * qw, k + r * kvw, v + r * kvw, kcaches[r], vcaches[r], 1,
                         positions[r], n_heads, n_kv_heads, head_dim, out + r * qw, nthreads);
     }
+}
+
+/* ---- the read-bandwidth probe (benchmarks/compare_peers.py) ---- */
+
+typedef uint64_t bn_v8u __attribute__((vector_size(64), aligned(64), may_alias));
+
+BN_WIDE
+static uint64_t xor_bytes(const uint8_t *p, size_t n)
+{
+    /* four independent 64-byte streams of loads, folded by xor (no arithmetic to wait on) */
+    bn_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        a0 ^= *(const bn_v8u *)(p + i);
+        a1 ^= *(const bn_v8u *)(p + i + 64);
+        a2 ^= *(const bn_v8u *)(p + i + 128);
+        a3 ^= *(const bn_v8u *)(p + i + 192);
+    }
+    bn_v8u a = (a0 ^ a1) ^ (a2 ^ a3);
+    uint64_t x = 0;
+    for (int k = 0; k < 8; k++) {
+        x ^= a[k];
+    }
+    for (; i < n; i++) {
+        x ^= p[i];
+    }
+    return x;
+}
+
+uint64_t stream_read(const uint8_t *data, size_t n, int nthreads)
+{
+    /* each thread reads one contiguous slice front to back, as the matmuls stream their rows */
+    uint64_t x = 0;
+    size_t per = (n / (size_t)nthreads) & ~(size_t)255;
+    #pragma omp parallel for schedule(static) num_threads(nthreads) reduction(^ : x)
+    for (int s = 0; s < nthreads; s++) {
+        size_t at = per * (size_t)s;
+        x ^= xor_bytes(data + at, s == nthreads - 1 ? n - at : per);
+    }
+    return x;
 }

@@ -1,0 +1,199 @@
+/* layer.c: one transformer block of one decode token in one call (decode_layer).
+ *
+ * Op by op, a decode token of the 2B shape is ~20 Python calls and 7 OpenMP regions per layer
+ * (600 calls, 211 regions a token): ~2.3 ms of CPU a token on one thread with nothing to compute
+ * (a 30-layer model of width 256), and at two threads every region's fork and join waits for a
+ * thread the scheduler may have taken away. Here the block runs in one region:
+ *
+ *   every thread: x = rmsnorm(h), quantized into its own buffer (d values: cheaper than a barrier)
+ *   rows of q, k, v shared out                                               barrier 1
+ *   KV heads shared out: RoPE, cache store, attention                        barrier 2
+ *   every thread: sub-norm + quantize; rows of attn_output, h += row         barrier 3
+ *   every thread: x = rmsnorm(h) quantized; rows of gate and up              barrier 4
+ *   every thread: act(gate) * up, sub-norm, quantize (F values)
+ *   rows of ffn_down, h += row                                               barrier 5
+ *
+ * Each piece is the op-by-op path's own function (rmsnorm_row_f32, quantize_tokens,
+ * ternary_unit, attention_decode_kv_head, gate_row_f32), applied to the same values in the same
+ * order, so the result is the same bits as the forward pass in model.py (tests/test_layer.py).
+ * Which thread computes a row never changes its arithmetic.
+ */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "bitnet_cpu.h"
+
+/* dynamic chunks of 8 row units (128 rows), as linear_ternary: a thread that the scheduler
+ * stalls hands its rows to the one still running instead of holding the barrier */
+#define LAYER_CHUNK 8
+
+static size_t round64(size_t bytes)
+{
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* Scratch kept by the calling thread between calls (grown when a layer needs more): a token's
+ * 30 layers would otherwise malloc and free ~0.2 MB each. */
+static _Thread_local uint8_t *layer_scratch;
+static _Thread_local size_t layer_scratch_bytes;
+
+static uint8_t *scratch(size_t bytes)
+{
+    if (bytes > layer_scratch_bytes) {
+        free(layer_scratch);
+        layer_scratch = aligned_alloc(64, bytes);
+        layer_scratch_bytes = layer_scratch ? bytes : 0;
+    }
+    return layer_scratch;
+}
+
+static int units(const bn_matrix *m)
+{
+    return (m->M + 15) / 16;
+}
+
+/* A thread's quantized activations for one matmul input row. */
+typedef struct {
+    int8_t *q;
+    float *ascale;
+    int32_t *asum;
+} act_buf;
+
+static void mm_unit(const bn_kernels *kt, int fmt, const bn_matrix *m, int u, const act_buf *a,
+                    float *y)
+{
+    ternary_unit(kt, fmt, m->codes, m->scales, u, m->K, a->q, a->ascale, a->asum, 1, y, m->M,
+                 m->out_scale);
+}
+
+static int shapes_chain(const bn_layer *L)
+{
+    int d = L->q.K;
+    int qd = L->n_heads * L->head_dim;
+    int kvd = L->n_kv_heads * L->head_dim;
+    int F = L->gate.M;
+    const bn_matrix *all[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    for (int i = 0; i < 7; i++) {
+        int K = all[i]->K;
+        if (K <= 0 || K % 128 || (L->fmt != BN_I2_S && K % 256) || all[i]->M <= 0) {
+            return 0;
+        }
+    }
+    return L->n_kv_heads > 0 && L->n_heads % L->n_kv_heads == 0 && L->head_dim % 2 == 0 &&
+           L->head_dim <= 1024 && L->q.M == qd && L->k.M == kvd && L->v.M == kvd &&
+           L->k.K == d && L->v.K == d && L->o.K == qd && L->o.M == d && L->gate.K == d &&
+           L->up.K == d && L->up.M == F && L->down.K == F && L->down.M == d;
+}
+
+int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
+                 uint16_t *vcache, int pos, int nthreads)
+{
+    if (!shapes_chain(L) || nthreads < 1) {
+        return -2;
+    }
+    int fmt = L->fmt;
+    int per_token = fmt == BN_I2_S;
+    int d = L->q.K;
+    int qd = L->q.M;
+    int kvd = L->k.M;
+    int F = L->gate.M;
+    int kmax = d > qd ? d : qd;
+    kmax = kmax > F ? kmax : F;
+    size_t nscale = per_token ? 1 : (size_t)kmax / 256;
+    /* shared: q k v | attention out | gate up | a matmul's rows before they join h */
+    size_t shared = round64(sizeof(float) * ((size_t)qd + 2 * kvd + qd + 2 * (size_t)F + d));
+    /* per thread: a norm's output, the gate product, int8 codes, block scales and sums */
+    size_t mine = round64(sizeof(float) * (size_t)kmax) + round64(sizeof(float) * (size_t)F) +
+                  round64((size_t)kmax) + 2 * round64(sizeof(float) * nscale);
+    uint8_t *base = scratch(shared + mine * (size_t)nthreads);
+    if (!base) {
+        return -1;
+    }
+    float *qkv = (float *)base;
+    float *kk = qkv + qd;
+    float *vv = kk + kvd;
+    float *att = vv + kvd;
+    float *gu = att + qd;
+    float *rows = gu + 2 * (size_t)F;
+    int nq = units(&L->q), nk = units(&L->k), nv = units(&L->v);
+    int ng = units(&L->gate);
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int id = 0;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+#endif
+        uint8_t *my = base + shared + mine * (size_t)id;
+        float *x = (float *)my;
+        float *f = (float *)(my + round64(sizeof(float) * (size_t)kmax));
+        act_buf a = {
+            .q = (int8_t *)((uint8_t *)f + round64(sizeof(float) * (size_t)F)),
+        };
+        a.ascale = (float *)((uint8_t *)a.q + round64((size_t)kmax));
+        a.asum = (int32_t *)((uint8_t *)a.ascale + round64(sizeof(float) * nscale));
+
+        /* attention: pre-norm, q/k/v */
+        rmsnorm_row_f32(h, L->attn_norm, d, L->eps, x);
+        quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
+        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        for (int u = 0; u < nq + nk + nv; u++) {
+            if (u < nq) {
+                mm_unit(kt, fmt, &L->q, u, &a, qkv);
+            } else if (u < nq + nk) {
+                mm_unit(kt, fmt, &L->k, u - nq, &a, kk);
+            } else {
+                mm_unit(kt, fmt, &L->v, u - nq - nk, &a, vv);
+            }
+        }
+        /* rotary positions, the cache store and causal attention, one KV head at a time */
+        #pragma omp for schedule(dynamic, 1)
+        for (int kvh = 0; kvh < L->n_kv_heads; kvh++) {
+            attention_decode_kv_head(kt, qkv, kk, vv, kcache, vcache, pos, kvh, L->n_heads,
+                                     L->n_kv_heads, L->head_dim, L->theta, att);
+        }
+        /* sub-norm, output projection, residual */
+        const float *in = att;
+        if (L->attn_sub_norm) {
+            rmsnorm_row_f32(att, L->attn_sub_norm, qd, L->eps, x);
+            in = x;
+        }
+        quantize_tokens(in, 1, qd, per_token, a.q, a.ascale, a.asum, 0, 1);
+        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        for (int u = 0; u < units(&L->o); u++) {
+            mm_unit(kt, fmt, &L->o, u, &a, rows);
+            int r0 = 16 * u;
+            int n = d - r0 < 16 ? d - r0 : 16;
+            add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
+        }
+        /* feed-forward: pre-norm, gate and up */
+        rmsnorm_row_f32(h, L->ffn_norm, d, L->eps, x);
+        quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
+        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        for (int u = 0; u < 2 * ng; u++) {
+            if (u < ng) {
+                mm_unit(kt, fmt, &L->gate, u, &a, gu);
+            } else {
+                mm_unit(kt, fmt, &L->up, u - ng, &a, gu + F);
+            }
+        }
+        /* gating, sub-norm, down projection, residual */
+        gate_row_f32(L->silu, gu, gu + F, (size_t)F, f);
+        in = f;
+        if (L->ffn_sub_norm) {
+            rmsnorm_row_f32(f, L->ffn_sub_norm, F, L->eps, x);
+            in = x;
+        }
+        quantize_tokens(in, 1, F, per_token, a.q, a.ascale, a.asum, 0, 1);
+        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        for (int u = 0; u < units(&L->down); u++) {
+            mm_unit(kt, fmt, &L->down, u, &a, rows);
+            int r0 = 16 * u;
+            int n = d - r0 < 16 ? d - r0 : 16;
+            add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
+        }
+    }
+    return 0;
+}
