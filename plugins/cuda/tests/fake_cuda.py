@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import itertools
 import re
 import struct
 import sys
@@ -273,7 +274,19 @@ def _silu(g, u):
         return g / (np.float32(1) + np.exp(-g)) * u
 
 
+def k_inbox(grid, block, box, capacity):
+    """The inbox's staged writes to their buffers (runtime.py's layout)."""
+    assert grid == (1, 1, 1) and block[0] >= capacity
+    count = int(MEMORY.view(box, np.int32, 1)[0])
+    for e in range(min(count, capacity)):
+        entry = box + 4 * (4 + 8 * e)
+        dst = int(MEMORY.view(entry, np.uint64, 1)[0])
+        nbytes = int(MEMORY.view(entry + 8, np.int32, 1)[0])
+        MEMORY.view(dst, np.uint8, nbytes)[:] = MEMORY.view(entry + 16, np.uint8, nbytes)
+
+
 MODELS: dict[str, Callable[..., None]] = {
+    "inbox": k_inbox,
     "quantize_per_token_i8": k_quantize_per_token_i8,
     "quantize_q8_k": k_quantize_q8_k,
     "linear_i2s": k_linear_i2s,
@@ -390,18 +403,124 @@ class FakeDevice:
         return FakeContext()
 
 
+STREAMS: dict[int, "FakeStream"] = {}  # by handle
+GRAPHS: dict[int, list] = {}  # captured graphs (CUgraph): their work, in order
+EXECS: dict[int, list] = {}  # instantiated graphs (CUgraphExec)
+GRAPH_LAUNCHES: list[int] = []  # the executable graph of each cuGraphLaunch
+_HANDLES = itertools.count(1)
+CAPTURE_UNSUPPORTED = 900  # CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+CAPTURE_INVALIDATED = 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+
+
 class FakeStream:
-    """A stream: work runs at once (in order, as the real stream would run it)."""
+    """A stream: work runs at once (in order, as the real stream would run it), unless the
+    stream is capturing: then it is recorded for a graph, and runs when the graph is launched."""
 
     def __init__(self, flags: int = 0) -> None:
         _active("cuStreamCreate")
         self.flags = flags
+        self.handle = next(_HANDLES)
+        self.captured: list | None = None  # the work recorded since cuStreamBeginCapture
+        self.capture_mode = -1
+        STREAMS[self.handle] = self
 
     def enqueue(self, work: Callable[[], None]) -> None:
-        work()
+        if self.captured is not None:
+            self.captured.append(work)
+        else:
+            work()
 
     def synchronize(self) -> None:
         _active("cuStreamSynchronize")
+        if self.captured is not None:
+            raise FakeError("cuStreamSynchronize failed: operation not permitted when stream "
+                            "is capturing")
+
+
+def _capturing() -> list[FakeStream]:
+    return [stream for stream in STREAMS.values() if stream.captured is not None]
+
+
+def _no_capture(what: str) -> None:
+    """Calls a real capture refuses: pageable copies and reads on a capturing stream."""
+    if _capturing():
+        raise FakeError(f"{what} failed: operation not permitted when stream is capturing")
+
+
+class FakeLibcuda:
+    """libcuda.so.1's graph functions as ctypes calls them (c_void_p handles, byref outputs)."""
+
+    @staticmethod
+    def cuStreamBeginCapture_v2(stream: ctypes.c_void_p, mode: ctypes.c_int) -> int:
+        _active("cuStreamBeginCapture")
+        found = STREAMS.get(stream.value)
+        if found is None or found.captured is not None:
+            return CAPTURE_UNSUPPORTED
+        if found.flags != 1:  # a blocking stream's capture makes the legacy stream unusable
+            return CAPTURE_UNSUPPORTED
+        found.captured, found.capture_mode = [], mode.value
+        return 0
+
+    @staticmethod
+    def cuStreamEndCapture(stream: ctypes.c_void_p, graph: Any) -> int:
+        found = STREAMS.get(stream.value)
+        if found is None or found.captured is None:
+            return CAPTURE_INVALIDATED
+        handle = next(_HANDLES)
+        GRAPHS[handle] = found.captured
+        found.captured = None
+        graph._obj.value = handle
+        return 0
+
+    @staticmethod
+    def cuGraphInstantiateWithFlags(exe: Any, graph: ctypes.c_void_p,
+                                    flags: ctypes.c_ulonglong) -> int:
+        handle = next(_HANDLES)
+        EXECS[handle] = list(GRAPHS[graph.value])
+        exe._obj.value = handle
+        return 0
+
+    @staticmethod
+    def cuGraphLaunch(exe: ctypes.c_void_p, stream: ctypes.c_void_p) -> int:
+        _active("cuGraphLaunch")
+        work = EXECS[exe.value]
+        GRAPH_LAUNCHES.append(exe.value)
+        STREAMS[stream.value].enqueue(lambda: [run() for run in work])
+        return 0
+
+    @staticmethod
+    def cuGraphExecDestroy(exe: ctypes.c_void_p) -> int:
+        del EXECS[exe.value]
+        return 0
+
+    @staticmethod
+    def cuGraphDestroy(graph: ctypes.c_void_p) -> int:
+        del GRAPHS[graph.value]
+        return 0
+
+
+class FakeHostAllocation:
+    """Page-locked, device-mapped host memory: the fake's device sees the host's addresses
+    (an array over it has this object as its ``base``, as PyCUDA's HostAllocation)."""
+
+    def __init__(self, size: int, dtype: Any) -> None:
+        self.block = MEMORY.alloc(size)
+        self.__array_interface__ = {"shape": (size // np.dtype(dtype).itemsize,),
+                                    "typestr": np.dtype(dtype).str,
+                                    "data": (self.block.address, False), "version": 3}
+
+    def get_device_pointer(self) -> int:
+        return self.block.address
+
+
+def _pagelocked_zeros(count: int, dtype: Any, mem_flags: int = 0) -> np.ndarray:
+    """A 1-D array whose ``base`` is the allocation, as PyCUDA's."""
+    _active("cuMemHostAlloc")
+    assert mem_flags & HOST_ALLOC_DEVICEMAP, "the inbox must be mapped into the device"
+    return np.asarray(FakeHostAllocation(count * np.dtype(dtype).itemsize, dtype))
+
+
+HOST_ALLOC_DEVICEMAP = 2
 
 
 def _mem_alloc(size: int) -> FakeAlloc:
@@ -411,12 +530,17 @@ def _mem_alloc(size: int) -> FakeAlloc:
 
 def _memcpy_htod(dst: Any, array: np.ndarray) -> None:
     _active("cuMemcpyHtoD")
+    if any(stream.capture_mode != 2 for stream in _capturing()):
+        raise FakeError("cuMemcpyHtoD failed: not permitted while a stream captures in global "
+                        "or thread-local mode")
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     MEMORY.view(int(dst), np.uint8, raw.size)[:] = raw
 
 
 def _memcpy_htod_async(dst: Any, array: np.ndarray, stream: FakeStream) -> None:
     _active("cuMemcpyHtoDAsync")
+    if stream.captured is not None:
+        _no_capture("cuMemcpyHtoDAsync from pageable memory")
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).copy()  # pageable: staged now
     stream.enqueue(lambda: MEMORY.view(int(dst), np.uint8, raw.size).__setitem__(
         slice(None), raw))
@@ -424,6 +548,8 @@ def _memcpy_htod_async(dst: Any, array: np.ndarray, stream: FakeStream) -> None:
 
 def _memcpy_dtoh_async(array: np.ndarray, src: Any, stream: FakeStream) -> None:
     _active("cuMemcpyDtoHAsync")
+    if stream.captured is not None:
+        _no_capture("cuMemcpyDtoHAsync to pageable memory")
     flat = array.reshape(-1).view(np.uint8)
     stream.enqueue(lambda: flat.__setitem__(slice(None),
                                             MEMORY.view(int(src), np.uint8, flat.size)))
@@ -449,6 +575,8 @@ def build_modules(driver_version: int = 13000) -> dict[str, types.ModuleType]:
     driver.get_version = lambda: (13, 0, 0)
     driver.module_from_buffer = FakeModule
     driver.Stream = FakeStream
+    driver.pagelocked_zeros = _pagelocked_zeros
+    driver.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=HOST_ALLOC_DEVICEMAP)
     driver.mem_alloc = _mem_alloc
     driver.memcpy_htod = _memcpy_htod
     driver.memcpy_htod_async = _memcpy_htod_async
@@ -466,5 +594,12 @@ def install(monkeypatch: Any, driver_version: int = 13000, emulator: Any = None)
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "bitnet_cuda.runtime", raising=False)
     monkeypatch.setattr(sys.modules[__name__], "EMULATOR", [emulator] if emulator else [])
+    import bitnet_cuda.graph
+
+    monkeypatch.setattr(bitnet_cuda.graph, "load_libcuda", FakeLibcuda)
     LAUNCHES.clear()
     STACKS.clear()
+    STREAMS.clear()
+    GRAPHS.clear()
+    EXECS.clear()
+    GRAPH_LAUNCHES.clear()
