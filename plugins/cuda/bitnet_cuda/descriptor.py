@@ -1,4 +1,5 @@
-"""The ``cuda`` entry point: finds NVIDIA GPUs through PyCUDA and opens a CudaBackend on one.
+"""The ``cuda`` entry point: finds NVIDIA GPUs through PyCUDA and opens bitnet.hal's GpuBackend
+on one, over a ``CudaRuntime``.
 
 Imports only bitnet.hal at module level; PyCUDA (and with it libcuda.so.1) is imported inside
 ``probe()`` and ``create()``, so a machine without the driver can list this plugin and learn why
@@ -130,9 +131,11 @@ class CudaDescriptor(BackendDescriptor):
         match = [d for d in found if d.index == device.index]
         if not match:
             raise RuntimeError(f"bitnet-cuda: no device {device.spec} (found {len(found)})")
-        from bitnet_cuda.backend import CudaBackend
+        from bitnet.hal.gpu_backend import GpuBackend
+        from bitnet_cuda.runtime import CudaRuntime
 
-        return CudaBackend(match[0])
+        runtime = CudaRuntime(import_driver(), match[0].index)
+        return GpuBackend(self.name, match[0], runtime, notes=runtime.notes())
 
     def fingerprint(self) -> str:
         from bitnet_cuda.ptx import fingerprint

@@ -1,6 +1,6 @@
 """A fake ``pycuda`` for hosts without a GPU: host-memory allocations and numpy kernel models.
 
-It lets the real CudaBackend code run end to end (argument packing order, pointer arithmetic,
+It lets the real GpuBackend over CudaRuntime run end to end (argument order, pointer arithmetic,
 shapes, layouts, launch geometry) with each kernel replaced by its numpy model in
 kernel_model.py, read with the .cu parameter order. Kernels must exist in the shipped PTX that
 the backend loads (the fake module lists the PTX's `.entry` names), and every launch is checked
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import itertools
 import re
 import struct
 import sys
@@ -22,8 +23,7 @@ import numpy as np
 
 import kernel_model as km
 
-ROWS_PER_BLOCK = 8
-GEMM_TOKENS = 8
+TILE_N = 8  # tokens a matmul tile carries (the kernels' GEMM_TOKENS)
 
 
 class FakeError(Exception):
@@ -42,6 +42,9 @@ class FakeAlloc:
 
     def __int__(self) -> int:
         return self.address
+
+    def free(self) -> None:
+        _active("cuMemFree")
 
 
 class FakeMemory:
@@ -93,80 +96,72 @@ def _run_emulated(name: str, fmt: str, grid: tuple, block: tuple, values: tuple)
     getattr(EMULATOR[0], f"emu_{name}")(dims[0], dims[1], argv)
 
 
-def _covers(grid: tuple, block: tuple, rows: int, n: int, tn: int) -> None:
-    assert block == (ROWS_PER_BLOCK * 32, 1, 1), block
-    assert grid[0] * ROWS_PER_BLOCK >= rows > (grid[0] - 1) * ROWS_PER_BLOCK, (grid, rows)
-    assert grid[1] * tn >= n > (grid[1] - 1) * tn, (grid, n, tn)
+def _covers(grid: tuple, block: tuple, rows: int, n: int) -> None:
+    """A matmul grid: one warp per row, block[0] / 32 rows a block, TILE_N tokens a tile."""
+    per_block = block[0] // 32
+    assert block[0] % 32 == 0 and block[1:] == (1, 1), block
+    assert grid[0] * per_block >= rows > (grid[0] - 1) * per_block, (grid, block, rows)
+    assert grid[1] * TILE_N >= n > (grid[1] - 1) * TILE_N, (grid, n)
 
 
-def _tn(name: str) -> int:
-    return 1 if name.endswith("_gemv") else GEMM_TOKENS
+def _items(grid: tuple, block: tuple, count: int) -> None:
+    assert grid[0] * block[0] >= count > (grid[0] - 1) * block[0], (grid, block, count)
 
 
-def k_quantize_per_token_i8(grid, block, x, k, q, scale, qsum):
+def k_quantize_per_token_i8(grid, block, x, q, scale, k):
     n = grid[0]
     xs = MEMORY.view(x, np.float32, n * k).reshape(n, k)
-    qq, ss, sums = km.quantize_per_token_i8(xs)
+    qq, ss = km.quantize_per_token_i8(xs)
     MEMORY.view(q, np.int8, n * k)[:] = qq.reshape(-1)
     MEMORY.view(scale, np.float32, n)[:] = ss
-    MEMORY.view(qsum, np.int32, n)[:] = sums
 
 
-def k_quantize_q8_k(grid, block, x, k, q, d, bsum):
+def k_quantize_q8_k(grid, block, x, q, d, k):
     assert block == (256, 1, 1) and grid[0] * 256 == k
     n = grid[1]
     xs = MEMORY.view(x, np.float32, n * k).reshape(n, k)
-    qq, dd, sums = km.quantize_q8_k(xs)
+    qq, dd = km.quantize_q8_k(xs)
     MEMORY.view(q, np.int8, n * k)[:] = qq.reshape(-1)
     MEMORY.view(d, np.float32, dd.size)[:] = dd.reshape(-1)
-    MEMORY.view(bsum, np.int32, sums.size)[:] = sums.reshape(-1)
 
 
-def k_linear_i2s(name):
-    def run(grid, block, w, q, act_scale, act_sum, w_scale, out_scale, y, m, k, n):
-        _covers(grid, block, m, n, _tn(name))
-        codes = MEMORY.view(w, np.uint8, m * k // 4)
-        qq = MEMORY.view(q, np.int8, n * k).reshape(n, k)
-        out = km.linear_i2s(codes, qq, MEMORY.view(act_scale, np.float32, n),
-                            MEMORY.view(act_sum, np.int32, n), np.float32(w_scale),
-                            np.float32(out_scale), m, k)
-        MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
-    return run
+def k_linear_i2s(grid, block, w, q, act_scale, y, k, n, m, w_scale, out_scale):
+    _covers(grid, block, m, n)
+    codes = MEMORY.view(w, np.uint8, m * k // 4)
+    qq = MEMORY.view(q, np.int8, n * k).reshape(n, k)
+    out = km.linear_i2s(codes, qq, MEMORY.view(act_scale, np.float32, n), np.float32(w_scale),
+                        np.float32(out_scale), m, k)
+    MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_linear_tq(name):
-    def run(grid, block, w, w_d, q, act_d, act_bsum, out_scale, y, m, k, n):
-        _covers(grid, block, m, n, _tn(name))
-        nb = k // 256
-        codes = MEMORY.view(w, np.uint8, m * nb * 64)
-        out = km.linear_tq(codes, MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
-                           MEMORY.view(q, np.int8, n * k).reshape(n, k),
-                           MEMORY.view(act_d, np.float32, n * nb).reshape(n, nb),
-                           MEMORY.view(act_bsum, np.int32, n * nb).reshape(n, nb),
-                           np.float32(out_scale), m, k)
-        MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
-    return run
+def k_linear_tq(grid, block, w, w_d, q, act_d, y, k, n, m, out_scale):
+    _covers(grid, block, m, n)
+    nb = k // 256
+    out = km.linear_tq(MEMORY.view(w, np.uint8, m * nb * 64),
+                       MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
+                       MEMORY.view(q, np.int8, n * k).reshape(n, k),
+                       MEMORY.view(act_d, np.float32, n * nb).reshape(n, nb),
+                       np.float32(out_scale), m, k)
+    MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_linear_q6k(name):
-    def run(grid, block, w, w_sub, w_d, q, act_d, out_scale, y, m, k, n):
-        _covers(grid, block, m, n, _tn(name))
-        nb = k // 256
-        out = km.linear_q6k(MEMORY.view(w, np.int8, m * k).reshape(m, k),
-                            MEMORY.view(w_sub, np.int8, m * k // 16).reshape(m, k // 16),
-                            MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
-                            MEMORY.view(q, np.int8, n * k).reshape(n, k),
-                            MEMORY.view(act_d, np.float32, n * nb).reshape(n, nb),
-                            np.float32(out_scale))
-        MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
-    return run
+def k_linear_q6_k(grid, block, w, w_sub, w_d, q, act_d, y, k, n, m, out_scale):
+    _covers(grid, block, m, n)
+    nb = k // 256
+    out = km.linear_q6k(MEMORY.view(w, np.int8, m * k).reshape(m, k),
+                        MEMORY.view(w_sub, np.int8, m * k // 16).reshape(m, k // 16),
+                        MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
+                        MEMORY.view(q, np.int8, n * k).reshape(n, k),
+                        MEMORY.view(act_d, np.float32, n * nb).reshape(n, nb),
+                        np.float32(out_scale))
+    MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_embed_q6k(grid, block, w, w_sub, w_d, ids, out, k):
-    n = grid[0]
-    id_list = MEMORY.view(ids, np.int32, n)
+def k_embed_q6_k(grid, block, w, w_sub, w_d, ids, out, k):
+    _items(grid, block, k)
+    n = grid[1]
     dst = MEMORY.view(out, np.float32, n * k).reshape(n, k)
-    for i, tok in enumerate(id_list):
+    for i, tok in enumerate(MEMORY.view(ids, np.int32, n)):
         row = int(tok)
         codes = MEMORY.view(w + row * k, np.int8, k).astype(np.float32)
         sub = MEMORY.view(w_sub + row * (k // 16), np.int8, k // 16).astype(np.float32)
@@ -175,27 +170,27 @@ def k_embed_q6k(grid, block, w, w_sub, w_d, ids, out, k):
         dst[i] = (np.repeat(d_sub, 16) * codes).astype(np.float32)
 
 
-def _decode(kind: str, w: int, count: int, scale: int = 0, group: int = 0) -> np.ndarray:
-    if kind == "f32":
-        return MEMORY.view(w, np.float32, count).copy()
-    if kind == "f16":
-        return MEMORY.view(w, np.float16, count).astype(np.float32)
-    if kind == "bf16":
-        return (MEMORY.view(w, np.uint16, count).astype(np.uint32) << 16).view(np.float32)
-    codes = MEMORY.view(w, np.int8, count).astype(np.float32).reshape(-1, group)
-    scales = MEMORY.view(scale, np.float32, count // group)
-    return (codes * scales[:, None]).reshape(-1)
+def _decode_rows(fmt: str, w: int, rows: int, row_bytes: int, k: int,
+                 first: int = 0) -> np.ndarray:
+    """On-disk rows first .. first + rows - 1 of a float format -> f32 [rows, K]."""
+    raw = MEMORY.view(w + first * row_bytes, np.uint8, rows * row_bytes).reshape(rows, row_bytes)
+    if fmt == "f32":
+        return raw.view(np.float32).copy()
+    if fmt == "f16":
+        return raw.view(np.float16).astype(np.float32)
+    if fmt == "bf16":
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    assert fmt == "q8_0" and row_bytes == k // 32 * 34, (fmt, row_bytes, k)
+    blocks = raw.reshape(rows, k // 32, 34)
+    d = np.ascontiguousarray(blocks[:, :, :2]).view(np.float16).astype(np.float32)
+    codes = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).astype(np.float32)
+    return (codes * d).astype(np.float32).reshape(rows, k)
 
 
-def k_linear_float(name, kind):
-    def run(grid, block, *args):
-        if kind == "i8g":
-            w, scale, group, x, out_scale, y, m, k, n = args
-        else:
-            w, x, out_scale, y, m, k, n = args
-            scale, group = 0, 0
-        _covers(grid, block, m, n, _tn(name))
-        wm = _decode(kind, w, m * k, scale, group).reshape(m, k)
+def k_linear_float(fmt):
+    def run(grid, block, w, x, y, row_bytes, k, n, m, out_scale):
+        _covers(grid, block, m, n)
+        wm = _decode_rows(fmt, w, m, row_bytes, k)
         xs = MEMORY.view(x, np.float32, n * k).reshape(n, k)
         out = (xs @ wm.T).astype(np.float32)
         if out_scale != 1:
@@ -204,20 +199,13 @@ def k_linear_float(name, kind):
     return run
 
 
-def k_embed(kind):
-    def run(grid, block, *args):
-        if kind == "i8g":
-            w, scale, group, ids, out, k = args
-        else:
-            w, ids, out, k = args
-            scale, group = 0, 0
-        n = grid[0]
-        id_list = MEMORY.view(ids, np.int32, n)
+def k_embed(fmt):
+    def run(grid, block, w, ids, out, row_bytes, k):
+        _items(grid, block, k)
+        n = grid[1]
         dst = MEMORY.view(out, np.float32, n * k).reshape(n, k)
-        isz = 1 if kind == "i8g" else (4 if kind == "f32" else 2)
-        for i, tok in enumerate(id_list):
-            row_scale = scale + int(tok) * (k // group) * 4 if kind == "i8g" else 0
-            dst[i] = _decode(kind, w + int(tok) * k * isz, k, row_scale, group)
+        for i, tok in enumerate(MEMORY.view(ids, np.int32, n)):
+            dst[i] = _decode_rows(fmt, w, 1, row_bytes, k, int(tok))[0]
     return run
 
 
@@ -228,17 +216,22 @@ def k_rmsnorm(grid, block, x, weight, y, k, eps):
     MEMORY.view(y, np.float32, n * k)[:] = out.reshape(-1)
 
 
-def k_rope(grid, block, x, y, n_heads, head_dim, pos, theta):
-    assert grid[0] == n_heads
-    n = grid[1]
+def k_rope(grid, block, x, cos_t, sin_t, step, y, n_heads, head_dim):
     width = n_heads * head_dim
+    _items(grid, block, width // 2)
+    n = grid[1]
+    pos = int(MEMORY.view(step, np.int32, 1)[0])
+    half = head_dim // 2
+    tables = [MEMORY.view(t, np.float64, (pos + n) * half) for t in (cos_t, sin_t)]
     xs = MEMORY.view(x, np.float32, n * width).reshape(n, width)
-    MEMORY.view(y, np.float32, n * width)[:] = km.rope_neox(xs, n_heads, head_dim, pos,
-                                                            theta).reshape(-1)
+    MEMORY.view(y, np.float32, n * width)[:] = km.rope(xs, *tables, n_heads, head_dim,
+                                                       pos).reshape(-1)
 
 
-def k_kv_store(grid, block, k, v, k_cache, v_cache, layer, pos, width, n_ctx):
-    n = grid[0]
+def k_kv_store(grid, block, k, v, k_cache, v_cache, step, layer, n_ctx, width):
+    _items(grid, block, width // 2)
+    n = grid[1]
+    pos = int(MEMORY.view(step, np.int32, 1)[0])
     assert pos + n <= n_ctx
     dst = ((layer * n_ctx) + pos) * width * 2
     src_k = MEMORY.view(k, np.float32, n * width)
@@ -247,10 +240,11 @@ def k_kv_store(grid, block, k, v, k_cache, v_cache, layer, pos, width, n_ctx):
     MEMORY.view(v_cache + dst, np.float16, n * width)[:] = src_v.astype(np.float16)
 
 
-def k_attention(grid, block, q, k_cache, v_cache, out, layer, pos, n_heads, n_kv_heads,
-                head_dim, n_ctx, score_scale):
+def k_attention(grid, block, q, k_cache, v_cache, step, scores, out, layer, n_ctx, n_heads,
+                n_kv_heads, head_dim, score_scale):
     assert grid[0] == n_heads
     n = grid[1]
+    pos = int(MEMORY.view(step, np.int32, 1)[0])
     width = n_kv_heads * head_dim
     layer_off = layer * n_ctx * width * 2
     kc = MEMORY.view(k_cache + layer_off, np.float16, n_ctx * width).reshape(1, n_ctx, width)
@@ -261,39 +255,9 @@ def k_attention(grid, block, q, k_cache, v_cache, out, layer, pos, n_heads, n_kv
     MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
 
 
-def _positions(pos: int, n: int) -> list[int]:
-    return [int(p) for p in MEMORY.view(pos, np.int32, n)]
-
-
-def _rows_table(caches: int, pos: int, n: int) -> tuple[list[int], list[int], list[int]]:
-    """The *_rows kernels' table: n K cache addresses, n V cache addresses, n positions."""
-    ptrs = [int(p) for p in MEMORY.view(caches, np.uint64, 2 * n)]
-    return ptrs[:n], ptrs[n:], _positions(pos, n)
-
-
-def k_rope_rows(grid, block, x, y, n_heads, head_dim, pos, theta):
-    row = n_heads * head_dim * 4
-    for r, p in enumerate(_positions(pos, grid[1])):
-        k_rope((n_heads, 1, 1), block, x + r * row, y + r * row, n_heads, head_dim, p, theta)
-
-
-def k_kv_store_rows(grid, block, k, v, caches, pos, layer, width, n_ctx):
-    for r, (kc, vc, p) in enumerate(zip(*_rows_table(caches, pos, grid[0]))):
-        k_kv_store((1, 1, 1), block, k + r * width * 4, v + r * width * 4, kc, vc, layer, p,
-                   width, n_ctx)
-
-
-def k_attention_rows(grid, block, q, caches, pos, out, layer, n_heads, n_kv_heads, head_dim,
-                     n_ctx, score_scale):
-    row = n_heads * head_dim * 4
-    for r, (kc, vc, p) in enumerate(zip(*_rows_table(caches, pos, grid[1]))):
-        k_attention((n_heads, 1, 1), block, q + r * row, kc, vc, out + r * row, layer, p,
-                    n_heads, n_kv_heads, head_dim, n_ctx, score_scale)
-
-
 def k_elementwise(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     def run(grid, block, a, b, y, count):
-        assert grid[0] * block[0] >= count
+        _items(grid, block, count)
         av = MEMORY.view(a, np.float32, count)
         bv = MEMORY.view(b, np.float32, count)
         MEMORY.view(y, np.float32, count)[:] = fn(av, bv).astype(np.float32)
@@ -310,29 +274,36 @@ def _silu(g, u):
         return g / (np.float32(1) + np.exp(-g)) * u
 
 
+def k_inbox(grid, block, box, capacity):
+    """The inbox's staged writes to their buffers (runtime.py's layout)."""
+    assert grid == (1, 1, 1) and block[0] >= capacity
+    count = int(MEMORY.view(box, np.int32, 1)[0])
+    for e in range(min(count, capacity)):
+        entry = box + 4 * (4 + 8 * e)
+        dst = int(MEMORY.view(entry, np.uint64, 1)[0])
+        nbytes = int(MEMORY.view(entry + 8, np.int32, 1)[0])
+        MEMORY.view(dst, np.uint8, nbytes)[:] = MEMORY.view(entry + 16, np.uint8, nbytes)
+
+
 MODELS: dict[str, Callable[..., None]] = {
+    "inbox": k_inbox,
     "quantize_per_token_i8": k_quantize_per_token_i8,
     "quantize_q8_k": k_quantize_q8_k,
+    "linear_i2s": k_linear_i2s,
+    "linear_tq": k_linear_tq,
+    "linear_q6_k": k_linear_q6_k,
+    "embed_q6_k": k_embed_q6_k,
     "rmsnorm": k_rmsnorm,
-    "rope_neox": k_rope,
-    "rope_rows": k_rope_rows,
+    "rope": k_rope,
     "kv_store": k_kv_store,
-    "kv_store_rows": k_kv_store_rows,
     "attention": k_attention,
-    "attention_rows": k_attention_rows,
     "relu2_mul": k_elementwise(_relu2),
     "silu_mul": k_elementwise(_silu),
     "add": k_elementwise(lambda a, b: a + b),
 }
-for _kind in ("gemv", "gemm"):
-    MODELS[f"linear_i2s_{_kind}"] = k_linear_i2s(f"linear_i2s_{_kind}")
-    MODELS[f"linear_tq_{_kind}"] = k_linear_tq(f"linear_tq_{_kind}")
-    MODELS[f"linear_q6k_{_kind}"] = k_linear_q6k(f"linear_q6k_{_kind}")
-    for _fmt in ("f32", "f16", "bf16", "i8g"):
-        MODELS[f"linear_{_fmt}_{_kind}"] = k_linear_float(f"linear_{_fmt}_{_kind}", _fmt)
-for _fmt in ("f32", "f16", "bf16", "i8g"):
+for _fmt in ("f32", "f16", "bf16", "q8_0"):
+    MODELS[f"linear_float_{_fmt}"] = k_linear_float(_fmt)
     MODELS[f"embed_{_fmt}"] = k_embed(_fmt)
-MODELS["embed_q6k"] = k_embed_q6k
 
 
 class FakeFunction:
@@ -345,7 +316,8 @@ class FakeFunction:
         self.arg_format = arg_types
         return self
 
-    def prepared_call(self, grid: tuple, block: tuple, *args: Any) -> None:
+    def prepared_async_call(self, grid: tuple, block: tuple, stream: "FakeStream",
+                            *args: Any) -> None:
         # pack and unpack as PyCUDA would: catches a wrong count or a float passed as int
         _active("cuLaunchKernel")
         packed = struct.pack("=" + self.arg_format.replace("P", "Q"), *args)
@@ -355,11 +327,14 @@ class FakeFunction:
         assert threads <= self.max_threads, f"{self.name}: {threads} threads > {self.max_threads}"
         assert len(grid) == 3 and all(0 < g < 2**31 for g in grid), grid
         assert grid[1] <= 65535 and grid[2] <= 65535, grid
-        LAUNCHES.append((self.name, tuple(grid), tuple(block)))
+        stream.enqueue(lambda: self._run(tuple(grid), tuple(block), values))
+
+    def _run(self, grid: tuple, block: tuple, values: tuple) -> None:
+        LAUNCHES.append((self.name, grid, block))
         if EMULATOR:
-            _run_emulated(self.name, self.arg_format, tuple(grid), tuple(block), values)
+            _run_emulated(self.name, self.arg_format, grid, block, values)
         else:
-            MODELS[self.name](tuple(grid), tuple(block), *values)
+            MODELS[self.name](grid, block, *values)
 
 
 class FakeModule:
@@ -428,13 +403,124 @@ class FakeDevice:
         return FakeContext()
 
 
-class FakePool:
-    def allocate(self, size: int) -> FakeAlloc:
-        _active("cuMemAlloc")
-        return MEMORY.alloc(size)
+STREAMS: dict[int, "FakeStream"] = {}  # by handle
+GRAPHS: dict[int, list] = {}  # captured graphs (CUgraph): their work, in order
+EXECS: dict[int, list] = {}  # instantiated graphs (CUgraphExec)
+GRAPH_LAUNCHES: list[int] = []  # the executable graph of each cuGraphLaunch
+_HANDLES = itertools.count(1)
+CAPTURE_UNSUPPORTED = 900  # CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+CAPTURE_INVALIDATED = 901  # CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
 
-    def stop_holding(self) -> None:
-        pass
+
+class FakeStream:
+    """A stream: work runs at once (in order, as the real stream would run it), unless the
+    stream is capturing: then it is recorded for a graph, and runs when the graph is launched."""
+
+    def __init__(self, flags: int = 0) -> None:
+        _active("cuStreamCreate")
+        self.flags = flags
+        self.handle = next(_HANDLES)
+        self.captured: list | None = None  # the work recorded since cuStreamBeginCapture
+        self.capture_mode = -1
+        STREAMS[self.handle] = self
+
+    def enqueue(self, work: Callable[[], None]) -> None:
+        if self.captured is not None:
+            self.captured.append(work)
+        else:
+            work()
+
+    def synchronize(self) -> None:
+        _active("cuStreamSynchronize")
+        if self.captured is not None:
+            raise FakeError("cuStreamSynchronize failed: operation not permitted when stream "
+                            "is capturing")
+
+
+def _capturing() -> list[FakeStream]:
+    return [stream for stream in STREAMS.values() if stream.captured is not None]
+
+
+def _no_capture(what: str) -> None:
+    """Calls a real capture refuses: pageable copies and reads on a capturing stream."""
+    if _capturing():
+        raise FakeError(f"{what} failed: operation not permitted when stream is capturing")
+
+
+class FakeLibcuda:
+    """libcuda.so.1's graph functions as ctypes calls them (c_void_p handles, byref outputs)."""
+
+    @staticmethod
+    def cuStreamBeginCapture_v2(stream: ctypes.c_void_p, mode: ctypes.c_int) -> int:
+        _active("cuStreamBeginCapture")
+        found = STREAMS.get(stream.value)
+        if found is None or found.captured is not None:
+            return CAPTURE_UNSUPPORTED
+        if found.flags != 1:  # a blocking stream's capture makes the legacy stream unusable
+            return CAPTURE_UNSUPPORTED
+        found.captured, found.capture_mode = [], mode.value
+        return 0
+
+    @staticmethod
+    def cuStreamEndCapture(stream: ctypes.c_void_p, graph: Any) -> int:
+        found = STREAMS.get(stream.value)
+        if found is None or found.captured is None:
+            return CAPTURE_INVALIDATED
+        handle = next(_HANDLES)
+        GRAPHS[handle] = found.captured
+        found.captured = None
+        graph._obj.value = handle
+        return 0
+
+    @staticmethod
+    def cuGraphInstantiateWithFlags(exe: Any, graph: ctypes.c_void_p,
+                                    flags: ctypes.c_ulonglong) -> int:
+        handle = next(_HANDLES)
+        EXECS[handle] = list(GRAPHS[graph.value])
+        exe._obj.value = handle
+        return 0
+
+    @staticmethod
+    def cuGraphLaunch(exe: ctypes.c_void_p, stream: ctypes.c_void_p) -> int:
+        _active("cuGraphLaunch")
+        work = EXECS[exe.value]
+        GRAPH_LAUNCHES.append(exe.value)
+        STREAMS[stream.value].enqueue(lambda: [run() for run in work])
+        return 0
+
+    @staticmethod
+    def cuGraphExecDestroy(exe: ctypes.c_void_p) -> int:
+        del EXECS[exe.value]
+        return 0
+
+    @staticmethod
+    def cuGraphDestroy(graph: ctypes.c_void_p) -> int:
+        del GRAPHS[graph.value]
+        return 0
+
+
+class FakeHostAllocation:
+    """Page-locked, device-mapped host memory: the fake's device sees the host's addresses
+    (an array over it has this object as its ``base``, as PyCUDA's HostAllocation)."""
+
+    def __init__(self, size: int, dtype: Any) -> None:
+        self.block = MEMORY.alloc(size)
+        self.__array_interface__ = {"shape": (size // np.dtype(dtype).itemsize,),
+                                    "typestr": np.dtype(dtype).str,
+                                    "data": (self.block.address, False), "version": 3}
+
+    def get_device_pointer(self) -> int:
+        return self.block.address
+
+
+def _pagelocked_zeros(count: int, dtype: Any, mem_flags: int = 0) -> np.ndarray:
+    """A 1-D array whose ``base`` is the allocation, as PyCUDA's."""
+    _active("cuMemHostAlloc")
+    assert mem_flags & HOST_ALLOC_DEVICEMAP, "the inbox must be mapped into the device"
+    return np.asarray(FakeHostAllocation(count * np.dtype(dtype).itemsize, dtype))
+
+
+HOST_ALLOC_DEVICEMAP = 2
 
 
 def _mem_alloc(size: int) -> FakeAlloc:
@@ -442,32 +528,37 @@ def _mem_alloc(size: int) -> FakeAlloc:
     return MEMORY.alloc(size)
 
 
-def _to_device(array: np.ndarray) -> FakeAlloc:
-    alloc = MEMORY.alloc(array.nbytes)
-    _memcpy_htod(alloc, array)
-    return alloc
-
-
 def _memcpy_htod(dst: Any, array: np.ndarray) -> None:
     _active("cuMemcpyHtoD")
+    if any(stream.capture_mode != 2 for stream in _capturing()):
+        raise FakeError("cuMemcpyHtoD failed: not permitted while a stream captures in global "
+                        "or thread-local mode")
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     MEMORY.view(int(dst), np.uint8, raw.size)[:] = raw
 
 
-def _memcpy_dtoh(array: np.ndarray, src: Any) -> None:
-    _active("cuMemcpyDtoH")
+def _memcpy_htod_async(dst: Any, array: np.ndarray, stream: FakeStream) -> None:
+    _active("cuMemcpyHtoDAsync")
+    if stream.captured is not None:
+        _no_capture("cuMemcpyHtoDAsync from pageable memory")
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).copy()  # pageable: staged now
+    stream.enqueue(lambda: MEMORY.view(int(dst), np.uint8, raw.size).__setitem__(
+        slice(None), raw))
+
+
+def _memcpy_dtoh_async(array: np.ndarray, src: Any, stream: FakeStream) -> None:
+    _active("cuMemcpyDtoHAsync")
+    if stream.captured is not None:
+        _no_capture("cuMemcpyDtoHAsync to pageable memory")
     flat = array.reshape(-1).view(np.uint8)
-    flat[:] = MEMORY.view(int(src), np.uint8, flat.size)
+    stream.enqueue(lambda: flat.__setitem__(slice(None),
+                                            MEMORY.view(int(src), np.uint8, flat.size)))
 
 
-def _memcpy_dtod(dst: Any, src: Any, size: int) -> None:
-    _active("cuMemcpyDtoD")
-    MEMORY.view(int(dst), np.uint8, size)[:] = MEMORY.view(int(src), np.uint8, size)
-
-
-def _memset_d8(dst: Any, value: int, size: int) -> None:
-    _active("cuMemsetD8")
-    MEMORY.view(int(dst), np.uint8, size)[:] = value
+def _memcpy_dtod_async(dst: Any, src: Any, size: int, stream: FakeStream) -> None:
+    _active("cuMemcpyDtoDAsync")
+    stream.enqueue(lambda: MEMORY.view(int(dst), np.uint8, size).__setitem__(
+        slice(None), MEMORY.view(int(src), np.uint8, size)))
 
 
 def build_modules(driver_version: int = 13000) -> dict[str, types.ModuleType]:
@@ -483,13 +574,14 @@ def build_modules(driver_version: int = 13000) -> dict[str, types.ModuleType]:
     driver.get_driver_version = lambda: driver_version
     driver.get_version = lambda: (13, 0, 0)
     driver.module_from_buffer = FakeModule
+    driver.Stream = FakeStream
+    driver.pagelocked_zeros = _pagelocked_zeros
+    driver.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=HOST_ALLOC_DEVICEMAP)
     driver.mem_alloc = _mem_alloc
-    driver.to_device = _to_device
     driver.memcpy_htod = _memcpy_htod
-    driver.memcpy_dtoh = _memcpy_dtoh
-    driver.memcpy_dtod = _memcpy_dtod
-    driver.memset_d8 = _memset_d8
-    tools.DeviceMemoryPool = FakePool
+    driver.memcpy_htod_async = _memcpy_htod_async
+    driver.memcpy_dtoh_async = _memcpy_dtoh_async
+    driver.memcpy_dtod_async = _memcpy_dtod_async
     pkg.driver = driver
     pkg.tools = tools
     return {"pycuda": pkg, "pycuda.driver": driver, "pycuda.tools": tools}
@@ -500,7 +592,14 @@ def install(monkeypatch: Any, driver_version: int = 13000, emulator: Any = None)
     With ``emulator`` (a ctypes.CDLL of the CPU emulator) kernels run from their .cu source."""
     for name, module in build_modules(driver_version).items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "bitnet_cuda.backend", raising=False)
+    monkeypatch.delitem(sys.modules, "bitnet_cuda.runtime", raising=False)
     monkeypatch.setattr(sys.modules[__name__], "EMULATOR", [emulator] if emulator else [])
+    import bitnet_cuda.graph
+
+    monkeypatch.setattr(bitnet_cuda.graph, "load_libcuda", FakeLibcuda)
     LAUNCHES.clear()
     STACKS.clear()
+    STREAMS.clear()
+    GRAPHS.clear()
+    EXECS.clear()
+    GRAPH_LAUNCHES.clear()

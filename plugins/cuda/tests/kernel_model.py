@@ -13,18 +13,18 @@ import numpy as np
 QK_K = 256
 
 
-def quantize_per_token_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """quantize_per_token_i8: x f32 [n, K] -> q int8, scale f32 [n], qsum int32 [n]."""
+def quantize_per_token_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_per_token_i8: x f32 [n, K] -> q int8, scale f32 [n]."""
     amax = np.abs(x).max(axis=1)  # f32 max: exact
     m = np.maximum(1e-5, amax.astype(np.float64))
     scale = (127.0 / m).astype(np.float32)
     v = np.rint((x * scale[:, None]).astype(np.float32))
     q = np.clip(v, -128.0, 127.0).astype(np.int8)
-    return q, scale, q.astype(np.int32).sum(axis=1).astype(np.int32)
+    return q, scale
 
 
-def quantize_q8_k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """quantize_q8_k: x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256], bsum int32 [n, K/256]."""
+def quantize_q8_k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_q8_k: x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256]."""
     n, k = x.shape
     blocks = x.reshape(n, k // QK_K, QK_K)
     a = np.abs(blocks)
@@ -36,8 +36,7 @@ def quantize_q8_k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     q = np.minimum(127, np.rint((iscale[..., None] * blocks).astype(np.float32)))
     q = np.where(zero[..., None], 0, q).astype(np.int8)
     d = np.where(zero, np.float32(0), np.float32(1.0) / iscale).astype(np.float32)
-    bsum = q.astype(np.int32).sum(axis=2).astype(np.int32)
-    return q.reshape(n, k), d, bsum
+    return q.reshape(n, k), d
 
 
 def codes_by_vectors(codes: np.ndarray, cols: int, kind: str) -> np.ndarray:
@@ -45,7 +44,8 @@ def codes_by_vectors(codes: np.ndarray, cols: int, kind: str) -> np.ndarray:
 
     I2_S: vector u of a row covers bytes 16*(u&1).. of 128-element group u>>1, base element
     (u>>1)*128 + (u&1)*16; TQ: base (u>>2)*256 + ((u>>1)&1)*128 + (u&1)*16. Word i of the vector,
-    byte j of the word, group g -> element base + 32*g + 4*i + j, bits shift = 6-2g (I2_S) or 2g.
+    byte j of the word, group g -> element base + 32*g + 4*i + j, bits shift = 6-2g (both are in
+    the I2_S interleave on the device).
     """
     rows = codes.shape[0]
     vec = codes.reshape(rows, -1, 16)  # [rows, nvec, 16 bytes]
@@ -57,7 +57,7 @@ def codes_by_vectors(codes: np.ndarray, cols: int, kind: str) -> np.ndarray:
     else:
         base = (u >> 2) * QK_K + ((u >> 1) & 1) * 128 + (u & 1) * 16
     for g in range(4):
-        shift = 6 - 2 * g if kind == "i2s" else 2 * g
+        shift = 6 - 2 * g
         for i in range(4):
             for j in range(4):
                 element = base + 32 * g + 4 * i + j  # [nvec]
@@ -67,11 +67,12 @@ def codes_by_vectors(codes: np.ndarray, cols: int, kind: str) -> np.ndarray:
     return out
 
 
-def linear_i2s(codes: np.ndarray, q: np.ndarray, scale: np.ndarray, qsum: np.ndarray,
-               w_scale: np.float32, out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
-    """linear_i2s_*: integer dot by the vector walk, then (f32(dot) / s) * w_scale (* out)."""
-    c = codes_by_vectors(codes.reshape(rows, cols // 4), cols, "i2s").astype(np.int64)
-    dot = q.astype(np.int64) @ c.T - qsum.astype(np.int64)[:, None]  # [n, M]
+def linear_i2s(codes: np.ndarray, q: np.ndarray, scale: np.ndarray, w_scale: np.float32,
+               out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
+    """linear_i2s: integer dot sum((code - 1) * q) by the vector walk, then (f32(dot) / s) *
+    w_scale (* out)."""
+    c = codes_by_vectors(codes.reshape(rows, cols // 4), cols, "i2s").astype(np.int64) - 1
+    dot = q.astype(np.int64) @ c.T  # [n, M]
     y = (dot.astype(np.float32) / scale[:, None]).astype(np.float32) * np.float32(w_scale)
     if out_scale != 1:
         y = y * np.float32(out_scale)
@@ -79,15 +80,14 @@ def linear_i2s(codes: np.ndarray, q: np.ndarray, scale: np.ndarray, qsum: np.nda
 
 
 def linear_tq(codes: np.ndarray, w_d: np.ndarray, q: np.ndarray, act_d: np.ndarray,
-              bsum: np.ndarray, out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
-    """linear_tq_*: per 256-block exact sums, combined block by block in f32 (no FMA)."""
-    c = codes_by_vectors(codes.reshape(rows, -1), cols, "tq").astype(np.int64)
+              out_scale: np.float32, rows: int, cols: int) -> np.ndarray:
+    """linear_tq: per 256-block exact sums, combined block by block in f32 (no FMA)."""
+    c = codes_by_vectors(codes.reshape(rows, -1), cols, "tq").astype(np.int64) - 1
     n_blocks = cols // QK_K
     y = np.zeros((q.shape[0], rows), dtype=np.float32)
     for b in range(n_blocks):
         sl = slice(b * QK_K, (b + 1) * QK_K)
-        raw = q[:, sl].astype(np.int64) @ c[:, sl].T  # [n, M]
-        sumi = (raw - bsum[:, b, None]).astype(np.float32)
+        sumi = (q[:, sl].astype(np.int64) @ c[:, sl].T).astype(np.float32)  # [n, M]
         dd = (w_d[None, :, b] * act_d[:, b, None]).astype(np.float32)
         y = (y + (sumi * dd).astype(np.float32)).astype(np.float32)
     if out_scale != 1:
@@ -97,7 +97,7 @@ def linear_tq(codes: np.ndarray, w_d: np.ndarray, q: np.ndarray, act_d: np.ndarr
 
 def linear_q6k(codes: np.ndarray, sub: np.ndarray, w_d: np.ndarray, q: np.ndarray,
                act_d: np.ndarray, out_scale: np.float32) -> np.ndarray:
-    """linear_q6k_*: per 16-element sub-block an exact int dot times its int8 sub-scale, summed
+    """linear_q6_k: per 16-element sub-block an exact int dot times its int8 sub-scale, summed
     per 256-block, then combined block by block in f32 (no FMA), as linear_tq."""
     rows, cols = codes.shape
     n = q.shape[0]
@@ -123,15 +123,15 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
     return ((x * scale.astype(np.float32)[:, None]).astype(np.float32) * w.reshape(1, -1))
 
 
-def rope_neox(x: np.ndarray, n_heads: int, head_dim: int, pos: int, theta: float) -> np.ndarray:
+def rope(x: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, n_heads: int, head_dim: int,
+         pos: int) -> np.ndarray:
+    """rope: pairs rotated by the f64 tables' angles of positions pos .. pos + n - 1, in
+    double, rounded to f32 once."""
     n = x.shape[0]
     half = head_dim // 2
     heads = x.reshape(n, n_heads, head_dim).astype(np.float64)
-    i = np.arange(half, dtype=np.float64)
-    inv_freq = np.power(float(theta), -2.0 * i / head_dim)
-    angle = np.arange(pos, pos + n, dtype=np.float64)[:, None] * inv_freq[None, :]
-    c = np.cos(angle)[:, None, :]
-    s = np.sin(angle)[:, None, :]
+    c = cos_t.reshape(-1, half)[pos:pos + n][:, None, :]
+    s = sin_t.reshape(-1, half)[pos:pos + n][:, None, :]
     a = heads[..., :half]
     b = heads[..., half:]
     out = np.concatenate([a * c - b * s, a * s + b * c], axis=-1)

@@ -1,9 +1,10 @@
-"""CudaBackend's host code end to end on a fake PyCUDA (fake_cuda.py), against the reference.
+"""bitnet.hal's GpuBackend over CudaRuntime end to end on a fake PyCUDA (fake_cuda.py), against
+the reference.
 
 Each kernel is replaced by its numpy model (kernel_model.py) reading arguments in the .cu
-parameter order, so these tests catch wrong argument order, pointer arithmetic, layouts, shapes
-and launch geometry in backend.py. They cannot catch a bug in the CUDA code itself: that needs a
-GPU (the conformance suite).
+parameter order (the KERNELS table's), so these tests catch wrong argument order, pointer
+arithmetic, layouts, shapes and launch geometry in runtime.py. They cannot catch a bug in the
+CUDA code itself: that needs a GPU (the conformance suite).
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def test_linear_ternary_is_bit_exact(backend, fmt, n):
     want = REF.linear_ternary(REF.load_weight(tensor), x)
     assert got.shape == (n, 13) and got.dtype == np.float32
     assert np.array_equal(got, want)
-    kernels = [name for name, _, _ in fake_cuda.LAUNCHES]
-    assert any(k.endswith("_gemv" if n == 1 else "_gemm") for k in kernels)
+    launched = {name: (grid, block) for name, grid, block in fake_cuda.LAUNCHES}
+    matmul = "linear_i2s" if fmt is WeightFormat.I2_S else "linear_tq"
+    grid, block = launched[matmul]
+    assert block == (128, 1, 1) and grid == (4, -(-n // 8), 1)  # 4 warps (rows) a block
 
 
 @pytest.mark.parametrize("fmt", [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16,
@@ -90,7 +93,7 @@ def test_linear_q6_k_is_bit_exact(backend, n, cols):
     got = backend.download(backend.linear_float(backend.load_weight(tensor), backend.upload(x)))
     assert np.array_equal(got, REF.linear_float(REF.load_weight(tensor), x))
     kernels = [name for name, _, _ in fake_cuda.LAUNCHES]
-    assert kernels[-2:] == ["quantize_q8_k", "linear_q6k_gemv" if n == 1 else "linear_q6k_gemm"]
+    assert kernels[-2:] == ["quantize_q8_k", "linear_q6_k"]
 
 
 def test_rmsnorm_rope_gating_add_slices(backend):
@@ -136,9 +139,9 @@ def test_attention_with_cache_prefill_then_decode(backend):
 
 def test_shape_errors_name_the_op(backend):
     w = backend.load_weight(_ternary(WeightFormat.I2_S, 4, 256, np.random.default_rng(0)))
-    with pytest.raises(ValueError, match="linear_ternary.*K=256"):
+    with pytest.raises(ValueError, match="linear_ternary: x has 128 columns, weight has 256"):
         backend.linear_ternary(w, backend.upload(np.zeros((2, 128), np.float32)))
-    with pytest.raises(ValueError, match="not a float format"):
+    with pytest.raises(TypeError, match="linear_float got a i2_s weight"):
         backend.linear_float(w, backend.upload(np.zeros((2, 256), np.float32)))
     with pytest.raises(ValueError, match="upload"):
         backend.upload(np.zeros((2, 3), np.float64))
@@ -153,7 +156,7 @@ def test_decode_step_moves_only_ids_in_and_logits_out(backend, monkeypatch):
     driver = fake_cuda.build_modules()["pycuda.driver"]  # fresh functions to wrap
     import pycuda.driver as live
 
-    for name in ("memcpy_htod", "memcpy_dtoh"):
+    for name in ("memcpy_htod_async", "memcpy_dtoh_async", "memcpy_dtod_async"):
         real = getattr(live, name)
         monkeypatch.setattr(live, name, lambda *a, _n=name, _r=real: (copies.append(_n), _r(*a)))
     assert driver is not live
@@ -168,7 +171,7 @@ def test_decode_step_moves_only_ids_in_and_logits_out(backend, monkeypatch):
     h = backend.embed(embed, backend.upload(np.array([5], np.int32)))
     h = backend.add(h, backend.linear_ternary(up, backend.rmsnorm(h, norm, 1e-5)))
     logits = backend.download(backend.linear_float(embed, backend.rmsnorm(h, norm, 1e-5)))
-    assert copies == ["memcpy_htod", "memcpy_dtoh"]
+    assert copies == ["memcpy_htod_async", "memcpy_dtoh_async"]
     assert logits.shape == (1, 64)
     # bench's host submissions: 7 launches (embed, rmsnorm, quantize, linear_i2s, add,
     # rmsnorm, linear_f16) and the 2 copies
@@ -220,7 +223,7 @@ def test_context_follows_the_threads_and_every_push_is_popped(monkeypatch):
 
 
 def test_exit_handler_pops_the_main_threads_context(backend):
-    from bitnet_cuda.backend import _leave_at_exit
+    from bitnet_cuda.runtime import _leave_at_exit
 
     backend.synchronize()
     assert len(fake_cuda.STACKS[threading.get_ident()]) == 1
@@ -259,7 +262,7 @@ def test_a_thread_that_outlives_the_backend_pops_its_own_push(monkeypatch):
     release.set()
     thread.join()
     assert fake_cuda.STACKS[worker_id[0]] == []
-    from bitnet_cuda.backend import _leave_at_exit
+    from bitnet_cuda.runtime import _leave_at_exit
 
     _leave_at_exit()  # the backend is gone; the main thread's push is still popped at exit
     assert fake_cuda.STACKS[main] == []

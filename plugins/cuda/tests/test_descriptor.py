@@ -22,7 +22,7 @@ def test_entry_point_is_registered():
 
 
 def test_descriptor_import_pulls_in_no_pycuda():
-    code = ("import sys, bitnet_cuda.descriptor, bitnet_cuda.layout, bitnet_cuda.launch, "
+    code = ("import sys, bitnet_cuda.descriptor, bitnet_cuda.runtime, "
             "bitnet_cuda.ptx; print(sorted(m for m in sys.modules if m.startswith('pycuda')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

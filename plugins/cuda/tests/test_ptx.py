@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bitnet_cuda import launch, ptx
+from bitnet_cuda import ptx
+from bitnet_cuda.runtime import entry_points
 
 PTX_PARAM = {"u64": "P", "u32": "i", "s32": "i", "f32": "f", "f64": "d"}
 MAX_SPILL_BYTES = 64  # a few bytes of spill in the widest GEMM tiles are tolerated, not more
@@ -49,8 +50,9 @@ def test_host_signatures_match_the_ptx_parameters():
     declared: dict[str, str] = {}
     for module in ptx.KERNEL_MODULES:
         declared.update(_entries(ptx.ptx_path(module, ptx.TARGET_ARCHS[0]).read_text()))
-    assert set(declared) == set(launch.KERNEL_ARGS), "kernels without host signatures or back"
-    for name, signature in launch.KERNEL_ARGS.items():
+    host = entry_points()
+    assert set(declared) == set(host), "kernels without host signatures or back"
+    for name, signature in host.items():
         assert declared[name] == signature, f"{name}: PTX {declared[name]} vs host {signature}"
 
 

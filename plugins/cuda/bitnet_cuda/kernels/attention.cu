@@ -6,10 +6,12 @@
 //              0 .. pos + i; query head h reads kv head h / (H / Hkv). q is rounded to f16
 //              before the q.K product, as ggml's F16 dot (and the contract) does
 //
-//   kv_store_rows, attention_rows: the same for one token of each of n sequences (a batched
-//              decode step), each at its own position in its own caches
+// pos = step[0] is read from device memory (a captured step replays at new positions);
+// arguments as bitnet.hal.device_runtime.KERNELS orders them. attention keeps its scores in
+// registers (online softmax), so the table's `scores` scratch goes unused.
 //
-// Geometry: grid (H, n), ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
+// Geometry: kv_store (D * Hkv / 2, n) items, one per pair of elements; attention grid (H, n),
+// ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
 // with an online (running max) softmax in f32; the warps' partial results are merged at the end.
 // The reference subtracts the global max instead; the results agree to f32 rounding (the
 // validation suite's tolerance). D <= ATT_MAX_DIM (the host checks). For long contexts with a
@@ -22,18 +24,22 @@
 #define ATT_MAX_DIM 256
 #define ATT_PER_LANE (ATT_MAX_DIM / WARP_SIZE)
 
-// Grid n, KV_THREADS threads striding over the row width.
+// One item per pair of elements of a row: grid (width / 2, n) items in blocks of KV_THREADS.
 extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
     const float* __restrict__ k, const float* __restrict__ v, __half* __restrict__ k_cache,
-    __half* __restrict__ v_cache, int layer, int pos, int width, int n_ctx)
+    __half* __restrict__ v_cache, const int* __restrict__ step, int layer, int n_ctx, int width)
 {
-    const int i = blockIdx.x;
-    const size_t dst = ((size_t)layer * n_ctx + pos + i) * width;
-    const size_t src = (size_t)i * width;
-    for (int c = threadIdx.x; c < width; c += KV_THREADS) {
-        k_cache[dst + c] = __float2half_rn(k[src + c]);
-        v_cache[dst + c] = __float2half_rn(v[src + c]);
+    const int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+    const int i = blockIdx.y;
+    if (c >= width) {
+        return;
     }
+    const size_t dst = ((size_t)layer * n_ctx + step[0] + i) * width + c;
+    const size_t src = (size_t)i * width + c;
+    k_cache[dst] = __float2half_rn(k[src]);
+    k_cache[dst + 1] = __float2half_rn(k[src + 1]);
+    v_cache[dst] = __float2half_rn(v[src]);
+    v_cache[dst + 1] = __float2half_rn(v[src + 1]);
 }
 
 // One (query head, token) block: q_row [D] against cache rows 0 .. last of one KV head
@@ -131,39 +137,10 @@ __device__ __forceinline__ void attend_block(
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
     const float* __restrict__ q, const __half* __restrict__ k_cache,
-    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int pos,
-    int n_heads, int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+    const __half* __restrict__ v_cache, const int* __restrict__ step, float* __restrict__ scores,
+    float* __restrict__ out, int layer, int n_ctx, int n_heads, int n_kv_heads, int head_dim,
+    float score_scale)
 {
-    attend_block(q, k_cache, v_cache, out, layer, pos + blockIdx.y, n_heads, n_kv_heads, head_dim,
-                 n_ctx, score_scale);
-}
-
-// The rows forms: row r of k, v, q is one token of sequence r, at position pos[r] (int32 [n]) of
-// its own caches: caches[r] and caches[n + r] are the addresses of its K and V caches (all of the
-// same n_ctx and width). One launch serves a decode step of n sequences.
-extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store_rows(
-    const float* __restrict__ k, const float* __restrict__ v,
-    const unsigned long long* __restrict__ caches, const int* __restrict__ pos, int layer,
-    int width, int n_ctx)
-{
-    const int r = blockIdx.x;
-    __half* k_cache = reinterpret_cast<__half*>(caches[r]);
-    __half* v_cache = reinterpret_cast<__half*>(caches[gridDim.x + r]);
-    const size_t dst = ((size_t)layer * n_ctx + pos[r]) * width;
-    const size_t src = (size_t)r * width;
-    for (int c = threadIdx.x; c < width; c += KV_THREADS) {
-        k_cache[dst + c] = __float2half_rn(k[src + c]);
-        v_cache[dst + c] = __float2half_rn(v[src + c]);
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention_rows(
-    const float* __restrict__ q, const unsigned long long* __restrict__ caches,
-    const int* __restrict__ pos, float* __restrict__ out, int layer, int n_heads,
-    int n_kv_heads, int head_dim, int n_ctx, float score_scale)
-{
-    const int r = blockIdx.y;
-    attend_block(q, reinterpret_cast<const __half*>(caches[r]),
-                 reinterpret_cast<const __half*>(caches[gridDim.y + r]), out, layer, pos[r],
-                 n_heads, n_kv_heads, head_dim, n_ctx, score_scale);
+    attend_block(q, k_cache, v_cache, out, layer, step[0] + blockIdx.y, n_heads, n_kv_heads,
+                 head_dim, n_ctx, score_scale);
 }

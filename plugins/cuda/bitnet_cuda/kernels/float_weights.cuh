@@ -1,10 +1,11 @@
-// Readers of the float-format device layouts (bitnet_cuda/layout.py makes them at load time).
+// Readers of float-format weights as their on-disk rows (bitnet.hal.device_layout.float_rows;
+// rows are whole blocks, so a flat element index works across rows) and of Q6_K's split.
 // Each decodes to exactly the f32 value bitnet.formats.dequantize gives:
 //   F32Weights   f32 as on disk
 //   F16Weights   f16 bits as on disk (exact widening)
 //   BF16Weights  bf16 bits as on disk (exact widening)
-//   I8GWeights   int8 codes + one f32 scale per `group` consecutive elements of a row: Q8_0
-//                (group 32, scale = d); scale * code is one f32 rounding, as the reference's.
+//   Q80Weights   Q8_0 blocks as on disk (f16 d, then 32 int8 codes: 34 bytes); d * code is one
+//                f32 rounding, as the reference's.
 //   Q6KWeights   Q6_K split for its integer dot (linear_float.cu's linear_q6k): int8 codes,
 //                int8 sub-scales per 16 elements, f32 d per 256; (d * sc) * q, two roundings as
 //                ggml's dequantize_row_q6_K (d * sc is exact). Only load1 (embed reads it).
@@ -56,22 +57,21 @@ struct BF16Weights {
     }
 };
 
-struct I8GWeights {
-    const signed char* w;
-    const float* scale;  // one per `group` elements, row-major: index = flat element / group
-    int group;           // 16 or 32; rows are whole groups, so a flat index works
+struct Q80Weights {
+    const unsigned char* w;  // 34-byte blocks: f16 d, int8 qs[32]
+    __device__ __forceinline__ float scale(size_t i) const {
+        return f16_bits_to_float(*reinterpret_cast<const unsigned short*>(w + (i / 32) * 34));
+    }
     __device__ __forceinline__ float load1(size_t i) const {
-        return __fmul_rn(__ldg(scale + i / group), (float)__ldg(w + i));
+        return __fmul_rn(scale(i), (float)(signed char)w[(i / 32) * 34 + 2 + i % 32]);
     }
     __device__ __forceinline__ void load8(size_t i, float out[8]) const {
-        // 8 elements from a multiple of 8 never straddle a group of 16 or 32
-        const float s = __ldg(scale + i / group);
-        const uint2 v = __ldg(reinterpret_cast<const uint2*>(w + i));
-        const unsigned int words[2] = {v.x, v.y};
+        // 8 elements from a multiple of 8 never straddle a block of 32
+        const float s = scale(i);
+        const unsigned char* c = w + (i / 32) * 34 + 2 + i % 32;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            const signed char c = (signed char)((words[j >> 2] >> (8 * (j & 3))) & 0xffu);
-            out[j] = __fmul_rn(s, (float)c);
+            out[j] = __fmul_rn(s, (float)(signed char)c[j]);
         }
     }
 };

@@ -1,12 +1,13 @@
 // linear_float: float-format weight [M, K] times f32 x [n, K] -> f32 [n, M] (the output head,
-// and float checkpoints run without ternarizing). F32 / F16 / BF16 / Q8_0: dequantized weights
-// times f32 x, any summation order (the contract allows it). Q6_K: llama.cpp's integer Q6_K x
-// Q8_K dot on activations from linear_ternary.cu's quantize_q8_k (linear_q6k_* below).
+// and float checkpoints run without ternarizing). linear_float_<fmt> (F32 / F16 / BF16 / Q8_0,
+// on-disk rows): dequantized weights times f32 x, any summation order (the contract allows it).
+// linear_q6_k: llama.cpp's integer Q6_K x Q8_K dot on activations from linear_ternary.cu's
+// quantize_q8_k. Arguments as bitnet.hal.device_runtime.KERNELS orders them.
 //
-// Geometry as linear_ternary.cu: one warp per output row, ROWS_PER_BLOCK rows per block, grid
-// (ceil(M / ROWS_PER_BLOCK), ceil(n / TN)); TN = 1 (gemv) or GEMM_TOKENS (gemm: each weight read
-// serves TN tokens). When K % 8 == 0 each lane reads 8 consecutive weights per step (one 16-byte
-// load for f16), else one weight per lane per step.
+// Geometry as linear_ternary.cu: one warp per output row, blockDim.x / 32 rows per block, grid
+// (ceil(M / rows), ceil(n / TILE_N)); TN = 1 for one token (gemv), else GEMM_TOKENS (each
+// weight read serves TN tokens). When K % 8 == 0 each lane reads 8 consecutive weights per
+// step (one 16-byte load for f16), else one weight per lane per step.
 #include "float_weights.cuh"
 
 #define ROWS_PER_BLOCK 8
@@ -19,7 +20,7 @@ __device__ __forceinline__ void linear_float_rows(const W wt, const float* __res
                                                   int M, int K, int n)
 {
     const int lane = threadIdx.x & (WARP_SIZE - 1);
-    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     const int t0 = blockIdx.y * TN;
     if (row >= M) {
         return;
@@ -67,32 +68,27 @@ __device__ __forceinline__ void linear_float_rows(const W wt, const float* __res
     store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
-// One gemv and one gemm entry point per device layout.
-#define LINEAR_FLOAT_ENTRY(NAME, TN, W, PARAMS, INIT)                                          \
+// One entry point per format: linear_float_<fmt> (w, x, out, row_bytes, K, n, M, scale).
+#define LINEAR_FLOAT_ENTRY(NAME, W, WTYPE)                                                     \
     extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) NAME(              \
-        PARAMS, const float* __restrict__ x, float out_scale, float* __restrict__ y, int M,      \
-        int K, int n)                                                                          \
+        const WTYPE* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,         \
+        int row_bytes, int K, int n, int M, float out_scale)                                   \
     {                                                                                          \
-        const W wt = INIT;                                                                     \
-        linear_float_rows<W, TN>(wt, x, out_scale, y, M, K, n);                                \
+        const W wt{w};                                                                         \
+        if (n == 1) {                                                                          \
+            linear_float_rows<W, 1>(wt, x, out_scale, y, M, K, n);                             \
+        } else {                                                                               \
+            linear_float_rows<W, GEMM_TOKENS>(wt, x, out_scale, y, M, K, n);                   \
+        }                                                                                      \
     }
 
-#define F32_PARAMS const float* __restrict__ w
-#define F16_PARAMS const unsigned short* __restrict__ w
-#define I8G_PARAMS const signed char* __restrict__ w, const float* __restrict__ scale, int group
-
-LINEAR_FLOAT_ENTRY(linear_f32_gemv, 1, F32Weights, F32_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_f32_gemm, GEMM_TOKENS, F32Weights, F32_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_f16_gemv, 1, F16Weights, F16_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_f16_gemm, GEMM_TOKENS, F16Weights, F16_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_bf16_gemv, 1, BF16Weights, F16_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_bf16_gemm, GEMM_TOKENS, BF16Weights, F16_PARAMS, {w})
-LINEAR_FLOAT_ENTRY(linear_i8g_gemv, 1, I8GWeights, I8G_PARAMS, (I8GWeights{w, scale, group}))
-LINEAR_FLOAT_ENTRY(linear_i8g_gemm, GEMM_TOKENS, I8GWeights, I8G_PARAMS,
-                   (I8GWeights{w, scale, group}))
+LINEAR_FLOAT_ENTRY(linear_float_f32, F32Weights, float)
+LINEAR_FLOAT_ENTRY(linear_float_f16, F16Weights, unsigned short)
+LINEAR_FLOAT_ENTRY(linear_float_bf16, BF16Weights, unsigned short)
+LINEAR_FLOAT_ENTRY(linear_float_q8_0, Q80Weights, unsigned char)
 
 // ---------------------------------------------------------------------------------------------
-// Q6_K (layout "q6k", bitnet.formats.device_layout.split_q6_k_ints): codes int8 [M, K] in
+// Q6_K (bitnet.hal.device_layout.split_q6_k_ints): codes int8 [M, K] in
 // -32..31, sub-block scales int8 [M, K/16], block scales f32 w_d [M, K/256]; activations Q8_K
 // (q int8 [n, K], act_d f32 [n, K/256]). Per 256-block b the exact integer isum_b = sum_j sc_j *
 // sum_{16-element sub-block j} q6 * q8 (|isum_b| < 2^31), then acc += f32(isum_b) * (d_w * d_y)
@@ -106,10 +102,10 @@ template <int TN>
 __device__ __forceinline__ void linear_q6k_rows(
     const int4* __restrict__ w, const signed char* __restrict__ w_sub,
     const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_d, float* __restrict__ y, int K, int n, int M, float out_scale)
 {
     const int lane = threadIdx.x & (WARP_SIZE - 1);
-    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     const int t0 = blockIdx.y * TN;
     if (row >= M) {
         return;  // the whole warp leaves together: no shuffle is left waiting
@@ -167,18 +163,14 @@ __device__ __forceinline__ void linear_q6k_rows(
     store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6k_gemv(
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6_k(
     const int4* __restrict__ w, const signed char* __restrict__ w_sub,
     const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_d, float* __restrict__ y, int K, int n, int M, float out_scale)
 {
-    linear_q6k_rows<1>(w, w_sub, w_d, q, act_d, out_scale, y, M, K, n);
-}
-
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_q6k_gemm(
-    const int4* __restrict__ w, const signed char* __restrict__ w_sub,
-    const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, float out_scale, float* __restrict__ y, int M, int K, int n)
-{
-    linear_q6k_rows<GEMM_TOKENS>(w, w_sub, w_d, q, act_d, out_scale, y, M, K, n);
+    if (n == 1) {
+        linear_q6k_rows<1>(w, w_sub, w_d, q, act_d, y, K, n, M, out_scale);
+    } else {
+        linear_q6k_rows<GEMM_TOKENS>(w, w_sub, w_d, q, act_d, y, K, n, M, out_scale);
+    }
 }

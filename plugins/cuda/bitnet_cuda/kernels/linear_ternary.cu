@@ -1,42 +1,42 @@
 // linear_ternary: ternary weights [M, K] times f32 activations [n, K] -> f32 [n, M].
 //
-// Two activation quantizers (bit-exact with bitnet.formats.activations) and two matmul families:
-//   quantize_per_token_i8 + linear_i2s_{gemv,gemm}   I2_S, bitnet.cpp semantics
-//   quantize_q8_k         + linear_tq_{gemv,gemm}    TQ2_0 and TQ1_0 (repacked to TQ2_0 codes at
-//                                                    load), llama.cpp semantics
+// Two activation quantizers (bit-exact with bitnet.formats.activations) and two matmul families,
+// with the buffers and scalars of bitnet.hal.device_runtime.KERNELS in its order:
+//   quantize_per_token_i8 + linear_i2s   I2_S, bitnet.cpp semantics
+//   quantize_q8_k         + linear_tq    TQ2_0 and TQ1_0 (as I2_S-interleaved codes with f32
+//                                        block scales, bitnet.hal.device_layout), llama.cpp's
 //
 // Weight codes stay 2-bit on the device; four codes at a time become int8 lanes of a 32-bit word
-// ((word >> shift) & 0x03030303) and meet four int8 activations in one __dp4a. The codes are
-// 0..2 (value + 1), so each dot is sum(code * q) and the kernels subtract sum(q) (computed by the
-// quantizer) to get sum((code - 1) * q): exact integers, as the reference demands.
+// ((word >> shift) & 0x03030303), turned into -1 / 0 / 1 bytes by a borrow-free byte subtract
+// (ternary4), and meet four int8 activations in one __dp4a: sum((code - 1) * q), exact integers,
+// as the reference demands (no code sums from the quantizer: the table's quantizers write none).
 //
-// Geometry (bitnet_cuda/launch.py mirrors it): one warp per output row, ROWS_PER_BLOCK warps per
-// block, grid (ceil(M / ROWS_PER_BLOCK), ceil(n / TN)). Why a warp per row rather than a tiled
-// GEMV: BitNet rows are short (K = 2560..6912 -> 640..1728 bytes of codes), so 32 lanes reading
-// 16 bytes each cover a row in 1-4 coalesced steps, and M = 2560..6912 rows give hundreds of
-// blocks to hide memory latency; no shared memory or block barrier is needed. The GEMM variant
-// keeps the same shape but lets each warp carry TN = GEMM_TOKENS tokens, so every weight vector
-// read from DRAM is reused TN times; the TN activation rows (TN * K bytes) are shared by the
-// block's warps through L1. A shared-memory / mma.sync int8 tile is the next step for long
-// prompts (not done: on an H100 this GEMM already gives 3100 tok/s of 2B prompt, 10x the CPU).
+// Geometry (the table's MATMUL grid): one warp per output row, blockDim.x / 32 rows per block,
+// grid (ceil(M / rows), ceil(n / TILE_N)); a tile of one token (decode) runs the TN = 1 path.
+// Why a warp per row rather than a tiled GEMV: BitNet rows are short (K = 2560..6912 -> 640..1728
+// bytes of codes), so 32 lanes reading 16 bytes each cover a row in 1-4 coalesced steps, and M =
+// 2560..6912 rows give hundreds of blocks to hide memory latency; no shared memory or block barrier
+// is needed. The GEMM variant keeps the same shape but lets each warp carry TN = GEMM_TOKENS
+// tokens, so every weight vector read from DRAM is reused TN times; the TN activation rows (TN * K
+// bytes) are shared by the block's warps through L1. A shared-memory / mma.sync int8 tile is the
+// next step for long prompts (not done: on an H100 this GEMM already gives 3100 tok/s of 2B prompt,
+// 10x the CPU).
 #include "common.cuh"
 
 #define QUANT_THREADS 256
 #define QK_K 256
-#define ROWS_PER_BLOCK 8
-#define GEMM_TOKENS 8
+#define ROWS_PER_BLOCK 8  // the most rows a block holds (__launch_bounds__)
+#define GEMM_TOKENS 8  // TILE_N: tokens a matmul work-group carries
 
 // ---------------------------------------------------------------------------------------------
 // activation quantizers
 
 // Per-token absmax int8 (bitnet.cpp quantize_row_i8_s). Grid n, block QUANT_THREADS.
-// x f32 [n, K] -> q int8 [n, K], scale f32 [n] (= 127 / max|x|), qsum int32 [n] (= sum q).
+// x f32 [n, K] -> q int8 [n, K], scale f32 [n] (= 127 / max|x|).
 extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_per_token_i8(
-    const float* __restrict__ x, int K, signed char* __restrict__ q, float* __restrict__ scale,
-    int* __restrict__ qsum)
+    const float* __restrict__ x, signed char* __restrict__ q, float* __restrict__ scale, int K)
 {
     __shared__ float s_max[QUANT_THREADS / WARP_SIZE];
-    __shared__ int s_sum[QUANT_THREADS / WARP_SIZE];
     __shared__ float s_scale;
     const int row = blockIdx.x;
     const int lane = threadIdx.x & (WARP_SIZE - 1);
@@ -66,18 +66,11 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_per_token_i
     __syncthreads();
 
     const float s = s_scale;
-    int sum = 0;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
         // f32 product, round half to even, clip: exactly the reference's order
         float v = rintf(__fmul_rn(xr[k], s));
         v = fminf(fmaxf(v, -128.0f), 127.0f);
-        const int qi = (int)v;
-        qr[k] = (signed char)qi;
-        sum += qi;
-    }
-    const int total = block_sum_int<QUANT_THREADS / WARP_SIZE>(sum, s_sum);
-    if (threadIdx.x == 0) {
-        qsum[row] = total;
+        qr[k] = (signed char)(int)v;
     }
 }
 
@@ -90,14 +83,12 @@ __device__ __forceinline__ void amax_pick(float& a, int& idx, float other_a, int
 }
 
 // ggml Q8_K. Grid (K / 256, n), block 256: one thread per element of one block.
-// x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256], bsum int32 [n, K/256] (= sum q of the block).
+// x f32 [n, K] -> q int8 [n, K], d f32 [n, K/256].
 extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
-    const float* __restrict__ x, int K, signed char* __restrict__ q, float* __restrict__ d,
-    int* __restrict__ bsum)
+    const float* __restrict__ x, signed char* __restrict__ q, float* __restrict__ d, int K)
 {
     __shared__ float s_a[QK_K / WARP_SIZE];
     __shared__ int s_i[QK_K / WARP_SIZE];
-    __shared__ int s_sum[QK_K / WARP_SIZE];
     __shared__ float s_max;
     const int blk = blockIdx.x;
     const int row = blockIdx.y;
@@ -139,30 +130,30 @@ extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
         d[(size_t)row * nblk + blk] = 0.0f;  // an all-zero block: d = 0, q = 0
     }
     q[base + threadIdx.x] = (signed char)qi;
-
-    const int total = block_sum_int<QK_K / WARP_SIZE>(qi, s_sum);
-    if (threadIdx.x == 0) {
-        bsum[(size_t)row * nblk + blk] = total;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // integer dot of one 16-byte code vector with the activations of one token
 
+// Four codes 0..2 (bytes of w) -> four signed bytes code - 1: the high bit of each byte set
+// first, so the subtraction borrows across no byte boundary.
+__device__ __forceinline__ int ternary4(unsigned int w) {
+    return (int)(((w | 0x80808080u) - 0x01010101u) ^ 0x80808080u);
+}
+
 // Bytes 0..15 of `pk` are bytes b0 .. b0+15 of a 32-byte group that serves 128 elements; byte b
-// holds elements 32*g + b (g = 0..3). I2_S keeps g = 0 in bits 7:6 (shift 6 - 2g); TQ2_0 in bits
-// 1:0 (shift 2g). `qt` points at activation element (group base + b0), 16-byte aligned.
-template <bool HIGH_FIRST>
+// holds elements 32*g + b (g = 0..3), the I2_S interleave: g = 0 in bits 7:6 (shift 6 - 2g).
+// `qt` points at activation element (group base + b0), 16-byte aligned. Adds sum((code-1) * q).
 __device__ __forceinline__ int dot_codes16(const uint4 pk, const signed char* __restrict__ qt,
                                            int acc) {
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
-        const int shift = HIGH_FIRST ? 6 - 2 * g : 2 * g;
+        const int shift = 6 - 2 * g;
         const int4 qv = *reinterpret_cast<const int4*>(qt + 32 * g);
-        acc = __dp4a((int)((pk.x >> shift) & 0x03030303u), qv.x, acc);
-        acc = __dp4a((int)((pk.y >> shift) & 0x03030303u), qv.y, acc);
-        acc = __dp4a((int)((pk.z >> shift) & 0x03030303u), qv.z, acc);
-        acc = __dp4a((int)((pk.w >> shift) & 0x03030303u), qv.w, acc);
+        acc = __dp4a(ternary4((pk.x >> shift) & 0x03030303u), qv.x, acc);
+        acc = __dp4a(ternary4((pk.y >> shift) & 0x03030303u), qv.y, acc);
+        acc = __dp4a(ternary4((pk.z >> shift) & 0x03030303u), qv.z, acc);
+        acc = __dp4a(ternary4((pk.w >> shift) & 0x03030303u), qv.w, acc);
     }
     return acc;
 }
@@ -173,11 +164,11 @@ __device__ __forceinline__ int dot_codes16(const uint4 pk, const signed char* __
 template <int TN>
 __device__ __forceinline__ void linear_i2s_rows(
     const uint4* __restrict__ w, const signed char* __restrict__ q,
-    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
-    float out_scale, float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_scale, float* __restrict__ y, int K, int n, int M,
+    float w_scale, float out_scale)
 {
     const int lane = threadIdx.x & (WARP_SIZE - 1);
-    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     const int t0 = blockIdx.y * TN;
     if (row >= M) {
         return;  // the whole warp leaves together: no shuffle or barrier is left waiting
@@ -195,7 +186,7 @@ __device__ __forceinline__ void linear_i2s_rows(
 #pragma unroll
         for (int t = 0; t < TN; ++t) {
             if (t0 + t < n) {
-                acc[t] = dot_codes16<true>(pk, q + (size_t)(t0 + t) * K + base, acc[t]);
+                acc[t] = dot_codes16(pk, q + (size_t)(t0 + t) * K + base, acc[t]);
             }
         }
     }
@@ -210,7 +201,7 @@ __device__ __forceinline__ void linear_i2s_rows(
     for (int t = 0; t < TN; ++t) {
         const int tok = t0 + t;
         if (tok < n) {
-            const int dot = acc[t] - act_sum[tok];  // sum((code - 1) * q), exact
+            const int dot = acc[t];  // sum((code - 1) * q), exact
             // the bitnet.cpp epilogue: one f32 divide, then one f32 multiply
             float yv = __fmul_rn(__fdiv_rn((float)dot, act_scale[tok]), w_scale);
             if (out_scale != 1.0f) {
@@ -221,34 +212,30 @@ __device__ __forceinline__ void linear_i2s_rows(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_i2s_gemv(
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_i2s(
     const uint4* __restrict__ w, const signed char* __restrict__ q,
-    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
-    float out_scale, float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_scale, float* __restrict__ y, int K, int n, int M,
+    float w_scale, float out_scale)
 {
-    linear_i2s_rows<1>(w, q, act_scale, act_sum, w_scale, out_scale, y, M, K, n);
-}
-
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_i2s_gemm(
-    const uint4* __restrict__ w, const signed char* __restrict__ q,
-    const float* __restrict__ act_scale, const int* __restrict__ act_sum, float w_scale,
-    float out_scale, float* __restrict__ y, int M, int K, int n)
-{
-    linear_i2s_rows<GEMM_TOKENS>(w, q, act_scale, act_sum, w_scale, out_scale, y, M, K, n);
+    if (n == 1) {
+        linear_i2s_rows<1>(w, q, act_scale, y, K, n, M, w_scale, out_scale);
+    } else {
+        linear_i2s_rows<GEMM_TOKENS>(w, q, act_scale, y, K, n, M, w_scale, out_scale);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// TQ2_0 codes (TQ1_0 is repacked to them at load): per row, K/256 blocks of 64 code bytes
-// (the on-disk qs, scales split off), and f32 block scales w_d [M, K/256].
+// TQ2_0 codes (TQ1_0 is repacked to them at load) in the I2_S interleave: per row, K/256 blocks
+// of 64 code bytes (the on-disk qs with their fields reversed), f32 block scales w_d [M, K/256].
 
 template <int TN>
 __device__ __forceinline__ void linear_tq_rows(
     const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
-    float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_d, float* __restrict__ y, int K, int n, int M,
+    float out_scale)
 {
     const int lane = threadIdx.x & (WARP_SIZE - 1);
-    const int row = blockIdx.x * ROWS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+    const int row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     const int t0 = blockIdx.y * TN;
     if (row >= M) {
         return;
@@ -269,7 +256,7 @@ __device__ __forceinline__ void linear_tq_rows(
 #pragma unroll
             for (int t = 0; t < TN; ++t) {
                 if (t0 + t < n) {
-                    part[t] = dot_codes16<false>(pk, q + (size_t)(t0 + t) * K + base, 0);
+                    part[t] = dot_codes16(pk, q + (size_t)(t0 + t) * K + base, 0);
                 }
             }
         }
@@ -292,9 +279,8 @@ __device__ __forceinline__ void linear_tq_rows(
                 const int tok = t0 + t;
                 if (tok < n) {
                     const size_t ab = (size_t)tok * nblk + b;
-                    const int sumi = raw - act_bsum[ab];
                     const float dd = __fmul_rn(dw, act_d[ab]);
-                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)sumi, dd));
+                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)raw, dd));
                 }
             }
         }
@@ -302,18 +288,13 @@ __device__ __forceinline__ void linear_tq_rows(
     store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq_gemv(
+extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq(
     const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
-    float* __restrict__ y, int M, int K, int n)
+    const float* __restrict__ act_d, float* __restrict__ y, int K, int n, int M, float out_scale)
 {
-    linear_tq_rows<1>(w, w_d, q, act_d, act_bsum, out_scale, y, M, K, n);
-}
-
-extern "C" __global__ void __launch_bounds__(ROWS_PER_BLOCK * WARP_SIZE) linear_tq_gemm(
-    const uint4* __restrict__ w, const float* __restrict__ w_d, const signed char* __restrict__ q,
-    const float* __restrict__ act_d, const int* __restrict__ act_bsum, float out_scale,
-    float* __restrict__ y, int M, int K, int n)
-{
-    linear_tq_rows<GEMM_TOKENS>(w, w_d, q, act_d, act_bsum, out_scale, y, M, K, n);
+    if (n == 1) {
+        linear_tq_rows<1>(w, w_d, q, act_d, y, K, n, M, out_scale);
+    } else {
+        linear_tq_rows<GEMM_TOKENS>(w, w_d, q, act_d, y, K, n, M, out_scale);
+    }
 }

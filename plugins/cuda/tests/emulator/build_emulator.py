@@ -4,7 +4,7 @@ against cuda_emu.h, with one C launcher per entry point:
     void emu_<kernel>(const unsigned grid[3], const unsigned block[3], void** args)
 
 where args[i] points to the i-th argument (a device pointer, int, float or double, in the .cu
-parameter order of bitnet_cuda.launch.KERNEL_ARGS). Used by fake_cuda.py's "emulator" mode.
+parameter order of bitnet_cuda.runtime.entry_points(): the KERNELS table's). Used by fake_cuda.py's "emulator" mode.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bitnet_cuda import launch, ptx
+from bitnet_cuda import ptx
+from bitnet_cuda.runtime import entry_points
 
 HERE = Path(__file__).parent
 C_TYPES = {"i": "int", "f": "float", "d": "double"}
@@ -29,7 +30,7 @@ def module_entries(module: str) -> list[str]:
 
 def launcher(kernel: str) -> str:
     args = []
-    for i, code in enumerate(launch.KERNEL_ARGS[kernel]):
+    for i, code in enumerate(entry_points()[kernel]):
         if code == "P":
             args.append(f"ArgPtr{{*static_cast<void**>(a[{i}])}}")
         else:
