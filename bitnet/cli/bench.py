@@ -35,8 +35,9 @@ def bench_model(model, n_prompt: int, n_tokens: int, repeat: int) -> dict:
     t = model.transformer
     check_fits(max(n_prompt, n_tokens), t.n_ctx)
     rng = np.random.default_rng(0)
-    prompt = [int(x) for x in rng.integers(0, model.config.n_vocab, n_prompt)]
-    prefill(t, prompt[:8])  # warm-up: first-use costs (kernel builds, page faults)
+    tokens = [int(x) for x in rng.integers(0, model.config.n_vocab, max(n_prompt, 8))]
+    prompt = tokens[:n_prompt]  # may be empty: --prompt 0 times decode alone
+    prefill(t, tokens[:8])  # warm-up: first-use costs (kernel builds, page faults)
     pp, tg = [], []
     submissions = None
     for _ in range(repeat):

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.core.fixtures import model_path
 
 MODEL = str(model_path("tiny-b158-i2_s"))
@@ -75,6 +77,16 @@ def test_bench_json_is_one_line_with_both_speeds() -> None:
     assert out["prompt_tps"] > 0 and out["decode_tps"] > 0
     # the reference runs ops as direct calls: one a backend call, at least one per layer
     assert out["submissions_per_token"] >= 1
+
+
+@pytest.mark.parametrize("prompt,tokens", [(0, 3), (5, 0)])
+def test_bench_times_decode_or_prompt_alone(prompt: int, tokens: int) -> None:
+    p = bitnet("bench", "-m", MODEL, "--device", "reference", "--prompt", str(prompt),
+               "--tokens", str(tokens), "-r", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert (out["prompt_tps"] is None) == (prompt == 0)
+    assert (out["decode_tps"] is None) == (tokens == 0)
 
 
 def test_every_command_has_help() -> None:
