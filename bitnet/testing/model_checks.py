@@ -147,25 +147,26 @@ def test_family_matches_the_numpy_forward(bitnet_api, conformance_backend, famil
     assert bad.size == 0, f"argmax differs at clear-margin positions {bad.tolist()}"
 
 
+def decode_logits(t, replay: bool, prompt: tuple[int, ...] = (1, 40, 41, 42),
+                  steps: int = 5) -> list[np.ndarray]:
+    """Greedy logits of a prompt and ``steps`` decode steps on a fresh cache of transformer
+    ``t``, with its decode-step replay on or off (the recordings dropped first)."""
+    from bitnet.core.generate import decode_one, prefill
+
+    t.replay.enabled = replay
+    t.replay.steps.clear()
+    t.cache = t.new_cache()
+    logits = [prefill(t, list(prompt))[0]]
+    for pos in range(len(prompt), len(prompt) + steps):
+        logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))
+    return logits
+
+
 def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend):
     """The demo model's decode steps replayed from one recording (bitnet.core.replay) give the
     eager steps' logits bit for bit; a backend without replay runs both eagerly."""
-    from bitnet.core.generate import decode_one, prefill
-
     with bitnet_api.load(device=_device(conformance_backend)) as model:
-        t = model.transformer
-        prompt = [1, 40, 41, 42]
-
-        def run(replay: bool) -> list[np.ndarray]:
-            t.replay.enabled = replay
-            t.replay.steps.clear()
-            t.cache = t.new_cache()
-            logits = [prefill(t, prompt)[0]]
-            for pos in range(len(prompt), len(prompt) + 5):
-                logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))
-            return logits
-
-        eager = run(False)
-        replayed = run(True)
+        eager = decode_logits(model.transformer, replay=False)
+        replayed = decode_logits(model.transformer, replay=True)
         for want, got in zip(eager, replayed):
             np.testing.assert_array_equal(got, want)

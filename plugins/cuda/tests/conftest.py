@@ -46,3 +46,18 @@ def conformance_backend():
 def conformance_fp64_exact() -> bool:
     """rmsnorm sums squares in double and rope rotates in double by f64 tables: bit-exact."""
     return True
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """A cuda backend over the fake PyCUDA driver (fake_cuda.py), closed after the test."""
+    import fake_cuda
+    from bitnet.hal import CreateOptions
+
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+
+    (device,) = descriptor.probe()
+    cuda = descriptor.create(device, CreateOptions())
+    yield cuda
+    cuda.close()

@@ -25,17 +25,6 @@ REF = ReferenceBackend(DeviceInfo(backend="reference", index=0, name="numpy",
                                   kind=DeviceKind.CPU))
 
 
-@pytest.fixture
-def backend(monkeypatch):
-    fake_cuda.install(monkeypatch)
-    from bitnet_cuda.descriptor import descriptor
-    from bitnet.hal import CreateOptions
-
-    (device,) = descriptor.probe()
-    cuda = descriptor.create(device, CreateOptions())
-    yield cuda
-    cuda.close()
-
 
 def _ternary(fmt: WeightFormat, rows: int, cols: int, rng, out_scale: float = 1.0):
     values = rng.integers(-1, 2, (rows, cols)).astype(np.int8)

@@ -12,18 +12,7 @@ import pytest
 import fake_cuda
 from bitnet.formats.floats import quantize_rows
 from bitnet.formats.ternary import i2s_pack
-from bitnet.hal import CreateOptions, WeightFormat, WeightTensor
-
-
-@pytest.fixture
-def backend(monkeypatch):
-    fake_cuda.install(monkeypatch)
-    from bitnet_cuda.descriptor import descriptor
-
-    (device,) = descriptor.probe()
-    cuda = descriptor.create(device, CreateOptions())
-    yield cuda
-    cuda.close()
+from bitnet.hal import WeightFormat, WeightTensor
 
 
 def _weights(backend, rng):
@@ -108,24 +97,13 @@ def test_the_transformer_replays_decode_steps_bit_exactly(monkeypatch, tmp_path)
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
     import bitnet
     from bitnet.cli.bench import bench_model
-    from bitnet.core.generate import decode_one, prefill
+    from bitnet.testing.model_checks import decode_logits
 
     with bitnet.load(device="cuda") as model:
         assert model.backend.name == "cuda"
         t = model.transformer
-        prompt = [1, 40, 41, 42]
-
-        def run(replay: bool) -> list[np.ndarray]:
-            t.replay.enabled = replay
-            t.replay.steps.clear()
-            t.cache = t.new_cache()
-            logits = [prefill(t, prompt)[0]]
-            for pos in range(len(prompt), len(prompt) + 5):
-                logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))
-            return logits
-
-        eager = run(False)
-        replayed = run(True)
+        eager = decode_logits(t, replay=False)
+        replayed = decode_logits(t, replay=True)
         assert t.replay.replayed == 5
         for want, got in zip(eager, replayed):
             np.testing.assert_array_equal(got, want)
