@@ -60,3 +60,21 @@ def test_a_failing_test_fails(project):
     done = _run(project, ".ci/run")
     assert done.returncode == 1
     assert "core (exit 1)" in done.stderr
+
+
+SHELL_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in [
+    *ROOT.glob("scripts/*.sh"), *ROOT.glob("benchmarks/*.sh"), ROOT / ".ci" / "run"])
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+def test_shell_scripts_parse(script):
+    """Every shell script at least parses (bash -n): some, like benchmarks/gpu_check.sh, only
+    run on machines CI never has."""
+    p = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_gpu_check_refuses_an_unknown_mode():
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "bogus"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "usage:" in p.stderr
