@@ -11,10 +11,10 @@ Engines and files (the 2B-4T shape, benchmarks/make_models.py, written into --mo
 
 The peers' llama-bench binaries come from $BITNET_CPP_BENCH and $LLAMA_BENCH, else from
 $PEERS/bitnet.cpp/build/bin/llama-bench and $PEERS/llama.cpp/build/bin/llama-bench
-(PEERS=/work/peers); `benchmarks/build_peers.sh` builds them there (../shared/bitnet-cpp.md
-says how; a peer that is missing is reported and left out). Every engine runs pp128 (one batch
-of 128 tokens) and tg64 (64 tokens decoded one at a time from an empty context), one repeat per
-round, each round visiting every (threads, engine, file) once, each run right after a
+(PEERS=/work/peers); they are built outside this repository as docs/benchmarks.md "Peers
+and commands" says (a peer that is missing is reported and left out). Every engine runs pp128
+(one batch of 128 tokens) and tg64 (64 tokens decoded one at a time from an empty context), one
+repeat per round, each round visiting every (threads, engine, file) once, each run right after a
 read-bandwidth probe at its thread count, so all see the same machine load; medians over rounds,
 and each engine's best round (on a shared machine a round where another job took a vCPU can
 stall any engine's 2-thread decode to a tenth of its speed; the best round is its speed on a
@@ -81,8 +81,8 @@ def read_bandwidth(threads: int, nbytes: int = 1 << 30, passes: int = 3) -> floa
 
 def run_ours(path: Path, threads: int, prompt: int, tokens: int, layers: str = "fused",
              python: str | None = None) -> dict[str, float]:
-    cmd = [python or sys.executable, "-m", "bitnet.cli", "bench", "-m", str(path), "--device", "cpu",
-           "--threads", str(threads), "--prompt", str(prompt), "--tokens", str(tokens),
+    cmd = [python or sys.executable, "-m", "bitnet.cli", "bench", "-m", str(path),
+           "--device", "cpu", "--threads", str(threads), "--prompt", str(prompt), "--tokens", str(tokens),
            "--repeat", "1", "--json"]
     # another installation runs from / (so this checkout's bitnet/ is not on its path)
     out = _run(cmd, {"BITNET_CPU_LAYERS": layers}, cwd="/" if python else None)
@@ -149,7 +149,7 @@ def main() -> None:
         peer = PAIRS[fmt]
         if peer_binary(peer) is None:
             print(f"note: {peer}'s llama-bench not found (${PEER_ENV[peer]} or "
-                  f"{PEERS / peer}/build/bin): build it with benchmarks/build_peers.sh",
+                  f"{PEERS / peer}/build/bin): see docs/benchmarks.md, 'Peers and commands'",
                   file=sys.stderr)
         else:
             engines.append((peer, fmt))
