@@ -82,8 +82,8 @@ def read_bandwidth(threads: int, nbytes: int = 1 << 30, passes: int = 3) -> floa
 def run_ours(path: Path, threads: int, prompt: int, tokens: int, layers: str = "fused",
              python: str | None = None) -> dict[str, float]:
     cmd = [python or sys.executable, "-m", "bitnet.cli", "bench", "-m", str(path),
-           "--device", "cpu", "--threads", str(threads), "--prompt", str(prompt), "--tokens", str(tokens),
-           "--repeat", "1", "--json"]
+           "--device", "cpu", "--threads", str(threads), "--prompt", str(prompt),
+           "--tokens", str(tokens), "--repeat", "1", "--json"]
     # another installation runs from / (so this checkout's bitnet/ is not on its path)
     out = _run(cmd, {"BITNET_CPU_LAYERS": layers}, cwd="/" if python else None)
     r = json.loads(out.strip().splitlines()[-1])
