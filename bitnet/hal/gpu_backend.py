@@ -160,6 +160,10 @@ class GpuBackend(KernelBackend):
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
         self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
+        # the last input quantized, its mode and its (q, scales): q/k/v (and gate/up) read one
+        # input, quantized once; holding x keeps its buffer out of the pool, so it is never
+        # rewritten while cached (ops write new buffers; only ids and positions are rewritten)
+        self._quantized: tuple[DeviceArray, str, tuple[DeviceArray, DeviceArray]] | None = None
         self._reach = 0  # while capturing: the positions the captured ops can replay at
         # the step buffer: int32 [1], the position rope, kv_store and attention read
         self._step = runtime.allocate(4)
@@ -293,7 +297,10 @@ class GpuBackend(KernelBackend):
 
     def _quantize(self, x: DeviceArray, mode: str) -> tuple[DeviceArray, DeviceArray]:
         """x f32 [n, K] -> (q int8 [n, K], scales): "per_token_i8" one f32 per row [n],
-        "q8_k" one f32 d per 256-block [n, K/256]."""
+        "q8_k" one f32 d per 256-block [n, K/256]. The same x again reuses the last result."""
+        last = self._quantized
+        if last is not None and last[0] is x and last[1] == mode:
+            return last[2]
         n, k = x.shape
         q = self._alloc((n, k), np.int8)
         if mode == "per_token_i8":
@@ -302,6 +309,7 @@ class GpuBackend(KernelBackend):
         else:
             scales = self._alloc((n, k // 256), np.float32)
             self._run(KernelSpec("quantize_q8_k"), (k // 256, n), [x.mem, q.mem, scales.mem], k)
+        self._quantized = (x, mode, (q, scales))
         return q, scales
 
     def linear_ternary(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
@@ -422,6 +430,7 @@ class GpuBackend(KernelBackend):
             return
         kept: list[DeviceArray] = []
         self._kept = kept
+        self._quantized = None  # a recording reuses only what it quantized itself
         self._reach = 1 << 62
         try:
             with capture as recorded:
@@ -442,6 +451,7 @@ class GpuBackend(KernelBackend):
     def close(self) -> None:
         if self._pool.closed:
             return
+        self._quantized = None
         self._pool.close()
         self._rope_tables.clear()
         self._step = None

@@ -111,6 +111,29 @@ def test_every_op_dispatches_in_the_kernel_table_order(backend):
     assert ran == set(KERNELS) - {"embed_q6_k"}  # every kernel but the Q6_K table's embed
 
 
+def test_one_input_is_quantized_once_per_mode(backend):
+    """q, k and v (gate and up) read one input: it is quantized once, and again only for another
+    input or another quantization (TQ weights take Q8_K blocks, I2_S per-token int8)."""
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((2, 256)).astype(np.float32)
+    x = backend.upload(data)
+
+    def weight(fmt):
+        values = rng.integers(-1, 2, (16, 256)).astype(np.int8)
+        return backend.load_weight(ternary_tensor(fmt, values, rng))
+
+    def quantizes() -> int:
+        return sum(name.startswith("quantize") for name, *_ in backend.runtime.dispatches)
+
+    for _ in range(3):
+        backend.linear_ternary(weight(WeightFormat.I2_S), x)
+    assert quantizes() == 1
+    backend.linear_ternary(weight(WeightFormat.TQ2_0), x)
+    assert quantizes() == 2
+    backend.linear_ternary(weight(WeightFormat.TQ2_0), backend.upload(data))  # another buffer
+    assert quantizes() == 3
+
+
 def test_step_buffers_come_from_the_pool(backend):
     """A second identical op allocates nothing: its buffers are the first one's, recycled."""
     x = np.ones((2, 64), np.float32)
