@@ -38,7 +38,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +65,12 @@ def weight_bytes(path: Path) -> int:
         return sum(info.nbytes for info in f.tensors.values())
 
 
-def read_bandwidth(threads: int, nbytes: int = 1 << 30, passes: int = 3) -> float:
-    """GB/s of one read of nbytes (> any L3) with `threads` threads: best of `passes`."""
-    from bitnet_cpu import _kernels
+def read_bandwidth(threads: int, nbytes: int = 1 << 30) -> float:
+    """GB/s of one read of nbytes (> any L3) with `threads` threads: the cpu plugin's probe,
+    best of 3 passes over pages touched before the timing."""
+    from bitnet_cpu.threads import read_bandwidth as probe
 
-    buf = np.ones(nbytes, np.uint8)  # touched, so the pages exist before the timing
-    best = 0.0
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        _kernels.read_once(buf, threads)
-        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
-    return best
+    return probe(threads, np.ones(nbytes, np.uint8), passes=3)
 
 
 def run_ours(path: Path, threads: int, prompt: int, tokens: int, layers: str = "fused",

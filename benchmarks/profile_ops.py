@@ -96,18 +96,13 @@ def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) ->
 
 
 def read_bandwidth(threads: int, nbytes: int = 1 << 30) -> float | None:
-    """GB/s of one read of 1 GiB with `threads` threads (cpu plugin's reader; best of 3)."""
+    """GB/s of one read of 1 GiB with `threads` threads (the cpu plugin's probe, best of 3);
+    None without the cpu plugin."""
     try:
-        from bitnet_cpu import _kernels
+        from bitnet_cpu.threads import read_bandwidth as probe
     except ImportError:
         return None
-    buf = np.ones(nbytes, np.uint8)
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        _kernels.read_once(buf, threads)
-        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
-    return best
+    return probe(threads, np.ones(nbytes, np.uint8), passes=3)
 
 
 def main() -> None:

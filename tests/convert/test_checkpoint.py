@@ -35,7 +35,8 @@ def test_reader_agrees_with_the_safetensors_library(tmp_path) -> None:
 
 
 def test_bf16_is_read_as_torch_reads_it(tmp_path) -> None:
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch reads the bf16 we compare with "
+                                "(scripts/test.sh installs it)")
     from safetensors.torch import save_file
 
     value = torch.randn(16, 9).to(torch.bfloat16)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+pytest.importorskip("torch", reason="the transformers reference needs torch "
+                    "(scripts/test.sh installs it)")
+pytest.importorskip("transformers", reason="the reference forward pass is transformers' "
+                    "(scripts/test.sh installs it)")
 
 import bitnet  # noqa: E402
 from bitnet.cli.main import main  # noqa: E402
@@ -143,7 +145,8 @@ def test_llama_cpp_loads_the_file_and_agrees_with_bitnet(checkpoints, family, fm
     """The peer runtime that runs TQ and F16 files: llama.cpp (llama-cpp-python) on our
     converted file against bitnet's reference backend on the same file (same semantics:
     Q8_K activations for TQ, none for F16)."""
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
+                        "(scripts/test.sh installs it)")
     from tests.crosscheck.llama_cpp_runner import LlamaCppModel
 
     _, path = converted(checkpoints, family, fmt)

@@ -71,7 +71,6 @@ def test_example_is_selectable_and_wins_auto_over_the_reference(example_env):
 
 @pytest.mark.slow
 def test_example_runs_a_model_with_device_example(example_env, tmp_path):
-    pytest.importorskip("bitnet.testing.synthetic")
     from bitnet.testing.synthetic import make_synthetic_model
 
     model = make_synthetic_model(tmp_path / "tiny.gguf", d_model=256, n_layers=1, n_heads=4,

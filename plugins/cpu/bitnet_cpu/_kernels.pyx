@@ -230,10 +230,6 @@ cdef class DecodeLayer:
             if vec is not None and len(vec) != width:
                 raise ValueError(f"DecodeLayer: a norm has {len(vec)} values, rows {width}")
 
-    @property
-    def width(self) -> int:
-        return self.L.q.K
-
 
 def has_code3(const uint8_t[::1] data) -> bool:
     cdef int bad

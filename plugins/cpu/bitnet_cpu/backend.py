@@ -117,9 +117,6 @@ class CpuBackend(KernelBackend):
     ``decode_threads`` (default: the same) those of one token (bitnet_cpu/threads.py)."""
 
     name = "cpu"
-    # per-row (t2) tables could run I2_S straight from the file's memory map; a copy in the
-    # huge-page arena costs ~0.1 s at load and decodes faster (docs/benchmarks.md)
-    i2_s_in_place = False
 
     def __init__(self, device: DeviceInfo, threads: int, variant: str | None = None,
                  decode_threads: int | None = None) -> None:
@@ -183,10 +180,10 @@ class CpuBackend(KernelBackend):
         scale = data[nbytes:nbytes + 4].view(np.float32).copy()
         if self.kernels.row_group:
             codes = self._to_rows16(data[:nbytes], rows, cols)
-        elif self.i2_s_in_place:
-            codes = data  # the t2 layout IS the file's layout
         else:
-            # the file's bytes copied into huge pages (see WeightArena), then let go
+            # the t2 layout is the file's layout, but a copy in huge pages (see WeightArena)
+            # decodes faster than the file's 4 KiB pages (docs/benchmarks.md); the file's
+            # pages are then let go
             codes = self.arena.take(nbytes)
             codes[:] = data[:nbytes]
             _kernels.drop_resident(data[:nbytes])

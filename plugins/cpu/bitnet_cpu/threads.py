@@ -4,7 +4,7 @@ Prompt processing is compute-bound: it gets every physical core. Decoding one to
 weight once and little else, so it scales only until the memory bus is full; past that knee more
 threads add only fork/join and barrier waits (each a stall when the OS takes a vCPU away). The
 decode default is that knee: the fewest threads (1, 2, 4, ... and all cores) whose read bandwidth
-is within KNEE of what all cores read, measured once per process with the plugin's own reader
+is within KNEE of the best rate measured, measured once per process with the plugin's own reader
 (1 GiB: on the 2-vCPU dev VM a 256 MiB read showed 2 threads at 17-22 GB/s against 33 for one,
 where 1 GiB showed 36 against 33). Up to SMALL cores decode simply uses them all: there the
 probe would cost ~0.3 s of every load to save little (2 threads decode 34-40 tok/s against 28
@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-KNEE = 0.95  # fraction of the all-cores read bandwidth the decode threads must reach
+KNEE = 0.95  # fraction of the best measured read bandwidth the decode threads must reach
 PROBE_BYTES = 1 << 30  # larger than the last-level cache of any CPU we target
 SMALL = 4  # up to this many cores, decode uses every one (no probe)
 
@@ -36,7 +36,7 @@ def candidates(cores: int) -> list[int]:
 
 
 def knee(cores: int, bandwidth: Callable[[int], float]) -> int:
-    """The fewest candidate threads reading at least KNEE x what all ``cores`` read."""
+    """The fewest candidate threads reading at least KNEE x the best candidate's rate."""
     if cores <= 1:
         return 1
     rates = {t: bandwidth(t) for t in candidates(cores)}

@@ -9,18 +9,24 @@
 #define MADV_PAGEOUT 21
 #endif
 
-int release_pages(const void *addr, size_t len)
+/* madvise over the whole pages inside [addr, addr + len) (a hint: contents never change) */
+static int advise_range(const void *addr, size_t len, int advice)
 {
-    /* After a repack the file bytes are never read again; MADV_PAGEOUT asks the kernel to
-     * reclaim those pages from this process's resident set. It is only a hint and never changes
-     * memory contents (unlike MADV_DONTNEED on anonymous memory), so it is safe on any array. */
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uintptr_t start = ((uintptr_t)addr + page - 1) & ~(uintptr_t)(page - 1);
     uintptr_t end = ((uintptr_t)addr + len) & ~(uintptr_t)(page - 1);
     if (end <= start) {
         return 0;
     }
-    return madvise((void *)start, end - start, MADV_PAGEOUT);
+    return madvise((void *)start, end - start, advice);
+}
+
+int release_pages(const void *addr, size_t len)
+{
+    /* After a repack the file bytes are never read again; MADV_PAGEOUT asks the kernel to
+     * reclaim those pages from this process's resident set. It is only a hint and never changes
+     * memory contents (unlike MADV_DONTNEED on anonymous memory), so it is safe on any array. */
+    return advise_range(addr, len, MADV_PAGEOUT);
 }
 
 int advise_hugepages(const void *addr, size_t len)
@@ -29,13 +35,7 @@ int advise_hugepages(const void *addr, size_t len)
     /* Decode streams every weight once per token: with 4 KiB pages that is a TLB miss every
      * 4 KiB and hardware prefetchers that stop at each page boundary. Only a hint: where
      * transparent huge pages are off, nothing changes. */
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = ((uintptr_t)addr + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t end = ((uintptr_t)addr + len) & ~(uintptr_t)(page - 1);
-    if (end <= start) {
-        return 0;
-    }
-    return madvise((void *)start, end - start, MADV_HUGEPAGE);
+    return advise_range(addr, len, MADV_HUGEPAGE);
 #else
     (void)addr;
     (void)len;
