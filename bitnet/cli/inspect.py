@@ -190,8 +190,14 @@ def _tokenizer(metadata: dict[str, Any]) -> dict[str, Any]:
     return {"model": tok.model, "pretokenizer": tok.pretokenizer, "n_vocab": tok.n_vocab,
             "bos_id": tok.bos_id, "eos_id": tok.eos_id, "eot_id": tok.eot_id,
             "add_bos": tok.add_bos,
-            "chat": "the file's template" if template and "BITNET" not in template
-            else f"built-in {builtin_format_for(metadata) if template is None else 'bitnet'}"}
+            "chat": _chat_source(template, builtin_format_for(metadata))}
+
+
+def _chat_source(template: str | None, builtin: str) -> str:
+    from bitnet.core.chat import chat_format
+
+    fmt = chat_format(template, builtin)
+    return "the file's template" if fmt is None else f"built-in {fmt}"
 
 
 def render(report: dict[str, Any]) -> str:

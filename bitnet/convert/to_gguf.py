@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from bitnet.convert.errors import ConvertError
 from bitnet.convert.families import (IGNORED, LINEARS, NORMS, Family, Hparams, detect_family,
                                      modules_not_converted, read_hparams)
 from bitnet.convert.vocab import vocab_metadata
-from bitnet.convert.gguf_writer import FILE_TYPES, GGUFModelWriter
+from bitnet.convert.gguf_writer import FILE_TYPES, Chunks, GGUFModelWriter
 from bitnet.formats.ternary import ternarize_absmean
 from bitnet.hal.weight_formats import WeightFormat
 
@@ -36,7 +36,6 @@ __all__ = ["TYPES", "convert_checkpoint", "parse_type"]
 TYPES = (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0, WeightFormat.F16)
 _EMBED_CHUNK_BYTES = 16 << 20  # f32 bytes of embedding rows converted at a time
 
-Chunks = Callable[[], Iterable[np.ndarray]]
 log = logging.getLogger("bitnet.convert")
 
 

@@ -23,10 +23,14 @@ from typing import Any
 
 from bitnet.convert.checkpoint import read_json
 from bitnet.convert.errors import ConvertError
+from bitnet.core.tokenizer import TokenType
 
 __all__ = ["vocab_metadata"]
 
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+# tokenizer.ggml.token_type values: the runtime's enum, as ints for the metadata arrays
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (
+    int(t) for t in (TokenType.NORMAL, TokenType.UNKNOWN, TokenType.CONTROL,
+                     TokenType.USER_DEFINED, TokenType.UNUSED, TokenType.BYTE))
 
 def vocab_metadata(directory: Path, config: dict[str, Any], n_vocab: int,
                    pre: str | None = None, peer: str = "llama.cpp") -> dict[str, Any]:

@@ -197,6 +197,19 @@ def check_messages(messages: Any) -> list[dict[str, str]]:
     return checked
 
 
+def chat_format(template: str | None, builtin: str) -> str | None:
+    """The built-in format a file's chat renders with, or None for its own jinja template:
+    ``builtin`` when it has none, the template itself when it names a built-in format, and
+    "bitnet" for a template bitnet.cpp marks with BITNET."""
+    if template is None:
+        return builtin
+    if template in BUILTIN_FORMATS:
+        return template
+    if BITNET_MARKER in template:
+        return "bitnet"
+    return None
+
+
 def render_chat(messages: Sequence[Mapping[str, str]], template: str | None, *,
                 bos_token: str = "", eos_token: str = "",
                 add_generation_prompt: bool = True, builtin: str = "bitnet") -> str:
@@ -209,15 +222,13 @@ def render_chat(messages: Sequence[Mapping[str, str]], template: str | None, *,
     ``<|eot_id|>`` become their tokens.
     """
     checked = check_messages(messages)
-    if template is None:
-        if builtin not in BUILTIN_FORMATS:
-            raise ChatTemplateError(f"no built-in chat format {builtin!r}; built in: "
+    fmt = chat_format(template, builtin)
+    if fmt is not None:
+        if fmt not in BUILTIN_FORMATS:
+            raise ChatTemplateError(f"no built-in chat format {fmt!r}; built in: "
                                     f"{sorted(BUILTIN_FORMATS)}")
-        return BUILTIN_FORMATS[builtin](checked, add_generation_prompt)
-    if template in BUILTIN_FORMATS:
-        return BUILTIN_FORMATS[template](checked, add_generation_prompt)
-    if BITNET_MARKER in template:
-        return render_bitnet(checked, add_generation_prompt)
+        return BUILTIN_FORMATS[fmt](checked, add_generation_prompt)
+    assert template is not None  # chat_format names a built-in format for None
     compiled = _compile(template)
     try:
         return compiled.render(messages=checked, bos_token=bos_token, eos_token=eos_token,

@@ -126,6 +126,7 @@ class Transformer:
         # where the backend can run a whole block of one decode token in one call (the same
         # bits as the ops in _run), its handle per layer; None: op by op
         self.fused = [b.prepare_layer(self._spec(layer)) for layer in self.layers]
+        self.no_fused = [None] * len(self.layers)
         self.cache: KVCache = self.new_cache()
         self.replay = DecodeReplay(self)  # decode steps replayed where the backend records
 
@@ -195,9 +196,11 @@ class Transformer:
         b = self.ops
         eps = c.rms_eps
         h = b.embed(self.token_embd, b.upload(tokens) if ids is None else ids)  # [n, d]
+        # one decode token of one sequence: blocks the backend runs whole (the same bits)
+        whole = self.fused if isinstance(where, Segment) and len(tokens) == 1 else self.no_fused
         for i, layer in enumerate(self.layers):
-            if self.fused[i] is not None and isinstance(where, Segment) and len(tokens) == 1:
-                h = b.decode_layer(self.fused[i], h, where.cache, i, where.pos)  # the lines below
+            if whole[i] is not None:
+                h = b.decode_layer(whole[i], h, where.cache, i, where.pos)  # the lines below
                 continue
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)

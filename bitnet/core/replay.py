@@ -39,7 +39,7 @@ class DecodeReplay:
         self.model = model
         self.enabled = os.environ.get("BITNET_REPLAY", "1") != "0"
         self.steps: dict[int, RecordedStep] = {}  # id(cache) -> its recording
-        self.replayed = 0  # steps that replayed (for tests and receipts)
+        self.replayed = 0  # steps that replayed (tests assert on it)
 
     def decode(self, token: int, pos: int, cache: Any) -> Any:
         """One token at pos of cache -> logits f32 [1, V] on the device."""

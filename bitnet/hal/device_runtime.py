@@ -179,6 +179,12 @@ class KernelCache:
         except OSError:
             pass
         binary = build()
+        self.put(key, binary)
+        return binary
+
+    def put(self, key: str, binary: bytes) -> None:
+        """Store (or replace) a binary; a read-only cache only makes the next start slower."""
+        path = self.path(key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -186,4 +192,3 @@ class KernelCache:
             tmp.replace(path)
         except OSError:
             pass  # read-only cache: rebuilt next time
-        return binary

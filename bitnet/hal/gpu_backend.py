@@ -161,8 +161,8 @@ class GpuBackend(KernelBackend):
         self._pool = BufferPool(runtime)
         self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
         # the last input quantized, its mode and its (q, scales): q/k/v (and gate/up) read one
-        # input, quantized once; holding x keeps its buffer out of the pool, so it is never
-        # rewritten while cached (ops write new buffers; only ids and positions are rewritten)
+        # input, quantized once; holding x keeps its buffer out of the pool, and ops write new
+        # buffers, so only ``write`` can change it (and it drops the memo)
         self._quantized: tuple[DeviceArray, str, tuple[DeviceArray, DeviceArray]] | None = None
         self._reach = 0  # while capturing: the positions the captured ops can replay at
         # the step buffer: int32 [1], the position rope, kv_store and attention read
@@ -208,6 +208,8 @@ class GpuBackend(KernelBackend):
         array = np.ascontiguousarray(array, dtype=buf.dtype)
         if array.shape != buf.shape:
             raise ValueError(f"{self.name} write: {array.shape} into a {buf.shape} buffer")
+        if self._quantized is not None and self._quantized[0] is buf:
+            self._quantized = None  # its quantization no longer holds
         self.runtime.copy_in(buf.mem, array)
 
     def download(self, buf: DeviceArray) -> np.ndarray:

@@ -175,7 +175,7 @@ class OpenCLRuntime:
                 program = cl.Program(self.context, [self.device], [binary]).build(options=options)
             except cl.Error:  # a stale or foreign binary: build from source, replace it
                 binary = self._build(source, options, file)
-                self._cache.path(cache_key).write_bytes(binary)
+                self._cache.put(cache_key, binary)
                 program = cl.Program(self.context, [self.device], [binary]).build(options=options)
             self._programs[key] = program
         return self._programs[key]

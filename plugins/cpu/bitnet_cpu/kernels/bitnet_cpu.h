@@ -222,10 +222,10 @@ void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const flo
 /* One decode token (at pos) against KV head kvh: RoPE of that head of k and of its query heads
  * of q (in place), k and v of that head stored at row pos of the caches, then attention of
  * those query heads into out; what rope + rope + attention_f16kv give for them. */
-void attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
-                              uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
-                              int n_heads, int n_kv_heads, int head_dim, double theta,
-                              float *out);
+int attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
+                             uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
+                             int n_heads, int n_kv_heads, int head_dim, double theta,
+                             float *out);  /* 0, or -1 when its scratch cannot be allocated */
 
 /* ---- one transformer block of one decode token in one call (layer.c) ---- */
 typedef struct {

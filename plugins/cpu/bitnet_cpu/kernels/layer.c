@@ -69,6 +69,29 @@ static void mm_unit(const bn_kernels *kt, int fmt, const bn_matrix *m, int u, co
                  m->out_scale);
 }
 
+/* h += m @ quantize(sub_norm ? rmsnorm(in) : in), for one token: the output projection and the
+ * down projection (with their sub-norms in the BitNet block). Called inside the parallel region:
+ * the omp for shares the matmul units, and its closing barrier orders the residual adds. */
+static void project_residual(const bn_kernels *kt, int fmt, const bn_matrix *m, const float *in,
+                             const float *sub_norm, float eps, int per_token, float *x,
+                             const act_buf *a, float *rows, float *h)
+{
+    int K = m->K;
+    int d = m->M;
+    if (sub_norm) {
+        rmsnorm_row_f32(in, sub_norm, K, eps, x);
+        in = x;
+    }
+    quantize_tokens(in, 1, K, per_token, a->q, a->ascale, a->asum, 0, 1);
+    #pragma omp for schedule(dynamic, LAYER_CHUNK)
+    for (int u = 0; u < units(m); u++) {
+        mm_unit(kt, fmt, m, u, a, rows);
+        int r0 = 16 * u;
+        int n = d - r0 < 16 ? d - r0 : 16;
+        add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
+    }
+}
+
 static int shapes_chain(const bn_layer *L)
 {
     int d = L->q.K;
@@ -120,6 +143,7 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
     float *rows = gu + 2 * (size_t)F;
     int nq = units(&L->q), nk = units(&L->k), nv = units(&L->v);
     int ng = units(&L->gate);
+    int failed = 0;
     #pragma omp parallel num_threads(nthreads)
     {
         int id = 0;
@@ -151,23 +175,14 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* rotary positions, the cache store and causal attention, one KV head at a time */
         #pragma omp for schedule(dynamic, 1)
         for (int kvh = 0; kvh < L->n_kv_heads; kvh++) {
-            attention_decode_kv_head(kt, qkv, kk, vv, kcache, vcache, pos, kvh, L->n_heads,
-                                     L->n_kv_heads, L->head_dim, L->theta, att);
+            if (attention_decode_kv_head(kt, qkv, kk, vv, kcache, vcache, pos, kvh, L->n_heads,
+                                         L->n_kv_heads, L->head_dim, L->theta, att)) {
+                #pragma omp atomic write
+                failed = 1;  /* out of memory: the caller gets -1, never unwritten values */
+            }
         }
         /* sub-norm, output projection, residual */
-        const float *in = att;
-        if (L->attn_sub_norm) {
-            rmsnorm_row_f32(att, L->attn_sub_norm, qd, L->eps, x);
-            in = x;
-        }
-        quantize_tokens(in, 1, qd, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, LAYER_CHUNK)
-        for (int u = 0; u < units(&L->o); u++) {
-            mm_unit(kt, fmt, &L->o, u, &a, rows);
-            int r0 = 16 * u;
-            int n = d - r0 < 16 ? d - r0 : 16;
-            add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
-        }
+        project_residual(kt, fmt, &L->o, att, L->attn_sub_norm, L->eps, per_token, x, &a, rows, h);
         /* feed-forward: pre-norm, gate and up */
         rmsnorm_row_f32(h, L->ffn_norm, d, L->eps, x);
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
@@ -181,19 +196,8 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         }
         /* gating, sub-norm, down projection, residual */
         gate_row_f32(L->silu, gu, gu + F, (size_t)F, f);
-        in = f;
-        if (L->ffn_sub_norm) {
-            rmsnorm_row_f32(f, L->ffn_sub_norm, F, L->eps, x);
-            in = x;
-        }
-        quantize_tokens(in, 1, F, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, LAYER_CHUNK)
-        for (int u = 0; u < units(&L->down); u++) {
-            mm_unit(kt, fmt, &L->down, u, &a, rows);
-            int r0 = 16 * u;
-            int n = d - r0 < 16 ? d - r0 : 16;
-            add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
-        }
+        project_residual(kt, fmt, &L->down, f, L->ffn_sub_norm, L->eps, per_token, x, &a, rows,
+                         h);
     }
-    return 0;
+    return failed ? -1 : 0;
 }

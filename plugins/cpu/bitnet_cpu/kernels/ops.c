@@ -411,7 +411,7 @@ void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const
     }
 }
 
-void attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
+int attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
                               uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
                               int n_heads, int n_kv_heads, int head_dim, double theta,
                               float *out)
@@ -422,7 +422,8 @@ void attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const fl
     rope_neox_f32(q + (size_t)kvh * group * head_dim, 1, group, head_dim, pos, theta);
     kt->f32_to_f16_row(k + (size_t)kvh * head_dim, kcache + at, head_dim);
     kt->f32_to_f16_row(v + (size_t)kvh * head_dim, vcache + at, head_dim);
-    attend_kv_head(kt, q, kcache, vcache, pos, 0, 1, kvh, n_heads, n_kv_heads, head_dim, out);
+    return attend_kv_head(kt, q, kcache, vcache, pos, 0, 1, kvh, n_heads, n_kv_heads, head_dim,
+                          out);
 }
 
 /* The rows are independent sequences, so this is rope + attention for each in turn. What it
