@@ -29,6 +29,7 @@ import numpy as np
 
 import bitnet
 from bitnet.core.model import COUNTED_OPS, Linear, matmul_op
+from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
 from bitnet.hal.weight_formats import tensor_bytes
 
 
@@ -80,18 +81,23 @@ class OpTimer:
 def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) -> float:
     """Mean milliseconds of one decode step of `batch` sequences, each after a `prompt`-token
     prompt (attention's share grows with it)."""
-    caches = [t.new_cache() for _ in range(batch)]
-    for cache in caches:
-        t.forward(np.arange(prompt, dtype=np.int32) % 100 + 1, 0, True, cache)
+    # one sequence in a cache of its own (as bitnet run decodes); a batch in one paged pool (as
+    # bitnet serve runs it), a table of blocks each
+    per_seq = blocks_for(prompt + steps)
+    pool = t.new_cache(batch * per_seq * KV_BLOCK)
+    tables = np.arange(batch * per_seq, dtype=np.int32).reshape(batch, per_seq)
+    for table in tables:
+        t.forward(np.arange(prompt, dtype=np.int32) % 100 + 1, 0, True, pool,
+                  None if batch == 1 else table)
     timer.reset()
     ids = np.full(batch, 7, np.int32)
     t0 = time.perf_counter()
     for step in range(steps):
-        positions = [prompt + step] * batch
         if batch == 1:
-            t.ops.download(t.forward(ids, positions[0], True, caches[0]))
+            t.ops.download(t.forward(ids, prompt + step, True, pool))
         else:
-            t.ops.download(t.forward_batch(ids, positions, caches))
+            positions = np.full(batch, prompt + step, np.int32)
+            t.ops.download(t.forward_batch(ids, positions, pool, tables))
     return (time.perf_counter() - t0) / steps * 1e3
 
 

@@ -48,19 +48,22 @@ def check_fits(n_tokens: int, n_ctx: int) -> None:
 
 
 def prefill(model: Transformer, tokens: list[int], last_only: bool = True,
-            cache: KVCache | None = None) -> np.ndarray:
-    """Run the prompt from position 0 in UBATCH chunks (into ``cache``, default the model's own).
+            cache: KVCache | None = None, table: np.ndarray | None = None,
+            start: int = 0) -> np.ndarray:
+    """Run ``tokens`` from position ``start`` (positions before it already cached) in UBATCH
+    chunks, into ``cache`` (default the model's own; through ``table`` where it is a pool).
     Returns host logits: the last token's [1, V] when ``last_only``, else every position's."""
-    check_fits(len(tokens), model.n_ctx)
+    check_fits(start + len(tokens), model.n_ctx)
     ids = np.asarray(tokens, dtype=np.int32)
     out = []
-    for start in range(0, len(ids), UBATCH):
-        chunk = ids[start:start + UBATCH]
-        is_last_chunk = start + UBATCH >= len(ids)
+    for first in range(0, len(ids), UBATCH):
+        chunk = ids[first:first + UBATCH]
+        is_last_chunk = first + UBATCH >= len(ids)
         if last_only and not is_last_chunk:
-            model.forward(chunk, start, True, cache)  # fills the cache; logits unused
+            model.forward(chunk, start + first, True, cache, table)  # fills the cache only
             continue
-        out.append(model.ops.download(model.forward(chunk, start, last_only, cache)))
+        out.append(model.ops.download(model.forward(chunk, start + first, last_only, cache,
+                                                    table)))
     return np.concatenate(out, axis=0)
 
 

@@ -127,7 +127,7 @@ class Transformer:
         # bits as the ops in _run), its handle per layer; None: op by op
         self.fused = [b.prepare_layer(self._spec(layer)) for layer in self.layers]
         self.no_fused = [None] * len(self.layers)
-        self.cache: KVCache = self.new_cache()
+        self._cache: KVCache | None = None  # the one sequence's cache, made on first use
         self.replay = DecodeReplay(self)  # decode steps replayed where the backend records
 
     def _norm(self, w: np.ndarray) -> Buffer:
@@ -166,24 +166,39 @@ class Transformer:
             activation=c.activation, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
             head_dim=c.head_dim, rope_theta=c.rope_theta, eps=c.rms_eps)
 
-    def new_cache(self) -> KVCache:
-        """Another KV cache of the same size, for one more concurrent sequence."""
+    @property
+    def cache(self) -> KVCache:
+        """The KV cache of the one sequence ``forward`` runs by default (allocated on first
+        use: a server that runs every sequence in its own pool never pays for it)."""
+        if self._cache is None:
+            self._cache = self.new_cache()
+        return self._cache
+
+    def new_cache(self, rows: int | None = None) -> KVCache:
+        """A KV cache of ``rows`` positions per layer (default: the context), for one more
+        sequence, or a pool of KV blocks (``bitnet.hal.kv_blocks``) shared through block
+        tables."""
         c = self.config
-        return self.ops.kv_cache_alloc(c.n_layers, self.n_ctx, c.n_kv_heads, c.head_dim)
+        return self.ops.kv_cache_alloc(c.n_layers, self.n_ctx if rows is None else rows,
+                                       c.n_kv_heads, c.head_dim)
 
     def forward(self, tokens: np.ndarray, pos: int, last_only: bool,
-                cache: KVCache | None = None) -> Buffer:
+                cache: KVCache | None = None, table: np.ndarray | None = None) -> Buffer:
         """Run ``tokens`` (int32 [n]) of one sequence at positions pos .. pos+n-1, filling its KV
-        cache. Returns logits f32 [n, V], or [1, V] for the last token when ``last_only``."""
-        seg = Segment(pos, self.cache if cache is None else cache)
+        cache (through its block table, int32 [T], where the cache is a shared pool:
+        ``bitnet.hal.kv_blocks``). Returns logits f32 [n, V], or [1, V] for the last token
+        when ``last_only``."""
+        seg = Segment(pos, self.cache if cache is None else cache, table)
         return self._run(tokens, seg, last_only and len(tokens) > 1)
 
-    def forward_batch(self, tokens: np.ndarray, positions: list[int],
-                      caches: list[KVCache]) -> Buffer:
-        """One decode step for several sequences: token r (int32 [B]) sits at positions[r] of
-        caches[r]. The matmuls run batched, and attention runs for all B rows in one op
-        (``attention_rows``). -> logits f32 [B, V]."""
-        return self._run(tokens, Rows(positions, caches), last_only=False)
+    def forward_batch(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache,
+                      tables: np.ndarray) -> Buffer:
+        """One decode step for several sequences of one paged cache: token r (int32 [B]) sits
+        at positions[r] (int32 [B]) through block table tables[r] (int32 [B, T]). The matmuls
+        run batched, and attention runs for all B rows in one op (``attention_rows``).
+        -> logits f32 [B, V]."""
+        return self._run(tokens, Rows(np.asarray(positions, np.int32), cache,
+                                      np.asarray(tables, np.int32)), last_only=False)
 
     def run_ids(self, ids: Buffer, n: int, pos: int, cache: KVCache) -> Buffer:
         """``forward`` of n token ids already on the device (int32 [n]), all logits [n, V]:
@@ -200,7 +215,7 @@ class Transformer:
         whole = self.fused if isinstance(where, Segment) and len(tokens) == 1 else self.no_fused
         for i, layer in enumerate(self.layers):
             if whole[i] is not None:
-                h = b.decode_layer(whole[i], h, where.cache, i, where.pos)  # the lines below
+                h = b.decode_layer(whole[i], h, where.cache, i, where.pos, where.table)
                 continue
             # attention: pre-norm, q/k/v, rotary positions, causal attention over the cache
             x = b.rmsnorm(h, layer.attn_norm, eps)
@@ -226,25 +241,29 @@ class Transformer:
         c = self.config
         b = self.ops
         if isinstance(where, Rows):
-            return b.attention_rows(q, k, v, where.caches, layer, where.positions, c.n_heads,
-                                    c.n_kv_heads, c.head_dim, c.rope_theta)
+            return b.attention_rows(q, k, v, where.cache, layer, where.positions, c.n_heads,
+                                    c.n_kv_heads, c.head_dim, c.rope_theta, where.tables)
         q = b.rope(q, where.pos, c.n_heads, c.head_dim, c.rope_theta)
         k = b.rope(k, where.pos, c.n_kv_heads, c.head_dim, c.rope_theta)
         return b.attention(q, k, v, where.cache, layer, where.pos, c.n_heads, c.n_kv_heads,
-                           c.head_dim)
+                           c.head_dim, where.table)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """The tokens of one sequence: the position of the first, and the sequence's KV cache."""
+    """The tokens of one sequence: the position of the first, the sequence's KV cache and,
+    where that cache is a pool, the sequence's block table."""
 
     pos: int
     cache: KVCache
+    table: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Rows:
-    """One token of each of several sequences: row r at positions[r] of caches[r]."""
+    """One token of each of several sequences of one paged cache: row r at positions[r]
+    through block table tables[r]."""
 
-    positions: list[int]
-    caches: list[KVCache]
+    positions: np.ndarray  # int32 [B]
+    cache: KVCache
+    tables: np.ndarray  # int32 [B, T]

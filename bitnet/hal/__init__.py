@@ -25,6 +25,7 @@ from bitnet.hal.weight_formats import (
     row_bytes,
     tensor_bytes,
 )
+from bitnet.hal.kv_blocks import KV_BLOCK
 from bitnet.hal.ops import ALL_OPS, OPTIONAL_OPS, REQUIRED_OPS, Op
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "DeviceKind",
     "FLOAT_FORMATS",
     "KVCache",
+    "KV_BLOCK",
     "KernelBackend",
     "LayerSpec",
     "OPTIONAL_OPS",

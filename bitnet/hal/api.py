@@ -10,9 +10,12 @@ version raises it; plugins declare the inclusive range they speak.
   ``device_layout`` under ``bitnet.hal``); record and replay of a decode step (the optional
   ``recording``, ``write`` and ``submission_count``); modules renamed so each says what it is
   (``bitnet.hal.formats`` -> ``weight_formats``, ``bitnet.hal.op_checks`` -> ``arg_checks``).
+- 3: paged KV caches (``kv_blocks``): ``attention`` and ``decode_layer`` take an optional block
+  table; ``attention_rows`` runs B rows of ONE cache through per-row block tables (it took B
+  caches before); a KV cache object has ``n_layers``, ``n_ctx`` and ``width``.
 """
 
-API_VERSION = 2
+API_VERSION = 3
 
 
 def check_api_version(plugin: str, supported: tuple[int, int]) -> str | None:

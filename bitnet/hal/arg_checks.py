@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bitnet.hal.kv_blocks import check_rows, check_table
+
 
 def activations_2d(who: str, op: str, buf: Any) -> tuple[int, int]:
     """(n, K) of a float32 [n, K] buffer; ValueError for any other shape or dtype."""
@@ -52,8 +54,9 @@ def rope_input(who: str, x: Any, n_heads: int, head_dim: int) -> tuple[int, int]
 
 
 def attention_fits(who: str, q: Any, k: Any, v: Any, cache: Any, layer: int, pos: int,
-                   n_heads: int, n_kv_heads: int, head_dim: int) -> int:
-    """Check q [n, H*D], k and v [n, Hkv*D] against the heads and the cache; returns n."""
+                   n_heads: int, n_kv_heads: int, head_dim: int, table: Any = None) -> int:
+    """Check q [n, H*D], k and v [n, Hkv*D] against the heads and the cache, and the block
+    table (None, or int32 [T] mapping positions 0..pos+n-1 into the cache); returns n."""
     n, q_width = activations_2d(who, "attention", q)
     width = n_kv_heads * head_dim
     if q_width != n_heads * head_dim or k.shape != (n, width) or v.shape != (n, width):
@@ -63,10 +66,15 @@ def attention_fits(who: str, q: Any, k: Any, v: Any, cache: Any, layer: int, pos
         )
     if width != cache.width or n_heads % n_kv_heads:
         raise ValueError(f"{who} attention: the KV cache was allocated for other head sizes")
-    if pos + n > cache.n_ctx or not 0 <= layer < cache.n_layers:
+    if not 0 <= layer < cache.n_layers or pos < 0:
+        raise ValueError(f"{who} attention: layer {layer} / position {pos} outside the cache "
+                         f"({cache.n_layers} layers)")
+    if table is not None:
+        check_table(f"{who} attention", table, cache.n_ctx, pos + n)
+    elif pos + n > cache.n_ctx:
         raise ValueError(
-            f"{who} attention: positions {pos}..{pos + n - 1} / layer {layer} exceed the "
-            f"cache ({cache.n_ctx} positions, {cache.n_layers} layers)"
+            f"{who} attention: positions {pos}..{pos + n - 1} exceed the cache "
+            f"({cache.n_ctx} positions)"
         )
     return n
 
@@ -91,12 +99,13 @@ def concat_width(who: str, parts: Sequence[Any]) -> int:
 
 
 
-def attention_rows_fit(who: str, q: Any, k: Any, v: Any, caches: Sequence[Any],
-                       positions: Sequence[int], n_heads: int, n_kv_heads: int,
-                       head_dim: int) -> int:
-    """attention_rows' operands: q [B, H*D], k and v [B, Hkv*D], and per row a cache of its own
-    (anything with ``n_ctx``) and a position inside it; returns B. Shapes only: the ops that
-    run the rows check dtypes."""
+def attention_rows_fit(who: str, q: Any, k: Any, v: Any, cache: Any, positions: Any,
+                       tables: Any, n_heads: int, n_kv_heads: int,
+                       head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """attention_rows' operands: q [B, H*D], k and v [B, Hkv*D], positions int32 [B] and block
+    tables int32 [B, T] into one cache (anything with ``n_ctx`` and ``width``), no two rows
+    writing one cache row. Returns (tables, positions) as int32 arrays. Shapes only: the ops
+    that run the rows check dtypes."""
     if len(q.shape) != 2:
         raise ValueError(f"{who} attention_rows: expected q [B, H*D], got {q.shape}")
     b, q_width = q.shape
@@ -104,13 +113,9 @@ def attention_rows_fit(who: str, q: Any, k: Any, v: Any, caches: Sequence[Any],
     if q_width != n_heads * head_dim or k.shape != (b, width) or v.shape != (b, width):
         raise ValueError(f"{who} attention_rows: q {q.shape}, k {k.shape}, v {v.shape} do not "
                          f"fit {n_heads}/{n_kv_heads} heads of {head_dim}")
-    if len(caches) != b or len(positions) != b:
-        raise ValueError(f"{who} attention_rows: {b} rows but {len(caches)} caches and "
-                         f"{len(positions)} positions")
-    if len({id(c) for c in caches}) != b:
-        raise ValueError(f"{who} attention_rows: every row needs a KV cache of its own")
-    for r, (cache, pos) in enumerate(zip(caches, positions)):
-        if not 0 <= pos < cache.n_ctx:
-            raise ValueError(f"{who} attention_rows: row {r} at position {pos} is outside its "
-                             f"cache of {cache.n_ctx} positions")
-    return b
+    if width != cache.width or n_heads % n_kv_heads:
+        raise ValueError(f"{who} attention_rows: the KV cache was allocated for other head "
+                         f"sizes")
+    if len(positions) != b:
+        raise ValueError(f"{who} attention_rows: {b} rows but {len(positions)} positions")
+    return check_rows(f"{who} attention_rows", tables, positions, cache.n_ctx)

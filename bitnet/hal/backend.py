@@ -119,7 +119,12 @@ class KernelBackend:
 
     def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int, head_dim: int) -> KVCache:
         """Allocate K and V for every layer: ``[n_layers, n_ctx, n_kv_heads * head_dim]`` each,
-        stored as float16 (as llama.cpp and bitnet.cpp store them)."""
+        stored as float16 (as llama.cpp and bitnet.cpp store them). The cache object has
+        ``n_layers``, ``n_ctx`` and ``width`` (= n_kv_heads * head_dim).
+
+        One sequence uses it whole (position p is row p); a server uses it as a pool of blocks
+        of ``KV_BLOCK`` rows that sequences address through block tables
+        (``bitnet.hal.kv_blocks``: row(p) = table[p // KV_BLOCK] * KV_BLOCK + p % KV_BLOCK)."""
         raise NotImplementedError(f"{type(self).__name__}.kv_cache_alloc")
 
     # -- ops ---------------------------------------------------------------------------------
@@ -187,15 +192,21 @@ class KernelBackend:
         n_heads: int,
         n_kv_heads: int,
         head_dim: int,
+        table: np.ndarray | None = None,
     ) -> Buffer:
         """Causal attention with the KV cache. q [n, H*D], k and v [n, Hkv*D] (f32, after RoPE).
 
-        First stores k and v (rounded to float16) at cache rows pos .. pos+n-1 of ``layer``; then
+        First stores k and v (rounded to float16) at positions pos .. pos+n-1 of ``layer``; then
         for token i (absolute position p = pos + i) and head h, with kv head ``h // (H // Hkv)``:
         ``softmax(q_ih . K[0..p] / sqrt(D)) @ V[0..p]`` over the cached (f16) keys and values,
         the softmax max-subtracted in f32. q is rounded to float16 before the q.K product, as
         ggml's F16 dot converts it (without this, I2_S fixtures drift ~0.5 logits from bitnet.cpp).
-        Returns f32 [n, H*D]. pos + n must be <= n_ctx."""
+        Returns f32 [n, H*D].
+
+        ``table`` None: position p is cache row p (pos + n <= n_ctx). Else a host int32 block
+        table [T] (``bitnet.hal.kv_blocks``) places every position, read and written: position
+        p is row ``table[p // KV_BLOCK] * KV_BLOCK + p % KV_BLOCK``. The results are the same
+        bits as with a contiguous cache holding the same values."""
         raise NotImplementedError(f"{type(self).__name__}.attention")
 
     def relu2_mul(self, gate: Buffer, up: Buffer) -> Buffer:
@@ -219,25 +230,28 @@ class KernelBackend:
         ``attention_rows`` joins its per-sequence rows with it)."""
         raise NotImplementedError(f"{type(self).__name__}.concat_rows")
 
-    def attention_rows(self, q: Buffer, k: Buffer, v: Buffer, caches: list[KVCache],
-                       layer: int, positions: list[int], n_heads: int, n_kv_heads: int,
-                       head_dim: int, theta: float) -> Buffer:
-        """Optional. One decode step of B sequences: row r of q [B, H*D], k and v [B, Hkv*D]
-        (f32, BEFORE RoPE) is the token of sequence r at ``positions[r]`` of ``caches[r]``
-        (B distinct caches).
+    def attention_rows(self, q: Buffer, k: Buffer, v: Buffer, cache: KVCache, layer: int,
+                       positions: np.ndarray, n_heads: int, n_kv_heads: int, head_dim: int,
+                       theta: float, tables: np.ndarray) -> Buffer:
+        """Optional. One decode step of B sequences sharing one paged cache: row r of q [B, H*D],
+        k and v [B, Hkv*D] (f32, BEFORE RoPE) is the token of sequence r at position
+        ``positions[r]`` (host int32 [B]) through block table ``tables[r]`` (host int32 [B, T]).
+        No two rows write one cache row; rows may share the blocks of a common prefix.
 
-        Exactly, row by row: ``attention(rope(q_r, p_r, H), rope(k_r, p_r, Hkv), v_r,
-        caches[r], layer, p_r)``; returns f32 [B, H*D]. This default composes those ops (with
-        slice_rows and concat_rows); a backend overrides it to run the B rows in one call, which
-        is what makes a batched decode step of a small model cheaper than B single steps."""
+        Exactly, row by row: ``attention(rope(q_r, p_r, H), rope(k_r, p_r, Hkv), v_r, cache,
+        layer, p_r, table=tables[r])``; returns f32 [B, H*D]. This default composes those ops
+        (with slice_rows and concat_rows); a backend overrides it to run the B rows in one call,
+        which is what makes a batched decode step of a small model cheaper than B single
+        steps."""
         who = getattr(self, "name", type(self).__name__)
-        attention_rows_fit(who, q, k, v, caches, positions, n_heads, n_kv_heads, head_dim)
+        tables, positions = attention_rows_fit(who, q, k, v, cache, positions, tables, n_heads,
+                                               n_kv_heads, head_dim)
         parts = []
-        for r, (cache, pos) in enumerate(zip(caches, positions)):
+        for r, pos in enumerate(positions.tolist()):
             q_r = self.rope(self.slice_rows(q, r, r + 1), pos, n_heads, head_dim, theta)
             k_r = self.rope(self.slice_rows(k, r, r + 1), pos, n_kv_heads, head_dim, theta)
             parts.append(self.attention(q_r, k_r, self.slice_rows(v, r, r + 1), cache, layer,
-                                        pos, n_heads, n_kv_heads, head_dim))
+                                        pos, n_heads, n_kv_heads, head_dim, table=tables[r]))
         return self.concat_rows(parts)
 
     def prepare_layer(self, spec: LayerSpec) -> Any | None:
@@ -248,7 +262,7 @@ class KernelBackend:
         return None
 
     def decode_layer(self, layer: Any, h: Buffer, cache: KVCache, index: int,
-                     pos: int) -> Buffer:
+                     pos: int, table: np.ndarray | None = None) -> Buffer:
         """Only for a handle from ``prepare_layer``. One decode token: h f32 [1, d] at position
         ``pos`` -> the block's output f32 [1, d], exactly what the ops give for::
 
@@ -258,8 +272,8 @@ class KernelBackend:
             x = rmsnorm(h, ffn_norm)
             h = add(h, ffn_down(rmsnorm(act_mul(ffn_gate(x), ffn_up(x)), ffn_sub_norm)))
 
-        (act_mul: relu2_mul or silu_mul; a None sub-norm is skipped), filling row ``pos`` of
-        layer ``index`` of the cache."""
+        (act_mul: relu2_mul or silu_mul; a None sub-norm is skipped), filling position ``pos`` of
+        layer ``index`` of the cache (through ``table`` as in ``attention``)."""
         raise NotImplementedError(f"{type(self).__name__}.decode_layer")
 
     def synchronize(self) -> None:

@@ -24,7 +24,7 @@ class BackendDescriptor:
 
     name: str = "unnamed"  # used in device specs: "cuda", "cuda:1"
     version: str = "0"  # the plugin distribution's version
-    api_version: tuple[int, int] = (2, 2)  # inclusive range of bitnet.hal.API_VERSION it speaks
+    api_version: tuple[int, int] = (3, 3)  # inclusive range of bitnet.hal.API_VERSION it speaks
     kind: DeviceKind = DeviceKind.CPU
     priority: int = 0  # static rank when nothing was measured; higher wins
     distribution: str = ""  # pip name, used in remedies: "bitnet-cuda"

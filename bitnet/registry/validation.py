@@ -33,10 +33,11 @@ import numpy as np
 
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities
+from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
 from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 
-SUITE_VERSION = 3  # bump when cases or tolerances change: it invalidates cached results
+SUITE_VERSION = 4  # bump when cases or tolerances change: it invalidates cached results
 
 EXACT = 0.0
 FLOAT_TOL = 1e-5
@@ -227,19 +228,70 @@ def _run_attention(b: KernelBackend, rng, n, h, kv, d, pos) -> np.ndarray:
     return np.concatenate(outputs, axis=0)  # [pos + n, H*D]
 
 
-def _run_attention_rows(b: KernelBackend, rng, h, kv, d, history) -> np.ndarray:
-    """Sequences with ``history`` tokens each already cached (by ``attention``) decode two
-    tokens each through ``attention_rows``; returns both steps' outputs [2B, H*D]."""
-    caches = [b.kv_cache_alloc(1, max(history) + 3, kv, d) for _ in history]
-    for cache, n in zip(caches, history):
-        if n:
-            b.attention(b.upload(_act(rng, n, h * d)), b.upload(_act(rng, n, kv * d)),
-                        b.upload(_act(rng, n, kv * d)), cache, 0, 0, h, kv, d)
+def _pool_tables(rng, n_blocks: int, lengths: Iterable[int]) -> tuple[int, list[np.ndarray]]:
+    """Block tables (int32) for sequences of ``lengths`` positions over a pool whose blocks are
+    handed out in a shuffled order (so no table is the identity); returns (pool rows, tables)."""
+    need = [blocks_for(n) for n in lengths]
+    order = rng.permutation(max(n_blocks, sum(need))).astype(np.int32)
+    tables, at = [], 0
+    for count in need:
+        tables.append(order[at:at + count].copy())
+        at += count
+    return len(order) * KV_BLOCK, tables
+
+
+def _run_attention_paged(b: KernelBackend, rng, h, kv, d, chunks) -> np.ndarray:
+    """One sequence filled in ``chunks`` (token counts; chunks cross block edges) through a
+    shuffled block table of a pool, at layer 1 of 2; the same calls on a contiguous cache must
+    give the same bits (else this case fails). Returns the paged outputs [sum, H*D]."""
+    total = sum(chunks)
+    rows, (table,) = _pool_tables(rng, blocks_for(total) + 2, [total])
+    pool = b.kv_cache_alloc(2, rows, kv, d)
+    flat = b.kv_cache_alloc(2, total, kv, d)
+    paged_out, flat_out = [], []
+    pos = 0
+    for count in chunks:
+        q, k, v = (_act(rng, count, w) for w in (h * d, kv * d, kv * d))
+        for layer in (0, 1):
+            args = (b.upload(q), b.upload(k), b.upload(v))
+            paged = b.attention(*args, pool, layer, pos, h, kv, d, table=table)
+            plain = b.attention(*args, flat, layer, pos, h, kv, d)
+        paged_out.append(b.download(paged))
+        flat_out.append(b.download(plain))
+        pos += count
+    paged, plain = np.concatenate(paged_out), np.concatenate(flat_out)
+    if not np.array_equal(paged, plain):
+        raise ValueError("attention through a block table differs from the contiguous cache "
+                         f"(max |diff| {np.max(np.abs(paged - plain)):.3g})")
+    return paged
+
+
+def _run_attention_rows(b: KernelBackend, rng, h, kv, d, history, share=False) -> np.ndarray:
+    """Sequences of one paged pool with ``history`` tokens each already cached (by
+    ``attention`` through their tables) decode two tokens each through ``attention_rows``.
+    With ``share``, the last sequence's first block is the first sequence's (a reused prefix:
+    it starts writing at position KV_BLOCK). Returns both steps' outputs [2B, H*D]."""
+    lengths = [n + 2 for n in history]
+    rows, tables = _pool_tables(rng, sum(blocks_for(n) for n in lengths) + 3, lengths)
+    starts = [0] * len(history)
+    if share:
+        tables[-1][0] = tables[0][0]
+        starts[-1] = KV_BLOCK
+    pool = b.kv_cache_alloc(1, rows, kv, d)
+    for table, n, start in zip(tables, history, starts):
+        if n > start:
+            b.attention(b.upload(_act(rng, n - start, h * d)),
+                        b.upload(_act(rng, n - start, kv * d)),
+                        b.upload(_act(rng, n - start, kv * d)), pool, 0, start, h, kv, d,
+                        table=table)
+    width = max(len(t) for t in tables)
+    padded = np.stack([np.pad(t, (0, width - len(t))) for t in tables]).astype(np.int32)
     outputs = []
     for step in range(2):
         q, k, v = (_act(rng, len(history), w) for w in (h * d, kv * d, kv * d))
-        out = b.attention_rows(b.upload(q), b.upload(k), b.upload(v), caches, 0,
-                               [n + step for n in history], h, kv, d, 10000.0)
+        positions = np.array([n + step for n in history], np.int32)
+        out = b.attention_rows(b.upload(q), b.upload(k), b.upload(v), pool, 0, positions, h,
+                               kv, d, 10000.0, padded)
         outputs.append(b.download(out))
     return np.concatenate(outputs, axis=0)
 
@@ -345,6 +397,7 @@ _RUNNERS: dict[str, Callable[..., np.ndarray]] = {
     "linear_float": _run_linear_float,
     "rope": _run_rope,
     "attention": _run_attention,
+    "attention_paged": _run_attention_paged,
     "attention_rows": _run_attention_rows,
     "relu2_mul": _run_pair("relu2_mul"),
     "silu_mul": _run_pair("silu_mul"),
@@ -413,10 +466,17 @@ def _build_table() -> None:
                              (1, 8, 2, 128, 40), (2, 4, 2, 256, 0)):
         _TABLE.append(_case("attention", ATTENTION_TOL, {Op.ATTENTION}, n=n, h=h, kv=kv, d=d,
                             pos=pos))
-    for h, kv, d, history in ((4, 2, 64, (5, 0, 17)), (6, 2, 256, (3, 9)), (2, 2, 100, (4, 1)),
-                              (3, 3, 96, (0, 6))):
+    # paged: chunks crossing block edges, bit-identical to the contiguous cache
+    for h, kv, d, chunks in ((4, 2, 64, (5, 20, 1, 1)), (3, 1, 256, (17, 16, 1)),
+                             (2, 2, 100, (40, 1))):
+        _TABLE.append(_case("attention_paged", ATTENTION_TOL, {Op.ATTENTION}, h=h, kv=kv, d=d,
+                            chunks=chunks))
+    for h, kv, d, history, share in ((4, 2, 64, (5, 0, 17), False),
+                                     (6, 2, 256, (3, 9), False),
+                                     (2, 2, 100, (4, 1), False), (3, 3, 96, (0, 6), False),
+                                     (4, 1, 64, (20, 33, 18), True)):
         _TABLE.append(_case("attention_rows", ATTENTION_TOL, {Op.ATTENTION_ROWS}, h=h, kv=kv,
-                            d=d, history=history))
+                            d=d, history=history, share=share))
     for h, kv, d, steps in ((4, 2, 64, 5), (3, 1, 256, 3)):  # replayed == eager, bit for bit
         _TABLE.append(_case("replay", ATTENTION_TOL, {Op.ROPE, Op.ATTENTION}, h=h, kv=kv, d=d,
                             steps=steps))

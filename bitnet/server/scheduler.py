@@ -21,7 +21,8 @@ import numpy as np
 
 from bitnet.core.generate import StopStrings, prefill
 from bitnet.core.sampling import Sampler, SamplingParams, sample_rows
-from bitnet.hal import Op
+from bitnet.hal import KV_BLOCK, Op
+from bitnet.hal.kv_blocks import blocks_for
 
 log = logging.getLogger("bitnet.server")
 
@@ -66,7 +67,7 @@ class _Slot:
     """A running sequence: its cache, position and text state."""
 
     request: Request
-    cache: Any
+    table: np.ndarray  # int32: the slot's KV blocks in the pool
     pos: int
     sampler: Sampler
     history: list[int]
@@ -100,7 +101,11 @@ class Scheduler:
             log.warning("backend %s lacks attention_rows: decode steps run one sequence at a time",
                         model.backend.name)
         t = model.transformer
-        self._free_caches = [t.cache] + [t.new_cache() for _ in range(max_batch - 1)]
+        # one paged KV pool; each slot owns the blocks of a whole context
+        per_slot = blocks_for(t.n_ctx)
+        self._pool = t.new_cache(max_batch * per_slot * KV_BLOCK)
+        self._free_caches = [np.arange(i * per_slot, (i + 1) * per_slot, dtype=np.int32)
+                             for i in range(max_batch)]
         self._slots: list[_Slot] = []
         self._wake = threading.Condition()
         self._stop = False
@@ -163,7 +168,7 @@ class Scheduler:
         cache = self._free_caches.pop()
         try:
             t0 = time.perf_counter()
-            logits = prefill(self.model.transformer, req.prompt, True, cache)[0]
+            logits = prefill(self.model.transformer, req.prompt, True, self._pool, cache)[0]
             self.stats.prompt_seconds += time.perf_counter() - t0
             self.stats.prompt_tokens += len(req.prompt)
         except BaseException:
@@ -184,11 +189,12 @@ class Scheduler:
         try:
             if self.batched and len(slots) > 1:
                 ids = np.asarray([s.next_token for s in slots], dtype=np.int32)
-                out = t.forward_batch(ids, [s.pos for s in slots], [s.cache for s in slots])
+                out = t.forward_batch(ids, np.array([s.pos for s in slots], np.int32),
+                                      self._pool, np.stack([s.table for s in slots]))
                 rows = t.ops.download(out)
             else:
                 rows = np.stack([t.ops.download(t.forward(np.asarray([s.next_token], np.int32),
-                                                          s.pos, True, s.cache))[0]
+                                                          s.pos, True, self._pool, s.table))[0]
                                  for s in slots])
         except Exception as e:
             log.exception("decode step failed")
@@ -252,7 +258,7 @@ class Scheduler:
     def _finish(self, s: _Slot, event: Event | None) -> None:
         if s in self._slots:
             self._slots.remove(s)
-            self._free_caches.append(s.cache)
+            self._free_caches.append(s.table)
             self.stats.active = len(self._slots)
         if event is not None:
             s.request.emit(event)

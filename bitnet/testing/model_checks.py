@@ -155,7 +155,7 @@ def decode_logits(t, replay: bool, prompt: tuple[int, ...] = (1, 40, 41, 42),
 
     t.replay.enabled = replay
     t.replay.steps.clear()
-    t.cache = t.new_cache()
+    t._cache = t.new_cache()
     logits = [prefill(t, list(prompt))[0]]
     for pos in range(len(prompt), len(prompt) + steps):
         logits.append(decode_one(t, int(np.argmax(logits[-1])), pos))

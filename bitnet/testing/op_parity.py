@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitnet.formats.floats import quantize_rows
-from bitnet.hal import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, WeightTensor
+from bitnet.hal import KV_BLOCK, FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, WeightTensor
 from bitnet.hal.backend import KernelBackend
 from bitnet.hal.ops import Op
 from bitnet.testing import conformance
@@ -204,14 +204,16 @@ def test_attention_prefill_then_decode(conformance_backend, reference_backend, h
 def test_attention_rows_is_rope_then_attention_per_sequence(conformance_backend,
                                                             reference_backend, heads, kv_heads,
                                                             dim):
-    """Sequences with different histories (one empty) decode one token each in one call, twice;
-    then each cache must hold what per-sequence rope + attention would have put there."""
+    """Sequences of one paged pool with different histories (one empty) decode one token each
+    in one call, twice; then each sequence's blocks must hold what per-sequence rope +
+    attention would have put there."""
     require(conformance_backend, Op.ATTENTION_ROWS)
     rng = np.random.default_rng(heads + dim)
     theta = 10000.0
-    prefix = [3, 0, 7]
+    prefix = [3, 0, 19]
+    tables = np.array([[5, 0], [2, 7], [6, 1]], np.int32)  # blocks of KV_BLOCK, shuffled
     pair = (conformance_backend, reference_backend)
-    caches = [[b.kv_cache_alloc(2, 12, kv_heads, dim) for _ in prefix] for b in pair]
+    pools = [b.kv_cache_alloc(2, 8 * KV_BLOCK, kv_heads, dim) for b in pair]
 
     def rows(n: int, width: int) -> np.ndarray:
         return rng.standard_normal((n, width)).astype(np.float32)
@@ -219,39 +221,74 @@ def test_attention_rows_is_rope_then_attention_per_sequence(conformance_backend,
     for seq, n in enumerate(prefix):  # history: plain attention on each backend
         if n:
             q, k, v = rows(n, heads * dim), rows(n, kv_heads * dim), rows(n, kv_heads * dim)
-            for b, cs in zip(pair, caches):
-                b.attention(b.upload(q), b.upload(k), b.upload(v), cs[seq], 1, 0, heads,
-                            kv_heads, dim)
-    positions = list(prefix)
+            for b, pool in zip(pair, pools):
+                b.attention(b.upload(q), b.upload(k), b.upload(v), pool, 1, 0, heads,
+                            kv_heads, dim, table=tables[seq])
+    positions = np.array(prefix, np.int32)
     for _ in range(2):
         q, k, v = (rows(len(prefix), heads * dim), rows(len(prefix), kv_heads * dim),
                    rows(len(prefix), kv_heads * dim))
-        results = [b.download(b.attention_rows(b.upload(q), b.upload(k), b.upload(v), cs, 1,
-                                               positions, heads, kv_heads, dim, theta))
-                   for b, cs in zip(pair, caches)]
+        results = [b.download(b.attention_rows(b.upload(q), b.upload(k), b.upload(v), pool, 1,
+                                               positions, heads, kv_heads, dim, theta, tables))
+                   for b, pool in zip(pair, pools)]
         assert results[0].shape == (len(prefix), heads * dim)
         assert_close(results[0], results[1], 1e-5)
-        positions = [p + 1 for p in positions]
+        positions = positions + 1
     # one more token per sequence through the plain ops reads what attention_rows stored
-    for seq, pos in enumerate(positions):
+    for seq, pos in enumerate(positions.tolist()):
         q, k, v = rows(1, heads * dim), rows(1, kv_heads * dim), rows(1, kv_heads * dim)
-        results = [b.download(b.attention(b.upload(q), b.upload(k), b.upload(v), cs[seq], 1,
-                                          pos, heads, kv_heads, dim))
-                   for b, cs in zip(pair, caches)]
+        results = [b.download(b.attention(b.upload(q), b.upload(k), b.upload(v), pool, 1,
+                                          pos, heads, kv_heads, dim, table=tables[seq]))
+                   for b, pool in zip(pair, pools)]
         assert_close(results[0], results[1], 1e-5)
 
 
 def test_attention_rows_rejects_bad_rows(conformance_backend):
     require(conformance_backend, Op.ATTENTION_ROWS)
     b = conformance_backend
-    caches = [b.kv_cache_alloc(1, 4, 1, 16) for _ in range(2)]
+    pool = b.kv_cache_alloc(1, 4 * KV_BLOCK, 1, 16)
     x = b.upload(np.zeros((2, 16), np.float32))
-    with pytest.raises(ValueError, match="outside"):
-        b.attention_rows(x, x, x, caches, 0, [1, 4], 1, 1, 16, 10000.0)
-    with pytest.raises(ValueError, match="own"):
-        b.attention_rows(x, x, x, [caches[0], caches[0]], 0, [1, 2], 1, 1, 16, 10000.0)
-    with pytest.raises(ValueError, match="caches"):
-        b.attention_rows(x, x, x, caches[:1], 0, [1], 1, 1, 16, 10000.0)
+    tables = np.array([[0, 1], [2, 3]], np.int32)
+    with pytest.raises(ValueError, match="blocks"):  # position 2 * KV_BLOCK needs a 3rd block
+        b.attention_rows(x, x, x, pool, 0, np.array([1, 2 * KV_BLOCK], np.int32), 1, 1, 16,
+                         10000.0, tables)
+    with pytest.raises(ValueError, match="same cache row"):
+        b.attention_rows(x, x, x, pool, 0, np.array([1, 1], np.int32), 1, 1, 16, 10000.0,
+                         np.array([[0, 1], [0, 3]], np.int32))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        b.attention_rows(x, x, x, pool, 0, np.array([1, 2], np.int32), 1, 1, 16, 10000.0,
+                         np.array([[0, 1], [9, 3]], np.int32))
+    with pytest.raises(ValueError, match="positions"):
+        b.attention_rows(x, x, x, pool, 0, np.array([1], np.int32), 1, 1, 16, 10000.0,
+                         tables[:1])
+
+
+def test_attention_through_a_block_table_matches_the_contiguous_cache(conformance_backend):
+    """A prompt in chunks across block edges, through a shuffled table, gives the bits of the
+    same calls on a contiguous cache; a table too short or naming a block outside the pool is
+    refused."""
+    require(conformance_backend, Op.ATTENTION)
+    b = conformance_backend
+    rng = np.random.default_rng(7)
+    heads, kv_heads, dim = 4, 2, 64
+    pool = b.kv_cache_alloc(1, 6 * KV_BLOCK, kv_heads, dim)
+    flat = b.kv_cache_alloc(1, 3 * KV_BLOCK, kv_heads, dim)
+    table = np.array([4, 1, 3], np.int32)
+    pos = 0
+    for n in (KV_BLOCK - 3, 5, 1, KV_BLOCK + 2):
+        q, k, v = (rng.standard_normal((n, w)).astype(np.float32)
+                   for w in (heads * dim, kv_heads * dim, kv_heads * dim))
+        args = [b.upload(a) for a in (q, k, v)]
+        got = b.download(b.attention(*args, pool, 0, pos, heads, kv_heads, dim, table=table))
+        want = b.download(b.attention(*args, flat, 0, pos, heads, kv_heads, dim))
+        assert np.array_equal(got, want), f"chunk at {pos}: paged != contiguous"
+        pos += n
+    one = [b.upload(rng.standard_normal((1, w)).astype(np.float32))
+           for w in (heads * dim, kv_heads * dim, kv_heads * dim)]
+    with pytest.raises(ValueError, match="blocks"):
+        b.attention(*one, pool, 0, 3 * KV_BLOCK, heads, kv_heads, dim, table=table)
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        b.attention(*one, pool, 0, 0, heads, kv_heads, dim, table=np.array([6], np.int32))
 
 
 def test_attention_rejects_overflowing_the_cache(conformance_backend):

@@ -26,6 +26,8 @@ from bitnet.hal import (
     WeightFormat,
     WeightTensor,
 )
+from bitnet.hal.arg_checks import attention_fits
+from bitnet.hal.kv_blocks import cache_rows
 
 __version__ = "0.1.0"
 
@@ -44,7 +46,9 @@ class ExampleWeight:
 
 @dataclass
 class ExampleKVCache:
+    n_layers: int
     n_ctx: int
+    width: int  # Hkv * D
     k: np.ndarray  # f16 [layers, n_ctx, Hkv * D]
     v: np.ndarray  # f16 [layers, n_ctx, Hkv * D]
 
@@ -90,7 +94,8 @@ class ExampleBackend(KernelBackend):
     def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
                        head_dim: int) -> ExampleKVCache:
         shape = (n_layers, n_ctx, n_kv_heads * head_dim)
-        return ExampleKVCache(n_ctx, np.zeros(shape, np.float16), np.zeros(shape, np.float16))
+        return ExampleKVCache(n_layers, n_ctx, shape[2], np.zeros(shape, np.float16),
+                              np.zeros(shape, np.float16))
 
     # -- ops ---------------------------------------------------------------------------------
 
@@ -129,14 +134,17 @@ class ExampleBackend(KernelBackend):
         return out.reshape(n, n_heads * head_dim).astype(np.float32)
 
     def attention(self, q, k, v, cache: ExampleKVCache, layer: int, pos: int, n_heads: int,
-                  n_kv_heads: int, head_dim: int) -> np.ndarray:
-        n = q.shape[0]
+                  n_kv_heads: int, head_dim: int, table: np.ndarray | None = None) -> np.ndarray:
+        # the shared checks (shapes, the cache's reach, the block table's entries)
+        n = attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
+                           head_dim, table)
         end = pos + n
-        cache.k[layer, pos:end] = k  # stored as f16, as llama.cpp does
-        cache.v[layer, pos:end] = v
+        rows = cache_rows(table, np.arange(end))  # position -> cache row (paged: via table)
+        cache.k[layer, rows[pos:]] = k  # stored as f16, as llama.cpp does
+        cache.v[layer, rows[pos:]] = v
         group = n_heads // n_kv_heads
-        keys = cache.k[layer, :end].astype(np.float32).reshape(end, n_kv_heads, head_dim)
-        vals = cache.v[layer, :end].astype(np.float32).reshape(end, n_kv_heads, head_dim)
+        keys = cache.k[layer, rows].astype(np.float32).reshape(end, n_kv_heads, head_dim)
+        vals = cache.v[layer, rows].astype(np.float32).reshape(end, n_kv_heads, head_dim)
         # queries go through f16 too, like ggml's f16 dot (and bitnet's reference backend)
         qh = q.astype(np.float16).astype(np.float32).reshape(n, n_heads, head_dim)
         out = np.empty((n, n_heads, head_dim), np.float32)  # [n, H, D]
@@ -172,7 +180,7 @@ class ExampleBackend(KernelBackend):
 class ExampleDescriptor(BackendDescriptor):
     name = "example"
     version = __version__
-    api_version = (2, 2)  # the bitnet.hal.API_VERSION range this plugin speaks
+    api_version = (3, 3)  # the bitnet.hal.API_VERSION range this plugin speaks
     kind = DeviceKind.CPU
     priority = 1  # static rank when nothing was measured: just above the reference (0)
     distribution = "bitnet-example"

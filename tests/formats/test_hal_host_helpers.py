@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from bitnet.backends.reference.descriptor import descriptor as reference
-from bitnet.hal import CreateOptions, arg_checks
+from bitnet.hal import KV_BLOCK, CreateOptions, arg_checks
+from bitnet.hal.kv_blocks import cache_rows
 from bitnet.hal.rope_tables import MIN_POSITIONS, RopeTables, rope_angles
 
 
@@ -96,10 +97,33 @@ def test_attention_fits_checks_heads_and_cache():
         arg_checks.attention_fits("gpu", q, kv, kv, cache, 0, 0, 4, 1, 8)
     with pytest.raises(ValueError, match="allocated for other head sizes"):
         arg_checks.attention_fits("gpu", _Buf((2, 24)), kv, kv, cache, 0, 0, 3, 2, 8)
-    with pytest.raises(ValueError, match=r"positions 7..8 / layer 0 exceed"):
+    with pytest.raises(ValueError, match=r"positions 7..8 exceed the cache \(8 positions"):
         arg_checks.attention_fits("gpu", q, kv, kv, cache, 0, 7, 4, 2, 8)
-    with pytest.raises(ValueError, match="layer 2 exceed"):
+    with pytest.raises(ValueError, match="layer 2 / position 0 outside the cache"):
         arg_checks.attention_fits("gpu", q, kv, kv, cache, 2, 0, 4, 2, 8)
+
+
+def test_attention_fits_checks_the_block_table():
+    q, kv = _Buf((2, 32)), _Buf((2, 16))
+    pool = _Cache(width=16, n_ctx=4 * KV_BLOCK, n_layers=1)  # 4 blocks
+    table = np.array([3, 0], np.int32)
+    # a table lets positions run past the rows of a contiguous cache of that size...
+    assert arg_checks.attention_fits("gpu", q, kv, kv, pool, 0, KV_BLOCK + 3, 4, 2, 8,
+                                     table) == 2
+    with pytest.raises(ValueError, match="need 3 blocks of 16; the table has 2"):
+        arg_checks.attention_fits("gpu", q, kv, kv, pool, 0, 2 * KV_BLOCK - 1, 4, 2, 8, table)
+    with pytest.raises(ValueError, match=r"entries must be in \[0, 4\)"):
+        arg_checks.attention_fits("gpu", q, kv, kv, pool, 0, 0, 4, 2, 8,
+                                  np.array([4], np.int32))
+    with pytest.raises(ValueError, match="int32 1-D"):
+        arg_checks.attention_fits("gpu", q, kv, kv, pool, 0, 0, 4, 2, 8, np.array([0]))
+
+
+def test_cache_rows_maps_positions_through_blocks():
+    table = np.array([2, 0, 5], np.int32)
+    rows = cache_rows(table, np.array([0, 15, 16, 33]))
+    assert rows.tolist() == [32, 47, 0, 81]
+    assert cache_rows(None, np.array([3, 4])).tolist() == [3, 4]
 
 
 def test_files_digest_hashes_names_and_bytes_in_name_order(tmp_path):

@@ -23,8 +23,10 @@ import numpy as np
 from bitnet.formats import dequantize, unpack_ternary
 from bitnet.formats.activations import quantize_per_token_i8, quantize_q8_k
 from bitnet.hal.device_layout import split_q6_k_ints
+from bitnet.hal.arg_checks import attention_fits
 from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
+from bitnet.hal.kv_blocks import cache_rows
 from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
 
@@ -83,6 +85,14 @@ class ReferenceKVCache:
     n_ctx: int
     k: np.ndarray  # f16 [n_layers, n_ctx, Hkv*D]
     v: np.ndarray  # f16 [n_layers, n_ctx, Hkv*D]
+
+    @property
+    def n_layers(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.k.shape[2]
 
 
 def _f32_2d(x: Any, who: str) -> np.ndarray:
@@ -250,22 +260,21 @@ class ReferenceBackend(KernelBackend):
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: ReferenceKVCache,
                   layer: int, pos: int, n_heads: int, n_kv_heads: int,
-                  head_dim: int) -> np.ndarray:
-        """Store k, v (f16) at rows pos.., then causal softmax attention over the cache with
-        f16-rounded queries (bitnet.hal.KernelBackend.attention)."""
+                  head_dim: int, table: np.ndarray | None = None) -> np.ndarray:
+        """Store k, v (f16) at positions pos.. (through the block table, if any), then causal
+        softmax attention over the cache with f16-rounded queries
+        (bitnet.hal.KernelBackend.attention)."""
         q = _f32_2d(q, "attention")
-        n = q.shape[0]
+        n = attention_fits("reference", q, np.asarray(k), np.asarray(v), cache, layer, pos,
+                           n_heads, n_kv_heads, head_dim, table)
         end = pos + n
-        if end > cache.n_ctx:
-            raise ValueError(
-                f"reference.attention: positions up to {end} exceed n_ctx {cache.n_ctx}"
-            )
-        cache.k[layer, pos:end] = np.asarray(k, dtype=np.float32)
-        cache.v[layer, pos:end] = np.asarray(v, dtype=np.float32)
+        rows = cache_rows(table, np.arange(end))  # the cache row of each position 0..end-1
+        cache.k[layer, rows[pos:]] = np.asarray(k, dtype=np.float32)
+        cache.v[layer, rows[pos:]] = np.asarray(v, dtype=np.float32)
 
         group = n_heads // n_kv_heads  # query heads per kv head
-        keys = cache.k[layer, :end].astype(np.float32).reshape(end, n_kv_heads, head_dim)
-        values = cache.v[layer, :end].astype(np.float32).reshape(end, n_kv_heads, head_dim)
+        keys = cache.k[layer, rows].astype(np.float32).reshape(end, n_kv_heads, head_dim)
+        values = cache.v[layer, rows].astype(np.float32).reshape(end, n_kv_heads, head_dim)
         keys = np.repeat(keys, group, axis=1)  # [T, H, D]: query head h reads kv head h // group
         values = np.repeat(values, group, axis=1)
         # ggml's F16 dot converts q to f16 first (both bitnet.cpp's KQ matmul and llama.cpp's
@@ -273,7 +282,7 @@ class ReferenceBackend(KernelBackend):
         queries = q.astype(np.float16).astype(np.float32).reshape(n, n_heads, head_dim)  # [n, H, D]
 
         scores = np.einsum("nhd,thd->hnt", queries, keys) * np.float32(1 / np.sqrt(head_dim))
-        # causal mask: token i sits at position pos + i and sees cache rows 0 .. pos + i
+        # causal mask: token i sits at position pos + i and sees positions 0 .. pos + i
         visible = np.arange(end)[None, :] <= (pos + np.arange(n))[:, None]  # [n, T]
         scores = np.where(visible[None], scores, np.float32(-np.inf))  # [H, n, T]
         scores = scores - scores.max(axis=-1, keepdims=True)

@@ -24,7 +24,7 @@ class ReferenceDescriptor(BackendDescriptor):
 
     name = "reference"
     version = "0.1.0"
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.CPU
     priority = 0
     distribution = "bitnet"

@@ -53,7 +53,7 @@ def physical_cores() -> int:
 class CpuDescriptor(BackendDescriptor):
     name = "cpu"
     version = "0.1.0"
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.CPU
     priority = 50  # above the numpy reference (the oracle), below validated GPUs
     distribution = "bitnet-cpu"

@@ -113,7 +113,7 @@ def list_devices(cuda: Any) -> list[DeviceInfo] | Unavailable:
 class CudaDescriptor(BackendDescriptor):
     name = "cuda"
     version = __version__
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.DGPU
     priority = 100  # above every CPU backend when nothing was measured
     distribution = "bitnet-cuda"

@@ -50,7 +50,7 @@ def _device_info(index: int, dev: Any) -> DeviceInfo:
 class MetalDescriptor(BackendDescriptor):
     name = "metal"
     version = __version__
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.IGPU
     priority = 90
     distribution = "bitnet-metal"

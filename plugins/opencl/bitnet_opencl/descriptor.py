@@ -23,7 +23,7 @@ NO_PLATFORM_REMEDY = (
 class OpenCLDescriptor(BackendDescriptor):
     name = "opencl"
     version = "0.1.0"
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.DGPU
     priority = 30
     distribution = "bitnet-opencl"

@@ -20,7 +20,7 @@ NO_LOADER_REMEDY = "apt-get install libvulkan1 mesa-vulkan-drivers (or your GPU'
 class VulkanDescriptor(BackendDescriptor):
     name = "vulkan"
     version = "0.1.0"
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.DGPU
     priority = 25
     distribution = "bitnet-vulkan"

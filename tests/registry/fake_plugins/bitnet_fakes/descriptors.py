@@ -20,7 +20,7 @@ class FakeDescriptor(BackendDescriptor):
 
     name = "fakegood"
     version = "0.0.1"
-    api_version = (2, 2)
+    api_version = (3, 3)
     kind = DeviceKind.CPU
     priority = 50
     distribution = "bitnet-fakes"
