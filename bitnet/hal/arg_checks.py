@@ -66,17 +66,25 @@ def attention_fits(who: str, q: Any, k: Any, v: Any, cache: Any, layer: int, pos
         )
     if width != cache.width or n_heads % n_kv_heads:
         raise ValueError(f"{who} attention: the KV cache was allocated for other head sizes")
+    cache_reach(who, "attention", cache, layer, pos, n, table)
+    return n
+
+
+def cache_reach(who: str, op: str, cache: Any, layer: int, pos: int, n: int,
+                table: Any = None) -> None:
+    """``layer`` is one of the cache's and positions pos..pos+n-1 are inside it: through the
+    block table (int32 [T] mapping positions 0..pos+n-1 to blocks of the cache) or, without
+    one (None), below ``n_ctx``. attention's check, and decode_layer's (one position)."""
     if not 0 <= layer < cache.n_layers or pos < 0:
-        raise ValueError(f"{who} attention: layer {layer} / position {pos} outside the cache "
+        raise ValueError(f"{who} {op}: layer {layer} / position {pos} outside the cache "
                          f"({cache.n_layers} layers)")
     if table is not None:
-        check_table(f"{who} attention", table, cache.n_ctx, pos + n)
+        check_table(f"{who} {op}", table, cache.n_ctx, pos + n)
     elif pos + n > cache.n_ctx:
         raise ValueError(
-            f"{who} attention: positions {pos}..{pos + n - 1} exceed the cache "
+            f"{who} {op}: positions {pos}..{pos + n - 1} exceed the cache "
             f"({cache.n_ctx} positions)"
         )
-    return n
 
 
 def row_slice(who: str, x: Any, start: int, stop: int) -> tuple[int, int]:

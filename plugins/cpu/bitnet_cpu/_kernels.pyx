@@ -3,7 +3,6 @@
 here releases the GIL for the whole kernel."""
 
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint64_t
-from libc.stdlib cimport free, malloc
 
 cdef extern from "bitnet_cpu.h" nogil:
     ctypedef struct bn_kernels:
@@ -34,13 +33,15 @@ cdef extern from "bitnet_cpu.h" nogil:
     void relu2_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads)
     void silu_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads)
     void add_f32(const float *a, const float *b, size_t count, float *y, int nthreads)
-    void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
-                         uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
-                         int n_kv_heads, int head_dim, float *out, int nthreads)
-    void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
-                              uint16_t *const *kcaches, uint16_t *const *vcaches,
-                              const int *positions, int B, int n_heads, int n_kv_heads,
-                              int head_dim, double theta, float *out, int nthreads)
+    enum: BN_KV_BLOCK
+    int attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
+                        uint16_t *kcache, uint16_t *vcache, const int32_t *table, int n, int pos,
+                        int n_heads, int n_kv_heads, int head_dim, float *out, int nthreads)
+    int attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
+                             uint16_t *kcache, uint16_t *vcache, const int32_t *positions,
+                             const int32_t *tables, int table_len, int B, int n_heads,
+                             int n_kv_heads, int head_dim, double theta, float *out,
+                             int nthreads)
     uint64_t stream_read(const uint8_t *data, size_t n, int nthreads)
     ctypedef struct bn_matrix:
         const uint8_t *codes
@@ -62,7 +63,17 @@ cdef extern from "bitnet_cpu.h" nogil:
         const float *ffn_sub_norm
         bn_matrix q, k, v, o, gate, up, down
     int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
-                     uint16_t *vcache, int pos, int nthreads)
+                     uint16_t *vcache, const int32_t *table, int pos, int nthreads)
+
+# positions per block of a paged KV cache, as the kernels address them (kernels/bitnet_cpu.h)
+KV_BLOCK = BN_KV_BLOCK
+
+
+cdef const int32_t *_table(const int32_t[::1] table):
+    """A block table's entries, or NULL for None (position p is cache row p)."""
+    if table is None:
+        return NULL
+    return &table[0]
 
 
 def _check(int rc, str what):
@@ -114,18 +125,21 @@ cdef class Kernels:
         _check(rc, "linear_float")
 
     def decode_layer(self, DecodeLayer layer, float[:, ::1] h, uint16_t[:, ::1] kcache,
-                     uint16_t[:, ::1] vcache, int pos, int nthreads):
-        """h [1, d] += one block of one token at pos (in place); row pos of the caches."""
+                     uint16_t[:, ::1] vcache, const int32_t[::1] table, int pos, int nthreads):
+        """h [1, d] += one block of one token at pos (in place), stored at its row of the
+        caches (through the block table; None: row pos). backend.py checks that pos and the
+        table fit the planes."""
         cdef int rc
+        cdef const int32_t *tp = _table(table)
         if h.shape[0] != 1 or h.shape[1] != layer.L.q.K:
             raise ValueError(f"decode_layer: h must be [1, {layer.L.q.K}]")
         if (kcache.shape[1] != layer.L.k.M or vcache.shape[1] != layer.L.k.M
-                or not 0 <= pos < kcache.shape[0] or vcache.shape[0] != kcache.shape[0]):
-            raise ValueError(f"decode_layer: position {pos} or the cache planes "
-                             f"{kcache.shape} do not fit")
+                or vcache.shape[0] != kcache.shape[0]):
+            raise ValueError(f"decode_layer: the cache planes {kcache.shape} / "
+                             f"{vcache.shape} do not fit {layer.L.k.M} values a row")
         with nogil:
-            rc = decode_layer(self.kt, &layer.L, &h[0, 0], &kcache[0, 0], &vcache[0, 0], pos,
-                              nthreads)
+            rc = decode_layer(self.kt, &layer.L, &h[0, 0], &kcache[0, 0], &vcache[0, 0], tp,
+                              pos, nthreads)
         _check(rc, "decode_layer")
 
     def ternary_tile(self, const uint8_t[::1] row, int K, int gps, const int8_t[:, ::1] q,
@@ -136,37 +150,33 @@ cdef class Kernels:
             self.kt.ternary_tile(&row[0], K, gps, &q[0, 0], <size_t>q.shape[1], nt, &sums[0, 0])
 
     def attention(self, const float[:, ::1] q, const float[:, ::1] k, const float[:, ::1] v,
-                  uint16_t[:, ::1] kcache, uint16_t[:, ::1] vcache, int pos, int n_heads,
-                  int n_kv_heads, int head_dim, float[:, ::1] out, int nthreads):
+                  uint16_t[:, ::1] kcache, uint16_t[:, ::1] vcache, const int32_t[::1] table,
+                  int pos, int n_heads, int n_kv_heads, int head_dim, float[:, ::1] out,
+                  int nthreads):
+        """kcache / vcache: this layer's uint16 [n_ctx, Hkv*D] planes; table: int32 block
+        table or None (contiguous)."""
+        cdef int rc
+        cdef const int32_t *tp = _table(table)
         with nogil:
-            attention_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], &kcache[0, 0],
-                            &vcache[0, 0], <int>q.shape[0], pos, n_heads, n_kv_heads, head_dim,
-                            &out[0, 0], nthreads)
+            rc = attention_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], &kcache[0, 0],
+                                 &vcache[0, 0], tp, <int>q.shape[0], pos, n_heads, n_kv_heads,
+                                 head_dim, &out[0, 0], nthreads)
+        _check(rc, "attention")
 
     def attention_rows(self, float[:, ::1] q, float[:, ::1] k, const float[:, ::1] v,
-                       list kcaches, list vcaches, const int[::1] positions, int n_heads,
+                       uint16_t[:, ::1] kcache, uint16_t[:, ::1] vcache,
+                       const int32_t[::1] positions, const int32_t[:, ::1] tables, int n_heads,
                        int n_kv_heads, int head_dim, double theta, float[:, ::1] out,
                        int nthreads):
-        """q and k are rotated in place; kcaches[r] / vcaches[r]: uint16 [n_ctx, Hkv*D]."""
-        cdef int B = <int>q.shape[0]
-        cdef int r
-        cdef uint16_t[:, ::1] plane
-        cdef uint16_t **kp = <uint16_t **>malloc(2 * B * sizeof(uint16_t *))
-        if kp == NULL:
-            raise MemoryError("attention_rows: out of memory")
-        cdef uint16_t **vp = kp + B
-        try:
-            for r in range(B):
-                plane = kcaches[r]
-                kp[r] = &plane[0, 0]
-                plane = vcaches[r]
-                vp[r] = &plane[0, 0]
-            with nogil:
-                attention_rows_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], kp, vp,
-                                     &positions[0], B, n_heads, n_kv_heads, head_dim, theta,
-                                     &out[0, 0], nthreads)
-        finally:
-            free(kp)
+        """q and k are rotated in place; kcache / vcache: this layer's uint16 [n_ctx, Hkv*D]
+        planes of the pool; tables: int32 [B, T], one block table per row."""
+        cdef int rc
+        with nogil:
+            rc = attention_rows_f16kv(self.kt, &q[0, 0], &k[0, 0], &v[0, 0], &kcache[0, 0],
+                                      &vcache[0, 0], &positions[0], &tables[0, 0],
+                                      <int>tables.shape[1], <int>q.shape[0], n_heads,
+                                      n_kv_heads, head_dim, theta, &out[0, 0], nthreads)
+        _check(rc, "attention_rows")
 
 
 cdef bn_matrix _matrix(tuple m, list keep):

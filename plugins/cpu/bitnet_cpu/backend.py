@@ -20,13 +20,18 @@ from bitnet.hal import cpu_features
 from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat, row_bytes
-from bitnet.hal.arg_checks import attention_rows_fit
+from bitnet.hal.arg_checks import attention_fits, attention_rows_fit, cache_reach
+from bitnet.hal.kv_blocks import KV_BLOCK
 from bitnet.hal.ops import ALL_OPS
 from bitnet_cpu import _kernels
 from bitnet_cpu.dispatch import check_executable, variant_for
 
 
 HUGE_PAGE = 2 << 20
+
+if _kernels.KV_BLOCK != KV_BLOCK:  # the kernels resolve block tables with their own constant
+    raise ImportError(f"bitnet_cpu was built for KV blocks of {_kernels.KV_BLOCK} positions, "
+                      f"bitnet.hal.kv_blocks uses {KV_BLOCK}: rebuild the plugin")
 
 
 class WeightArena:
@@ -93,11 +98,25 @@ class CpuWeight:
 
 @dataclass
 class CpuKVCache:
-    """f16 K and V for every layer, stored as uint16 bit patterns: [n_layers, n_ctx, Hkv*D]."""
+    """f16 K and V for every layer, stored as uint16 bit patterns: [n_layers, n_ctx, Hkv*D].
+    Its rows are positions, or blocks of a pool addressed through block tables
+    (bitnet.hal.kv_blocks)."""
 
-    n_ctx: int
     k: np.ndarray
     v: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def width(self) -> int:
+        """Hkv * D: the values of one row."""
+        return self.k.shape[2]
 
 
 def _f32(buf: CpuBuffer, who: str) -> np.ndarray:
@@ -105,6 +124,12 @@ def _f32(buf: CpuBuffer, who: str) -> np.ndarray:
     if a.dtype != np.float32 or a.ndim != 2:
         raise ValueError(f"cpu.{who}: expects a float32 [n, K] buffer, got {a.dtype} {a.shape}")
     return a
+
+
+def _c(a: np.ndarray | None) -> np.ndarray | None:
+    """A checked int32 table or position array as the kernels read it (C order; None stays
+    None: no block table)."""
+    return None if a is None else np.ascontiguousarray(a)
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray, who: str) -> None:
@@ -140,8 +165,10 @@ class CpuBackend(KernelBackend):
 
     def upload(self, array: np.ndarray) -> CpuBuffer:
         array = np.asarray(array)
-        if array.dtype not in (np.float32, np.int32):
-            raise ValueError(f"cpu.upload: expects float32 or int32, got {array.dtype}")
+        if not ((array.dtype == np.int32 and array.ndim == 1)
+                or (array.dtype == np.float32 and array.ndim == 2)):
+            raise ValueError(f"cpu upload takes float32 2-D or int32 1-D arrays (the contract's "
+                             f"buffers), got {array.dtype} {array.ndim}-D")
         return CpuBuffer(np.array(array, order="C", copy=True))
 
     def download(self, buf: CpuBuffer) -> np.ndarray:
@@ -226,7 +253,7 @@ class CpuBackend(KernelBackend):
     def kv_cache_alloc(self, n_layers: int, n_ctx: int, n_kv_heads: int,
                        head_dim: int) -> CpuKVCache:
         shape = (n_layers, n_ctx, n_kv_heads * head_dim)
-        return CpuKVCache(n_ctx, np.zeros(shape, np.uint16), np.zeros(shape, np.uint16))
+        return CpuKVCache(np.zeros(shape, np.uint16), np.zeros(shape, np.uint16))
 
     # -- ops ---------------------------------------------------------------------------------
 
@@ -282,47 +309,41 @@ class CpuBackend(KernelBackend):
         return CpuBuffer(out)
 
     def attention(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer, cache: CpuKVCache,
-                  layer: int, pos: int, n_heads: int, n_kv_heads: int,
-                  head_dim: int) -> CpuBuffer:
+                  layer: int, pos: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                  table: np.ndarray | None = None) -> CpuBuffer:
         qa = _f32(q, "attention")
         ka = _f32(k, "attention")
         va = _f32(v, "attention")
-        n = qa.shape[0]
-        if pos + n > cache.n_ctx:
-            raise ValueError(f"cpu.attention: positions up to {pos + n} exceed n_ctx "
-                             f"{cache.n_ctx}")
+        n = attention_fits("cpu", qa, ka, va, cache, layer, pos, n_heads, n_kv_heads, head_dim,
+                           table)
         if head_dim > 1024:
-            raise ValueError(f"cpu.attention: head_dim {head_dim} over the kernel's 1024")
-        if qa.shape[1] != n_heads * head_dim or ka.shape != (n, n_kv_heads * head_dim):
-            raise ValueError(f"cpu.attention: q {qa.shape} / k {ka.shape} do not match "
-                             f"{n_heads}/{n_kv_heads} heads of {head_dim}")
-        _same_shape(ka, va, "attention")
+            raise ValueError(f"cpu attention: head_dim {head_dim} over the kernel's 1024")
         out = np.empty_like(qa)
         if n:
-            self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], pos, n_heads,
-                                   n_kv_heads, head_dim, out, self._threads(qa))
+            self.kernels.attention(qa, ka, va, cache.k[layer], cache.v[layer], _c(table), pos,
+                                   n_heads, n_kv_heads, head_dim, out, self._threads(qa))
         return CpuBuffer(out)
 
-    def attention_rows(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer,
-                       caches: list[CpuKVCache], layer: int, positions: list[int],
-                       n_heads: int, n_kv_heads: int, head_dim: int,
-                       theta: float) -> CpuBuffer:
-        # one C call for all B sequences (see attention_rows_f16kv)
+    def attention_rows(self, q: CpuBuffer, k: CpuBuffer, v: CpuBuffer, cache: CpuKVCache,
+                       layer: int, positions: np.ndarray, n_heads: int, n_kv_heads: int,
+                       head_dim: int, theta: float, tables: np.ndarray) -> CpuBuffer:
+        # one C call for all B rows of the pool (see attention_rows_f16kv)
         qa = _f32(q, "attention_rows").copy()  # rotated in place below
         ka = _f32(k, "attention_rows").copy()
         va = _f32(v, "attention_rows")
-        attention_rows_fit("cpu", qa, ka, va, caches, positions, n_heads, n_kv_heads, head_dim)
-        if head_dim > 1024 or head_dim % 2 or n_heads % n_kv_heads:
-            raise ValueError(f"cpu.attention_rows: {n_heads}/{n_kv_heads} heads of {head_dim} "
-                             "are outside the kernel's limits")
-        if any(not 0 <= layer < c.k.shape[0] or c.k.shape[2] != va.shape[1] for c in caches):
-            raise ValueError(f"cpu.attention_rows: layer {layer} or the head sizes do not fit "
-                             "every cache")
+        tables, positions = attention_rows_fit("cpu", qa, ka, va, cache, positions, tables,
+                                               n_heads, n_kv_heads, head_dim)
+        if not 0 <= layer < cache.n_layers:
+            raise ValueError(f"cpu attention_rows: layer {layer} outside the cache "
+                             f"({cache.n_layers} layers)")
+        if head_dim > 1024 or head_dim % 2:
+            raise ValueError(f"cpu attention_rows: head_dim {head_dim} is outside the kernel's "
+                             "limits (even, at most 1024)")
         out = np.empty_like(qa)
-        self.kernels.attention_rows(qa, ka, va, [c.k[layer] for c in caches],
-                                    [c.v[layer] for c in caches],
-                                    np.asarray(positions, dtype=np.int32), n_heads, n_kv_heads,
-                                    head_dim, float(theta), out, self.threads)
+        if qa.shape[0]:
+            self.kernels.attention_rows(qa, ka, va, cache.k[layer], cache.v[layer],
+                                        _c(positions), _c(tables), n_heads, n_kv_heads,
+                                        head_dim, float(theta), out, self.threads)
         return CpuBuffer(out)
 
     def relu2_mul(self, gate: CpuBuffer, up: CpuBuffer) -> CpuBuffer:
@@ -366,11 +387,10 @@ class CpuBackend(KernelBackend):
             tuple((m.codes, m.scales, m.rows, m.cols, m.out_scale) for m in mats))
 
     def decode_layer(self, layer: _kernels.DecodeLayer, h: CpuBuffer, cache: CpuKVCache,
-                     index: int, pos: int) -> CpuBuffer:
+                     index: int, pos: int, table: np.ndarray | None = None) -> CpuBuffer:
         out = _f32(h, "decode_layer").copy()  # the block adds to h in place
-        if not 0 <= index < cache.k.shape[0]:
-            raise ValueError(f"cpu.decode_layer: layer {index} of {cache.k.shape[0]}")
-        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], pos,
+        cache_reach("cpu", "decode_layer", cache, index, pos, 1, table)
+        self.kernels.decode_layer(layer, out, cache.k[index], cache.v[index], _c(table), pos,
                                   self.decode_threads)
         return CpuBuffer(out)
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
 from bitnet.testing.fixtures import FIXTURES
 from bitnet.testing.parity import cosine_rows
 
@@ -63,23 +64,29 @@ def test_fixture_logits(name):
 @pytest.mark.parametrize("name", ["mid-b158-i2_s-embq6k", "mid-bitnet-tq2_0", "tiny-b158-f16",
                                   "tiny-bitnet-tq1_0"])
 def test_batched_decode_is_bit_identical_to_decoding_alone(name):
-    """What the server relies on: a sequence's logits do not depend on the batch it is in."""
+    """What the server relies on: a sequence's logits do not depend on the batch it is in, nor
+    on where its positions live (one paged pool, shuffled blocks, vs a cache of its own)."""
     import bitnet
 
     prompts = [[1, 15, 27, 3], [1, 9], [1, 40, 41, 42, 43, 44, 45], [1]]
+    steps = 3
     with bitnet.load(FIXTURES / "models" / f"{name}.gguf", device="cpu", threads=2) as model:
         t = model.transformer
-        alone, batched = [], []
-        for caches in (alone, batched):
-            for p in prompts:
-                cache = t.new_cache()
-                t.forward(np.asarray(p, np.int32), 0, True, cache)
-                caches.append(cache)
-        positions = [len(p) for p in prompts]
-        for step in range(3):
+        per_seq = blocks_for(max(len(p) for p in prompts) + steps)
+        order = np.random.default_rng(0).permutation(len(prompts) * per_seq)
+        tables = order.astype(np.int32).reshape(len(prompts), per_seq)
+        pool = t.new_cache(tables.size * KV_BLOCK)
+        alone = []
+        for p, table in zip(prompts, tables):
+            cache = t.new_cache()
+            t.forward(np.asarray(p, np.int32), 0, True, cache)
+            alone.append(cache)
+            t.forward(np.asarray(p, np.int32), 0, True, pool, table)
+        positions = np.array([len(p) for p in prompts], np.int32)
+        for step in range(steps):
             ids = np.asarray([5 + step + r for r in range(len(prompts))], np.int32)
-            together = t.ops.download(t.forward_batch(ids, positions, batched))
+            together = t.ops.download(t.forward_batch(ids, positions, pool, tables))
             for r, cache in enumerate(alone):
-                one = t.ops.download(t.forward(ids[r:r + 1], positions[r], True, cache))
+                one = t.ops.download(t.forward(ids[r:r + 1], int(positions[r]), True, cache))
                 np.testing.assert_array_equal(together[r], one[0])
-            positions = [p + 1 for p in positions]
+            positions += 1

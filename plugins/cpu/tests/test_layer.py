@@ -12,6 +12,7 @@ from bitnet.testing.synthetic import make_synthetic_model
 from bitnet.core.loader import load_weights
 from bitnet.core.model import Transformer
 from bitnet.hal.backend import LayerSpec
+from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for, cache_rows
 from bitnet.hal.weight_formats import WeightFormat
 
 from conftest import make_backend, ternary_tensor
@@ -42,24 +43,34 @@ def transformer(path, variant: str, threads: int) -> Transformer:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("fmt", [f for f, _ in FORMATS])
 def test_decode_layer_is_the_op_by_op_block(model_files, variant, fmt, threads):
+    """Whole blocks in a contiguous cache, op by op, and whole blocks through a shuffled block
+    table of a pool (decode steps crossing block edges): the same logits and cached values."""
     t = transformer(model_files[fmt], variant, threads)
     assert all(f is not None for f in t.fused)  # every block of a ternary file runs whole
-    whole, ops = t.new_cache(), t.new_cache()
+    end = 40
+    table = np.array([4, 1, 5, 0, 2, 3], np.int32)[:blocks_for(end)]
+    whole, ops, pool = t.new_cache(), t.new_cache(), t.new_cache(6 * KV_BLOCK)
     prompt = np.asarray([1, 17, 33, 4, 250], np.int32)
     logits = {}
-    for name, cache in (("whole", whole), ("ops", ops)):
+    for name, cache, tab in (("whole", whole, None), ("ops", ops, None),
+                             ("paged", pool, table)):
         fused = t.fused
         if name == "ops":
             t.fused = [None] * len(fused)
-        t.forward(prompt, 0, True, cache)
+        t.forward(prompt, 0, True, cache, tab)
         rows = [t.ops.download(t.forward(np.asarray([(7 * p) % 299 + 1], np.int32), p, True,
-                                         cache)) for p in range(len(prompt), 40)]
+                                         cache, tab)) for p in range(len(prompt), end)]
         t.fused = fused
         logits[name] = np.concatenate(rows)
-    assert t.ops.counts["decode_layer"] == 2 * (40 - len(prompt))
-    np.testing.assert_array_equal(logits["whole"].view(np.uint32), logits["ops"].view(np.uint32))
+    assert t.ops.counts["decode_layer"] == 2 * 2 * (end - len(prompt))
+    for name in ("ops", "paged"):
+        np.testing.assert_array_equal(logits["whole"].view(np.uint32),
+                                      logits[name].view(np.uint32))
     np.testing.assert_array_equal(whole.k, ops.k)
     np.testing.assert_array_equal(whole.v, ops.v)
+    rows = cache_rows(table, np.arange(end))
+    np.testing.assert_array_equal(pool.k[:, rows], whole.k[:, :end])
+    np.testing.assert_array_equal(pool.v[:, rows], whole.v[:, :end])
 
 
 def _vector(rng, width):
@@ -106,8 +117,12 @@ def test_bad_calls_are_refused(model_files):
     t = transformer(model_files["i2_s"], "generic", 1)
     b = t.ops.inner
     h = b.upload(np.zeros((1, 256), np.float32))
-    with pytest.raises(ValueError, match="position 64"):
+    with pytest.raises(ValueError, match=r"positions 64..64 exceed the cache \(64 positions"):
         b.decode_layer(t.fused[0], h, t.cache, 0, 64)
+    with pytest.raises(ValueError, match="need 2 blocks"):
+        b.decode_layer(t.fused[0], h, t.cache, 0, KV_BLOCK, np.array([1], np.int32))
+    with pytest.raises(ValueError, match=r"entries must be in \[0, 4\)"):
+        b.decode_layer(t.fused[0], h, t.cache, 0, 0, np.array([4], np.int32))
     with pytest.raises(ValueError, match="layer 2"):
         b.decode_layer(t.fused[0], h, t.cache, 2, 0)
     with pytest.raises(ValueError, match=r"\[1, 256\]"):

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for, cache_rows
 from bitnet.hal.weight_formats import WeightFormat
 
 from bitnet.testing.weights import q6_k_tensor
@@ -110,40 +111,97 @@ def test_attention_prefill_then_decode(variant, reference, n_heads, n_kv, steps)
     np.testing.assert_array_equal(cache.k[1, :pos], rcache.k[1, :pos].view(np.uint16))
 
 
+def _qkv(rng, n: int, n_heads: int, n_kv: int, d: int) -> list[np.ndarray]:
+    return [rng.standard_normal((n, w)).astype(np.float32) for w in (n_heads * d, n_kv * d,
+                                                                     n_kv * d)]
+
+
+@pytest.mark.parametrize("n_heads,n_kv,d,chunks", [(4, 2, 64, [13, 5, 1, 1, 20]),
+                                                   (20, 5, 128, [40, 1]),
+                                                   (3, 1, 100, [16, 16, 1])])
+def test_attention_through_a_block_table_is_the_contiguous_cache(variant, n_heads, n_kv, d,
+                                                                 chunks):
+    """Chunks that start and end inside blocks (the stores split per block), a prefill large
+    enough to run on both threads and decode steps through a shuffled table: the bits of the
+    same calls on a contiguous cache, and the same f16 values in the rows the table names."""
+    rng = np.random.default_rng(n_heads + d)
+    cpu = make_backend(variant, 2)
+    total = sum(chunks)
+    table = rng.permutation(blocks_for(total) + 3).astype(np.int32)  # spare blocks stay zero
+    pool = cpu.kv_cache_alloc(2, table.size * KV_BLOCK, n_kv, d)
+    flat = cpu.kv_cache_alloc(2, total, n_kv, d)
+    pos = 0
+    for n in chunks:
+        args = [cpu.upload(a) for a in _qkv(rng, n, n_heads, n_kv, d)]
+        got = cpu.download(cpu.attention(*args, pool, 1, pos, n_heads, n_kv, d, table=table))
+        want = cpu.download(cpu.attention(*args, flat, 1, pos, n_heads, n_kv, d))
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        pos += n
+    rows = cache_rows(table, np.arange(total))
+    np.testing.assert_array_equal(pool.k[1, rows], flat.k[1])
+    np.testing.assert_array_equal(pool.v[1, rows], flat.v[1])
+    assert not pool.k[0].any()  # layer 0 was never written
+
+
 @pytest.mark.parametrize("n_heads,n_kv", [(4, 2), (20, 5)])
 def test_attention_rows_equals_each_sequence_alone(variant, n_heads, n_kv):
-    """The batched decode step must give every sequence the bits it gets decoded alone: the
-    server's streamed and plain replies, batched differently, are compared token for token."""
+    """The batched decode step of one pool (shuffled blocks, a prefix block shared by two
+    sequences) must give every sequence the bits it gets decoded alone in a contiguous cache:
+    the server's streamed and plain replies, batched differently, are compared token for
+    token."""
     rng = np.random.default_rng(n_heads)
     d = 64
-    history = [6, 0, 2, 11]
+    history = [6, 0, 2 * KV_BLOCK + 3, KV_BLOCK + 11]
+    steps = 3
+    per_seq = blocks_for(max(history) + steps)
+    tables = rng.permutation(len(history) * per_seq).astype(np.int32).reshape(-1, per_seq)
+    tables[3, 0] = tables[2, 0]  # sequence 3 reuses sequence 2's first block (same prefix)
     cpu = make_backend(variant)
-    batched = [cpu.kv_cache_alloc(2, 16, n_kv, d) for _ in history]
-    alone = [cpu.kv_cache_alloc(2, 16, n_kv, d) for _ in history]
-    for caches in (batched, alone):
-        for cache, n in zip(caches, history):
-            if n:
-                x = np.random.default_rng(n).standard_normal((n, (n_heads + 2 * n_kv) * d))
-                q, k, v = np.split(x.astype(np.float32), [n_heads * d, (n_heads + n_kv) * d], 1)
-                cpu.attention(cpu.upload(np.ascontiguousarray(q)),
-                              cpu.upload(np.ascontiguousarray(k)),
-                              cpu.upload(np.ascontiguousarray(v)), cache, 0, 0, n_heads, n_kv, d)
-    for step in range(3):
-        q = rng.standard_normal((len(history), n_heads * d)).astype(np.float32)
-        k = rng.standard_normal((len(history), n_kv * d)).astype(np.float32)
-        v = rng.standard_normal((len(history), n_kv * d)).astype(np.float32)
-        positions = [n + step for n in history]
+    pool = cpu.kv_cache_alloc(2, tables.size * KV_BLOCK, n_kv, d)
+    alone = [cpu.kv_cache_alloc(2, max(history) + steps, n_kv, d) for _ in history]
+    prefix = _qkv(np.random.default_rng(1), KV_BLOCK, n_heads, n_kv, d)
+    for r, (cache, n) in enumerate(zip(alone, history)):
+        if not n:
+            continue
+        rows = _qkv(np.random.default_rng(n), n, n_heads, n_kv, d)
+        if r in (2, 3):
+            rows = [np.concatenate([a[:KV_BLOCK], b[KV_BLOCK:]]) for a, b in zip(prefix, rows)]
+        start = KV_BLOCK if r == 3 else 0  # its first block is already in the pool
+        cpu.attention(*[cpu.upload(a[start:]) for a in rows], pool, 0, start, n_heads, n_kv, d,
+                      table=tables[r])
+        cpu.attention(*[cpu.upload(a) for a in rows], cache, 0, 0, n_heads, n_kv, d)
+    positions = np.array(history, np.int32)
+    for step in range(steps):
+        q, k, v = _qkv(rng, len(history), n_heads, n_kv, d)
         got = cpu.download(cpu.attention_rows(cpu.upload(q), cpu.upload(k), cpu.upload(v),
-                                              batched, 0, positions, n_heads, n_kv, d, 1e4))
-        for r, (cache, pos) in enumerate(zip(alone, positions)):
+                                              pool, 0, positions, n_heads, n_kv, d, 1e4,
+                                              tables))
+        for r, (cache, pos) in enumerate(zip(alone, positions.tolist())):
             qr = cpu.rope(cpu.upload(q[r:r + 1]), pos, n_heads, d, 1e4)
             kr = cpu.rope(cpu.upload(k[r:r + 1]), pos, n_kv, d, 1e4)
             want = cpu.download(cpu.attention(qr, kr, cpu.upload(v[r:r + 1]), cache, 0, pos,
                                               n_heads, n_kv, d))
-            np.testing.assert_array_equal(got[r:r + 1], want)
-    for a, b in zip(batched, alone):
-        np.testing.assert_array_equal(a.k, b.k)
-        np.testing.assert_array_equal(a.v, b.v)
+            np.testing.assert_array_equal(got[r:r + 1].view(np.uint32), want.view(np.uint32))
+        positions += 1
+    for r, cache in enumerate(alone):
+        rows = cache_rows(tables[r], np.arange(positions[r]))
+        np.testing.assert_array_equal(pool.k[0, rows], cache.k[0, :positions[r]])
+        np.testing.assert_array_equal(pool.v[0, rows], cache.v[0, :positions[r]])
+
+
+def test_attention_rows_refuses_what_the_kernel_cannot_run(variant):
+    cpu = make_backend(variant)
+    pool = cpu.kv_cache_alloc(1, 2 * KV_BLOCK, 1, 16)
+    x = cpu.upload(np.zeros((1, 16), np.float32))
+    positions, tables = np.array([0], np.int32), np.array([[1]], np.int32)
+    with pytest.raises(ValueError, match="layer 1 outside"):
+        cpu.attention_rows(x, x, x, pool, 1, positions, 1, 1, 16, 1e4, tables)
+    odd = cpu.kv_cache_alloc(1, KV_BLOCK, 1, 15)
+    y = cpu.upload(np.zeros((1, 15), np.float32))
+    with pytest.raises(ValueError, match="head_dim 15"):
+        cpu.attention_rows(y, y, y, odd, 0, positions, 1, 1, 15, 1e4, np.array([[0]], np.int32))
+    with pytest.raises(ValueError, match=r"int32 \[B=1, T\]"):
+        cpu.attention_rows(x, x, x, pool, 0, positions, 1, 1, 16, 1e4, np.array([[1]]))
 
 
 def test_activation_quantizers_bit_exact():

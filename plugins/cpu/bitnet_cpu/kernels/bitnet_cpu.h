@@ -191,17 +191,27 @@ void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double t
 void relu2_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads);
 void silu_mul_f32(const float *g, const float *u, size_t count, float *y, int nthreads);
 void add_f32(const float *a, const float *b, size_t count, float *y, int nthreads);
-/* kcache, vcache: [n_ctx][Hkv*D] f16 for one layer. Stores k, v at rows pos.., then attends. */
-void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
-                     uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
-                     int n_kv_heads, int head_dim, float *out, int nthreads);
-/* One decode step of B sequences: row r of q [B][H*D] and k, v [B][Hkv*D] (before RoPE; q and
- * k are rotated in place) is the token at positions[r] of the caches kcaches[r], vcaches[r]
- * (this layer's [n_ctx][Hkv*D] f16 planes). Writes out [B][H*D]. */
-void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
-                          uint16_t *const *kcaches, uint16_t *const *vcaches,
-                          const int *positions, int B, int n_heads, int n_kv_heads,
-                          int head_dim, double theta, float *out, int nthreads);
+/* Paged KV caches (bitnet.hal.kv_blocks, whose KV_BLOCK this must equal: backend.py checks):
+ * a block table, int32 [T], places position p at cache row
+ * table[p / BN_KV_BLOCK] * BN_KV_BLOCK + p % BN_KV_BLOCK; a NULL table places it at row p.
+ * The caller checks that the table covers every position a call reads or writes. */
+#define BN_KV_BLOCK 16
+
+/* kcache, vcache: [n_ctx][Hkv*D] f16 for one layer. Stores k, v at positions pos..pos+n-1
+ * (through table, NULL: rows pos..), then attends over positions 0..pos+n-1. Returns 0, or -1
+ * when the attention scratch cannot be allocated (out is then not fully written). */
+int attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
+                    uint16_t *kcache, uint16_t *vcache, const int32_t *table, int n, int pos,
+                    int n_heads, int n_kv_heads, int head_dim, float *out, int nthreads);
+/* One decode step of B sequences of one pool: row r of q [B][H*D] and k, v [B][Hkv*D] (before
+ * RoPE; q and k are rotated in place) is the token at positions[r] through block table
+ * tables + r * table_len, in this layer's [n_ctx][Hkv*D] f16 planes kcache, vcache; the rows
+ * run in order, each as rope + rope + attention_f16kv. Writes out [B][H*D]; 0 or -1 (out of
+ * memory). */
+int attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
+                         uint16_t *kcache, uint16_t *vcache, const int32_t *positions,
+                         const int32_t *tables, int table_len, int B, int n_heads,
+                         int n_kv_heads, int head_dim, double theta, float *out, int nthreads);
 
 /* ---- pieces the drivers share with decode_layer (layer.c); each runs on the calling thread ---- */
 /* y = rmsnorm(x) * w for one row of K values (rmsnorm_f32's arithmetic). */
@@ -220,11 +230,12 @@ void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const flo
                   int u, int K, const int8_t *q, const float *ascale_t, const int32_t *asum_t,
                   int n, float *y, int M, float out_scale);
 /* One decode token (at pos) against KV head kvh: RoPE of that head of k and of its query heads
- * of q (in place), k and v of that head stored at row pos of the caches, then attention of
- * those query heads into out; what rope + rope + attention_f16kv give for them. */
+ * of q (in place), k and v of that head stored at the row of pos (through table, NULL: row
+ * pos) of the caches, then attention of those query heads into out; what rope + rope +
+ * attention_f16kv give for them. */
 int attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
-                             uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
-                             int n_heads, int n_kv_heads, int head_dim, double theta,
+                             uint16_t *kcache, uint16_t *vcache, const int32_t *table, int pos,
+                             int kvh, int n_heads, int n_kv_heads, int head_dim, double theta,
                              float *out);  /* 0, or -1 when its scratch cannot be allocated */
 
 /* ---- one transformer block of one decode token in one call (layer.c) ---- */
@@ -249,12 +260,13 @@ typedef struct {
 } bn_layer;
 
 /* h [d] += the block's attention and feed-forward outputs for one token at position pos,
- * filling row pos of this layer's kcache / vcache ([n_ctx][Hkv*D] f16): the same ops in the
- * same order as the op-by-op forward pass (model.py), so the same bits, run in ONE parallel
- * region with five barriers instead of seven regions and a Python call per op. Returns 0, -1
- * (out of memory) or -2 (shapes that do not chain). */
+ * filling its row (through table, NULL: row pos) of this layer's kcache / vcache
+ * ([n_ctx][Hkv*D] f16): the same ops in the same order as the op-by-op forward pass
+ * (model.py), so the same bits, run in ONE parallel region with five barriers instead of seven
+ * regions and a Python call per op. Returns 0, -1 (out of memory) or -2 (shapes that do not
+ * chain). */
 int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
-                 uint16_t *vcache, int pos, int nthreads);
+                 uint16_t *vcache, const int32_t *table, int pos, int nthreads);
 
 /* Reads data[n] once with nthreads threads (contiguous slices, wide loads) and returns the xor
  * of its 64-bit words: the read-bandwidth probe the benchmarks compare decode against. */

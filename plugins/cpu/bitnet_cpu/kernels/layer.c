@@ -112,7 +112,7 @@ static int shapes_chain(const bn_layer *L)
 }
 
 int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kcache,
-                 uint16_t *vcache, int pos, int nthreads)
+                 uint16_t *vcache, const int32_t *table, int pos, int nthreads)
 {
     if (!shapes_chain(L) || nthreads < 1) {
         return -2;
@@ -175,8 +175,9 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* rotary positions, the cache store and causal attention, one KV head at a time */
         #pragma omp for schedule(dynamic, 1)
         for (int kvh = 0; kvh < L->n_kv_heads; kvh++) {
-            if (attention_decode_kv_head(kt, qkv, kk, vv, kcache, vcache, pos, kvh, L->n_heads,
-                                         L->n_kv_heads, L->head_dim, L->theta, att)) {
+            if (attention_decode_kv_head(kt, qkv, kk, vv, kcache, vcache, table, pos, kvh,
+                                         L->n_heads, L->n_kv_heads, L->head_dim, L->theta,
+                                         att)) {
                 #pragma omp atomic write
                 failed = 1;  /* out of memory: the caller gets -1, never unwritten values */
             }

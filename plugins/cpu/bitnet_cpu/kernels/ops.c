@@ -341,30 +341,64 @@ static void attend_one(const float *restrict qh, const float *restrict kh,
     }
 }
 
+/* The cache row of position p: through the block table (bitnet.hal.kv_blocks), or p itself
+ * when table is NULL (a cache used whole by one sequence). */
+static inline size_t kv_row(const int32_t *table, int p)
+{
+    if (!table) {
+        return (size_t)p;
+    }
+    return (size_t)table[p / BN_KV_BLOCK] * BN_KV_BLOCK + (size_t)(p % BN_KV_BLOCK);
+}
+
+/* src [n][kvw] (positions pos..pos+n-1) stored as f16 at their cache rows: one conversion per
+ * run of positions inside one block, one for the whole call without a table (the conversion is
+ * per value, so the runs never change the bits). */
+static void store_rows(const bn_kernels *kt, const float *src, uint16_t *cache,
+                       const int32_t *table, int pos, int n, int kvw)
+{
+    for (int t = 0; t < n;) {
+        int p = pos + t;
+        int run = table ? BN_KV_BLOCK - p % BN_KV_BLOCK : n - t;
+        run = run < n - t ? run : n - t;
+        kt->f32_to_f16_row(src + (size_t)t * kvw, cache + kv_row(table, p) * kvw,
+                           run * kvw);
+        t += run;
+    }
+}
+
 /* Tokens t0..t1-1 of a call (at positions pos + t; their K/V already stored) against KV head
- * kvh: that head's cached rows 0..pos+t1-1 (never the whole n_ctx) are widened to f32 once (shared
- * by the H/Hkv query heads that read them, with the table's F16C/NEON conversion), in this
- * thread's scratch (an L2-sized plane, where widening every head at once spilled to memory: 5 MB
- * at 1000 positions of a 2B model), then every (token, head) pair runs scores -> max-subtracted
- * softmax -> weighted sum of V. -> 0, or -1 when the scratch could not be allocated. */
+ * kvh: that head's cached positions 0..pos+t1-1 (never the whole n_ctx) are widened to f32 once
+ * (shared by the H/Hkv query heads that read them, with the table's F16C/NEON conversion), in
+ * this thread's scratch (an L2-sized plane, where widening every head at once spilled to memory:
+ * 5 MB at 1000 positions of a 2B model), then every (token, head) pair runs scores ->
+ * max-subtracted softmax -> weighted sum of V. The widening gathers row by row, so a block
+ * table (NULL: position p is row p) costs one lookup per block of BN_KV_BLOCK rows, and the
+ * plane it fills, hence every result, is the same as from a contiguous cache holding the same
+ * values. -> 0, or -1 when the scratch could not be allocated. */
 static int attend_kv_head(const bn_kernels *kt, const float *q, const uint16_t *kcache,
-                          const uint16_t *vcache, int pos, int t0, int t1, int kvh,
-                          int n_heads, int n_kv_heads, int head_dim, float *out)
+                          const uint16_t *vcache, const int32_t *table, int pos, int t0, int t1,
+                          int kvh, int n_heads, int n_kv_heads, int head_dim, float *out)
 {
     int kvw = n_kv_heads * head_dim;
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_dim);
-    int rows = pos + t1;  /* causal: these tokens see cache rows 0..pos+t1-1 */
+    int rows = pos + t1;  /* causal: these tokens see positions 0..pos+t1-1 */
     float *kf = attention_scratch((2 * (size_t)head_dim + 1) * rows);
     if (!kf) {
         return -1;
     }
     float *vf = kf + (size_t)rows * head_dim;
     float *scores = vf + (size_t)rows * head_dim;
-    for (int j = 0; j < rows; j++) {
-        size_t src = (size_t)j * kvw + (size_t)kvh * head_dim;
-        kt->f16_to_f32_row(kcache + src, kf + (size_t)j * head_dim, head_dim);
-        kt->f16_to_f32_row(vcache + src, vf + (size_t)j * head_dim, head_dim);
+    for (int j0 = 0; j0 < rows; j0 += BN_KV_BLOCK) {
+        size_t row0 = kv_row(table, j0);  /* a block's positions are consecutive rows */
+        int nrow = rows - j0 < BN_KV_BLOCK ? rows - j0 : BN_KV_BLOCK;
+        for (int i = 0; i < nrow; i++) {
+            size_t src = (row0 + i) * kvw + (size_t)kvh * head_dim;
+            size_t dst = (size_t)(j0 + i) * head_dim;
+            kt->f16_to_f32_row(kcache + src, kf + dst, head_dim);
+            kt->f16_to_f32_row(vcache + src, vf + dst, head_dim);
+        }
     }
     for (int t = t0; t < t1; t++) {
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
@@ -381,67 +415,77 @@ static int attend_kv_head(const bn_kernels *kt, const float *q, const uint16_t *
     return 0;
 }
 
-/* Attention over the f16 cache: k and v stored at rows pos.., then work units of one KV head x
- * a chunk of tokens (attend_kv_head), so a prefill splits evenly over threads. Small calls (a
- * decode step at a short context) stay on the calling thread: a parallel region and its
- * barriers cost more than the work there, and on a contended machine each barrier can wait a
- * whole scheduler slice. */
-void attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
-                     uint16_t *kcache, uint16_t *vcache, int n, int pos, int n_heads,
-                     int n_kv_heads, int head_dim, float *out, int nthreads)
+/* Attention over the f16 cache: k and v stored at positions pos.. (through the table), then
+ * work units of one KV head x a chunk of tokens (attend_kv_head), so a prefill splits evenly
+ * over threads. Small calls (a decode step at a short context) stay on the calling thread: a
+ * parallel region and its barriers cost more than the work there, and on a contended machine
+ * each barrier can wait a whole scheduler slice. */
+int attention_f16kv(const bn_kernels *kt, const float *q, const float *k, const float *v,
+                    uint16_t *kcache, uint16_t *vcache, const int32_t *table, int n, int pos,
+                    int n_heads, int n_kv_heads, int head_dim, float *out, int nthreads)
 {
     int kvw = n_kv_heads * head_dim;
     int ctx = pos + n;
-    kt->f32_to_f16_row(k, kcache + (size_t)pos * kvw, n * kvw);
-    kt->f32_to_f16_row(v, vcache + (size_t)pos * kvw, n * kvw);
+    store_rows(kt, k, kcache, table, pos, n, kvw);
+    store_rows(kt, v, vcache, table, pos, n, kvw);
     /* multiply-adds of the call (q.K and p.V): below ~1M a single thread wins */
     double work = 2.0 * n * (double)n_heads * ctx * head_dim;
     int parallel = nthreads > 1 && work >= 1048576.0;
     int tchunk = n <= 16 ? n : 16;
     int nchunks = (n + tchunk - 1) / tchunk;
+    int failed = 0;
     #pragma omp parallel num_threads(nthreads) if (parallel)
     {
         #pragma omp for schedule(dynamic, 1)
         for (int unit = 0; unit < n_kv_heads * nchunks; unit++) {
             int t0 = (unit % nchunks) * tchunk;
             int t1 = t0 + tchunk < n ? t0 + tchunk : n;
-            attend_kv_head(kt, q, kcache, vcache, pos, t0, t1, unit / nchunks, n_heads,
-                           n_kv_heads, head_dim, out);
+            if (attend_kv_head(kt, q, kcache, vcache, table, pos, t0, t1, unit / nchunks,
+                               n_heads, n_kv_heads, head_dim, out)) {
+                #pragma omp atomic write
+                failed = 1;  /* out of memory: the caller gets -1, never unwritten values */
+            }
         }
     }
+    return failed ? -1 : 0;
 }
 
 int attention_decode_kv_head(const bn_kernels *kt, float *q, float *k, const float *v,
-                              uint16_t *kcache, uint16_t *vcache, int pos, int kvh,
-                              int n_heads, int n_kv_heads, int head_dim, double theta,
+                              uint16_t *kcache, uint16_t *vcache, const int32_t *table, int pos,
+                              int kvh, int n_heads, int n_kv_heads, int head_dim, double theta,
                               float *out)
 {
     int group = n_heads / n_kv_heads;
-    size_t at = (size_t)pos * n_kv_heads * head_dim + (size_t)kvh * head_dim;
+    size_t at = kv_row(table, pos) * n_kv_heads * head_dim + (size_t)kvh * head_dim;
     rope_neox_f32(k + (size_t)kvh * head_dim, 1, 1, head_dim, pos, theta);
     rope_neox_f32(q + (size_t)kvh * group * head_dim, 1, group, head_dim, pos, theta);
     kt->f32_to_f16_row(k + (size_t)kvh * head_dim, kcache + at, head_dim);
     kt->f32_to_f16_row(v + (size_t)kvh * head_dim, vcache + at, head_dim);
-    return attend_kv_head(kt, q, kcache, vcache, pos, 0, 1, kvh, n_heads, n_kv_heads, head_dim,
-                          out);
+    return attend_kv_head(kt, q, kcache, vcache, table, pos, 0, 1, kvh, n_heads, n_kv_heads,
+                          head_dim, out);
 }
 
-/* The rows are independent sequences, so this is rope + attention for each in turn. What it
- * saves is the per-sequence trip through Python (three slices, two ropes, an attention and a
- * concatenation per layer), which on a small model costs more than the arithmetic. */
-void attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
-                          uint16_t *const *kcaches, uint16_t *const *vcaches,
-                          const int *positions, int B, int n_heads, int n_kv_heads,
-                          int head_dim, double theta, float *out, int nthreads)
+/* The rows are independent sequences of one pool, so this is rope + attention for each in turn
+ * (in row order, as the contract composes it). What it saves is the per-sequence trip through
+ * Python (three slices, two ropes, an attention and a concatenation per layer), which on a small
+ * model costs more than the arithmetic. */
+int attention_rows_f16kv(const bn_kernels *kt, float *q, float *k, const float *v,
+                         uint16_t *kcache, uint16_t *vcache, const int32_t *positions,
+                         const int32_t *tables, int table_len, int B, int n_heads,
+                         int n_kv_heads, int head_dim, double theta, float *out, int nthreads)
 {
     size_t qw = (size_t)n_heads * head_dim;
     size_t kvw = (size_t)n_kv_heads * head_dim;
     for (int r = 0; r < B; r++) {
         rope_neox_f32(q + r * qw, 1, n_heads, head_dim, positions[r], theta);
         rope_neox_f32(k + r * kvw, 1, n_kv_heads, head_dim, positions[r], theta);
-        attention_f16kv(kt, q + r * qw, k + r * kvw, v + r * kvw, kcaches[r], vcaches[r], 1,
-                        positions[r], n_heads, n_kv_heads, head_dim, out + r * qw, nthreads);
+        if (attention_f16kv(kt, q + r * qw, k + r * kvw, v + r * kvw, kcache, vcache,
+                            tables + (size_t)r * table_len, 1, positions[r], n_heads,
+                            n_kv_heads, head_dim, out + r * qw, nthreads)) {
+            return -1;
+        }
     }
+    return 0;
 }
 
 /* ---- the read-bandwidth probe (benchmarks/compare_peers.py) ---- */
