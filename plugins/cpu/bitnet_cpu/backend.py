@@ -11,7 +11,7 @@ in huge pages (WeightArena) and the file's pages are let go; so do float weights
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -104,19 +104,13 @@ class CpuKVCache:
 
     k: np.ndarray
     v: np.ndarray
+    # plain attributes (read by every op's checks): the planes' shape
+    n_layers: int = field(init=False)
+    n_ctx: int = field(init=False)
+    width: int = field(init=False)  # Hkv * D: the values of one row
 
-    @property
-    def n_layers(self) -> int:
-        return self.k.shape[0]
-
-    @property
-    def n_ctx(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def width(self) -> int:
-        """Hkv * D: the values of one row."""
-        return self.k.shape[2]
+    def __post_init__(self) -> None:
+        self.n_layers, self.n_ctx, self.width = self.k.shape
 
 
 def _f32(buf: CpuBuffer, who: str) -> np.ndarray:
