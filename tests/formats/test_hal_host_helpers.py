@@ -12,7 +12,7 @@ import pytest
 
 from bitnet.backends.reference.descriptor import descriptor as reference
 from bitnet.hal import KV_BLOCK, CreateOptions, arg_checks
-from bitnet.hal.kv_blocks import cache_rows
+from bitnet.hal.kv_blocks import cache_rows, check_rows
 from bitnet.hal.rope_tables import MIN_POSITIONS, RopeTables, rope_angles
 
 
@@ -124,6 +124,48 @@ def test_cache_rows_maps_positions_through_blocks():
     rows = cache_rows(table, np.array([0, 15, 16, 33]))
     assert rows.tolist() == [32, 47, 0, 81]
     assert cache_rows(None, np.array([3, 4])).tolist() == [3, 4]
+
+
+def test_check_rows_checks_each_row_and_names_the_first_bad_one():
+    pool = 4 * KV_BLOCK  # blocks 0..3
+    # row 1 reads one block; its second entry (unused padding) may be anything
+    tables = np.array([[3, 0], [1, 99]], np.int32)
+    positions = np.array([KV_BLOCK + 2, 5], np.int32)
+    got_tables, got_positions = check_rows("gpu", tables, positions, pool)
+    assert got_tables is tables and got_positions is positions
+    with pytest.raises(ValueError, match=r"gpu row 1: block table entries must be in \[0, 4\)"):
+        check_rows("gpu", np.array([[3, 0], [1, 99]], np.int32),
+                   np.array([5, KV_BLOCK], np.int32), pool)
+    with pytest.raises(ValueError, match="gpu row 0: positions up to 33 need 3 blocks"):
+        check_rows("gpu", tables, np.array([2 * KV_BLOCK, 0], np.int32), pool)
+    with pytest.raises(ValueError, match="gpu row 1: .* entries must be in"):
+        check_rows("gpu", np.array([[0, 1], [-1, 2]], np.int32), np.array([0, 0], np.int32),
+                   pool)
+    with pytest.raises(ValueError, match="same cache row"):  # a shared block, same offset
+        check_rows("gpu", np.array([[2], [2]], np.int32), np.array([4, 4], np.int32), pool)
+    # a shared prefix block is fine where the rows write elsewhere
+    check_rows("gpu", np.array([[2, 0], [2, 1]], np.int32),
+               np.array([KV_BLOCK, KV_BLOCK + 3], np.int32), pool)
+    with pytest.raises(ValueError, match="negative position"):
+        check_rows("gpu", tables, np.array([0, -1], np.int32), pool)
+    with pytest.raises(ValueError, match=r"int32 \[B\]"):
+        check_rows("gpu", tables, np.array([0, 1]), pool)
+    empty = check_rows("gpu", np.zeros((0, 2), np.int32), np.zeros(0, np.int32), pool)
+    assert empty[0].shape == (0, 2)
+
+
+def test_cache_reach_checks_one_position_of_a_layer():
+    cache = _Cache(width=16, n_ctx=2 * KV_BLOCK, n_layers=2)
+    arg_checks.cache_reach("cpu", "decode_layer", cache, 1, 2 * KV_BLOCK - 1, 1)
+    with pytest.raises(ValueError, match=r"cpu decode_layer: positions 32..32 exceed the cache"):
+        arg_checks.cache_reach("cpu", "decode_layer", cache, 1, 2 * KV_BLOCK, 1)
+    with pytest.raises(ValueError, match="cpu decode_layer: layer 2 / position 0 outside"):
+        arg_checks.cache_reach("cpu", "decode_layer", cache, 2, 0, 1)
+    arg_checks.cache_reach("cpu", "decode_layer", cache, 0, KV_BLOCK, 1,
+                           np.array([1, 0], np.int32))
+    with pytest.raises(ValueError, match="cpu decode_layer: positions up to 17 need 2 blocks"):
+        arg_checks.cache_reach("cpu", "decode_layer", cache, 0, KV_BLOCK, 1,
+                               np.array([1], np.int32))
 
 
 def test_files_digest_hashes_names_and_bytes_in_name_order(tmp_path):
