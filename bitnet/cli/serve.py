@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     # interval (5 ms by default) forces a hand-over: on a small model that is longer than a
     # whole decode step. 0.5 ms bounds that wait.
     sys.setswitchinterval(0.0005)
-    print(f"bitnet: serving {settings.model_name} on http://{args.host}:{args.port}/v1 "
-          f"(docs at /docs)", file=sys.stderr)
+    base = f"http://{args.host}:{args.port}"
+    print(f"bitnet: serving {settings.model_name} on {base}/v1 (chat page at {base}/, API docs "
+          f"at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

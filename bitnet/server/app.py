@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (both with SSE streaming),
 GET /v1/models, GET /health (503 until the model is loaded and its backend validated),
-GET /metrics (Prometheus). Errors use OpenAI's body: {"error": {"message", "type", "param",
+GET /metrics (Prometheus), and a chat page for browsers at GET / (bitnet/server/chat_page.py). Errors use OpenAI's body: {"error": {"message", "type", "param",
 "code"}}; a bad request never disturbs the others.
 """
 
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from bitnet.core.sampling import SamplingParams
+from bitnet.server.chat_page import add_chat_page
 from bitnet.server.limits import BodySizeLimit, RateLimiter
 from bitnet.server.metrics import Metrics
 from bitnet.server.scheduler import Event, QueueFullError, Request, Scheduler
@@ -158,6 +159,8 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
             raise APIError(404, f"the model {name!r} does not exist; this server serves "
                                 f"{settings.model_name!r}", param="model",
                            code="model_not_found")
+
+    add_chat_page(app)  # no key needed to load it; its API calls carry one
 
     @app.get("/health")
     async def health() -> JSONResponse:
