@@ -3,12 +3,14 @@
 ``--kv-memory`` is a size (``2MB``, ``512MB``, ``4GB``: binary units, 1 MB = 2**20 bytes, as
 Docker and most memory flags read them) or a fraction of free memory (``0.5``). The free memory
 is the device's own where its backend reports it (a GPU's free memory, as probed when the
-backend was chosen), else the host's available memory now (``MemAvailable``): what a CPU
-backend's cache lives in. ``KvBudget.source`` says which was used.
+backend was chosen; a GPU that reports only its size: its total memory), else the host's
+available memory now (``MemAvailable``): what a CPU backend's cache lives in.
+``KvBudget.source`` says which was used.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from typing import Any
 
 from bitnet.hal import KV_BLOCK, DeviceKind
 from bitnet.hal.kv_blocks import blocks_for
+
+log = logging.getLogger("bitnet.server")
 
 _UNITS = {"": None, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
@@ -74,17 +78,26 @@ def host_available() -> int | None:
 
 
 def free_memory(device: Any) -> tuple[int, str]:
-    """The memory a fraction of ``--kv-memory`` is taken of, and where the figure came from."""
-    if device.kind != DeviceKind.CPU and device.memory_free is not None:
-        return device.memory_free, f"free memory of {device.name} as probed at start"
+    """The memory a fraction of ``--kv-memory`` is taken of, and where the figure came from:
+    a device's own free memory where its backend reports it, else (a GPU reporting only its
+    size) its total memory, else the host's available memory."""
+    if device.kind != DeviceKind.CPU:
+        if device.memory_free is not None:
+            return device.memory_free, f"free memory of {device.name} as probed at start"
+        if device.memory_total is not None:
+            log.warning("%s does not report its free memory: --kv-memory's fraction is of its "
+                        "total memory (the weights take part of it)", device.name)
+            return device.memory_total, (f"total memory of {device.name} (its free memory is "
+                                         f"not reported)")
     host = host_available()
     if host is None:
         raise ValueError("--kv-memory as a fraction needs the free memory, and neither the "
                          "device nor the host reports it: give a size such as 4GB")
     if device.kind == DeviceKind.CPU:
         return host, "host available memory"
-    return host, (f"host available memory ({device.name} does not report its free memory: "
-                  f"give --kv-memory as a size to bound the device's share)")
+    log.warning("%s reports no memory figures: --kv-memory's fraction is of the host's "
+                "available memory; give a size to bound the device's share", device.name)
+    return host, f"host available memory ({device.name} reports no memory figures)"
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,8 @@ def test_bad_kv_memory_is_explained(text: str, says: str) -> None:
         parse_kv_memory(text)
 
 
-def device(kind: DeviceKind, free: int | None) -> SimpleNamespace:
-    return SimpleNamespace(kind=kind, memory_free=free, name="test device")
+def device(kind: DeviceKind, free: int | None, total: int | None = None) -> SimpleNamespace:
+    return SimpleNamespace(kind=kind, memory_free=free, memory_total=total, name="test device")
 
 
 def test_the_budget_says_where_its_size_came_from() -> None:
@@ -129,7 +129,9 @@ def test_the_budget_says_where_its_size_came_from() -> None:
     capped = kv_budget(None, gpu, 2, 128, n_ctx=256, max_batch=8)
     assert capped.blocks == 50 and "0.5 of" in capped.source
     assert "host available" in free_memory(device(DeviceKind.CPU, None))[1]
-    assert "does not report" in free_memory(device(DeviceKind.DGPU, None))[1]
+    assert free_memory(device(DeviceKind.DGPU, None, 8 << 30)) == (
+        8 << 30, "total memory of test device (its free memory is not reported)")
+    assert "reports no memory figures" in free_memory(device(DeviceKind.DGPU, None))[1]
 
 
 def test_a_pool_smaller_than_one_context_is_refused() -> None:
