@@ -234,6 +234,8 @@ class Scheduler:
             self._finish(s, None)
         for s in [s for s in self._preempted if s.request.cancelled.is_set()]:
             self._preempted.remove(s)
+        if self._next is not None and self._next.request.cancelled.is_set():
+            self._next = None
 
     def _admit(self) -> None:
         while len(self._running) < self.max_batch:

@@ -238,3 +238,22 @@ def test_a_fault_in_a_step_fails_the_admitted_requests_and_the_worker_goes_on(mo
     finally:
         sched.close()
     assert sched.pool.used == 0 and sched.stats.requests_failed == 1
+
+
+def test_requests_cancelled_while_queued_or_preempted_are_dropped(model) -> None:
+    one_context = model.transformer.n_ctx // KV_BLOCK
+    sched = Scheduler(model, start=False, kv_memory=blocks_memory(model, one_context + 2))
+    outs = [Outcome() for _ in range(4)]
+    reqs = [request(prompt_of(i, 100), out, seed=i, max_tokens=60)
+            for i, out in enumerate(outs)]
+    for r in reqs:
+        sched.submit(r)
+    while not sched.stats.preemptions:
+        sched.step()
+        sched.check_pool()
+    for r in reqs[1:]:  # the waiting head, the preempted and the running ones behind the first
+        r.cancel()
+    drain(sched)
+    assert len(outs[0].tokens) == 60 and outs[0].finish == "length"
+    assert all(o.finish is None for o in outs[1:])  # no event after a cancel, no error
+    assert sched.pool.used == 0 and not sched.busy
