@@ -355,7 +355,7 @@ async def _respond(request: HTTPRequest, state: _State, metrics: Metrics, job: _
         while finish is None and error is None:
             batch = await events.next_batch(request)
             if batch is None:
-                req.cancel()  # the client went away: frees the slot at the scheduler's next step
+                req.cancel()  # the client went away: its blocks go at the next step
                 return JSONResponse({}, status_code=499)
             for ev in batch:
                 if ev.kind == "error":
@@ -442,7 +442,7 @@ async def _sse(request: HTTPRequest, req: Request, events: "_Inbox", kind: str,
                     yield frame(piece(ev.text, ev, None))
         yield b"data: [DONE]\n\n"
     finally:
-        req.cancel()  # a client that went away frees its slot at once; a no-op once finished
+        req.cancel()  # a client that went away frees its blocks at once; a no-op once finished
 
 
 def _token_text(tok: Any, token: int) -> str:

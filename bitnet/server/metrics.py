@@ -49,7 +49,8 @@ class _SchedulerCollector:
         s = sched.stats if sched is not None else None
         pool = sched.pool if sched is not None else None
         values = {
-            "bitnet_queue_depth": ("Requests waiting for a slot", s.waiting if s else 0),
+            "bitnet_queue_depth": ("Requests waiting for admission (queued or preempted)",
+                                   s.waiting if s else 0),
             "bitnet_active_sequences": ("Sequences being decoded", s.active if s else 0),
             "bitnet_prompt_tokens_per_second": (
                 "Prompt processing speed since start",
