@@ -75,6 +75,7 @@ def check_rows(who: str, tables: Any, positions: Any, n_ctx: int) -> tuple[np.nd
     # layer of every batched step); the first row that fails is reported in its words
     need = (p.astype(np.int64) + KV_BLOCK) // KV_BLOCK  # blocks_for(p + 1), per row
     n_blocks = n_ctx // KV_BLOCK
+    # skipped in the usual case: every entry inside the cache (the scheduler pads with block 0)
     if p.size and (need.max() > t.shape[1] or t.min() < 0 or t.max() >= n_blocks):
         # an entry outside the cache is an error only where its row uses it (padding is free)
         reads = np.arange(t.shape[1])[None, :] < need[:, None]  # [B, T]
