@@ -182,13 +182,14 @@ def run_clients(url: str, clients: int, requests: int, prompt_len: int,
     """``clients`` connections, ``requests`` requests in all, back to back; -> streams, wall."""
     local = threading.local()
 
-    def one(i: int) -> Stream:
+    def one(i: int, n: int = tokens) -> Stream:
         if not hasattr(local, "c"):
             local.c = httpx.Client(base_url=url, timeout=900)
-        return stream(local.c, prompt_ids(i, prompt_len), tokens)
+        return stream(local.c, prompt_ids(i, prompt_len), n)
 
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, range(clients)))  # warm up: every connection open, every slot used
+        # warm up: every connection open, every slot used once (2 tokens each)
+        list(pool.map(lambda i: one(i, 2), range(clients)))
         t0 = time.perf_counter()
         streams = list(pool.map(one, range(clients, clients + requests)))
     return streams, time.perf_counter() - t0
