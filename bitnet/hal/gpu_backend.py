@@ -167,13 +167,12 @@ class GpuBackend(KernelBackend):
         self.capabilities = Capabilities(ops=ALL_OPS, ternary_formats=TERNARY_FORMATS,
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
-        self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
         # the last input quantized, its mode and its (q, scales): q/k/v (and gate/up) read one
         # input, quantized once; holding x keeps its buffer out of the pool, and ops write new
         # buffers, so only ``write`` can change it (and it drops the memo)
         self._quantized: tuple[DeviceArray, str, tuple[DeviceArray, DeviceArray]] | None = None
         self._reach = 0  # while capturing: the positions the captured ops can replay at
-        self._capture: StepRecording | None = None  # the recording being captured
+        self._capture: StepRecording | None = None  # the recording being captured, if any
         # small int32 host arrays on the device (positions, block tables), by role: the last
         # upload and a copy of what it holds. The model hands every layer of a step the same
         # positions and tables: they go up once a step. Matched by content, not identity, so
@@ -194,8 +193,8 @@ class GpuBackend(KernelBackend):
         mem, size = self._pool.take(nbytes)
         array = DeviceArray(mem, tuple(int(s) for s in shape), dtype)
         array._finalizer = weakref.finalize(array, self._pool.give, mem, size)
-        if self._kept is not None:
-            self._kept.append(array)
+        if self._capture is not None:  # the recording holds its buffers
+            self._capture.buffers.append(array)
         return array
 
     def _to_device(self, array: np.ndarray) -> Any:
@@ -387,7 +386,7 @@ class GpuBackend(KernelBackend):
         """Rows of x rotated at the positions step holds (all below ``end``)."""
         n, width = x.shape
         cos_t, sin_t = self._rope_tables.get(theta, head_dim, end)
-        if self._kept is not None:
+        if self._capture is not None:
             self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
         out = self._alloc((n, width), np.float32)
         self._run(KernelSpec("rope"), (width // 2, n),
@@ -401,7 +400,7 @@ class GpuBackend(KernelBackend):
                                      head_dim, table)
         self._head_fits("attention", head_dim)
         span = pos + n  # the scores' stride: one past the last position
-        if self._kept is not None:  # a replay may run at any position the cache (table) holds
+        if self._capture is not None:  # a replay may run at any position the cache (table) holds
             span = cache.n_ctx
             if table is not None:  # all of it: a replay reads as far as it reaches
                 span = len(table) * KV_BLOCK
@@ -420,7 +419,7 @@ class GpuBackend(KernelBackend):
         passes the same arrays)."""
         tables, positions = arg_checks.attention_rows_fit(self.name, q, k, v, cache, positions,
                                                           tables, n_heads, n_kv_heads, head_dim)
-        if self._kept is not None:
+        if self._capture is not None:
             raise ValueError(f"{self.name} attention_rows cannot be recorded: a replay places "
                              f"one sequence (StepRecording.replay(pos))")
         self._head_fits("attention_rows", head_dim)
@@ -502,19 +501,16 @@ class GpuBackend(KernelBackend):
         if capture is None:
             yield None
             return
-        kept: list[DeviceArray] = []
-        self._kept = kept
         # a recording reuses only what it computed or uploaded itself, and nothing it holds
         # serves later eager ops (a runtime may not run the captured work before a replay)
         self._forget_memos()
         self._reach = 1 << 62
         try:
             with capture as recorded:
-                step = self._capture = StepRecording(self, recorded, kept, 0)
+                step = self._capture = StepRecording(self, recorded, [], 0)
                 yield step
             step.positions = self._reach
         finally:
-            self._kept = None
             self._capture = None
             self._forget_memos()
 
