@@ -1,21 +1,27 @@
-"""Aggregate decode throughput of `bitnet serve` at 1 and at N concurrent clients, on loopback.
+"""The serving benchmark: `bitnet serve` side by side with llama.cpp's `llama-server`.
 
-    python benchmarks/serve_concurrency.py [-m FILE] [--device cpu] [--threads 1]
-                                           [--clients 8] [--tokens 128] [--requests 8]
-                                           [--rounds 3] [--json]
+    python benchmarks/serve_concurrency.py -m FILE --threads 2 [--llama-server PATH]
+        [--clients 1 8 32 64 256] [--tokens 64] [--workloads concurrency prefix long]
+        [--rounds 1] [--json]
 
-Starts `bitnet serve` as its own process on 127.0.0.1 (a free port), as it is deployed, then sends
-a fixed number of requests (bounded in count and time) from client threads that each keep one
-HTTP connection open, as an app's client library does. Prints, for one client and for N:
+Each engine runs as its own process on 127.0.0.1, on the same GGUF file and thread count,
+started fresh for every measurement (so its peak memory is that measurement's). The clients send
+streaming `/v1/completions` requests with token-id prompts (both servers take them, so both see
+the same tokens), greedy, `ignore_eos`, a fixed `max_tokens`; they run at the lowest CPU
+priority so, on a small machine, they take only what the server leaves. Workloads:
 
-- end to end: completion tokens / wall time, seen by the clients (HTTP, prefill and all);
-- decode: the server's own decode-phase rate over the same window (its /metrics counters), the
-  figure continuous batching is about: N sequences share each decode step's pass over the weights.
+- ``concurrency``: N clients (each one connection), each sending requests back to back; aggregate
+  completion tokens/s, time to first token (TTFT) and inter-token latency (ITL) at p50/p99, and
+  the server's peak resident memory (VmHWM).
+- ``prefix``: requests sharing a 1,000-token prefix with a short distinct tail, one at a time
+  after a first that fills the cache: TTFT of a request whose prefix is cached, against a cold
+  request of the same length (bitnet: block-level prefix reuse; llama-server: `cache_prompt`).
+- ``long``: 4 streams decode while a 2,000-token prompt arrives; p99 ITL of the running streams
+  in the window in which it is admitted, against the same streams without it.
 
-A ratio above 1 is what batching buys; 1.0 would mean requests are served one after another.
-The clients run at the lowest CPU priority (nice 19), so on a machine with few cores they
-do not take CPU time from the server they measure. The 1-client and N-client measurements alternate for ``--rounds`` rounds (a shared machine's
-noise hits both alike) and the medians are reported, with every round's figures in --json.
+llama-server is started with `--parallel N` (one slot per client, continuous batching on), a
+context of N x the per-request length, and `--threads`/`--threads-batch`; bitnet serve with
+`--max-batch N`. Build llama-server as docs/serving.md says.
 """
 
 from __future__ import annotations
@@ -30,8 +36,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import httpx
+
+PREFIX_TOKENS = 1000
+LONG_PROMPT = 2000
 
 
 def free_port() -> int:
@@ -40,124 +50,261 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The scheduler's counters from /metrics (name -> value; labelled series skipped)."""
-    out = {}
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+VOCAB = [32000]  # set from the file in main()
+
+
+def prompt_ids(seed: int, n: int) -> list[int]:
+    """n token ids, deterministic per seed (a linear congruential walk over the vocabulary,
+    past its first tenth where the special tokens sit)."""
+    low = VOCAB[0] // 10
+    out, x = [], seed * 2654435761 % 2**32
+    for _ in range(n):
+        x = (1103515245 * x + 12345) % 2**31
+        out.append(low + x % (VOCAB[0] - low))
     return out
 
 
-class Clients:
-    """N worker threads, each with its own persistent connection."""
+def vocab_size(path: str) -> int:
+    from bitnet.core.gguf import open_gguf
 
-    def __init__(self, url: str, n: int) -> None:
-        self.url = url
-        self.local = threading.local()
-        self.pool = ThreadPoolExecutor(n)
+    return len(open_gguf(path).metadata["tokenizer.ggml.tokens"])
 
-    def _client(self) -> httpx.Client:
-        if not hasattr(self.local, "client"):
-            self.local.client = httpx.Client(base_url=self.url, timeout=600)
-        return self.local.client
 
-    def one(self, seed: int, tokens: int) -> int:
-        body = {"prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0.8,
-                "seed": seed, "ignore_eos": True}
-        r = self._client().post("/v1/completions", json=body)
+@dataclass
+class Engine:
+    """How to start one server: the command for a port, a client count and a context."""
+
+    name: str
+    model: str
+    threads: int
+    binary: str | None = None  # llama-server's path; None: bitnet serve
+    device: str = "auto"  # bitnet serve's --device
+    extra: list[str] = field(default_factory=list)
+
+    def command(self, port: int, clients: int, ctx: int) -> list[str]:
+        if self.binary is None:
+            return [sys.executable, "-m", "bitnet.cli.main", "serve", "-m", self.model,
+                    "--port", str(port), "--device", self.device,
+                    "--threads", str(self.threads), "--max-batch",
+                    str(clients), "--log-level", "warning", *self.extra]
+        return [self.binary, "-m", self.model, "--port", str(port), "-t", str(self.threads),
+                "-tb", str(self.threads), "--parallel", str(clients), "-c",
+                str(ctx * clients), "--cont-batching", "--log-disable", *self.extra]
+
+
+class Server:
+    """One engine process, started and ready, stopped on exit."""
+
+    def __init__(self, engine: Engine, clients: int, ctx: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(engine.command(self.port, clients, ctx),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env={**os.environ, "BITNET_LOG": "warning"})
+        deadline = time.monotonic() + 900
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{engine.name} exited with status {self.proc.returncode}: "
+                                   f"{self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{engine.name} was not ready within 900 s")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory (VmHWM), MB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@dataclass
+class Stream:
+    """One streamed request: when it was sent, when each piece of text arrived."""
+
+    sent: float
+    arrivals: list[float]
+
+    @property
+    def ttft(self) -> float:
+        return self.arrivals[0] - self.sent
+
+    @property
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
+
+
+def stream(client: httpx.Client, prompt: list[int], tokens: int) -> Stream:
+    """One streaming completion; raises unless it ran to max_tokens."""
+    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
+            "stream": True}
+    sent = time.perf_counter()
+    arrivals: list[float] = []
+    finish = None
+    with client.stream("POST", "/v1/completions", json=body) as r:
         r.raise_for_status()
-        return r.json()["usage"]["completion_tokens"]
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            if choice.get("text"):
+                arrivals.append(time.perf_counter())
+            finish = choice.get("finish_reason") or finish
+    if finish != "length" or not arrivals:
+        raise RuntimeError(f"a request ended with finish_reason {finish!r} after "
+                           f"{len(arrivals)} pieces")
+    return Stream(sent, arrivals)
 
-    def run(self, requests: int, tokens: int) -> tuple[int, float]:
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def run_clients(url: str, clients: int, requests: int, prompt_len: int,
+                tokens: int) -> tuple[list[Stream], float]:
+    """``clients`` connections, ``requests`` requests in all, back to back; -> streams, wall."""
+    local = threading.local()
+
+    def one(i: int) -> Stream:
+        if not hasattr(local, "c"):
+            local.c = httpx.Client(base_url=url, timeout=900)
+        return stream(local.c, prompt_ids(i, prompt_len), tokens)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(clients)))  # warm up: every connection open, every slot used
         t0 = time.perf_counter()
-        done = sum(self.pool.map(lambda s: self.one(s, tokens), range(requests)))
-        return done, time.perf_counter() - t0
+        streams = list(pool.map(one, range(clients, clients + requests)))
+    return streams, time.perf_counter() - t0
 
 
-def measure(url: str, clients: int, requests: int, tokens: int) -> dict[str, float]:
-    c = Clients(url, clients)
-    c.run(clients, 4)  # open every connection and warm up
-    before = scrape(url)
-    done, wall = c.run(requests, tokens)
-    after = scrape(url)
-    c.pool.shutdown()
-    # the server's decode rate over this window: tokens decoded / seconds spent in decode steps
-    steps = after["bitnet_decode_steps_total"] - before["bitnet_decode_steps_total"]
-    seconds = after["bitnet_decode_seconds_total"] - before["bitnet_decode_seconds_total"]
-    tokens_decoded = after["bitnet_decoded_tokens_total"] - before["bitnet_decoded_tokens_total"]
-    return {"end_to_end_tps": done / wall, "decode_tps": tokens_decoded / seconds,
-            "mean_batch": tokens_decoded / steps}
+def concurrency(engine: Engine, clients: int, tokens: int, prompt_len: int,
+                per_client: int) -> dict[str, float]:
+    with Server(engine, clients, prompt_len + tokens + 16) as server:
+        streams, wall = run_clients(server.url, clients, clients * per_client, prompt_len,
+                                    tokens)
+        gaps = [g for s in streams for g in s.gaps]
+        return {"tok_s": len(streams) * tokens / wall,
+                "ttft_p50_ms": 1e3 * pct([s.ttft for s in streams], 0.5),
+                "ttft_p99_ms": 1e3 * pct([s.ttft for s in streams], 0.99),
+                "itl_p50_ms": 1e3 * pct(gaps, 0.5), "itl_p99_ms": 1e3 * pct(gaps, 0.99),
+                "peak_rss_mb": server.peak_rss_mb()}
+
+
+def prefix(engine: Engine, tokens: int, repeats: int = 4) -> dict[str, float]:
+    shared = prompt_ids(7, PREFIX_TOKENS)
+    with Server(engine, 1, PREFIX_TOKENS + 64 + tokens) as server:
+        c = httpx.Client(base_url=server.url, timeout=900)
+        stream(c, shared + prompt_ids(100, 16), 4)  # fills the cache with the prefix
+        cold, warm = [], []
+        for i in range(repeats):
+            warm.append(stream(c, shared + prompt_ids(200 + i, 16), tokens).ttft)
+            cold.append(stream(c, prompt_ids(300 + i, PREFIX_TOKENS + 16), tokens).ttft)
+        return {"ttft_cached_prefix_ms": 1e3 * statistics.median(warm),
+                "ttft_cold_ms": 1e3 * statistics.median(cold)}
+
+
+def long_prompt(engine: Engine, tokens: int, running: int = 4) -> dict[str, float]:
+    """p99 ITL of ``running`` streams without, then with, a LONG_PROMPT-token prompt arriving
+    while they decode (the window: from its send until its first token)."""
+    decode = 4 * tokens
+    with Server(engine, running + 1, LONG_PROMPT + decode + 16) as server:
+        def streams_with(arrival: bool) -> tuple[list[Stream], tuple[float, float]]:
+            window = [0.0, 0.0]
+            with ThreadPoolExecutor(running + 1) as pool:
+                futures = [pool.submit(stream, httpx.Client(base_url=server.url, timeout=900),
+                                       prompt_ids(50 + i, 32), decode) for i in range(running)]
+                if arrival:
+                    time.sleep(1.0)  # the streams are decoding
+                    s = stream(httpx.Client(base_url=server.url, timeout=900),
+                               prompt_ids(99, LONG_PROMPT), 1)
+                    window = [s.sent, s.arrivals[0]]
+                return [f.result() for f in futures], (window[0], window[1])
+
+        streams_with(False)  # warm up
+        quiet, _ = streams_with(False)
+        busy, (start, end) = streams_with(True)
+
+        def gaps_in(streams: list[Stream], lo: float, hi: float) -> list[float]:
+            return [b - a for s in streams for a, b in zip(s.arrivals, s.arrivals[1:])
+                    if lo <= b <= hi]
+
+        base = [g for s in quiet for g in s.gaps]
+        during = gaps_in(busy, start, end)
+        return {"itl_p99_quiet_ms": 1e3 * pct(base, 0.99),
+                "itl_p99_during_long_prompt_ms": 1e3 * pct(during, 0.99),
+                "itl_max_during_long_prompt_ms": 1e3 * max(during, default=float("nan")),
+                "long_prompt_admit_s": end - start, "gaps_in_window": len(during)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-m", "--model", help="GGUF file (default: the bundled demo model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--tokens", type=int, default=128, help="max_tokens of every request")
-    p.add_argument("--requests", type=int, default=8, help="requests per client per round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating 1-client / N-client rounds")
-    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.add_argument("-m", "--model", required=True, help="GGUF file (e.g. a 2B-shape TQ2_0)")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="auto", help="bitnet serve's --device")
+    p.add_argument("--llama-server", help="llama-server binary (omit: bitnet only)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64, 256])
+    p.add_argument("--tokens", type=int, default=64, help="max_tokens of every request")
+    p.add_argument("--prompt", type=int, default=32, help="prompt tokens (concurrency)")
+    p.add_argument("--requests", type=int, default=2, help="requests per client")
+    p.add_argument("--workloads", nargs="+", default=["concurrency", "prefix", "long"],
+                   choices=["concurrency", "prefix", "long"])
+    p.add_argument("--bitnet-arg", action="append", default=[],
+                   help="extra argument for bitnet serve (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     args = p.parse_args()
-    port = free_port()
-    cmd = [sys.executable, "-m", "bitnet.cli.main", "serve", "--port", str(port),
-           "--device", args.device, "--max-batch", str(max(args.clients, 1)),
-           "--log-level", "warning"]
-    cmd += ["-m", args.model] if args.model else []
-    cmd += ["--threads", str(args.threads)] if args.threads else []
-    server = subprocess.Popen(cmd, env={**os.environ, "BITNET_LOG": "warning"})
-    # The clients are the load generator, not the system under test: on a small machine they
-    # share its cores with the server, so they run at the lowest priority and take only the CPU
-    # the server leaves (on two vCPUs, 8 client threads at normal priority took a core's worth
-    # from the server's decode steps).
-    os.nice(19)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"the server exited with status {server.returncode}")
-            if time.monotonic() > deadline:
-                sys.exit("the server did not become ready within 600 s")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        health = httpx.get(url + "/health").json()
-        rounds = []
-        for _ in range(args.rounds):
-            rounds.append((measure(url, 1, args.requests, args.tokens),
-                           measure(url, args.clients, args.requests * args.clients, args.tokens)))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    single = {k: statistics.median(r[0][k] for r in rounds) for k in rounds[0][0]}
-    many = {k: statistics.median(r[1][k] for r in rounds) for k in rounds[0][1]}
-    result = {"backend": health["backend"], "device": health["device"],
-              "clients": args.clients, "tokens_per_request": args.tokens,
-              "requests_per_client": args.requests, "rounds": args.rounds,
-              "single": {k: round(v, 2) for k, v in single.items()},
-              "concurrent": {k: round(v, 2) for k, v in many.items()},
-              "decode_ratio": round(many["decode_tps"] / single["decode_tps"], 2),
-              "end_to_end_ratio": round(many["end_to_end_tps"] / single["end_to_end_tps"], 2),
-              "decode_ratio_per_round": [round(m["decode_tps"] / s["decode_tps"], 2)
-                                         for s, m in rounds]}
+    VOCAB[0] = vocab_size(args.model)
+    engines = [Engine("bitnet", args.model, args.threads, device=args.device,
+                      extra=args.bitnet_arg)]
+    if args.llama_server:
+        engines.append(Engine("llama-server", args.model, args.threads, args.llama_server))
+    os.nice(19)  # the load generator takes only what the servers leave (see the docstring)
+    results: dict[str, dict] = {e.name: {} for e in engines}
+    for workload in args.workloads:
+        if workload == "concurrency":
+            for n in args.clients:
+                for e in engines:  # engines interleaved, one client count at a time
+                    results[e.name][f"clients_{n}"] = concurrency(
+                        e, n, args.tokens, args.prompt, args.requests)
+                    if not args.json:
+                        print(e.name, n, "clients", _fmt(results[e.name][f"clients_{n}"]),
+                              flush=True)
+        else:
+            for e in engines:
+                results[e.name][workload] = (prefix if workload == "prefix" else long_prompt)(
+                    e, args.tokens)
+                if not args.json:
+                    print(e.name, workload, _fmt(results[e.name][workload]), flush=True)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"model": args.model, "threads": args.threads,
+                          "tokens": args.tokens, "results": results}))
         return
-    print(f"{health['backend']} on {health['device']}, {args.tokens} tokens per request, "
-          f"medians of {args.rounds} alternating rounds")
-    for label, r in (("1 client", single), (f"{args.clients} clients", many)):
-        print(f"  {label:>10}: decode {r['decode_tps']:8.1f} tok/s (mean batch "
-              f"{r['mean_batch']:.1f}), end to end {r['end_to_end_tps']:8.1f} tok/s")
-    print(f"  ratio: decode {result['decode_ratio']:.2f}x, "
-          f"end to end {result['end_to_end_ratio']:.2f}x (decode ratio per round: "
-          f"{', '.join(f'{r:.2f}x' for r in result['decode_ratio_per_round'])})")
+    if args.llama_server and "concurrency" in args.workloads:
+        for n in args.clients:
+            ours = results["bitnet"][f"clients_{n}"]["tok_s"]
+            theirs = results["llama-server"][f"clients_{n}"]["tok_s"]
+            print(f"{n:4d} clients: bitnet {ours:7.1f} tok/s, llama-server {theirs:7.1f} "
+                  f"tok/s, ratio {ours / theirs:.2f}x")
+
+
+def _fmt(r: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in r.items())
 
 
 if __name__ == "__main__":
