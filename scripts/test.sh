@@ -15,15 +15,18 @@ VENV="${BITNET_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 # what only the tests need: aarch64 cross compiler + qemu (the cpu plugin's NEON kernels),
 # clang-15 (OpenCL kernel sources compiled offline), glslc + spirv-tools (the SPIR-V is current),
-# the Vulkan validation layers
+# the Vulkan validation layers, chromium + chromium-driver + a font (the chat page in a real
+# browser; the font is only recommended by chromium, and with none chromedriver types only the
+# first character of a text)
 TEST_APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang-15 glslc
-                   spirv-tools vulkan-validationlayers)
+                   spirv-tools vulkan-validationlayers chromium chromium-driver fonts-liberation)
 if [[ "${BITNET_SKIP_INSTALL:-0}" != "1" ]]; then
     "$ROOT/scripts/install.sh" || { echo "[test] install failed" >&2; exit 1; }
     "$ROOT/scripts/system_packages.sh" "${TEST_APT_PACKAGES[@]}" \
         || { echo "[test] installing the test system packages failed" >&2; exit 1; }
     "$PY" -m pip install --quiet --disable-pip-version-check \
         "pytest>=8" "hypothesis>=6.90" "httpx>=0.25" "openai>=1.0" "schemathesis>=4" \
+        "selenium>=4.11" \
         "fastapi>=0.110" "uvicorn>=0.27" "pydantic>=2.5" "prometheus-client>=0.19" \
         "ray[serve]>=2.9" "torch==2.13.0" \
         "transformers>=5,<6" "accelerate>=1.0" "safetensors>=0.4" \

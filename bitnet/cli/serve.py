@@ -8,6 +8,7 @@ import sys
 import time
 
 from bitnet.cli.common import add_model_args, fail
+from bitnet.server.defaults import DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens-limit", type=int, default=4096,
                    help="largest max_tokens a request may ask for (default 4096)")
     p.add_argument("--max-request-bytes", type=int, default=1 << 20)
-    p.add_argument("--max-batch", type=int, default=8,
-                   help="sequences decoded together (continuous batching; default 8)")
+    p.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
+                   help="most sequences decoded together (continuous batching; default "
+                        f"{DEFAULT_MAX_BATCH}); the KV pool bounds how many fit")
+    p.add_argument("--kv-memory", type=_kv_memory, metavar="SIZE|FRACTION",
+                   help="memory of the KV block pool: a size (512MB, 4GB) or a fraction of free "
+                        "memory (0.5); default: --max-batch whole contexts, at most half the "
+                        "free memory")
+    p.add_argument("--prefill-chunk", type=_positive, default=DEFAULT_PREFILL_CHUNK, metavar="N",
+                   help="prompt tokens prefilled between two decode steps (default "
+                        f"{DEFAULT_PREFILL_CHUNK})")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 429")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allow this browser origin (repeatable; CORS is off by default)")
@@ -51,7 +60,29 @@ def settings_from_args(args: argparse.Namespace):
                           max_request_bytes=args.max_request_bytes,
                           max_tokens_limit=args.max_tokens_limit,
                           cors_origins=list(args.cors_origin or []), max_batch=args.max_batch,
-                          max_waiting=args.max_waiting)
+                          max_waiting=args.max_waiting, kv_memory=args.kv_memory,
+                          prefill_chunk=args.prefill_chunk)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _kv_memory(text: str) -> str:
+    """argparse's check of --kv-memory (the app parses it again where it makes the pool)."""
+    from bitnet.server.kv_memory import parse_kv_memory
+
+    try:
+        parse_kv_memory(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     # interval (5 ms by default) forces a hand-over: on a small model that is longer than a
     # whole decode step. 0.5 ms bounds that wait.
     sys.setswitchinterval(0.0005)
-    print(f"bitnet: serving {settings.model_name} on http://{args.host}:{args.port}/v1 "
-          f"(docs at /docs)", file=sys.stderr)
+    base = f"http://{args.host}:{args.port}"
+    print(f"bitnet: serving {settings.model_name} on {base}/v1 (chat page at {base}/, API docs "
+          f"at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -60,11 +60,21 @@ def prefill(model: Transformer, tokens: list[int], last_only: bool = True,
         chunk = ids[first:first + UBATCH]
         is_last_chunk = first + UBATCH >= len(ids)
         if last_only and not is_last_chunk:
-            model.forward(chunk, start + first, True, cache, table)  # fills the cache only
+            model.fill(chunk, start + first, cache, table)  # fills the cache only
             continue
         out.append(model.ops.download(model.forward(chunk, start + first, last_only, cache,
                                                     table)))
     return np.concatenate(out, axis=0)
+
+
+def fill(model: Transformer, tokens: list[int], cache: KVCache | None = None,
+         table: np.ndarray | None = None, start: int = 0) -> None:
+    """``prefill`` of ``tokens`` whose logits nobody needs: only the KV cache is filled (the
+    server runs a prompt's last token in a decode step, so its leading tokens need no head)."""
+    check_fits(start + len(tokens), model.n_ctx)
+    ids = np.asarray(tokens, dtype=np.int32)
+    for first in range(0, len(ids), UBATCH):
+        model.fill(ids[first:first + UBATCH], start + first, cache, table)
 
 
 def decode_one(model: Transformer, token: int, pos: int,

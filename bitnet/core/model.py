@@ -191,6 +191,13 @@ class Transformer:
         seg = Segment(pos, self.cache if cache is None else cache, table)
         return self._run(tokens, seg, last_only and len(tokens) > 1)
 
+    def fill(self, tokens: np.ndarray, pos: int, cache: KVCache | None = None,
+             table: np.ndarray | None = None) -> None:
+        """``forward`` without the head: only fills the KV cache at pos .. pos+n-1 (a prompt's
+        leading chunks, whose logits nobody samples: the head is a large share of a step)."""
+        seg = Segment(pos, self.cache if cache is None else cache, table)
+        self._run(tokens, seg, False, head=False)
+
     def forward_batch(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache,
                       tables: np.ndarray) -> Buffer:
         """One decode step for several sequences of one paged cache: token r (int32 [B]) sits
@@ -206,7 +213,7 @@ class Transformer:
         return self._run(np.empty(n, np.int32), Segment(pos, cache), False, ids)
 
     def _run(self, tokens: np.ndarray, where: "Segment | Rows", last_only: bool,
-             ids: Buffer | None = None) -> Buffer:
+             ids: Buffer | None = None, head: bool = True) -> Buffer | None:
         c = self.config
         b = self.ops
         eps = c.rms_eps
@@ -228,6 +235,8 @@ class Transformer:
             f = self.gate(layer.ffn_gate(x), layer.ffn_up(x))  # [n, F]
             f = layer.ffn_sub_norm(f)
             h = b.add(h, layer.ffn_down(f))
+        if not head:
+            return None
         if last_only:
             n = len(tokens)
             h = b.slice_rows(h, n - 1, n)  # [1, d]: only the next token's logits are needed

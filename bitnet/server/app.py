@@ -2,7 +2,7 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (both with SSE streaming),
 GET /v1/models, GET /health (503 until the model is loaded and its backend validated),
-GET /metrics (Prometheus). Errors use OpenAI's body: {"error": {"message", "type", "param",
+GET /metrics (Prometheus), and a chat page for browsers at GET / (bitnet/server/chat_page.py). Errors use OpenAI's body: {"error": {"message", "type", "param",
 "code"}}; a bad request never disturbs the others.
 """
 
@@ -27,8 +27,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from bitnet.core.sampling import SamplingParams
+from bitnet.hal import KV_BLOCK
+from bitnet.server.chat_page import add_chat_page
 from bitnet.server.limits import BodySizeLimit, RateLimiter
 from bitnet.server.metrics import Metrics
+from bitnet.server.defaults import DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK
+from bitnet.server.kv_memory import parse_kv_memory
 from bitnet.server.scheduler import Event, QueueFullError, Request, Scheduler
 from bitnet.server.schemas import ChatRequest, CompletionRequest
 
@@ -43,8 +47,10 @@ class ServerSettings:
     max_request_bytes: int = 1 << 20
     max_tokens_limit: int = 4096
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
-    max_batch: int = 8
+    max_batch: int = DEFAULT_MAX_BATCH
     max_waiting: int = 256
+    kv_memory: str | None = None  # --kv-memory: "4GB" or "0.5"; None: see kv_memory.kv_budget
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
 
 
 class APIError(Exception):
@@ -79,7 +85,9 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
     def load() -> None:
         try:
             state.model = load_model()
-            state.scheduler = Scheduler(state.model, settings.max_batch, settings.max_waiting)
+            kv = parse_kv_memory(settings.kv_memory) if settings.kv_memory else None
+            state.scheduler = Scheduler(state.model, settings.max_batch, settings.max_waiting,
+                                        kv, settings.prefill_chunk)
             metrics.set_backend(state.model)
             state.ready.set()
             log.info("model ready on %s", state.model.backend.name)
@@ -159,16 +167,21 @@ def create_app(load_model: Callable[[], Any], settings: ServerSettings) -> FastA
                                 f"{settings.model_name!r}", param="model",
                            code="model_not_found")
 
+    add_chat_page(app)  # no key needed to load it; its API calls carry one
+
     @app.get("/health")
     async def health() -> JSONResponse:
         if state.error:
             return JSONResponse({"status": "error", "error": state.error}, status_code=503)
         if not state.ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
-        m = state.model
+        m, sched = state.model, state.scheduler
+        kv = {"blocks": sched.pool.n_blocks, "used": sched.pool.used,
+              "cached": sched.pool.cached, "block_positions": KV_BLOCK,
+              "bytes": sched.budget.bytes, "sized_by": sched.budget.source}
         return JSONResponse({"status": "ok", "model": settings.model_name,
                              "backend": m.backend.name, "device": m.backend.device.name,
-                             "pid": os.getpid()})
+                             "pid": os.getpid(), "kv_pool": kv})
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
@@ -345,7 +358,7 @@ async def _respond(request: HTTPRequest, state: _State, metrics: Metrics, job: _
         while finish is None and error is None:
             batch = await events.next_batch(request)
             if batch is None:
-                req.cancel()  # the client went away: frees the slot at the scheduler's next step
+                req.cancel()  # the client went away: its blocks go at the next step
                 return JSONResponse({}, status_code=499)
             for ev in batch:
                 if ev.kind == "error":
@@ -432,7 +445,7 @@ async def _sse(request: HTTPRequest, req: Request, events: "_Inbox", kind: str,
                     yield frame(piece(ev.text, ev, None))
         yield b"data: [DONE]\n\n"
     finally:
-        req.cancel()  # a client that went away frees its slot at once; a no-op once finished
+        req.cancel()  # a client that went away frees its blocks at once; a no-op once finished
 
 
 def _token_text(tok: Any, token: int) -> str:

@@ -45,9 +45,12 @@ class _SchedulerCollector:
         self.state = state
 
     def collect(self):
-        s = self.state.scheduler.stats if self.state.scheduler is not None else None
+        sched = self.state.scheduler
+        s = sched.stats if sched is not None else None
+        pool = sched.pool if sched is not None else None
         values = {
-            "bitnet_queue_depth": ("Requests waiting for a slot", s.waiting if s else 0),
+            "bitnet_queue_depth": ("Requests waiting for admission (queued or preempted)",
+                                   s.waiting if s else 0),
             "bitnet_active_sequences": ("Sequences being decoded", s.active if s else 0),
             "bitnet_prompt_tokens_per_second": (
                 "Prompt processing speed since start",
@@ -57,6 +60,14 @@ class _SchedulerCollector:
                 s.completion_tokens / s.decode_seconds if s and s.decode_seconds else 0.0),
             "bitnet_ready": ("1 once the model is loaded and validated",
                              1 if self.state.ready.is_set() else 0),
+            "bitnet_kv_blocks": ("Blocks of the KV pool (KV_BLOCK positions each)",
+                                 pool.n_blocks if pool else 0),
+            "bitnet_kv_blocks_used": ("KV blocks held by running sequences",
+                                      pool.used if pool else 0),
+            "bitnet_kv_blocks_cached": ("KV blocks no sequence holds that keep a prefix for "
+                                        "reuse (evicted least recently used first)",
+                                        pool.cached if pool else 0),
+            "bitnet_kv_blocks_free": ("KV blocks holding nothing", pool.free if pool else 0),
         }
         for name, (doc, value) in values.items():
             yield GaugeMetricFamily(name, doc, value=value)
@@ -66,6 +77,13 @@ class _SchedulerCollector:
             "bitnet_decoded_tokens": ("Tokens produced by decode steps, all sequences",
                                       s.decode_rows if s else 0),
             "bitnet_decode_seconds": ("Seconds spent in decode steps", s.decode_seconds if s else 0),
+            "bitnet_prefill_chunks": ("Prompt chunks prefilled between decode steps",
+                                      s.prefill_chunks if s else 0),
+            "bitnet_prefix_hit_tokens": ("Prompt tokens taken from the prefix cache instead of "
+                                         "being computed", s.prefix_hit_tokens if s else 0),
+            "bitnet_preemptions": ("Sequences preempted because the KV pool was full (their "
+                                   "tokens are recomputed when they resume)",
+                                   s.preemptions if s else 0),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)

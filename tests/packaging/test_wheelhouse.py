@@ -89,6 +89,24 @@ def test_extra_installs_from_the_wheelhouse(fresh_venv, extra, tmp_path):
     assert str(env_dir) in where.stdout
 
 
+@pytest.mark.slow
+def test_the_wheel_carries_the_package_data(fresh_venv, tmp_path):
+    """The installed wheel has the demo model and every file of the chat page."""
+    env_dir, _, _ = fresh_venv
+    wanted = [("bitnet.data", "demo-b158-i2_s.gguf")] + [
+        ("bitnet.server", f"static/{p.name}") for p in (ROOT / "bitnet/server/static").iterdir()]
+    code = ("import sys; from importlib import resources; import bitnet; print(bitnet.__file__); "
+            "[print(package, name, resources.files(package).joinpath(name).is_file()) "
+            "for package, name in (a.split(':') for a in sys.argv[1:])]")
+    done = subprocess.run([str(env_dir / "bin" / "python"), "-c", code,
+                           *(f"{package}:{name}" for package, name in wanted)],
+                          env=_clean_env(tmp_path), cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    where, *found = done.stdout.splitlines()
+    assert str(env_dir) in where  # the wheel, not this checkout
+    assert found == [f"{package} {name} True" for package, name in wanted]
+
+
 def _clean_env(tmp_path: Path) -> dict[str, str]:
     """This process's environment without bitnet's settings or Python paths, and a fresh cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BITNET_", "PYTHON"))}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,6 +60,50 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+class ServeProcess:
+    """`bitnet serve ARGS --port P` as a user runs it: a subprocess on a free port, its output
+    in ``log_path`` (shown when it fails)."""
+
+    def __init__(self, args: list[str], log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "bitnet.cli", "serve", *args, "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-3000:]
+
+    def health(self) -> httpx.Response | None:
+        """/health's answer, or None while nothing listens; fails if the server has exited."""
+        assert self.proc.poll() is None, f"bitnet serve exited:\n{self.log_tail()}"
+        try:
+            return httpx.get(self.url + "/health", timeout=5)
+        except httpx.HTTPError:
+            return None
+
+    def wait_ready(self, timeout: float = 120) -> "ServeProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.health()
+            if r is not None and r.status_code == 200:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"bitnet serve was not ready in {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
 
 
 @pytest.fixture(scope="session")

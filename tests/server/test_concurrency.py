@@ -13,6 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.core.fixtures import model_path
+from tests.server.conftest import MODEL, LiveServer
+
 N_CLIENTS = 32
 N_REQUESTS = 64
 TIME_LIMIT_S = 240
@@ -61,16 +64,48 @@ def test_32_clients_get_every_token_and_streams_match_their_twins(server) -> Non
         assert pair[True] == pair[False], f"seed {seed}: streamed and plain answers differ"
 
 
-def test_a_client_that_disconnects_frees_its_slot(server) -> None:
+def test_a_client_that_disconnects_frees_its_blocks(server) -> None:
     body = {"model": "tiny", "prompt": "Once", "max_tokens": 200, "stream": True,
-            "temperature": 0.8, "seed": 3}
+            "temperature": 0.8, "seed": 3, "ignore_eos": True}
+    sched = server.app.state.bitnet.scheduler
     with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
-                break  # got the first token: hang up
-    state = server.app.state.bitnet
+                break  # got a token: hang up
+        assert sched.pool.used > 0  # the stream holds blocks while it runs
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and state.scheduler.free_slots < state.scheduler.max_batch:
+    while time.monotonic() < deadline and (sched.pool.used or sched.stats.active):
         time.sleep(0.05)
-    assert state.scheduler.free_slots == state.scheduler.max_batch
-    assert state.scheduler.stats.active == 0
+    assert sched.pool.used == 0 and sched.stats.active == 0
+    assert sched.pool.free + sched.pool.cached == sched.pool.n_blocks
+
+
+def test_a_flood_past_max_waiting_gets_429s_while_every_admitted_request_completes() -> None:
+    server = LiveServer(model_path(MODEL), max_batch=2, max_waiting=2).start()
+    body = {"model": "tiny", "prompt": "Once upon", "max_tokens": 64, "ignore_eos": True,
+            "temperature": 0}
+
+    def one(_: int) -> tuple[int, dict]:
+        r = httpx.post(server.url + "/v1/completions", json=body, timeout=120)
+        return r.status_code, r.json()
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(one, range(24)))
+        codes = [code for code, _ in results]
+        assert set(codes) == {200, 429}, codes
+        texts = set()
+        for code, answer in results:
+            if code == 429:
+                assert answer["error"]["code"] == "server_busy"
+            else:
+                assert answer["usage"]["completion_tokens"] == 64
+                texts.add(answer["choices"][0]["text"])
+        assert len(texts) == 1  # greedy: every admitted request got the same whole answer
+        sched = server.app.state.bitnet.scheduler
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (sched.busy or sched.pool.used):
+            time.sleep(0.05)
+        assert sched.pool.used == 0 and not sched.busy
+    finally:
+        server.stop()

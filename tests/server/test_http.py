@@ -22,12 +22,32 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
 def test_health_and_metrics(server) -> None:
     h = httpx.get(server.url + "/health").json()
     assert h["status"] == "ok" and h["backend"] == DEVICE.split(":")[0]
+    kv = h["kv_pool"]
+    assert kv["blocks"] > 0 and kv["block_positions"] == 16 and kv["sized_by"]
     post(server, "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
     text = httpx.get(server.url + "/metrics").text
     for name in ("bitnet_requests_total", "bitnet_completion_tokens_total",
                  "bitnet_queue_depth", "bitnet_decode_tokens_per_second", "bitnet_backend_info",
-                 "bitnet_errors_total"):
+                 "bitnet_errors_total", "bitnet_kv_blocks", "bitnet_kv_blocks_used",
+                 "bitnet_kv_blocks_cached", "bitnet_kv_blocks_free", "bitnet_preemptions_total",
+                 "bitnet_prefix_hit_tokens_total", "bitnet_prefill_chunks_total"):
         assert name in text, name
+    blocks = [line for line in text.splitlines() if line.startswith("bitnet_kv_blocks ")]
+    assert blocks == [f"bitnet_kv_blocks {float(kv['blocks'])}"]
+
+
+def test_metrics_count_the_prefix_a_second_request_reuses(server) -> None:
+    def hits() -> float:
+        for line in httpx.get(server.url + "/metrics").text.splitlines():
+            if line.startswith("bitnet_prefix_hit_tokens_total "):
+                return float(line.split()[1])
+        raise AssertionError("no bitnet_prefix_hit_tokens_total")
+
+    prompt = list(range(5, 5 + 40))  # two full blocks and a part
+    post(server, "/v1/completions", json={"prompt": prompt + [50], "max_tokens": 1})
+    before = hits()
+    post(server, "/v1/completions", json={"prompt": prompt + [60], "max_tokens": 1})
+    assert hits() - before == 32
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"prompt": "\xff\xfe", "max_tokens": 2}',

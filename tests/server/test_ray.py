@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,33 +12,24 @@ import pytest
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'ray[serve]'")
 
 from tests.core.fixtures import model_path  # noqa: E402
-from tests.server.conftest import free_port  # noqa: E402
+from tests.server.conftest import ServeProcess  # noqa: E402
 
 
 @pytest.mark.slow
 def test_two_replicas_serve_the_same_api(tmp_path) -> None:
-    port = free_port()
-    env = dict(os.environ, RAY_ADDRESS="", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "bitnet.cli", "serve", "--ray", "--replicas", "2",
-           "-m", str(model_path("tiny-b158-i2_s")), "--device", "reference",
-           "--model-name", "tiny", "--port", str(port)]
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    serve = ServeProcess(["--ray", "--replicas", "2", "-m", str(model_path("tiny-b158-i2_s")),
+                          "--device", "reference", "--model-name", "tiny"],
+                         tmp_path / "serve.log", RAY_ADDRESS="", RAY_USAGE_STATS_ENABLED="0")
+    url = serve.url
     try:
         pids = set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and len(pids) < 2:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                r = httpx.get(url + "/health", timeout=5)
-                if r.status_code == 200:
-                    pids.add(r.json()["pid"])
-            except httpx.HTTPError:
-                pass
+            r = serve.health()
+            if r is not None and r.status_code == 200:
+                pids.add(r.json()["pid"])
             time.sleep(0.2)
-        assert len(pids) == 2, f"replicas seen: {pids}\n" + (tmp_path / "serve.log").read_text()[-3000:]
+        assert len(pids) == 2, f"replicas seen: {pids}\n" + serve.log_tail()
         body = {"model": "tiny", "prompt": "Hello", "max_tokens": 4, "temperature": 0}
         answers = {httpx.post(url + "/v1/completions", json=body, timeout=60).json()
                    ["choices"][0]["text"] for _ in range(4)}
@@ -47,10 +37,6 @@ def test_two_replicas_serve_the_same_api(tmp_path) -> None:
         models = httpx.get(url + "/v1/models", timeout=30).json()
         assert models["data"][0]["id"] == "tiny"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        serve.stop()
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
                        capture_output=True, timeout=120)
