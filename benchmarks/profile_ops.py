@@ -1,7 +1,7 @@
 """Where a decode step's time goes, op by op, on any backend.
 
     python benchmarks/profile_ops.py [-m FILE] [--device cuda] [--batch 1 8] [--steps 20]
-        [--fused] [--bandwidth]
+        [--fused] [--bandwidth] [--compare-rows ROUNDS]
 
 For each batch size B it runs decode steps of B sequences (``Transformer.forward`` for B = 1,
 ``forward_batch`` above) twice: plain, as the engine runs them (the step time to trust), then
@@ -15,12 +15,21 @@ Each matmul line shows the bytes its weight streams per step and the rate (GB/s)
 op by op (a backend's whole-block ``decode_layer`` is switched off) unless ``--fused``, which
 adds a plain step with them on. ``--bandwidth`` (cpu plugin) measures the read bandwidth with
 the same threads in the same run, the bound the matmul rates are compared against.
+
+``--compare-rows ROUNDS`` times only plain batched steps (B > 1), alternating ROUNDS times
+between the backend's own ``attention_rows`` and the HAL's default composition (rope,
+attention, slice_rows and concat_rows, row by row: the "before" of a backend's batched
+attention), in one process on one model, and prints the median wall and process-CPU
+milliseconds of each (CPU time counts the runtime's worker threads too, and moves less than
+wall time on a loaded machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+import types
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +38,7 @@ import numpy as np
 
 import bitnet
 from bitnet.core.model import COUNTED_OPS, Linear, matmul_op
+from bitnet.hal.backend import KernelBackend
 from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
 from bitnet.hal.weight_formats import tensor_bytes
 
@@ -78,9 +88,10 @@ class OpTimer:
         self.bytes.clear()
 
 
-def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) -> float:
+def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int,
+                 prompt: int) -> tuple[float, float]:
     """Mean milliseconds of one decode step of `batch` sequences, each after a `prompt`-token
-    prompt (attention's share grows with it)."""
+    prompt (attention's share grows with it): (wall, process CPU)."""
     # one sequence in a cache of its own (as bitnet run decodes); a batch in one paged pool (as
     # bitnet serve runs it), a table of blocks each
     per_seq = blocks_for(prompt + steps)
@@ -91,14 +102,37 @@ def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int, prompt: int) ->
                   None if batch == 1 else table)
     timer.reset()
     ids = np.full(batch, 7, np.int32)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         if batch == 1:
             t.ops.download(t.forward(ids, prompt + step, True, pool))
         else:
             positions = np.full(batch, prompt + step, np.int32)
             t.ops.download(t.forward_batch(ids, positions, pool, tables))
-    return (time.perf_counter() - t0) / steps * 1e3
+    return ((time.perf_counter() - t0) / steps * 1e3,
+            (time.process_time() - c0) / steps * 1e3)
+
+
+def compare_rows(t: Any, timer: OpTimer, batches: list[int], rounds: int, steps: int,
+                 prompt: int) -> None:
+    """Plain batched steps, alternating the backend's own attention_rows with the HAL's
+    default composition; medians of ``rounds`` (--compare-rows)."""
+    ops = t.ops
+    modes = {"own": ops.attention_rows,
+             "composed": types.MethodType(KernelBackend.attention_rows, ops)}
+    for batch in [b for b in batches if b > 1]:
+        times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+        for _ in range(rounds):
+            for mode, method in modes.items():
+                ops.attention_rows = method
+                times[mode].append(decode_steps(t, timer, batch, steps, prompt))
+        ops.attention_rows = modes["own"]
+        for mode, runs in times.items():
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            each = ", ".join(f"{w:.1f}" for w, _ in runs)
+            print(f"B={batch} attention_rows {mode:8s}: step {wall:7.2f} ms wall "
+                  f"({each}), {cpu:7.2f} ms CPU")
 
 
 def read_bandwidth(threads: int, nbytes: int = 1 << 30) -> float | None:
@@ -124,6 +158,9 @@ def main() -> None:
                    help="also time plain steps with the backend's whole-block decode_layer")
     p.add_argument("--bandwidth", action="store_true",
                    help="measure the read bandwidth in the same run (cpu plugin)")
+    p.add_argument("--compare-rows", type=int, metavar="ROUNDS",
+                   help="only batched steps: the backend's attention_rows against the HAL's "
+                        "default composition, alternating ROUNDS times")
     args = p.parse_args()
     model = bitnet.load(args.model, device=args.device, threads=args.threads, progress=False)
     t = model.transformer
@@ -135,6 +172,9 @@ def main() -> None:
         bw = read_bandwidth(threads)
         print(f"read bandwidth, {threads} threads: "
               f"{'n/a (no cpu plugin)' if bw is None else f'{bw:.1f} GB/s'}")
+    if args.compare_rows:
+        compare_rows(t, timer, args.batch, args.compare_rows, args.steps, args.prompt)
+        return
     for batch in args.batch:
         runs = [("plain, blocks op by op", False, False), ("synced per op", True, False)]
         if args.fused and batch == 1 and any(f is not None for f in fused):
@@ -142,7 +182,7 @@ def main() -> None:
         for label, synced, whole in runs:
             t.fused = fused if whole else [None] * len(fused)
             timer.enable(synced)
-            ms = decode_steps(t, timer, batch, args.steps, args.prompt)
+            ms, _ = decode_steps(t, timer, batch, args.steps, args.prompt)
             print(f"B={batch} {label}: step {ms:.2f} ms")
             if not synced:
                 continue

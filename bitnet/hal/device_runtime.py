@@ -56,13 +56,20 @@ KERNELS: dict[str, KernelSig] = {
     "linear_tq": KernelSig(("codes", "block_d", "q", "act_d", "out"), "iiif", MATMUL),
     "linear_q6_k": KernelSig(("codes", "sub", "d", "q", "act_d", "out"), "iiif", MATMUL),
     "linear_float": KernelSig(("w", "x", "out"), "iiiif", MATMUL),  # row_bytes, K, n, M, scale
-    # the position sits in a device buffer ("step": int32, step[0] = the first token's
-    # position), so a recorded step replays at new positions
+    # positions sit in a device buffer, "step": int32 [rows], row r's position (n tokens of
+    # one sequence at pos hold pos .. pos+n-1; attention_rows' rows their own), so a recorded
+    # step replays at new positions and B sequences run in one dispatch. "table": int32 block
+    # tables [tables, T] (bitnet.hal.kv_blocks); scalars block (0: no table, position p is
+    # cache row p; else KV_BLOCK) and table_stride (0: every row reads table 0; T: row r reads
+    # table r) put position p of row r at cache row
+    # table[r * table_stride + p / block] * block + p % block.
     "rope": KernelSig(("x", "cos", "sin", "step", "out"), "ii", ITEMS),  # n_heads, head_dim
-    "kv_store": KernelSig(("k", "v", "cache_k", "cache_v", "step"), "iii", ITEMS),  # layer,
-    # n_ctx, width; attention: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale
-    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "scores", "out"), "iiiiif",
-                           GROUPS),
+    # kv_store: layer, n_ctx, width, block, table_stride
+    "kv_store": KernelSig(("k", "v", "cache_k", "cache_v", "step", "table"), "iiiii", ITEMS),
+    # attention: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale, block,
+    # table_stride, span (the scores scratch is [rows, n_heads, span], span > every position)
+    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "table", "scores", "out"),
+                           "iiiiifiii", GROUPS),
     "add": KernelSig(("a", "b", "out"), "i", ITEMS),
     "relu2_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
     "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),

@@ -7,6 +7,11 @@ from a size-class pool, so a decode step's many small buffers are recycled (a bu
 the pool when Python drops it; each runtime orders its work, so a reused block is never written
 before earlier readers ran).
 
+Positions and block tables reach the kernels in device buffers (``KERNELS``' "step" and
+"table"): rope, kv_store and attention read row r's position from step[r], so n tokens of one
+sequence and attention_rows' B sequences are the same dispatches, and a recorded step replays
+at new positions by rewriting its step buffer.
+
 Weight layouts (``bitnet.hal.device_layout``): ternary weights as I2_S-interleaved 2-bit codes
 (TQ1_0 and TQ2_0 with f32 block scales), Q6_K split into its integer parts for llama.cpp's
 Q6_K x Q8_K dot, other float formats as their on-disk rows, decoded in the kernel.
@@ -26,6 +31,7 @@ from bitnet.hal.backend import KernelBackend, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
 from bitnet.hal.device_runtime import DeviceRuntime, KernelSpec
+from bitnet.hal.kv_blocks import KV_BLOCK, check_table
 from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
 from bitnet.hal.rope_tables import RopeTables
@@ -99,19 +105,21 @@ class GpuKVCache:
 class StepRecording:
     """Ops captured once by ``GpuBackend.recording``: ``replay(pos)`` runs their dispatches
     again on the same buffers (kept here, so the pool never hands them out), reading whatever
-    their inputs hold by then, at position ``pos`` (< ``positions``: the rope tables' and the
-    KV cache's reach when captured)."""
+    their inputs hold by then, at position ``pos`` (< ``positions``: the rope tables', the KV
+    cache's and any block table's reach when captured)."""
 
     backend: "GpuBackend"
     recording: Any  # the runtime's Recording
     buffers: list[DeviceArray]
     positions: int
+    steps: dict[int, DeviceArray] = field(default_factory=dict)  # n -> step buffer int32 [n]
 
     def replay(self, pos: int) -> None:
         if not 0 <= pos < self.positions:
             raise ValueError(f"{self.backend.name}: position {pos} is beyond this recording "
                              f"({self.positions} positions)")
-        self.backend._position(pos, write=True)
+        for n, step in self.steps.items():  # the captured tokens' positions: pos .. pos+n-1
+            self.backend.runtime.copy_in(step.mem, np.arange(pos, pos + n, dtype=np.int32))
         self.recording.replay()
 
     def close(self) -> None:
@@ -159,15 +167,18 @@ class GpuBackend(KernelBackend):
         self.capabilities = Capabilities(ops=ALL_OPS, ternary_formats=TERNARY_FORMATS,
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
-        self._kept: list[DeviceArray] | None = None  # buffers of the recording being captured
         # the last input quantized, its mode and its (q, scales): q/k/v (and gate/up) read one
         # input, quantized once; holding x keeps its buffer out of the pool, and ops write new
         # buffers, so only ``write`` can change it (and it drops the memo)
         self._quantized: tuple[DeviceArray, str, tuple[DeviceArray, DeviceArray]] | None = None
         self._reach = 0  # while capturing: the positions the captured ops can replay at
-        # the step buffer: int32 [1], the position rope, kv_store and attention read
-        self._step = runtime.allocate(4)
-        self._step_pos = -1  # what it holds
+        self._capture: StepRecording | None = None  # the recording being captured, if any
+        # small int32 host arrays on the device (positions, block tables), by role: the last
+        # upload and a copy of what it holds. The model hands every layer of a step the same
+        # positions and tables: they go up once a step. Matched by content, not identity, so
+        # a caller that rewrites its array in place is never served stale values; a new upload
+        # takes a new buffer (work queued on the old one still reads what it was given).
+        self._uploads: dict[str, tuple[np.ndarray, DeviceArray]] = {}
         # f64 tables where the device has fp64: then rope matches the reference bit for bit
         self._rope_tables = RopeTables(self._to_device,
                                        np.float64 if runtime.limits.fp64 else np.float32)
@@ -182,8 +193,8 @@ class GpuBackend(KernelBackend):
         mem, size = self._pool.take(nbytes)
         array = DeviceArray(mem, tuple(int(s) for s in shape), dtype)
         array._finalizer = weakref.finalize(array, self._pool.give, mem, size)
-        if self._kept is not None:
-            self._kept.append(array)
+        if self._capture is not None:  # the recording holds its buffers
+            self._capture.buffers.append(array)
         return array
 
     def _to_device(self, array: np.ndarray) -> Any:
@@ -244,15 +255,28 @@ class GpuBackend(KernelBackend):
         return GpuKVCache(n_layers, n_ctx, width, self.runtime.allocate(nbytes),
                           self.runtime.allocate(nbytes))
 
-    def _position(self, pos: int, write: bool = False) -> Any:
-        """The step buffer, holding pos. While capturing it is not written: each replay
-        writes its own position (StepRecording.replay)."""
-        if self._kept is not None and not write:
-            return self._step
-        if pos != self._step_pos:
-            self.runtime.copy_in(self._step, np.array([pos], np.int32))
-            self._step_pos = pos
-        return self._step
+    def _device_ints(self, role: str, values: np.ndarray) -> DeviceArray:
+        """int32 host values on the device, uploaded again only when they differ from the
+        role's last upload (``_uploads``)."""
+        last = self._uploads.get(role)
+        if last is not None and np.array_equal(last[0], values):
+            return last[1]
+        values = np.ascontiguousarray(values, dtype=np.int32)
+        buf = self._alloc(values.shape, np.int32)
+        self.runtime.copy_in(buf.mem, values)
+        self._uploads[role] = (values.copy(), buf)
+        return buf
+
+    def _segment(self, pos: int, n: int) -> DeviceArray:
+        """The step buffer of n tokens of one sequence at pos: int32 [n], pos .. pos+n-1.
+        While capturing, one unwritten buffer per n that each replay fills
+        (StepRecording.replay)."""
+        if self._capture is not None:
+            step = self._capture.steps.get(n)
+            if step is None:
+                step = self._capture.steps[n] = self._alloc((n,), np.int32)
+            return step
+        return self._device_ints("step", np.arange(pos, pos + n, dtype=np.int32))
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -354,37 +378,84 @@ class GpuBackend(KernelBackend):
 
     def rope(self, x: DeviceArray, pos: int, n_heads: int, head_dim: int,
              theta: float) -> DeviceArray:
-        n, width = arg_checks.rope_input(self.name, x, n_heads, head_dim)
-        cos_t, sin_t = self._rope_tables.get(theta, head_dim, pos + n)
-        if self._kept is not None:
+        n, _ = arg_checks.rope_input(self.name, x, n_heads, head_dim)
+        return self._rope(x, self._segment(pos, n), pos + n, n_heads, head_dim, theta)
+
+    def _rope(self, x: DeviceArray, step: DeviceArray, end: int, n_heads: int, head_dim: int,
+              theta: float) -> DeviceArray:
+        """Rows of x rotated at the positions step holds (all below ``end``)."""
+        n, width = x.shape
+        cos_t, sin_t = self._rope_tables.get(theta, head_dim, end)
+        if self._capture is not None:
             self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
         out = self._alloc((n, width), np.float32)
         self._run(KernelSpec("rope"), (width // 2, n),
-                  [x.mem, cos_t, sin_t, self._position(pos), out.mem], n_heads, head_dim)
+                  [x.mem, cos_t, sin_t, step.mem, out.mem], n_heads, head_dim)
         return out
 
     def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
-                  layer: int, pos: int, n_heads: int, n_kv_heads: int,
-                  head_dim: int) -> DeviceArray:
+                  layer: int, pos: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                  table: np.ndarray | None = None) -> DeviceArray:
         n = arg_checks.attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
-                                     head_dim)
-        if head_dim > self.runtime.limits.max_head_dim:
-            raise ValueError(f"{self.name} attention: head_dim {head_dim} > "
-                             f"{self.runtime.limits.max_head_dim}")
-        width = n_kv_heads * head_dim
-        step = self._position(pos)
-        self._run(KernelSpec("kv_store"), (width // 2, n),
-                  [k.mem, v.mem, cache.k, cache.v, step], layer, cache.n_ctx, width)
-        span = pos + n
-        if self._kept is not None:  # a replay may run at any position the cache holds
+                                     head_dim, table)
+        self._head_fits("attention", head_dim)
+        span = pos + n  # the scores' stride: one past the last position
+        if self._capture is not None:  # a replay may run at any position the cache (table) holds
             span = cache.n_ctx
-            self._reach = min(self._reach, cache.n_ctx - n + 1)
-        scores = self._alloc((n, n_heads, span), np.float32)
-        out = self._alloc((n, n_heads * head_dim), np.float32)
+            if table is not None:  # all of it: a replay reads as far as it reaches
+                span = len(table) * KV_BLOCK
+                check_table(f"{self.name} attention", table, cache.n_ctx, span)
+            self._reach = min(self._reach, span - n + 1)
+        tables = None if table is None else self._device_ints("table", table)
+        return self._attend(q, k, v, cache, layer, self._segment(pos, n), tables, span,
+                            n_heads, n_kv_heads, head_dim)
+
+    def attention_rows(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
+                       layer: int, positions: np.ndarray, n_heads: int, n_kv_heads: int,
+                       head_dim: int, theta: float, tables: np.ndarray) -> DeviceArray:
+        """The B rows in four dispatches whatever B: rope of q, rope of k, kv_store and
+        attention, each over all rows, reading row r's position from the step buffer and its
+        block table from row r of the tables buffer (both uploaded once a step: every layer
+        passes the same arrays)."""
+        tables, positions = arg_checks.attention_rows_fit(self.name, q, k, v, cache, positions,
+                                                          tables, n_heads, n_kv_heads, head_dim)
+        if self._capture is not None:
+            raise ValueError(f"{self.name} attention_rows cannot be recorded: a replay places "
+                             f"one sequence (StepRecording.replay(pos))")
+        self._head_fits("attention_rows", head_dim)
+        step = self._device_ints("step", positions)
+        end = int(positions.max()) + 1
+        q = self._rope(q, step, end, n_heads, head_dim, theta)
+        k = self._rope(k, step, end, n_kv_heads, head_dim, theta)
+        return self._attend(q, k, v, cache, layer, step, self._device_ints("table", tables), end,
+                            n_heads, n_kv_heads, head_dim)
+
+    def _head_fits(self, op: str, head_dim: int) -> None:
+        if head_dim > self.runtime.limits.max_head_dim:
+            raise ValueError(f"{self.name} {op}: head_dim {head_dim} > "
+                             f"{self.runtime.limits.max_head_dim}")
+
+    def _attend(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
+                layer: int, step: DeviceArray, tables: DeviceArray | None, span: int,
+                n_heads: int, n_kv_heads: int, head_dim: int) -> DeviceArray:
+        """kv_store then attention for the rows of q, k, v (after RoPE): row r at position
+        step[r], through row r of ``tables`` (int32 [B, T]) or, for a 1-D table, through it
+        for every row; None: position p is cache row p. ``span`` > every position."""
+        rows = q.shape[0]
+        width = n_kv_heads * head_dim
+        table, block, stride = step.mem, 0, 0  # no table: the kernels read none (any binds)
+        if tables is not None:
+            table, block = tables.mem, KV_BLOCK
+            stride = tables.shape[1] if len(tables.shape) == 2 else 0
+        self._run(KernelSpec("kv_store"), (width // 2, rows),
+                  [k.mem, v.mem, cache.k, cache.v, step.mem, table], layer, cache.n_ctx, width,
+                  block, stride)
+        scores = self._alloc((rows, n_heads, span), np.float32)
+        out = self._alloc((rows, n_heads * head_dim), np.float32)
         scale = float(np.float32(1 / np.sqrt(head_dim)))
-        self._run(KernelSpec("attention"), (n_heads, n),
-                  [q.mem, cache.k, cache.v, step, scores.mem, out.mem], layer, cache.n_ctx,
-                  n_heads, n_kv_heads, head_dim, scale)
+        self._run(KernelSpec("attention"), (n_heads, rows),
+                  [q.mem, cache.k, cache.v, step.mem, table, scores.mem, out.mem], layer,
+                  cache.n_ctx, n_heads, n_kv_heads, head_dim, scale, block, stride, span)
         return out
 
     def _elementwise(self, name: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
@@ -430,17 +501,22 @@ class GpuBackend(KernelBackend):
         if capture is None:
             yield None
             return
-        kept: list[DeviceArray] = []
-        self._kept = kept
-        self._quantized = None  # a recording reuses only what it quantized itself
+        # a recording reuses only what it computed or uploaded itself, and nothing it holds
+        # serves later eager ops (a runtime may not run the captured work before a replay)
+        self._forget_memos()
         self._reach = 1 << 62
         try:
             with capture as recorded:
-                step = StepRecording(self, recorded, kept, 0)
+                step = self._capture = StepRecording(self, recorded, [], 0)
                 yield step
             step.positions = self._reach
         finally:
-            self._kept = None
+            self._capture = None
+            self._forget_memos()
+
+    def _forget_memos(self) -> None:
+        self._quantized = None
+        self._uploads.clear()
 
     # -- the rest ----------------------------------------------------------------------------
 
@@ -453,10 +529,9 @@ class GpuBackend(KernelBackend):
     def close(self) -> None:
         if self._pool.closed:
             return
-        self._quantized = None
+        self._forget_memos()
         self._pool.close()
         self._rope_tables.clear()
-        self._step = None
         self.runtime.close()
 
     def info(self) -> dict[str, Any]:

@@ -170,3 +170,33 @@ def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend
         replayed = decode_logits(model.transformer, replay=True)
         for want, got in zip(eager, replayed):
             np.testing.assert_array_equal(got, want)
+
+
+def test_batched_decode_in_a_paged_pool_matches_decoding_alone(bitnet_api, conformance_backend):
+    """What the server runs: sequences of one paged pool (shuffled blocks, histories across
+    block edges) decoded together (Transformer.forward_batch, attention_rows) give each one
+    the logits of decoding it alone in a cache of its own, to float-order noise (the GPU
+    backends give the same bits), with the same argmax."""
+    from bitnet.hal.kv_blocks import KV_BLOCK
+
+    prompts = [[1, 15, 27, 3], [1, 9], [1, 40, 41, 42, 43, 44, 45] * 3, [1]]
+    with bitnet_api.load(device=_device(conformance_backend), progress=False) as model:
+        t = model.transformer
+        alone = []
+        for p in prompts:
+            alone.append(t.new_cache(4 * KV_BLOCK))
+            t.forward(np.asarray(p, np.int32), 0, True, alone[-1])
+        pool = t.new_cache(len(prompts) * 4 * KV_BLOCK)
+        tables = np.random.default_rng(5).permutation(len(prompts) * 4).astype(np.int32)
+        tables = tables.reshape(len(prompts), 4)
+        for p, table in zip(prompts, tables):
+            t.forward(np.asarray(p, np.int32), 0, True, pool, table)
+        positions = np.array([len(p) for p in prompts], np.int32)
+        for step in range(3):
+            ids = np.arange(len(prompts), dtype=np.int32) + 5 + step
+            together = t.ops.download(t.forward_batch(ids, positions, pool, tables))
+            for r, cache in enumerate(alone):
+                one = t.ops.download(t.forward(ids[r:r + 1], int(positions[r]), True, cache))[0]
+                assert together[r].argmax() == one.argmax()
+                assert np.abs(together[r] - one).max() <= 1e-5 * np.abs(one).max()
+            positions = positions + 1

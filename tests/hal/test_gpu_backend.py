@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitnet.formats.floats import quantize_rows
-from bitnet.hal import WeightFormat, WeightTensor
+from bitnet.hal import KV_BLOCK, WeightFormat, WeightTensor
 from bitnet.hal.device_runtime import KERNELS, MATMUL, KernelCache, KernelSpec, Limits
 from bitnet.hal.gpu_backend import GpuBackend
 from bitnet.testing.weights import q6_k_tensor, ternary_tensor
@@ -29,7 +29,8 @@ class NullRuntime:
                              max_head_dim=256)
         self.submissions = 0
         self.allocations = 0
-        self.dispatches: list[tuple[str, tuple[int, ...], int, tuple[float, ...]]] = []
+        # (kernel, grid, buffer count, scalars, buffers) of each dispatch
+        self.dispatches: list[tuple[str, tuple[int, ...], int, tuple[float, ...], list]] = []
 
     def allocate(self, nbytes: int) -> bytearray:
         self.allocations += 1
@@ -63,7 +64,7 @@ class NullRuntime:
         assert len(grid) == 2 and min(grid) >= 1, (kernel.name, grid)
         if sig.grid == MATMUL:
             assert kernel.lanes * kernel.rows <= self.limits.max_work_group
-        self.dispatches.append((kernel.name, grid, len(buffers), tuple(scalars)))
+        self.dispatches.append((kernel.name, grid, len(buffers), tuple(scalars), list(buffers)))
         self.submissions += 1
 
     def synchronize(self) -> None:
@@ -76,16 +77,53 @@ class NullRuntime:
     def record(self):
         yield None
 
+
+class NullRecording:
+    def __init__(self, runtime: "RecordingNullRuntime") -> None:
+        self.runtime = runtime
+        self.dispatches: list[tuple[str, tuple[int, ...], int, tuple[float, ...], list]] = []
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.runtime.submissions += 1
+
+
+class RecordingNullRuntime(NullRuntime):
+    """NullRuntime whose record() captures dispatches (not run) and counts replays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.capturing: NullRecording | None = None
+
+    def dispatch(self, kernel, grid, buffers, scalars) -> None:
+        if self.capturing is None:
+            return super().dispatch(kernel, grid, buffers, scalars)
+        self.capturing.dispatches.append((kernel.name, grid, len(buffers), tuple(scalars),
+                                          list(buffers)))
+
+    @contextmanager
+    def record(self):
+        self.capturing = NullRecording(self)
+        try:
+            yield self.capturing
+        finally:
+            self.capturing = None
+
     def info(self) -> dict[str, Any]:
         return {"device": "null"}
 
 
-@pytest.fixture
-def backend():
+def _backend(runtime: NullRuntime) -> GpuBackend:
     from bitnet.hal import DeviceInfo, DeviceKind
 
     info = DeviceInfo(backend="null", index=0, name="null", kind=DeviceKind.DGPU)
-    return GpuBackend("null", info, NullRuntime())
+    return GpuBackend("null", info, runtime)
+
+
+@pytest.fixture
+def backend():
+    return _backend(NullRuntime())
 
 
 def test_every_op_dispatches_in_the_kernel_table_order(backend):
@@ -105,6 +143,10 @@ def test_every_op_dispatches_in_the_kernel_table_order(backend):
     q = backend.rope(h, 0, 2, 128, 10000.0)
     cache = backend.kv_cache_alloc(1, 8, 2, 128)
     backend.attention(q, q, q, cache, 0, 0, 2, 2, 128)
+    pool = backend.kv_cache_alloc(1, 4 * KV_BLOCK, 2, 128)
+    backend.attention(q, q, q, pool, 0, 0, 2, 2, 128, table=np.array([3], np.int32))
+    backend.attention_rows(h, q, q, pool, 0, np.array([4, 0, 9], np.int32), 2, 2, 128,
+                           10000.0, np.array([[1], [2], [3]], np.int32))
     backend.add(backend.relu2_mul(h, h), backend.silu_mul(h, h))
     backend.concat_rows([backend.slice_rows(h, 0, 1), h])
     ran = {name for name, *_ in backend.runtime.dispatches}
@@ -167,3 +209,99 @@ def test_kernel_cache_keeps_binaries_by_device(tmp_path, monkeypatch):
     other = KernelCache("null", "device-b")
     assert other.get("src", lambda: builds.append(1) or b"bin-b") == b"bin-b"
     assert len(builds) == 2
+
+
+def _decode_rows(backend, batch: int, layers: int = 3):
+    """A batched decode step's attention: ``layers`` attention_rows calls of ``batch`` rows
+    with one positions array and one tables array (as Transformer.forward_batch passes them)."""
+    heads, kv_heads, dim = 4, 2, 64
+    pool = backend.kv_cache_alloc(layers, 4 * batch * KV_BLOCK, kv_heads, dim)
+    tables = np.arange(4 * batch, dtype=np.int32).reshape(batch, 4)[::-1].copy()
+    positions = np.arange(batch, dtype=np.int32) % 8 * 7 + 3  # below 4 blocks
+    q = backend.upload(np.ones((batch, heads * dim), np.float32))
+    kv = backend.upload(np.ones((batch, kv_heads * dim), np.float32))
+    for layer in range(layers):
+        backend.attention_rows(q, kv, kv, pool, layer, positions, heads, kv_heads, dim,
+                               10000.0, tables)
+    return positions, tables
+
+
+@pytest.mark.parametrize("batch", [1, 4, 8, 32])
+def test_attention_rows_is_four_dispatches_whatever_the_batch(backend, batch):
+    """rope (q), rope (k), kv_store and attention, each over all B rows: a batched step's
+    attention costs the same dispatches for 1 row or 32, and its positions and block tables
+    go to the device once for every layer of the step."""
+    runtime = backend.runtime
+    copies = runtime.submissions - len(runtime.dispatches)
+    _decode_rows(backend, batch, layers=3)
+    names = [name for name, *_ in runtime.dispatches]
+    assert names == ["rope", "rope", "kv_store", "attention"] * 3
+    assert all(grid[1] == batch for _, grid, *_ in runtime.dispatches)
+    uploads = runtime.submissions - len(runtime.dispatches) - copies
+    # q and kv (the test's), rope's cos and sin tables, then positions and tables once
+    assert uploads == 2 + 2 + 2
+    kv_store = next(d for d in runtime.dispatches if d[0] == "kv_store")
+    attention = next(d for d in runtime.dispatches if d[0] == "attention")
+    assert kv_store[3][3:] == (KV_BLOCK, 4)  # block, table_stride: row r reads table r
+    assert attention[3][6:] == (KV_BLOCK, 4, 7 * min(batch - 1, 7) + 3 + 1)  # ..., span
+
+
+def test_positions_and_tables_are_reuploaded_when_their_values_change(backend):
+    """The upload memo matches values, not the array object: a caller that rewrites its
+    array in place (a scheduler's next step) gets the new values on the device."""
+    positions, tables = _decode_rows(backend, 2, layers=1)
+    runtime = backend.runtime
+    before = runtime.submissions
+    heads, kv_heads, dim = 4, 2, 64
+    pool = backend.kv_cache_alloc(1, 8 * KV_BLOCK, kv_heads, dim)
+    q = backend.upload(np.ones((2, heads * dim), np.float32))
+    kv = backend.upload(np.ones((2, kv_heads * dim), np.float32))
+    uploads = runtime.submissions - before
+
+    def decode() -> None:
+        backend.attention_rows(q, kv, kv, pool, 0, positions, heads, kv_heads, dim, 10000.0,
+                               tables)
+
+    decode()
+    assert runtime.submissions - before == uploads + 4  # same values: nothing uploaded
+    positions += 1  # in place
+    tables[1, 0] = 6
+    decode()
+    assert runtime.submissions - before == uploads + 4 + 2 + 4
+    attention = runtime.dispatches[-1]
+    step, table = attention[4][3], attention[4][4]  # the step and table buffers it read
+    assert np.frombuffer(bytes(step[:8]), np.int32).tolist() == positions.tolist()
+    assert np.frombuffer(bytes(table[:8 * 4]), np.int32).tolist() == tables.ravel().tolist()
+
+
+def test_a_recording_writes_its_positions_at_each_replay():
+    """Recorded rope and attention read the step buffer the recording owns; replay(pos)
+    writes pos .. pos+n-1 there, then replays; the table a recorded attention reads is a
+    constant input and bounds the recording's reach. attention_rows cannot be recorded."""
+    runtime = RecordingNullRuntime()
+    backend = _backend(runtime)
+    heads, kv_heads, dim = 2, 1, 64
+    pool = backend.kv_cache_alloc(1, 8 * KV_BLOCK, kv_heads, dim)
+    table = np.array([5, 2, 7], np.int32)
+    x = backend.upload(np.ones((1, heads * dim), np.float32))
+    kv = backend.upload(np.ones((1, kv_heads * dim), np.float32))
+    with backend.recording() as recorded:
+        q = backend.rope(x, 0, heads, dim, 10000.0)
+        k = backend.rope(kv, 0, kv_heads, dim, 10000.0)
+        backend.attention(q, k, kv, pool, 0, 0, heads, kv_heads, dim, table=table)
+    captured = recorded.recording.dispatches
+    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention"]
+    assert captured[-1][3][6:] == (KV_BLOCK, 0, 3 * KV_BLOCK)  # the table's whole reach
+    assert recorded.positions == 3 * KV_BLOCK
+    step = captured[-1][4][3]  # the step buffer recorded attention reads
+    assert all(d[4][KERNELS[d[0]].buffers.index("step")] is step for d in captured)
+    before = runtime.submissions
+    recorded.replay(17)
+    assert runtime.submissions - before == 2  # the position, then the replay
+    assert np.frombuffer(bytes(step[:4]), np.int32).tolist() == [17]
+    with pytest.raises(ValueError, match="beyond this recording"):
+        recorded.replay(3 * KV_BLOCK)
+    with pytest.raises(ValueError, match="cannot be recorded"):
+        with backend.recording():
+            backend.attention_rows(x, kv, kv, pool, 0, np.array([1], np.int32), heads,
+                                   kv_heads, dim, 10000.0, table[None])

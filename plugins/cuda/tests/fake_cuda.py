@@ -220,38 +220,57 @@ def k_rope(grid, block, x, cos_t, sin_t, step, y, n_heads, head_dim):
     width = n_heads * head_dim
     _items(grid, block, width // 2)
     n = grid[1]
-    pos = int(MEMORY.view(step, np.int32, 1)[0])
+    positions = MEMORY.view(step, np.int32, n).astype(np.int64)
     half = head_dim // 2
-    tables = [MEMORY.view(t, np.float64, (pos + n) * half) for t in (cos_t, sin_t)]
+    tables = [MEMORY.view(t, np.float64, (int(positions.max()) + 1) * half)
+              for t in (cos_t, sin_t)]
     xs = MEMORY.view(x, np.float32, n * width).reshape(n, width)
     MEMORY.view(y, np.float32, n * width)[:] = km.rope(xs, *tables, n_heads, head_dim,
-                                                       pos).reshape(-1)
+                                                       positions).reshape(-1)
 
 
-def k_kv_store(grid, block, k, v, k_cache, v_cache, step, layer, n_ctx, width):
+def _row_tables(table: int, block: int, stride: int, positions: np.ndarray) -> list[np.ndarray]:
+    """Each row's cache rows of its positions 0 .. positions[t], through its block table
+    (table + t * stride, as the kernels index it)."""
+    rows = []
+    for t, last in enumerate(positions.tolist()):
+        span = np.arange(last + 1)
+        own = None
+        if block:
+            own = MEMORY.view(table + 4 * t * stride, np.int32, last // block + 1)
+        rows.append(km.cache_rows(own, block, span))
+    return rows
+
+
+def k_kv_store(grid, block, k, v, k_cache, v_cache, step, table, layer, n_ctx, width,
+               kv_block, stride):
     _items(grid, block, width // 2)
     n = grid[1]
-    pos = int(MEMORY.view(step, np.int32, 1)[0])
-    assert pos + n <= n_ctx
-    dst = ((layer * n_ctx) + pos) * width * 2
-    src_k = MEMORY.view(k, np.float32, n * width)
-    src_v = MEMORY.view(v, np.float32, n * width)
-    MEMORY.view(k_cache + dst, np.float16, n * width)[:] = src_k.astype(np.float16)
-    MEMORY.view(v_cache + dst, np.float16, n * width)[:] = src_v.astype(np.float16)
+    positions = MEMORY.view(step, np.int32, n).astype(np.int64)
+    src_k = MEMORY.view(k, np.float32, n * width).reshape(n, width)
+    src_v = MEMORY.view(v, np.float32, n * width).reshape(n, width)
+    for t, rows in enumerate(_row_tables(table, kv_block, stride, positions)):
+        row = int(rows[-1])
+        assert row < n_ctx
+        dst = ((layer * n_ctx) + row) * width * 2
+        MEMORY.view(k_cache + dst, np.float16, width)[:] = src_k[t].astype(np.float16)
+        MEMORY.view(v_cache + dst, np.float16, width)[:] = src_v[t].astype(np.float16)
 
 
-def k_attention(grid, block, q, k_cache, v_cache, step, scores, out, layer, n_ctx, n_heads,
-                n_kv_heads, head_dim, score_scale):
+def k_attention(grid, block, q, k_cache, v_cache, step, table, scores, out, layer, n_ctx,
+                n_heads, n_kv_heads, head_dim, score_scale, kv_block, stride, span):
     assert grid[0] == n_heads
     n = grid[1]
-    pos = int(MEMORY.view(step, np.int32, 1)[0])
+    positions = MEMORY.view(step, np.int32, n).astype(np.int64)
+    assert positions.max() < span
     width = n_kv_heads * head_dim
     layer_off = layer * n_ctx * width * 2
-    kc = MEMORY.view(k_cache + layer_off, np.float16, n_ctx * width).reshape(1, n_ctx, width)
-    vc = MEMORY.view(v_cache + layer_off, np.float16, n_ctx * width).reshape(1, n_ctx, width)
+    kc = MEMORY.view(k_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
+    vc = MEMORY.view(v_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
     qs = MEMORY.view(q, np.float32, n * n_heads * head_dim).reshape(n, -1)
-    res = km.attention(qs, kc, vc, 0, pos, n_heads, n_kv_heads, head_dim,
-                       np.float32(score_scale), block[0] // 32)
+    res = km.attention(qs, kc.astype(np.float32), vc.astype(np.float32),
+                       _row_tables(table, kv_block, stride, positions), n_heads, n_kv_heads,
+                       head_dim, np.float32(score_scale), block[0] // 32)
     MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
 
 

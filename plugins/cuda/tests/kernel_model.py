@@ -124,29 +124,35 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
 
 
 def rope(x: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, n_heads: int, head_dim: int,
-         pos: int) -> np.ndarray:
-    """rope: pairs rotated by the f64 tables' angles of positions pos .. pos + n - 1, in
+         positions: np.ndarray) -> np.ndarray:
+    """rope: row t's pairs rotated by the f64 tables' angles of position positions[t], in
     double, rounded to f32 once."""
     n = x.shape[0]
     half = head_dim // 2
     heads = x.reshape(n, n_heads, head_dim).astype(np.float64)
-    c = cos_t.reshape(-1, half)[pos:pos + n][:, None, :]
-    s = sin_t.reshape(-1, half)[pos:pos + n][:, None, :]
+    c = cos_t.reshape(-1, half)[positions][:, None, :]
+    s = sin_t.reshape(-1, half)[positions][:, None, :]
     a = heads[..., :half]
     b = heads[..., half:]
     out = np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
     return out.reshape(n, n_heads * head_dim).astype(np.float32)
 
 
-def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, layer: int, pos: int,
+def cache_rows(table: np.ndarray, block: int, positions: np.ndarray) -> np.ndarray:
+    """cache_row of each position through a block table (block 0: the position itself)."""
+    if block == 0:
+        return positions
+    return table[positions // block].astype(np.int64) * block + positions % block
+
+
+def attention(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, rows: list[np.ndarray],
               n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
               warps: int) -> np.ndarray:
-    """Online softmax per warp (keys j = w, w + warps, ...), merged as the kernel does; q is
-    rounded to f16 first."""
+    """Online softmax per warp (positions j = w, w + warps, ...), merged as the kernel does; q
+    is rounded to f16 first. keys, vals: one layer of the caches [n_ctx, Hkv*D] as f32;
+    rows[i]: the cache rows of query row i's positions 0 .. last."""
     n = q.shape[0]
     out = np.zeros((n, n_heads * head_dim), dtype=np.float32)
-    keys = k_cache[layer].astype(np.float32)  # [n_ctx, Hkv*D]
-    vals = v_cache[layer].astype(np.float32)
     group = n_heads // n_kv_heads
     for i in range(n):
         for h in range(n_heads):
@@ -158,13 +164,14 @@ def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, layer: in
                 m = np.float32(-np.inf)
                 l_sum = np.float32(0)
                 acc = np.zeros(head_dim, np.float32)
-                for j in range(w, pos + i + 1, warps):
-                    score = np.float32(np.dot(qh, keys[j, cols])) * score_scale
+                for j in range(w, len(rows[i]), warps):
+                    row = rows[i][j]
+                    score = np.float32(np.dot(qh, keys[row, cols])) * score_scale
                     m_new = max(m, score)
                     corr = np.exp(np.float32(m - m_new))
                     p = np.exp(np.float32(score - m_new))
                     l_sum = l_sum * corr + p
-                    acc = acc * corr + p * vals[j, cols]
+                    acc = acc * corr + p * vals[row, cols]
                     m = m_new
                 ms.append(m)
                 ls.append(l_sum)

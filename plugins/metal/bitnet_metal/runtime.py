@@ -22,7 +22,8 @@ from bitnet.hal.device_runtime import GROUPS, ITEMS, KernelSpec, Limits
 from bitnet_metal.kernels_source import library_source
 
 # KERNELS entries whose .metal entry point takes the table's buffers, then its scalars
-IN_TABLE_ORDER = ("add", "relu2_mul", "silu_mul", "rmsnorm")
+IN_TABLE_ORDER = ("add", "relu2_mul", "silu_mul", "rmsnorm", "rope", "kv_store",
+                  "attention")
 THREADS = 256  # threads per threadgroup (items and groups grids)
 _SCALAR_TYPES = {"i": np.int32, "f": np.float32}
 

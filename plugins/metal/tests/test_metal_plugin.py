@@ -23,7 +23,7 @@ PLUGIN = Path(__file__).resolve().parents[1]
 EXPECTED_KERNELS = {
     "linear_ternary.metal": {"quantize_per_token_i8", "quantize_q8_k", "linear_i2s", "linear_tq"},
     "rmsnorm.metal": {"rmsnorm"},
-    "rope.metal": {"rope_neox"},
+    "rope.metal": {"rope"},
     "attention.metal": {"kv_store", "attention"},
     "gating.metal": {"relu2_mul", "silu_mul"},
     "add.metal": {"add"},

@@ -30,7 +30,7 @@ _STAGING_CHUNK = 64 << 20  # host <-> device copies go through a staging buffer 
 _SETS_PER_BATCH = 512  # descriptor sets one batch may hold before it is flushed
 _SETS_PER_RECORDING = 8192  # descriptor sets a recording may hold (a decode step's dispatches)
 _INLINE_WRITE = 65536  # writes up to this many bytes go inline in the command buffer
-_MAX_BINDINGS = 6
+_MAX_BINDINGS = 7
 _COMPUTE = vk.VK_SHADER_STAGE_COMPUTE_BIT
 MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
 FLOAT_FORMAT_IDS = {"f32": 0, "f16": 1, "bf16": 2, "q8_0": 3}  # float_decode.glsl's FMT
@@ -67,8 +67,8 @@ SHADERS = {
     "rmsnorm_f64": ShaderSpec(3, "<if"),
     "rope": ShaderSpec(5, "<ii"),
     "rope_f64": ShaderSpec(5, "<ii"),
-    "kv_store": ShaderSpec(5, "<iii"),
-    "attention": ShaderSpec(6, "<iiiiif"),
+    "kv_store": ShaderSpec(6, "<iiiii"),
+    "attention": ShaderSpec(7, "<iiiiifiii"),
     "elementwise": ShaderSpec(3, "<i"),
 }
 

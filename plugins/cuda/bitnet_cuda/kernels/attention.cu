@@ -1,14 +1,19 @@
 // attention: causal softmax attention over a device-side f16 KV cache.
 //
-//   kv_store   k, v f32 [n, Hkv * D] -> rows pos .. pos + n - 1 of `layer` in the caches
-//              (f16 [n_layers, n_ctx, Hkv * D] each), rounded to nearest like the reference
-//   attention  q f32 [n, H * D] -> f32 [n, H * D]; token i (position pos + i) sees cache rows
-//              0 .. pos + i; query head h reads kv head h / (H / Hkv). q is rounded to f16
+//   kv_store   k, v f32 [n, Hkv * D] -> the cache rows of positions step[i] of `layer` in the
+//              caches (f16 [n_layers, n_ctx, Hkv * D] each), rounded to nearest like the
+//              reference
+//   attention  q f32 [n, H * D] -> f32 [n, H * D]; row i (position step[i]) sees positions
+//              0 .. step[i]; query head h reads kv head h / (H / Hkv). q is rounded to f16
 //              before the q.K product, as ggml's F16 dot (and the contract) does
 //
-// pos = step[0] is read from device memory (a captured step replays at new positions);
-// arguments as bitnet.hal.device_runtime.KERNELS orders them. attention keeps its scores in
-// registers (online softmax), so the table's `scores` scratch goes unused.
+// Positions are read from device memory (a captured step replays at new positions; the rows
+// of many sequences, attention_rows, each sit at their own), and position p of row i lives in
+// the cache row of its block table (table + i * table_stride, see cache_row; block 0: no
+// table). Keys are visited in position order whatever rows hold them, so a paged cache gives
+// a contiguous one's bits. Arguments as bitnet.hal.device_runtime.KERNELS orders them.
+// attention keeps its scores in registers (online softmax), so the table's `scores` scratch
+// (and its `span`) go unused.
 //
 // Geometry: kv_store (D * Hkv / 2, n) items, one per pair of elements; attention grid (H, n),
 // ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
@@ -24,17 +29,26 @@
 #define ATT_MAX_DIM 256
 #define ATT_PER_LANE (ATT_MAX_DIM / WARP_SIZE)
 
+// The cache row of position p through a block table (bitnet.hal.kv_blocks):
+// table[p / block] * block + p % block; block 0: no table, row p.
+__device__ __forceinline__ size_t cache_row(const int* __restrict__ table, int block, int p)
+{
+    return block == 0 ? (size_t)p : (size_t)table[p / block] * block + p % block;
+}
+
 // One item per pair of elements of a row: grid (width / 2, n) items in blocks of KV_THREADS.
 extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
     const float* __restrict__ k, const float* __restrict__ v, __half* __restrict__ k_cache,
-    __half* __restrict__ v_cache, const int* __restrict__ step, int layer, int n_ctx, int width)
+    __half* __restrict__ v_cache, const int* __restrict__ step, const int* __restrict__ table,
+    int layer, int n_ctx, int width, int block, int table_stride)
 {
     const int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
     const int i = blockIdx.y;
     if (c >= width) {
         return;
     }
-    const size_t dst = ((size_t)layer * n_ctx + step[0] + i) * width + c;
+    const size_t row = cache_row(table + (size_t)i * table_stride, block, step[i]);
+    const size_t dst = ((size_t)layer * n_ctx + row) * width + c;
     const size_t src = (size_t)i * width + c;
     k_cache[dst] = __float2half_rn(k[src]);
     k_cache[dst + 1] = __float2half_rn(k[src + 1]);
@@ -42,12 +56,13 @@ extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
     v_cache[dst + 1] = __float2half_rn(v[src + 1]);
 }
 
-// One (query head, token) block: q_row [D] against cache rows 0 .. last of one KV head
-// (k_head, v_head: that head's first element in row 0, rows `width` apart) -> out_row [D].
+// One (query head, row) block: q_row [D] against positions 0 .. last of one KV head (k_head,
+// v_head: that head's first element in cache row 0, rows `width` apart; position j in cache
+// row cache_row(table, block, j)) -> out_row [D].
 __device__ __forceinline__ void attend(
     const float* __restrict__ q_row, const __half* __restrict__ k_head,
-    const __half* __restrict__ v_head, float* __restrict__ out_row, int last, int head_dim,
-    int width, float score_scale)
+    const __half* __restrict__ v_head, const int* __restrict__ table, int block,
+    float* __restrict__ out_row, int last, int head_dim, int width, float score_scale)
 {
     __shared__ float s_m[ATT_WARPS];
     __shared__ float s_l[ATT_WARPS];
@@ -66,7 +81,8 @@ __device__ __forceinline__ void attend(
     float m = -INFINITY;  // running max of this warp's scores
     float l = 0.0f;       // running sum of exp(score - m)
     for (int j = warp; j <= last; j += ATT_WARPS) {
-        const __half* kj = k_head + (size_t)j * width;
+        const size_t row = cache_row(table, block, j) * width;
+        const __half* kj = k_head + row;
         float part = 0.0f;
 #pragma unroll
         for (int c = 0; c < ATT_PER_LANE; ++c) {
@@ -80,7 +96,7 @@ __device__ __forceinline__ void attend(
         const float correction = expf(m - m_new);  // 0 on the first key (m = -inf)
         const float p = expf(score - m_new);
         l = fmaf(l, correction, p);
-        const __half* vj = v_head + (size_t)j * width;
+        const __half* vj = v_head + row;
 #pragma unroll
         for (int c = 0; c < ATT_PER_LANE; ++c) {
             const int d = lane + WARP_SIZE * c;
@@ -120,27 +136,30 @@ __device__ __forceinline__ void attend(
 }
 
 // Block (h, i) of grid (H, n): query head h of row i of q, against `layer` of the caches up to
-// row `last`; query head h reads KV head h / (H / Hkv).
+// position `last` through `table`; query head h reads KV head h / (H / Hkv).
 __device__ __forceinline__ void attend_block(
     const float* __restrict__ q, const __half* __restrict__ k_cache,
-    const __half* __restrict__ v_cache, float* __restrict__ out, int layer, int last, int n_heads,
-    int n_kv_heads, int head_dim, int n_ctx, float score_scale)
+    const __half* __restrict__ v_cache, const int* __restrict__ table, int block,
+    float* __restrict__ out, int layer, int last, int n_heads, int n_kv_heads, int head_dim,
+    int n_ctx, float score_scale)
 {
     const int h = blockIdx.x;
     const int width = n_kv_heads * head_dim;
     const size_t q_off = ((size_t)blockIdx.y * n_heads + h) * head_dim;
     const size_t kv_off =
         (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
-    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, out + q_off, last, head_dim, width,
-           score_scale);
+    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, table, block, out + q_off, last,
+           head_dim, width, score_scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
     const float* __restrict__ q, const __half* __restrict__ k_cache,
-    const __half* __restrict__ v_cache, const int* __restrict__ step, float* __restrict__ scores,
-    float* __restrict__ out, int layer, int n_ctx, int n_heads, int n_kv_heads, int head_dim,
-    float score_scale)
+    const __half* __restrict__ v_cache, const int* __restrict__ step,
+    const int* __restrict__ table, float* __restrict__ scores, float* __restrict__ out,
+    int layer, int n_ctx, int n_heads, int n_kv_heads, int head_dim, float score_scale,
+    int block, int table_stride, int span)
 {
-    attend_block(q, k_cache, v_cache, out, layer, step[0] + blockIdx.y, n_heads, n_kv_heads,
-                 head_dim, n_ctx, score_scale);
+    const int i = blockIdx.y;
+    attend_block(q, k_cache, v_cache, table + (size_t)i * table_stride, block, out, layer,
+                 step[i], n_heads, n_kv_heads, head_dim, n_ctx, score_scale);
 }

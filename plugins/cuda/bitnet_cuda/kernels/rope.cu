@@ -1,8 +1,9 @@
 // rope: NEOX rotary embedding of f32 x [n, H * D] -> new f32 buffer. Pair (i, i + D/2) of each
-// head of token t turns by the angle of position pos + t and index i, read from cos / sin tables
+// head of row t turns by the angle of position step[t] and index i, read from cos / sin tables
 // [positions, D/2] in double that the host computed once per (theta, D) as the reference does
 // (bitnet.hal.rope_tables); the rotation is computed in double and rounded to f32 once.
-// pos = step[0] is read from device memory, so a captured step replays at new positions.
+// Positions are read from device memory, so a captured step replays at new positions and the
+// rows of many sequences (attention_rows) each sit at their own.
 // Grid: (H * D/2, n) items, one per pair, in blocks of ROPE_THREADS.
 #include "common.cuh"
 
@@ -22,7 +23,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(
     const int h = gid / half;
     const int i = gid % half;
     const size_t first = ((size_t)t * n_heads + h) * head_dim + i;
-    const size_t angle = (size_t)(step[0] + t) * half + i;
+    const size_t angle = (size_t)step[t] * half + i;
     const double c = cos_table[angle];
     const double s = sin_table[angle];
     const double a = (double)x[first];

@@ -1,8 +1,11 @@
 // attention over a device-side f16 KV cache ([n_layers, n_ctx, Hkv * D] each), as bitnet-cuda:
-// kv_store writes rows pos .. pos + n - 1; attention runs one threadgroup of ATT_SIMDGROUPS x 32
-// threads per (head, token), each SIMD group an online softmax over every ATT_SIMDGROUPS-th key,
-// merged at the end. q is rounded to half before q.K (the contract). head_dim <= 256.
-// WRITTEN, NOT RUN (no Mac was available).
+// kv_store writes row t at the cache row of position step[t]; attention runs one threadgroup of
+// ATT_SIMDGROUPS x 32 threads per (head, row t), each SIMD group an online softmax over every
+// ATT_SIMDGROUPS-th position of 0 .. step[t], merged at the end. Position p of row t lives in
+// cache row table[t * table_stride + p / block] * block + p % block (block 0: no table, row p;
+// bitnet.hal.kv_blocks). q is rounded to half before q.K (the contract). head_dim <= 256.
+// Arguments in the KERNELS order (buffers, then scalars); attention's scores scratch (and span)
+// go unused, as in bitnet-cuda. WRITTEN, NOT RUN (no Mac was available).
 #include <metal_stdlib>
 using namespace metal;
 
@@ -10,36 +13,55 @@ using namespace metal;
 #define ATT_MAX_DIM 256
 #define ATT_PER_LANE (ATT_MAX_DIM / 32)
 
+static inline ulong cache_row(device const int* table, int block, int p)
+{
+    return block == 0 ? (ulong)p : (ulong)table[p / block] * block + p % block;
+}
+
+// one thread per pair of elements: grid (width / 2, n) items
 kernel void kv_store(device const float* k [[buffer(0)]],
                      device const float* v [[buffer(1)]],
                      device half* k_cache [[buffer(2)]],
                      device half* v_cache [[buffer(3)]],
-                     constant int& layer [[buffer(4)]],
-                     constant int& pos [[buffer(5)]],
-                     constant int& width [[buffer(6)]],
+                     device const int* step [[buffer(4)]],
+                     device const int* table [[buffer(5)]],
+                     constant int& layer [[buffer(6)]],
                      constant int& n_ctx [[buffer(7)]],
-                     uint i [[threadgroup_position_in_grid]],
-                     uint tid [[thread_position_in_threadgroup]],
-                     uint threads [[threads_per_threadgroup]])
+                     constant int& width [[buffer(8)]],
+                     constant int& block [[buffer(9)]],
+                     constant int& table_stride [[buffer(10)]],
+                     uint2 gid [[thread_position_in_grid]])
 {
-    const ulong dst = ((ulong)layer * n_ctx + pos + i) * width;
-    for (int c = int(tid); c < width; c += int(threads)) {
-        k_cache[dst + c] = half(k[(ulong)i * width + c]);
-        v_cache[dst + c] = half(v[(ulong)i * width + c]);
+    const int c = 2 * int(gid.x);
+    const int t = int(gid.y);
+    if (c >= width) {
+        return;
     }
+    const ulong row = cache_row(table + (ulong)t * table_stride, block, step[t]);
+    const ulong dst = ((ulong)layer * n_ctx + row) * width + c;
+    const ulong src = (ulong)t * width + c;
+    k_cache[dst] = half(k[src]);
+    k_cache[dst + 1] = half(k[src + 1]);
+    v_cache[dst] = half(v[src]);
+    v_cache[dst + 1] = half(v[src + 1]);
 }
 
 kernel void attention(device const float* q [[buffer(0)]],
                       device const half* k_cache [[buffer(1)]],
                       device const half* v_cache [[buffer(2)]],
-                      device float* out [[buffer(3)]],
-                      constant int& layer [[buffer(4)]],
-                      constant int& pos [[buffer(5)]],
-                      constant int& n_heads [[buffer(6)]],
-                      constant int& n_kv_heads [[buffer(7)]],
-                      constant int& head_dim [[buffer(8)]],
-                      constant int& n_ctx [[buffer(9)]],
-                      constant float& score_scale [[buffer(10)]],
+                      device const int* step [[buffer(3)]],
+                      device const int* table [[buffer(4)]],
+                      device float* scores [[buffer(5)]],
+                      device float* out [[buffer(6)]],
+                      constant int& layer [[buffer(7)]],
+                      constant int& n_ctx [[buffer(8)]],
+                      constant int& n_heads [[buffer(9)]],
+                      constant int& n_kv_heads [[buffer(10)]],
+                      constant int& head_dim [[buffer(11)]],
+                      constant float& score_scale [[buffer(12)]],
+                      constant int& block [[buffer(13)]],
+                      constant int& table_stride [[buffer(14)]],
+                      constant int& span [[buffer(15)]],
                       uint2 group [[threadgroup_position_in_grid]],
                       uint tid [[thread_position_in_threadgroup]],
                       uint lane [[thread_index_in_simdgroup]],
@@ -54,6 +76,8 @@ kernel void attention(device const float* q [[buffer(0)]],
     const int width = n_kv_heads * head_dim;
     const ulong q_off = ((ulong)i * n_heads + h) * head_dim;
     const ulong kv_off = (ulong)layer * n_ctx * width + (ulong)kv_head * head_dim;
+    device const int* rows = table + (ulong)i * table_stride;
+    const int last = step[i];
     float qr[ATT_PER_LANE];
     float acc[ATT_PER_LANE];
     for (int c = 0; c < ATT_PER_LANE; ++c) {
@@ -63,12 +87,13 @@ kernel void attention(device const float* q [[buffer(0)]],
     }
     float m = -INFINITY;
     float l = 0.0f;
-    for (int j = int(sg); j <= pos + i; j += ATT_SIMDGROUPS) {
+    for (int j = int(sg); j <= last; j += ATT_SIMDGROUPS) {
+        const ulong row = kv_off + cache_row(rows, block, j) * width;
         float part = 0.0f;
         for (int c = 0; c < ATT_PER_LANE; ++c) {
             const int d = int(lane) + 32 * c;
             if (d < head_dim) {
-                part += qr[c] * float(k_cache[kv_off + (ulong)j * width + d]);
+                part += qr[c] * float(k_cache[row + d]);
             }
         }
         const float score = simd_sum(part) * score_scale;
@@ -79,7 +104,7 @@ kernel void attention(device const float* q [[buffer(0)]],
         for (int c = 0; c < ATT_PER_LANE; ++c) {
             const int d = int(lane) + 32 * c;
             if (d < head_dim) {
-                acc[c] = acc[c] * correction + p * float(v_cache[kv_off + (ulong)j * width + d]);
+                acc[c] = acc[c] * correction + p * float(v_cache[row + d]);
             }
         }
         m = m_new;

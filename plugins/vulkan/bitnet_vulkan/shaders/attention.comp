@@ -1,9 +1,11 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Causal attention over the f16 KV cache. Work-group (head h, token t): scores over cached
-// positions 0 .. pos+t times score_scale = float32(1/sqrt(D)) go to the scratch [n, H, span]
-// (span = pos + n; pos = step[0], a device value: a recorded step replays with new positions);
-// then a max-subtracted softmax and the probability-weighted sum of V.
+// Causal attention over the f16 KV cache. Work-group (head h, row t): scores over positions
+// 0 .. step[t] times score_scale = float32(1/sqrt(D)) go to the scratch [n, H, span]
+// (span > every position; positions are device values: a recorded step replays with new ones,
+// and rows of many sequences each sit at their own); then a max-subtracted softmax and the
+// probability-weighted sum of V. Position p is read from its cache row through row t's block
+// table (CACHE_ROW), keys in position order: a paged cache gives a contiguous one's bits.
 // q is rounded to f16 first (ggml's F16 dot converts it; the contract says so).
 #include "common.glsl"
 
@@ -13,8 +15,9 @@ layout(std430, set = 0, binding = 0) readonly buffer Qb { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer KC { uint cache_k[]; };
 layout(std430, set = 0, binding = 2) readonly buffer VC { uint cache_v[]; };
 layout(std430, set = 0, binding = 3) readonly buffer Step { int step[]; };
-layout(std430, set = 0, binding = 4) buffer Sc { float scores[]; };
-layout(std430, set = 0, binding = 5) writeonly buffer Out { float outv[]; };
+layout(std430, set = 0, binding = 4) readonly buffer Table { int table[]; };
+layout(std430, set = 0, binding = 5) buffer Sc { float scores[]; };
+layout(std430, set = 0, binding = 6) writeonly buffer Out { float outv[]; };
 layout(push_constant) uniform Params {
     int layer;
     int n_ctx;
@@ -22,6 +25,9 @@ layout(push_constant) uniform Params {
     int n_kv_heads;
     int head_dim;
     float score_scale;
+    int block;  // 0: no table
+    int table_stride;  // row t's table starts at t * table_stride
+    int span;
 } pc;
 
 #define MAX_HEAD_DIM 512  // the host checks
@@ -40,13 +46,13 @@ void main() {
     const uint lid = gl_LocalInvocationID.x;
     const uint D = uint(pc.head_dim);
     const uint width = uint(pc.n_kv_heads) * D;
-    const uint pos = uint(step[0]);
-    const uint span = pos + gl_NumWorkGroups.y;
-    const uint last = pos + t;
+    const uint last = uint(step[t]);
+    const uint base = t * uint(pc.table_stride);
+    const uint block = uint(pc.block);
     const uint kv_head = h / uint(pc.n_heads / pc.n_kv_heads);
     const uint qh = t * uint(pc.n_heads) * D + h * D;
     const uint layer_base = uint(pc.layer) * uint(pc.n_ctx) * width + kv_head * D;
-    const uint s0 = (t * uint(pc.n_heads) + h) * span;
+    const uint s0 = (t * uint(pc.n_heads) + h) * uint(pc.span);
 
     for (uint d = lid; d < D; d += WG_SIZE) {
         q16[d] = f16_to_f32(f32_to_f16_rte(q[qh + d]));
@@ -55,7 +61,7 @@ void main() {
 
     float local_max = -1.0 / 0.0;
     for (uint p = lid; p <= last; p += WG_SIZE) {
-        const uint row = layer_base + p * width;
+        const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
         float dot = 0.0;
         for (uint d = 0u; d < D; d++) {
             dot += q16[d] * cached(row + d, true);
@@ -87,7 +93,8 @@ void main() {
     for (uint d = lid; d < D; d += WG_SIZE) {
         float acc = 0.0;
         for (uint p = 0u; p <= last; p++) {
-            acc += scores[s0 + p] * cached(layer_base + p * width + d, false);
+            const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
+            acc += scores[s0 + p] * cached(row + d, false);
         }
         outv[qh + d] = acc;
     }

@@ -142,3 +142,9 @@ int sbyte(uint word, int i) {
 
 #define OP_ADD(a, b) ((a) + (b))
 #define OP_MAX(a, b) max((a), (b))
+
+// The cache row of position p of a row whose block table starts at element `base` of the
+// int array `table` (bitnet.hal.kv_blocks): table[base + p / block] * block + p % block;
+// block 0 means no table: row p. A macro: GLSL passes no buffer to a function.
+#define CACHE_ROW(table, base, block, p)                                             \
+    ((block) == 0u ? (p) : uint(table[(base) + (p) / (block)]) * (block) + (p) % (block))

@@ -1,8 +1,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// NEOX rotary embedding: pair (i, i + D/2) of each head of token t rotates by the angle of
-// position pos + t (pos = step[0], a device value: a recorded step replays with new
-// positions), read from cos/sin tables [positions, D/2] the host computed in float64.
+// NEOX rotary embedding: pair (i, i + D/2) of each head of row t rotates by the angle of
+// position step[t] (a device value: a recorded step replays with new positions, and rows of
+// many sequences each sit at their own), read from cos/sin tables [positions, D/2] the host
+// computed in float64.
 // Built with USE_FP64 (rope_f64.spv, for devices with shaderFloat64) the tables and the rotation
 // stay in double, as the reference computes them.
 // Dispatch (ceil(H * D/2 / WG_SIZE), n).
@@ -36,7 +37,7 @@ void main() {
     const uint h = gid / half_dim;
     const uint i = gid % half_dim;
     const uint first = t * uint(pc.n_heads * pc.head_dim) + h * uint(pc.head_dim) + i;
-    const uint angle = (uint(step[0]) + t) * half_dim + i;
+    const uint angle = uint(step[t]) * half_dim + i;
     const ANGLE c = cos_table[angle];
     const ANGLE s = sin_table[angle];
     const ANGLE a = ANGLE(x[first]);
