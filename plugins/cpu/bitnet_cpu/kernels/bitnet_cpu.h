@@ -18,6 +18,14 @@
 
 #define BN_TILE_MAX_TOKENS 16
 
+/* Portable C loops compiled three times (AVX-512, AVX2, baseline), the loader picking the
+ * clone the CPU runs: the vectorizer then uses the widest registers without an ISA file. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BN_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BN_WIDE
+#endif
+
 /* Software prefetch distance (bytes ahead in the weight stream). Decode streams every weight
  * once per token; one core's hardware prefetchers alone keep too few lines in flight to reach
  * DRAM bandwidth while the kernel's own instructions fill the reorder buffer, so the kernels ask

@@ -108,11 +108,6 @@ typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
  * of the 2B shape. Wide vectors (the AVX-512 / AVX2 clones) and, for a prompt, both threads;
  * a decode row (a few thousand values) stays on the calling thread. */
 #define BN_ELEMENTWISE_PARALLEL 65536
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define BN_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define BN_WIDE
-#endif
 
 BN_WIDE
 static void relu2_mul_chunk(const float *g, const float *u, size_t count, float *y)
