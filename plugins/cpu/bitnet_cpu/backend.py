@@ -27,6 +27,12 @@ from bitnet_cpu.dispatch import check_executable, variant_for
 
 
 HUGE_PAGE = 2 << 20
+# Activations below 32 MiB (a 512-token chunk of the 2B shape's [n, 6912] f32 is 14 MB) come
+# from the heap and freed ones stay there up to 128 MiB, so an op's output reuses the pages of
+# an earlier one instead of faulting in fresh ones (kernels/repack.c keep_freed_heap: 10% of a
+# prompt's time before). Process-wide, set once; a C library without the setting keeps its own.
+HEAP_MMAP_BELOW = 32 << 20
+HEAP_TRIM_ABOVE = 128 << 20
 
 
 class WeightArena:
@@ -124,6 +130,7 @@ class CpuBackend(KernelBackend):
         chosen = variant or variant_for(features)
         check_executable(chosen, features)
         self.kernels = _kernels.Kernels(chosen)
+        _kernels.keep_heap(HEAP_MMAP_BELOW, HEAP_TRIM_ABOVE)
         self.threads = max(1, int(threads))
         self.decode_threads = max(1, int(decode_threads or threads))
         self.arena = WeightArena()

@@ -170,6 +170,10 @@ int release_pages(const void *addr, size_t len);
 /* Ask for transparent huge pages over [addr, addr+len) before it is first written (0, or -1
  * where the OS has no such hint); contents never change. */
 int advise_hugepages(const void *addr, size_t len);
+/* Allocations below mmap_below bytes come from the heap, and freed memory stays there until
+ * more than trim_above bytes are free at its top (glibc's mallopt; 0, or -1 where the C library
+ * has no such setting or refused the values). Process-wide. */
+int keep_freed_heap(size_t mmap_below, size_t trim_above);
 /* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
 void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
 
