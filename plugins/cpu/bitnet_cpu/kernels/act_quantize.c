@@ -25,16 +25,24 @@ static inline int nearest_int(float v)
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* lane = max(lane, |x[0..15]|) lane by lane (GCC vectors: written over arrays, GCC left the
+ * per-lane index selection of block_signed_max scalar); returns all ones in the lanes where |x| was
+ * strictly larger (never for NaN, so NaN is skipped as by a sequential a > amax) */
+static inline __attribute__((always_inline)) bn_v16i lane_max(bn_v16f *lane, const float *x)
+{
+    bn_v16f a = (bn_v16f)(*(const bn_v16i *)x & 0x7fffffff);  /* |x|, -0 as +0 */
+    bn_v16i more = a > *lane;
+    *lane = (bn_v16f)(((bn_v16i)a & more) | ((bn_v16i)*lane & ~more));
+    return more;
+}
+
 /* max |x[i]| over K values (0 when none is larger) */
 static inline __attribute__((always_inline)) float abs_max(const float *x, int K)
 {
-    float lane[LANES] = {0.0f};
+    bn_v16f lane = {0.0f};
     int i = 0;
     for (; i + LANES <= K; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            float a = fabsf(x[i + j]);
-            lane[j] = a > lane[j] ? a : lane[j];
-        }
+        lane_max(&lane, x + i);
     }
     float m = 0.0f;
     for (; i < K; i++) {
@@ -45,6 +53,28 @@ static inline __attribute__((always_inline)) float abs_max(const float *x, int K
         m = lane[j] > m ? lane[j] : m;
     }
     return m;
+}
+
+/* The signed element of largest |x| in a 256-block, the first one on ties (0 for a block of
+ * zeros): each lane keeps its largest |x| and the first index holding it. */
+static inline __attribute__((always_inline)) float block_signed_max(const float *xb)
+{
+    const bn_v16i index = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    bn_v16f lane = {0.0f};
+    bn_v16i at = {0};
+    for (int i = 0; i < 256; i += LANES) {
+        bn_v16i more = lane_max(&lane, xb + i);
+        at = ((index + i) & more) | (at & ~more);
+    }
+    float amax = 0.0f;
+    int first = 0;
+    for (int j = 0; j < LANES; j++) {
+        if (lane[j] > amax || (lane[j] == amax && at[j] < first)) {
+            amax = lane[j];
+            first = at[j];
+        }
+    }
+    return amax == 0.0f ? 0.0f : xb[first];
 }
 
 BN_WIDE
@@ -68,31 +98,6 @@ void act_quantize_per_token_i8(const float *x, int n, int K, int8_t *q, float *s
         s[t] = st;
         asum[t] = sum;
     }
-}
-
-/* The signed element of largest |x| in a 256-block, the first one on ties (0 for a block of
- * zeros): each lane keeps its largest |x| and the first index holding it. */
-static inline __attribute__((always_inline)) float block_signed_max(const float *xb)
-{
-    float lane[LANES] = {0.0f};
-    int at[LANES] = {0};
-    for (int i = 0; i < 256; i += LANES) {
-        for (int j = 0; j < LANES; j++) {
-            float a = fabsf(xb[i + j]);
-            int more = a > lane[j];
-            lane[j] = more ? a : lane[j];
-            at[j] = more ? i + j : at[j];
-        }
-    }
-    float amax = 0.0f;
-    int first = 0;
-    for (int j = 0; j < LANES; j++) {
-        if (lane[j] > amax || (lane[j] == amax && at[j] < first)) {
-            amax = lane[j];
-            first = at[j];
-        }
-    }
-    return amax == 0.0f ? 0.0f : xb[first];
 }
 
 BN_WIDE

@@ -26,6 +26,11 @@
 #define BN_WIDE
 #endif
 
+/* 16 lanes as GCC vectors (one zmm in an AVX-512 clone, narrower elsewhere); aligned(4) +
+ * may_alias: loads and stores straight from any float or int32 pointer. */
+typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
+typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
+
 /* Software prefetch distance (bytes ahead in the weight stream). Decode streams every weight
  * once per token; one core's hardware prefetchers alone keep too few lines in flight to reach
  * DRAM bandwidth while the kernel's own instructions fill the reorder buffer, so the kernels ask

@@ -17,10 +17,6 @@
 
 #define ROW_BLOCK 16
 
-/* 16 lanes as GCC vectors (one zmm in an AVX-512 clone, narrower elsewhere) */
-typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
-
 static void *alloc64(size_t bytes)
 {
     size_t rounded = (bytes + 63) & ~(size_t)63;

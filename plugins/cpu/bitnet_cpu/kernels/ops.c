@@ -140,12 +140,9 @@ void rope_neox_f32(float *x, int n, int n_heads, int head_dim, int pos, double t
     }
 }
 
-/* 16 floats as one GCC vector (a zmm in the AVX-512 clone, two ymm / four xmm elsewhere);
- * aligned(4) + may_alias: loads and stores straight from any float pointer. */
-typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
+/* 8 and 4 floats as GCC vectors (bn_v16f, bn_v16i: bitnet_cpu.h) */
 typedef float bn_v8f __attribute__((vector_size(32)));
 typedef float bn_v4f __attribute__((vector_size(16)));
-typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
 
 /* The elementwise ops run over [n, F] activations: 884K values per call in a 128-token prompt
  * of the 2B shape. Wide vectors (the AVX-512 / AVX2 clones) and, for a prompt, both threads;
