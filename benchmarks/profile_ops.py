@@ -1,7 +1,7 @@
-"""Where a decode step's time goes, op by op, on any backend.
+"""Where a decode step's (or a prompt's) time goes, op by op, on any backend.
 
     python benchmarks/profile_ops.py [-m FILE] [--device cuda] [--batch 1 8] [--steps 20]
-        [--fused] [--bandwidth] [--compare-rows ROUNDS]
+        [--fused] [--bandwidth] [--compare-rows ROUNDS] [--prefill 128]
 
 For each batch size B it runs decode steps of B sequences (``Transformer.forward`` for B = 1,
 ``forward_batch`` above) twice: plain, as the engine runs them (the step time to trust), then
@@ -22,6 +22,10 @@ attention, slice_rows and concat_rows, row by row: the "before" of a backend's b
 attention), in one process on one model, and prints the median wall and process-CPU
 milliseconds of each (CPU time counts the runtime's worker threads too, and moves less than
 wall time on a loaded machine).
+
+``--prefill N`` profiles prompts instead: one prefill of N tokens from position 0 (only the last
+token's logits, as ``bitnet bench`` times pp), plain and synced per op, ``--steps`` of each;
+each matmul line then shows its rate in G multiply-adds a second.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class OpTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.bytes: dict[str, int] = defaultdict(int)
+        self.macs: dict[str, int] = defaultdict(int)
 
     def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         sync = self.ops.synchronize
@@ -67,6 +72,7 @@ class OpTimer:
                 w = args[0]
                 key = f"{name}[{w.format.value} {w.rows}x{w.cols}]"
                 self.bytes[key] += tensor_bytes(w.format, w.rows, w.cols)
+                self.macs[key] += w.rows * w.cols * args[1].shape[0]
             self.seconds[key] += time.perf_counter() - t0
             self.calls[key] += 1
             return out
@@ -77,6 +83,9 @@ class OpTimer:
             if fn is None:
                 continue
             setattr(self.ops, name, self._timed(name, fn) if on else fn)
+        # the gate op was bound once at load (Transformer.gate): bind it again
+        self.t.gate = getattr(self.ops, "relu2_mul" if self.t.config.activation == "relu2"
+                              else "silu_mul")
         linears = [v for layer in self.t.layers for v in vars(layer).values()]
         for lin in [*linears, *vars(self.t).values()]:
             if isinstance(lin, Linear):
@@ -86,6 +95,24 @@ class OpTimer:
         self.seconds.clear()
         self.calls.clear()
         self.bytes.clear()
+        self.macs.clear()
+
+    def report(self, runs: int, total_ms: float, top: int, prompt: bool) -> None:
+        """The ops of ``runs`` timed runs, slowest first, per run; then the time between them
+        (``total_ms``: one plain-equivalent run)."""
+        ranked = sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]
+        for key, seconds in ranked:
+            per = seconds / runs
+            if prompt and self.macs[key]:
+                rate = f"  {self.macs[key] / seconds / 1e9:7.1f} G MAC/s"
+            elif self.bytes[key]:
+                rate = (f"  {self.bytes[key] / runs / 1e6:7.1f} MB "
+                        f"{self.bytes[key] / seconds / 1e9:5.1f} GB/s")
+            else:
+                rate = ""
+            print(f"   {key:38s} {per * 1e3:8.3f} ms  x{self.calls[key] // runs}{rate}")
+        inside = sum(self.seconds.values()) / runs * 1e3
+        print(f"   {'between ops (the model loop)':38s} {total_ms - inside:8.3f} ms")
 
 
 def decode_steps(t: Any, timer: OpTimer, batch: int, steps: int,
@@ -135,6 +162,21 @@ def compare_rows(t: Any, timer: OpTimer, batches: list[int], rounds: int, steps:
                   f"({each}), {cpu:7.2f} ms CPU")
 
 
+def prefills(t: Any, timer: OpTimer, n: int, runs: int) -> float:
+    """Median milliseconds of one prefill of n tokens from position 0 (last token's logits)."""
+    from bitnet.core.generate import prefill
+
+    ids = [int(i) for i in np.arange(n) * 37 % 1000 + 1]
+    prefill(t, ids[:8])  # warm-up
+    timer.reset()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        prefill(t, ids)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
 def read_bandwidth(threads: int, nbytes: int = 1 << 30) -> float | None:
     """GB/s of one read of 1 GiB with `threads` threads (the cpu plugin's probe, best of 3);
     None without the cpu plugin."""
@@ -161,6 +203,8 @@ def main() -> None:
     p.add_argument("--compare-rows", type=int, metavar="ROUNDS",
                    help="only batched steps: the backend's attention_rows against the HAL's "
                         "default composition, alternating ROUNDS times")
+    p.add_argument("--prefill", type=int, metavar="N",
+                   help="profile prefills of N tokens instead of decode steps")
     args = p.parse_args()
     model = bitnet.load(args.model, device=args.device, threads=args.threads, progress=False)
     t = model.transformer
@@ -175,6 +219,16 @@ def main() -> None:
     if args.compare_rows:
         compare_rows(t, timer, args.batch, args.compare_rows, args.steps, args.prompt)
         return
+    if args.prefill:
+        for label, synced in (("plain", False), ("synced per op", True)):
+            timer.enable(synced)
+            ms = prefills(t, timer, args.prefill, args.steps)
+            print(f"prefill of {args.prefill} tokens, {label}: {ms:.1f} ms "
+                  f"({args.prefill / ms * 1e3:.1f} tok/s)")
+            if synced:
+                timer.report(args.steps, ms, args.top, prompt=True)
+        timer.enable(False)
+        return
     for batch in args.batch:
         runs = [("plain, blocks op by op", False, False), ("synced per op", True, False)]
         if args.fused and batch == 1 and any(f is not None for f in fused):
@@ -184,16 +238,8 @@ def main() -> None:
             timer.enable(synced)
             ms, _ = decode_steps(t, timer, batch, args.steps, args.prompt)
             print(f"B={batch} {label}: step {ms:.2f} ms")
-            if not synced:
-                continue
-            ranked = sorted(timer.seconds.items(), key=lambda kv: -kv[1])[:args.top]
-            for key, seconds in ranked:
-                per = seconds / args.steps
-                rate = (f"  {timer.bytes[key] / args.steps / 1e6:7.1f} MB "
-                        f"{timer.bytes[key] / seconds / 1e9:5.1f} GB/s" if timer.bytes[key] else "")
-                print(f"   {key:38s} {per * 1e3:8.3f} ms  x{timer.calls[key] // args.steps}{rate}")
-            inside = sum(timer.seconds.values()) / args.steps * 1e3
-            print(f"   {'between ops (the model loop)':38s} {ms - inside:8.3f} ms")
+            if synced:
+                timer.report(args.steps, ms, args.top, prompt=False)
     t.fused = fused
     timer.enable(False)
 

@@ -15,6 +15,7 @@ cdef extern from "bitnet_cpu.h" nogil:
     int t2_has_code3(const uint8_t *data, size_t n)
     int release_pages(const void *addr, size_t len)
     int advise_hugepages(const void *addr, size_t len)
+    int keep_freed_heap(size_t mmap_below, size_t trim_above)
     void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
     void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
     void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
@@ -270,6 +271,12 @@ def drop_resident(const uint8_t[::1] data) -> bool:
     with nogil:
         rc = release_pages(&data[0], <size_t>data.shape[0])
     return rc == 0
+
+
+def keep_heap(size_t mmap_below, size_t trim_above) -> bool:
+    """Serve allocations below mmap_below bytes from the heap and keep freed memory there up to
+    trim_above bytes (kernels/repack.c keep_freed_heap); False where the C library cannot."""
+    return keep_freed_heap(mmap_below, trim_above) == 0
 
 
 def to_rows16(const uint8_t[::1] t2, int M, int K, uint8_t[::1] out, int nthreads):

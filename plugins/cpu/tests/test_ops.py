@@ -209,23 +209,30 @@ def test_activation_quantizers_bit_exact():
     from bitnet_cpu import _kernels
 
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((4, 512)) * 5).astype(np.float32)
+    x = (rng.standard_normal((7, 512)) * 5).astype(np.float32)
     x[1] = 0.0
     x[2, 7] = -80.0  # the signed block maximum is negative
-    q = np.empty((4, 512), np.int8)
-    s = np.empty(4, np.float32)
-    asum = np.empty(4, np.int32)
+    # ties of |x| with opposite signs (the first wins): in one SIMD lane of the vectorized
+    # scan (indices 16 apart), in two lanes with the later one in the lower lane, and apart
+    x[3, 3], x[3, 19] = 90.0, -90.0
+    x[4, 33], x[4, 20] = -90.0, 90.0
+    x[5, 256 + 250], x[5, 256 + 1] = 90.0, -90.0
+    x[6, :300] = -0.0  # signed zeros: the first block is all zero, its d is 0
+    q = np.empty((7, 512), np.int8)
+    s = np.empty(7, np.float32)
+    asum = np.empty(7, np.int32)
     _kernels.quantize_per_token_i8(x, q, s, asum)
     want_q, want_s = quantize_per_token_i8(x)
     np.testing.assert_array_equal(q, want_q)
     np.testing.assert_array_equal(s, want_s)
     np.testing.assert_array_equal(asum, want_q.astype(np.int32).sum(axis=1))
-    d = np.empty((4, 2), np.float32)
-    bsum = np.empty((4, 2), np.int32)
+    d = np.empty((7, 2), np.float32)
+    bsum = np.empty((7, 2), np.int32)
     _kernels.quantize_q8_k(x, q, d, bsum)
     want_q, want_d = quantize_q8_k(x)
     np.testing.assert_array_equal(q, want_q)
     np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(bsum, want_q.reshape(7, 2, 256).astype(np.int32).sum(axis=2))
 
 
 @pytest.mark.parametrize("n", range(2, 18))

@@ -18,6 +18,19 @@
 
 #define BN_TILE_MAX_TOKENS 16
 
+/* Portable C loops compiled three times (AVX-512, AVX2, baseline), the loader picking the
+ * clone the CPU runs: the vectorizer then uses the widest registers without an ISA file. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BN_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BN_WIDE
+#endif
+
+/* 16 lanes as GCC vectors (one zmm in an AVX-512 clone, narrower elsewhere); aligned(4) +
+ * may_alias: loads and stores straight from any float or int32 pointer. */
+typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
+typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
+
 /* Software prefetch distance (bytes ahead in the weight stream). Decode streams every weight
  * once per token; one core's hardware prefetchers alone keep too few lines in flight to reach
  * DRAM bandwidth while the kernel's own instructions fill the reorder buffer, so the kernels ask
@@ -162,6 +175,10 @@ int release_pages(const void *addr, size_t len);
 /* Ask for transparent huge pages over [addr, addr+len) before it is first written (0, or -1
  * where the OS has no such hint); contents never change. */
 int advise_hugepages(const void *addr, size_t len);
+/* Allocations below mmap_below bytes come from the heap, and freed memory stays there until
+ * more than trim_above bytes are free at its top (glibc's mallopt; 0, or -1 where the C library
+ * has no such setting or refused the values). Process-wide. */
+int keep_freed_heap(size_t mmap_below, size_t trim_above);
 /* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
 void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
 

@@ -17,10 +17,6 @@
 
 #define ROW_BLOCK 16
 
-/* 16 lanes as GCC vectors (one zmm in an AVX-512 clone, narrower elsewhere) */
-typedef float bn_v16f __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
-
 static void *alloc64(size_t bytes)
 {
     size_t rounded = (bytes + 63) & ~(size_t)63;
@@ -142,8 +138,12 @@ static void ternary_row_groups(const bn_kernels *kt, int fmt, const uint8_t *cod
                     acc = acc * out_scale;
                 }
                 float *yt = y + (size_t)tok * M + r0;
-                for (int r = 0; r < rows; r++) {
-                    yt[r] = acc[r];
+                if (rows == 16) {
+                    *(bn_v16f *)yt = acc;  /* one store (the loop below became a memcpy call) */
+                } else {
+                    for (int r = 0; r < rows; r++) {
+                        yt[r] = acc[r];
+                    }
                 }
             }
         }
@@ -210,6 +210,7 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
     }
     int nrb = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     int ngroups = kt->row_group == 16 ? (M + 15) / 16 : 0;
+    int group_chunk = n >= 8 ? 1 : 8 / n;
     /* Decode (n == 1): quantize on the calling thread, before the region, so the region holds
      * one worksharing loop and one barrier (its end). A decode token runs ~210 of these calls;
      * every extra barrier is a wait on the slowest thread, a scheduler slice when a vCPU is
@@ -232,8 +233,10 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
              * pool does: when another process takes a vCPU, the running thread takes over the
              * stalled one's rows instead of waiting for them at the barrier. Quiet-machine
              * decode is the same as with a static split (23.6 tok/s at 2 threads either way,
-             * 2026-11-23); the gain under load is the intent, not yet measured. */
-            #pragma omp for schedule(dynamic, 8)
+             * 2026-11-23); the gain under load is the intent, not yet measured. With more
+             * tokens a group is more work and the chunks shrink to one group from 8 tokens on:
+             * a 640-row matmul is 5 chunks of 8, which 2 threads split 3:2. */
+            #pragma omp for schedule(dynamic, group_chunk)
             for (int gr = 0; gr < ngroups; gr++) {
                 ternary_row_groups(kt, fmt, codes, scales, gr, gr + 1, K, q, ascale, asum, n,
                                    y, M, out_scale);
