@@ -7,8 +7,10 @@ positions (``bitnet.server.kv_pool``). Each iteration (``Scheduler.step``) it
 2. admits sequences, oldest first (preempted ones before new requests), while the decode batch
    has room (``max_batch``) and the pool has the blocks of the whole prompt: the longest run of
    the prompt's full blocks already in the prefix cache is shared, not computed again;
-3. prefills at most ``prefill_chunk`` prompt tokens, in order of admission (a long prompt takes
-   several iterations, so it never stalls the running streams for longer than one chunk);
+3. prefills prompt tokens, in order of admission: up to ``prefill_chunk`` while nothing
+   decodes; while streams decode, only as many as take about PREFILL_SHARE of a decode step
+   (``PrefillPace``: measured prompt rate x measured step time, at least one block), so a long
+   prompt arriving at most doubles the running streams' time between tokens;
 4. runs ONE decode step for every sequence whose prompt is in the cache: the matmuls see a batch
    of B rows, so the weights stream from memory once for all of them.
 
@@ -119,6 +121,35 @@ class SchedulerStats:
     waiting: int = 0  # queued requests and preempted sequences
 
 
+PREFILL_SHARE = 0.8  # a prefill chunk between decode steps takes about this share of a step
+
+
+@dataclass
+class PrefillPace:
+    """How many prompt tokens fit between two decode steps: the measured prompt rate (tokens a
+    second, over recent chunks) times the measured decode step time (recent steps) times
+    PREFILL_SHARE, at least one block (so a prompt always advances), at most the chunk limit.
+    With no measurement yet, one block."""
+
+    rate: float = 0.0  # prompt tokens / s
+    step: float = 0.0  # seconds per decode step
+    smoothing: float = 0.3  # weight of the newest measurement
+
+    def filled(self, tokens: int, seconds: float) -> None:
+        if seconds > 0:
+            self.rate = self._mix(self.rate, tokens / seconds)
+
+    def decoded(self, seconds: float) -> None:
+        self.step = self._mix(self.step, seconds)
+
+    def budget(self, limit: int) -> int:
+        fit = int(self.rate * self.step * PREFILL_SHARE)
+        return max(KV_BLOCK, min(limit, fit))
+
+    def _mix(self, old: float, new: float) -> float:
+        return new if old == 0 else old + self.smoothing * (new - old)
+
+
 class Scheduler:
     """The worker. ``start=False`` makes no thread: the caller runs ``step()`` itself (tests)."""
 
@@ -131,6 +162,7 @@ class Scheduler:
         self.model = model
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
+        self.pace = PrefillPace()
         self.waiting: queue.Queue[Request] = queue.Queue(maxsize=max_waiting)
         self.stats = SchedulerStats()
         self.batched = Op.ATTENTION_ROWS in model.backend.capabilities.ops
@@ -309,9 +341,12 @@ class Scheduler:
         s.named = max(s.named, s.computed // KV_BLOCK)
 
     def _prefill(self) -> None:
-        """Up to ``prefill_chunk`` prompt tokens, to the sequences in arrival order."""
+        """Prompt tokens to the sequences in arrival order: up to ``prefill_chunk``, or while
+        streams decode the paced share of a step (``PrefillPace``)."""
         t = self.model.transformer
         budget = self.prefill_chunk
+        if any(s.pending == 0 for s in self._running):
+            budget = self.pace.budget(self.prefill_chunk)
         for s in list(self._running):
             n = min(s.pending, budget)
             if n <= 0:
@@ -326,6 +361,7 @@ class Scheduler:
                 self._finish(s, Event("error", message=f"{type(e).__name__}: {e}"))
                 continue
             self.stats.prompt_seconds += time.perf_counter() - t0
+            self.pace.filled(n, time.perf_counter() - t0)
             self.stats.prompt_tokens += n
             self.stats.prefill_chunks += 1
             s.computed += n
@@ -375,6 +411,7 @@ class Scheduler:
                 self._finish(s, Event("error", message=f"{type(e).__name__}: {e}"))
             return
         self.stats.decode_seconds += time.perf_counter() - t0
+        self.pace.decoded(time.perf_counter() - t0)
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(ready)
         # every row's next token at once (the same tokens as one by one, see sample_rows)

@@ -15,7 +15,7 @@ import bitnet
 from bitnet.core.sampling import SamplingParams
 from bitnet.hal import KV_BLOCK
 from bitnet.server.kv_memory import KvMemory, block_bytes
-from bitnet.server.scheduler import Event, Request, Scheduler
+from bitnet.server.scheduler import PREFILL_SHARE, Event, PrefillPace, Request, Scheduler
 from tests.core.fixtures import model_path
 from tests.server.conftest import DEVICE, MODEL
 
@@ -257,3 +257,18 @@ def test_requests_cancelled_while_queued_or_preempted_are_dropped(model) -> None
     assert len(outs[0].tokens) == 60 and outs[0].finish == "length"
     assert all(o.finish is None for o in outs[1:])  # no event after a cancel, no error
     assert sched.pool.used == 0 and not sched.busy
+
+
+def test_prefill_pace_fits_a_chunk_into_a_share_of_a_decode_step() -> None:
+    pace = PrefillPace()
+    assert pace.budget(256) == KV_BLOCK  # nothing measured yet: one block
+    pace.filled(100, 0.5)  # 200 tokens/s
+    pace.decoded(0.25)  # a decode step of 250 ms
+    assert pace.budget(256) == int(200 * 0.25 * PREFILL_SHARE)  # 40 tokens ~ 0.2 s of prompt
+    assert pace.budget(32) == 32  # never above the chunk limit
+    quick = PrefillPace()
+    quick.filled(100, 0.5)
+    quick.decoded(0.001)
+    assert quick.budget(256) == KV_BLOCK  # never below one block: a prompt always advances
+    pace.filled(1000, 1.0)  # the newest figures weigh `smoothing`
+    assert pace.rate == pytest.approx(200 + pace.smoothing * (1000 - 200))
