@@ -90,6 +90,59 @@ def test_elementwise_ops_bit_exact(variant, reference):
     np.testing.assert_array_equal(cpu.download(cpu.slice_rows(X, 1, 3)), x[1:3])
 
 
+def test_rope_reuses_the_tables_of_earlier_positions(variant, reference):
+    """rope keeps the cos/sin tables of the last call's positions: later calls inside that
+    range read its rows at their offset, calls outside it (or of another head size or theta)
+    compute new ones; every call equals the reference."""
+    rng = np.random.default_rng(3)
+    cpu = make_backend(variant)
+    x = rng.standard_normal((8, 4 * 64)).astype(np.float32)
+    calls = [(x, 3, 4, 64, 1e4), (x[:2], 6, 4, 64, 1e4), (x[:1], 10, 4, 64, 1e4),
+             (x[:3], 10, 4, 64, 1e4), (x[:2], 11, 2, 128, 1e4), (x[:2], 11, 2, 128, 5e5),
+             (x[:1], 3, 4, 64, 1e4)]
+    for xs, pos, heads, dim, theta in calls:
+        np.testing.assert_array_equal(cpu.download(cpu.rope(cpu.upload(xs), pos, heads, dim,
+                                                            theta)),
+                                      reference.rope(xs, pos, heads, dim, theta))
+
+
+def test_rmsnorm_rows_in_fours_equal_rows_alone(variant):
+    """A prompt's rows are normalized four at a time: each row equals itself normalized alone
+    (the decode path), for every count of leftover rows and K with a tail past 8."""
+    rng = np.random.default_rng(4)
+    cpu = make_backend(variant, 2)
+    for n, k in [(4, 2560), (7, 13), (9, 6912), (6, 8)]:
+        x = (rng.standard_normal((n, k)) * 7).astype(np.float32)
+        w = cpu.upload(rng.uniform(0.5, 1.5, (1, k)).astype(np.float32))
+        rows = cpu.download(cpu.rmsnorm(cpu.upload(x), w, 1e-6))
+        for t in range(n):
+            np.testing.assert_array_equal(
+                rows[t:t + 1], cpu.download(cpu.rmsnorm(cpu.upload(x[t:t + 1]), w, 1e-6)))
+
+
+def test_outputs_start_on_a_cache_line(variant):
+    """Op outputs start on a 64-byte boundary (the GEMM epilogue stores whole lines)."""
+    rng = np.random.default_rng(6)
+    cpu = make_backend(variant)
+    x = cpu.upload(rng.standard_normal((3, 256)).astype(np.float32))
+    w = cpu.load_weight(float_tensor(WeightFormat.F16,
+                                     rng.standard_normal((5, 256)).astype(np.float32)))
+    outs = [cpu.rmsnorm(x, cpu.upload(np.ones((1, 256), np.float32)), 1e-6), cpu.add(x, x),
+            cpu.relu2_mul(x, x), cpu.rope(x, 0, 2, 128, 1e4), cpu.linear_float(w, x)]
+    assert all(o.array.ctypes.data % 64 == 0 for o in outs)
+
+
+def test_keep_heap_takes_the_backend_values_and_refuses_huge_ones():
+    import platform
+
+    from bitnet_cpu import _kernels
+    from bitnet_cpu.backend import HEAP_MMAP_BELOW, HEAP_TRIM_ABOVE
+
+    assert _kernels.keep_heap(2 << 30, HEAP_TRIM_ABOVE) is False
+    if platform.libc_ver()[0] == "glibc":
+        assert _kernels.keep_heap(HEAP_MMAP_BELOW, HEAP_TRIM_ABOVE) is True
+
+
 @pytest.mark.parametrize("n_heads,n_kv,steps", [(4, 2, [5, 1, 1, 3]), (20, 5, [1, 1]),
                                                  (3, 3, [9])])
 def test_attention_prefill_then_decode(variant, reference, n_heads, n_kv, steps):
