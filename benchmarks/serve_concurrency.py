@@ -20,7 +20,8 @@ priority so, on a small machine, they take only what the server leaves. Workload
   in the window in which it is admitted, against the same streams without it.
 
 llama-server is started with `--parallel N` (one slot per client, continuous batching on), a
-context of N x the per-request length, and `--threads`/`--threads-batch`; bitnet serve with
+context of N x the per-request length, `--threads`/`--threads-batch`, and an HTTP thread
+per client; bitnet serve with
 `--max-batch N`. Build llama-server as docs/serving.md says.
 """
 
@@ -33,7 +34,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,7 +89,8 @@ class Engine:
                     str(clients), "--log-level", "warning", *self.extra]
         return [self.binary, "-m", self.model, "--port", str(port), "-t", str(self.threads),
                 "-tb", str(self.threads), "--parallel", str(clients), "-c",
-                str(ctx * clients), "--cont-batching", "--log-disable", *self.extra]
+                str(ctx * clients), "--cont-batching", "--threads-http", str(clients + 4),
+                "--log-disable", *self.extra]
 
 
 class Server:
@@ -179,13 +180,14 @@ def pct(values: list[float], q: float) -> float:
 
 def run_clients(url: str, clients: int, requests: int, prompt_len: int,
                 tokens: int) -> tuple[list[Stream], float]:
-    """``clients`` connections, ``requests`` requests in all, back to back; -> streams, wall."""
-    local = threading.local()
+    """``clients`` client threads, ``requests`` requests in all, back to back; -> streams,
+    wall."""
 
     def one(i: int, n: int = tokens) -> Stream:
-        if not hasattr(local, "c"):
-            local.c = httpx.Client(base_url=url, timeout=900)
-        return stream(local.c, prompt_ids(i, prompt_len), n)
+        # a connection per request: a server may close an idle kept-alive one while a client
+        # waits for its turn (llama-server did at 32 clients)
+        with httpx.Client(base_url=url, timeout=900) as c:
+            return stream(c, prompt_ids(i, prompt_len), n)
 
     with ThreadPoolExecutor(clients) as pool:
         # warm up: every connection open, every slot used once (2 tokens each)
