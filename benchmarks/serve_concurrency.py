@@ -151,14 +151,17 @@ class Stream:
         return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
 
 
-def stream(client: httpx.Client, prompt: list[int], tokens: int) -> Stream:
-    """One streaming completion; raises unless it ran to max_tokens."""
+def stream(url: str, prompt: list[int], tokens: int) -> Stream:
+    """One streaming completion on a connection of its own (llama-server closes a kept-alive
+    connection after a streamed response, or while its client waits); raises unless it ran to
+    max_tokens."""
     body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
             "stream": True}
     sent = time.perf_counter()
     arrivals: list[float] = []
     finish = None
-    with client.stream("POST", "/v1/completions", json=body) as r:
+    with httpx.Client(base_url=url, timeout=900) as client, \
+            client.stream("POST", "/v1/completions", json=body) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -184,10 +187,7 @@ def run_clients(url: str, clients: int, requests: int, prompt_len: int,
     wall."""
 
     def one(i: int, n: int = tokens) -> Stream:
-        # a connection per request: a server may close an idle kept-alive one while a client
-        # waits for its turn (llama-server did at 32 clients)
-        with httpx.Client(base_url=url, timeout=900) as c:
-            return stream(c, prompt_ids(i, prompt_len), n)
+        return stream(url, prompt_ids(i, prompt_len), n)
 
     with ThreadPoolExecutor(clients) as pool:
         # warm up: every connection open, every slot used once (2 tokens each)
@@ -213,12 +213,12 @@ def concurrency(engine: Engine, clients: int, tokens: int, prompt_len: int,
 def prefix(engine: Engine, tokens: int, repeats: int = 4) -> dict[str, float]:
     shared = prompt_ids(7, PREFIX_TOKENS)
     with Server(engine, 1, PREFIX_TOKENS + 64 + tokens) as server:
-        c = httpx.Client(base_url=server.url, timeout=900)
-        stream(c, shared + prompt_ids(100, 16), 4)  # fills the cache with the prefix
+        url = server.url
+        stream(url, shared + prompt_ids(100, 16), 4)  # fills the cache with the prefix
         cold, warm = [], []
         for i in range(repeats):
-            warm.append(stream(c, shared + prompt_ids(200 + i, 16), tokens).ttft)
-            cold.append(stream(c, prompt_ids(300 + i, PREFIX_TOKENS + 16), tokens).ttft)
+            warm.append(stream(url, shared + prompt_ids(200 + i, 16), tokens).ttft)
+            cold.append(stream(url, prompt_ids(300 + i, PREFIX_TOKENS + 16), tokens).ttft)
         return {"ttft_cached_prefix_ms": 1e3 * statistics.median(warm),
                 "ttft_cold_ms": 1e3 * statistics.median(cold)}
 
@@ -231,12 +231,11 @@ def long_prompt(engine: Engine, tokens: int, running: int = 4) -> dict[str, floa
         def streams_with(arrival: bool) -> tuple[list[Stream], tuple[float, float]]:
             window = [0.0, 0.0]
             with ThreadPoolExecutor(running + 1) as pool:
-                futures = [pool.submit(stream, httpx.Client(base_url=server.url, timeout=900),
-                                       prompt_ids(50 + i, 32), decode) for i in range(running)]
+                futures = [pool.submit(stream, server.url, prompt_ids(50 + i, 32), decode)
+                           for i in range(running)]
                 if arrival:
                     time.sleep(1.0)  # the streams are decoding
-                    s = stream(httpx.Client(base_url=server.url, timeout=900),
-                               prompt_ids(99, LONG_PROMPT), 1)
+                    s = stream(server.url, prompt_ids(99, LONG_PROMPT), 1)
                     window = [s.sent, s.arrivals[0]]
                 return [f.result() for f in futures], (window[0], window[1])
 
