@@ -139,6 +139,7 @@ def test_a_preempted_sequence_resumes_from_its_cached_blocks(model) -> None:
 
 def test_running_streams_keep_decoding_while_a_long_prompt_is_prefilled(model) -> None:
     sched = Scheduler(model, start=False, prefill_chunk=16)
+    sched.pace.budget = lambda limit: limit  # whole chunks (the pace is timing: tested below)
     stream, long = Outcome(), Outcome()
     sched.submit(request(prompt_of(1, 5), stream, seed=1, max_tokens=100))
     while not stream.tokens:
@@ -261,7 +262,7 @@ def test_requests_cancelled_while_queued_or_preempted_are_dropped(model) -> None
 
 def test_prefill_pace_fits_a_chunk_into_a_share_of_a_decode_step() -> None:
     pace = PrefillPace()
-    assert pace.budget(256) == KV_BLOCK  # nothing measured yet: one block
+    assert pace.budget(256) == 1  # nothing measured yet: one token
     pace.filled(100, 0.5)  # 200 tokens/s
     pace.decoded(0.25)  # a decode step of 250 ms
     assert pace.budget(256) == int(200 * 0.25 * PREFILL_SHARE)  # 40 tokens ~ 0.2 s of prompt
@@ -269,6 +270,6 @@ def test_prefill_pace_fits_a_chunk_into_a_share_of_a_decode_step() -> None:
     quick = PrefillPace()
     quick.filled(100, 0.5)
     quick.decoded(0.001)
-    assert quick.budget(256) == KV_BLOCK  # never below one block: a prompt always advances
+    assert quick.budget(256) == 1  # never below one token: a prompt always advances
     pace.filled(1000, 1.0)  # the newest figures weigh `smoothing`
     assert pace.rate == pytest.approx(200 + pace.smoothing * (1000 - 200))
