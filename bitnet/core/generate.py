@@ -55,16 +55,13 @@ def prefill(model: Transformer, tokens: list[int], last_only: bool = True,
     Returns host logits: the last token's [1, V] when ``last_only``, else every position's."""
     check_fits(start + len(tokens), model.n_ctx)
     ids = np.asarray(tokens, dtype=np.int32)
-    out = []
-    for first in range(0, len(ids), UBATCH):
-        chunk = ids[first:first + UBATCH]
-        is_last_chunk = first + UBATCH >= len(ids)
-        if last_only and not is_last_chunk:
-            model.fill(chunk, start + first, cache, table)  # fills the cache only
-            continue
-        out.append(model.ops.download(model.forward(chunk, start + first, last_only, cache,
-                                                    table)))
-    return np.concatenate(out, axis=0)
+    if last_only:  # the chunks before the last only fill the cache
+        lead = (len(ids) - 1) // UBATCH * UBATCH
+        fill(model, ids[:lead], cache, table, start)
+        return model.ops.download(model.forward(ids[lead:], start + lead, True, cache, table))
+    return np.concatenate([model.ops.download(model.forward(ids[first:first + UBATCH],
+                                                            start + first, False, cache, table))
+                           for first in range(0, len(ids), UBATCH)], axis=0)
 
 
 def fill(model: Transformer, tokens: list[int], cache: KVCache | None = None,

@@ -362,8 +362,9 @@ class Scheduler:
                 self.stats.requests_failed += 1
                 self._finish(s, Event("error", message=f"{type(e).__name__}: {e}"))
                 continue
-            self.stats.prompt_seconds += time.perf_counter() - t0
-            self.pace.filled(n, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.stats.prompt_seconds += elapsed
+            self.pace.filled(n, elapsed)
             self.stats.prompt_tokens += n
             self.stats.prefill_chunks += 1
             s.computed += n
@@ -412,8 +413,9 @@ class Scheduler:
                 self.stats.requests_failed += 1
                 self._finish(s, Event("error", message=f"{type(e).__name__}: {e}"))
             return
-        self.stats.decode_seconds += time.perf_counter() - t0
-        self.pace.decoded(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        self.stats.decode_seconds += elapsed
+        self.pace.decoded(elapsed)
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(ready)
         # every row's next token at once (the same tokens as one by one, see sample_rows)
