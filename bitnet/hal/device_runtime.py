@@ -75,6 +75,41 @@ KERNELS: dict[str, KernelSig] = {
     "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
 }
 
+# The fused kernels of GpuBackend.decode_layer: one decode token's block in seven dispatches,
+# the bits of the ops above (each shares its arithmetic with the kernels it replaces, and the
+# RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever the work-group size). A
+# runtime offers them where its ``fused_max_width`` (the widest row the matmul prologues hold
+# in shared memory) is > 0; without them decode_layer is not offered.
+FUSED_KERNELS: dict[str, KernelSig] = {
+    # x f32 [1, K] -> rmsnorm(x, norm) quantized in each work-group's shared memory (prologue),
+    # then q/k/v as one matmul: rows 0..Mq-1 of out from codes_q, then Mk of k, Mv of v.
+    # Scalars: K, Mq, Mk, Mv, eps, then (I2_S) the three tensor scales, then three out_scales
+    "norm_qkv_i2s": KernelSig(("x", "norm", "codes_q", "codes_k", "codes_v", "out"),
+                              "iiiifffffff", MATMUL),
+    "norm_qkv_tq": KernelSig(("x", "norm", "codes_q", "codes_k", "codes_v", "d_q", "d_k",
+                              "d_v", "out"), "iiiiffff", MATMUL),
+    # the same prologue, then gate and up rows j together: out[j] = act(gate_j, up_j).
+    # Scalars: K, F, act (0 relu2_mul, 1 silu_mul), eps, (I2_S) two tensor scales, out_scales
+    "norm_gate_up_i2s": KernelSig(("x", "norm", "codes_gate", "codes_up", "out"), "iiifffff",
+                                  MATMUL),
+    "norm_gate_up_tq": KernelSig(("x", "norm", "codes_gate", "codes_up", "d_gate", "d_up",
+                                  "out"), "iiifff", MATMUL),
+    # a sub-norm and the activation quantization of its output, one group per row: K, eps
+    "rmsnorm_quantize_i8": KernelSig(("x", "w", "q", "scale"), "if", GROUPS),
+    "rmsnorm_quantize_q8_k": KernelSig(("x", "w", "q", "d"), "if", GROUPS),
+    # a matmul on quantized activations with the residual add as its epilogue: out = h + W x.
+    # Scalars: K, M, (I2_S) the tensor scale, out_scale
+    "linear_add_i2s": KernelSig(("codes", "q", "scale", "h", "out"), "iiff", MATMUL),
+    "linear_add_tq": KernelSig(("codes", "block_d", "q", "act_d", "h", "out"), "iif", MATMUL),
+    # RoPE of q and k from norm_qkv's out, the KV store and attention for one token, one group
+    # per query head (grid (H, 1)); the first head of each KV group stores its row, every head
+    # uses its own f16-rounded k / v for the current position. Scalars: layer, n_ctx, n_heads,
+    # n_kv_heads, head_dim, score scale, block (0: no table), span (scores scratch [H, span])
+    "rope_attention": KernelSig(("qkv", "cos", "sin", "cache_k", "cache_v", "step", "table",
+                                 "scores", "out"), "iiiiifii", GROUPS),
+}
+KERNELS.update(FUSED_KERNELS)
+
 
 @dataclass(frozen=True)
 class KernelSpec:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bitnet.hal import arg_checks
-from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
 from bitnet.hal.device_runtime import DeviceRuntime, KernelSpec
@@ -99,6 +99,19 @@ class GpuKVCache:
     width: int  # n_kv_heads * head_dim (even)
     k: Any  # f16 [n_layers, n_ctx, width]
     v: Any
+
+
+@dataclass(frozen=True)
+class FusedLayer:
+    """``prepare_layer``'s handle: a block whose seven matmuls are one ternary family ("i2s":
+    I2_S; "tq": TQ1_0 / TQ2_0, one activation quantizer), run by the FUSED_KERNELS."""
+
+    spec: LayerSpec
+    family: str  # "i2s" or "tq"
+
+
+# LayerSpec.activation -> the fused gate/up kernel's act scalar (relu2_mul, silu_mul)
+FUSED_ACTIVATIONS = {"relu2": 0, "silu": 1}
 
 
 @dataclass
@@ -385,13 +398,19 @@ class GpuBackend(KernelBackend):
               theta: float) -> DeviceArray:
         """Rows of x rotated at the positions step holds (all below ``end``)."""
         n, width = x.shape
-        cos_t, sin_t = self._rope_tables.get(theta, head_dim, end)
-        if self._capture is not None:
-            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
+        cos_t, sin_t = self._angles(theta, head_dim, end, n)
         out = self._alloc((n, width), np.float32)
         self._run(KernelSpec("rope"), (width // 2, n),
                   [x.mem, cos_t, sin_t, step.mem, out.mem], n_heads, head_dim)
         return out
+
+    def _angles(self, theta: float, head_dim: int, end: int, n: int) -> tuple[Any, Any]:
+        """The rope cos / sin tables reaching position ``end`` - 1 (n rows at a time); while
+        capturing, a replay can go as far as the tables do."""
+        tables = self._rope_tables.get(theta, head_dim, end)
+        if self._capture is not None:
+            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
+        return tables
 
     def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
                   layer: int, pos: int, n_heads: int, n_kv_heads: int, head_dim: int,
@@ -399,16 +418,24 @@ class GpuBackend(KernelBackend):
         n = arg_checks.attention_fits(self.name, q, k, v, cache, layer, pos, n_heads, n_kv_heads,
                                      head_dim, table)
         self._head_fits("attention", head_dim)
-        span = pos + n  # the scores' stride: one past the last position
-        if self._capture is not None:  # a replay may run at any position the cache (table) holds
-            span = cache.n_ctx
-            if table is not None:  # all of it: a replay reads as far as it reaches
-                span = len(table) * KV_BLOCK
-                check_table(f"{self.name} attention", table, cache.n_ctx, span)
-            self._reach = min(self._reach, span - n + 1)
+        span = self._span("attention", cache, pos, n, table)
         tables = None if table is None else self._device_ints("table", table)
         return self._attend(q, k, v, cache, layer, self._segment(pos, n), tables, span,
                             n_heads, n_kv_heads, head_dim)
+
+    def _span(self, op: str, cache: GpuKVCache, pos: int, n: int,
+              table: np.ndarray | None) -> int:
+        """The attention scores' stride for n tokens at pos: one past the last position; while
+        capturing, every position the cache (or the block table) holds, as a replay may run
+        at any of them."""
+        if self._capture is None:
+            return pos + n
+        span = cache.n_ctx
+        if table is not None:  # all of it: a replay reads as far as it reaches
+            span = len(table) * KV_BLOCK
+            check_table(f"{self.name} {op}", table, cache.n_ctx, span)
+        self._reach = min(self._reach, span - n + 1)
+        return span
 
     def attention_rows(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
                        layer: int, positions: np.ndarray, n_heads: int, n_kv_heads: int,
@@ -487,6 +514,129 @@ class GpuBackend(KernelBackend):
         for part in parts:
             self.runtime.copy(part.mem, 0, out.mem, row * k * 4, part.shape[0] * k * 4)
             row += part.shape[0]
+        return out
+
+    # -- a whole decode block in seven dispatches -----------------------------------------------
+
+    def prepare_layer(self, spec: LayerSpec) -> FusedLayer | None:
+        """A block runs fused (``decode_layer``) where the runtime has the FUSED_KERNELS and
+        its seven matmuls are one ternary family; float or mixed weights, a row wider than
+        the prologue's shared memory or a head wider than attention's run op by op (None)."""
+        if spec.activation not in FUSED_ACTIVATIONS:
+            raise ValueError(f"{self.name} prepare_layer: unknown activation "
+                             f"{spec.activation!r} (relu2 or silu)")
+        weights = (spec.attn_q, spec.attn_k, spec.attn_v, spec.attn_output, spec.ffn_gate,
+                   spec.ffn_up, spec.ffn_down)
+        if not all(isinstance(w, TernaryWeight) for w in weights):
+            return None
+        families = {"i2s" if w.format is WeightFormat.I2_S else "tq" for w in weights}
+        width = spec.attn_q.cols
+        if (len(families) != 1 or width > getattr(self.runtime, "fused_max_width", 0)
+                or spec.head_dim > self.runtime.limits.max_head_dim):
+            return None
+        return FusedLayer(spec, families.pop())
+
+    def decode_layer(self, layer: FusedLayer, h: DeviceArray, cache: GpuKVCache, index: int,
+                     pos: int, table: np.ndarray | None = None) -> DeviceArray:
+        """One token's block in seven dispatches, the bits of the ops (``KernelBackend``):
+        norm_qkv, rope_attention, rmsnorm_quantize (or the plain quantizer without a sub-norm),
+        linear_add, norm_gate_up, rmsnorm_quantize, linear_add."""
+        s = layer.spec
+        d = s.attn_q.cols
+        if tuple(h.shape) != (1, d) or h.dtype != np.float32:
+            raise ValueError(f"{self.name} decode_layer: h must be float32 [1, {d}], got "
+                             f"{list(h.shape)} {h.dtype}")
+        if cache.width != s.n_kv_heads * s.head_dim:
+            raise ValueError(f"{self.name} decode_layer: the KV cache was allocated for other "
+                             f"head sizes")
+        arg_checks.cache_reach(self.name, "decode_layer", cache, index, pos, 1, table)
+        qkv = self._norm_matmul(layer, "norm_qkv", h, s.attn_norm, (s.attn_q, s.attn_k, s.attn_v))
+        a = self._rope_attention(s, qkv, cache, index, pos, table)
+        h = self._linear_add(layer, s.attn_output, self._norm_quantize(layer, a, s.attn_sub_norm),
+                             h)
+        f = self._norm_matmul(layer, "norm_gate_up", h, s.ffn_norm, (s.ffn_gate, s.ffn_up),
+                              FUSED_ACTIVATIONS[s.activation])
+        return self._linear_add(layer, s.ffn_down, self._norm_quantize(layer, f, s.ffn_sub_norm),
+                                h)
+
+    def _norm_matmul(self, layer: FusedLayer, name: str, x: DeviceArray, norm: DeviceArray,
+                     weights: tuple[TernaryWeight, ...], act: int | None = None) -> DeviceArray:
+        """rmsnorm(x, norm) quantized in each work-group (prologue), then the weights' rows as
+        one matmul: q/k/v stacked (out [1, Mq + Mk + Mv]) or, with ``act``, gate and up
+        gated (out [1, F])."""
+        k = x.shape[1]
+        rows = sum(w.rows for w in weights) if act is None else weights[0].rows
+        out = self._alloc((1, rows), np.float32)
+        codes = [w.codes for w in weights]
+        sizes = [w.rows for w in weights] if act is None else [rows, act]
+        eps = layer.spec.eps
+        out_scales = [w.out_scale for w in weights]
+        if layer.family == "i2s":
+            spec = self._matmul(f"{name}_i2s", TILE_N * 32)
+            self._run(spec, (-(-rows // spec.rows), 1), [x.mem, norm.mem, *codes, out.mem], k,
+                      *sizes, eps, *[w.tensor_scale for w in weights], *out_scales)
+        else:
+            nb = k // 256
+            spec = self._matmul(f"{name}_tq", TILE_N * nb, blocks=nb)
+            self._run(spec, (-(-rows // spec.rows), 1),
+                      [x.mem, norm.mem, *codes, *[w.block_scales for w in weights], out.mem], k,
+                      *sizes, eps, *out_scales)
+        return out
+
+    def _rope_attention(self, s: LayerSpec, qkv: DeviceArray, cache: GpuKVCache, index: int,
+                        pos: int, table: np.ndarray | None) -> DeviceArray:
+        """RoPE, the KV store and attention of one token in one dispatch (grid: a group per
+        query head), reading q, k and v from norm_qkv's output."""
+        step = self._segment(pos, 1)
+        span = self._span("decode_layer", cache, pos, 1, table)
+        cos_t, sin_t = self._angles(s.rope_theta, s.head_dim, pos + 1, 1)
+        table_mem, block = step.mem, 0  # no table: the kernel reads none (any binds)
+        if table is not None:
+            table_mem, block = self._device_ints("table", table).mem, KV_BLOCK
+        scores = self._alloc((1, s.n_heads, span), np.float32)
+        out = self._alloc((1, s.n_heads * s.head_dim), np.float32)
+        scale = float(np.float32(1 / np.sqrt(s.head_dim)))
+        self._run(KernelSpec("rope_attention"), (s.n_heads, 1),
+                  [qkv.mem, cos_t, sin_t, cache.k, cache.v, step.mem, table_mem, scores.mem,
+                   out.mem], index, cache.n_ctx, s.n_heads, s.n_kv_heads, s.head_dim, scale,
+                  block, span)
+        return out
+
+    def _norm_quantize(self, layer: FusedLayer, x: DeviceArray,
+                       norm: DeviceArray | None) -> tuple[DeviceArray, DeviceArray]:
+        """A sub-norm and the quantization of its output in one dispatch: (q, scales) as
+        ``_quantize`` gives them; without a sub-norm, the plain quantizer."""
+        mode = "per_token_i8" if layer.family == "i2s" else "q8_k"
+        if norm is None:
+            return self._quantize(x, mode)
+        k = x.shape[1]
+        q = self._alloc((1, k), np.int8)
+        if layer.family == "i2s":
+            scales = self._alloc((1,), np.float32)
+            name = "rmsnorm_quantize_i8"
+        else:
+            scales = self._alloc((1, k // 256), np.float32)
+            name = "rmsnorm_quantize_q8_k"
+        self._run(KernelSpec(name), (1, 1), [x.mem, norm.mem, q.mem, scales.mem], k,
+                  layer.spec.eps)
+        return q, scales
+
+    def _linear_add(self, layer: FusedLayer, w: TernaryWeight,
+                    quantized: tuple[DeviceArray, DeviceArray], h: DeviceArray) -> DeviceArray:
+        """h + W x for x's quantization: the matmul with the residual add as its epilogue."""
+        q, scales = quantized
+        out = self._alloc((1, w.rows), np.float32)
+        if layer.family == "i2s":
+            spec = self._matmul("linear_add_i2s", TILE_N * 32)
+            self._run(spec, (-(-w.rows // spec.rows), 1),
+                      [w.codes, q.mem, scales.mem, h.mem, out.mem], w.cols, w.rows,
+                      w.tensor_scale, w.out_scale)
+        else:
+            nb = w.cols // 256
+            spec = self._matmul("linear_add_tq", TILE_N * nb, blocks=nb)
+            self._run(spec, (-(-w.rows // spec.rows), 1),
+                      [w.codes, w.block_scales, q.mem, scales.mem, h.mem, out.mem], w.cols,
+                      w.rows, w.out_scale)
         return out
 
     # -- record and replay ---------------------------------------------------------------------

@@ -31,13 +31,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from bitnet.hal.backend import KernelBackend, WeightTensor
+from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities
 from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
 from bitnet.hal.weight_formats import WeightFormat
 from bitnet.hal.ops import Op
 
-SUITE_VERSION = 4  # bump when cases or tolerances change: it invalidates cached results
+SUITE_VERSION = 5  # bump when cases or tolerances change: it invalidates cached results
 
 EXACT = 0.0
 FLOAT_TOL = 1e-5
@@ -390,6 +390,69 @@ def _run_layer(b: KernelBackend, rng, fmt, head, hidden, heads, kv, ffn, n,
     return np.concatenate(logits, axis=0)  # [2, vocab]
 
 
+def _run_decode_layer(b: KernelBackend, rng, fmt, hidden, heads, kv, ffn, block, prompt,
+                      steps, paged) -> np.ndarray:
+    """One block's decode steps through the backend's whole-block ``decode_layer`` where it
+    offers one (``prepare_layer``), each step also run op by op on a second cache: both must
+    give the same bits, output and cached rows (else this case fails: the model switches
+    between them freely). ``prompt`` tokens are filled op by op into both caches first, the
+    steps then cross a KV_BLOCK edge; ``paged``: both caches are pools behind one shuffled
+    block table. ``block`` as in ``_run_layer``. Returns the op-by-op outputs [steps, hidden]
+    (compared with the reference, which runs op by op)."""
+    d = hidden // heads
+    end = prompt + steps
+    wq, wk, wv, wo = (b.load_weight(ternary_weight(fmt, rows, hidden, rng))
+                      for rows in (hidden, kv * d, kv * d, hidden))
+    w_gate, w_up = (b.load_weight(ternary_weight(fmt, ffn, hidden, rng)) for _ in range(2))
+    w_down = b.load_weight(ternary_weight(fmt, hidden, ffn, rng))
+    bitnet = block == "bitnet"
+    attn_norm, ffn_norm = (b.upload(_norm_weight(rng, hidden)) for _ in range(2))
+    attn_sub = b.upload(_norm_weight(rng, hidden)) if bitnet else None
+    ffn_sub = b.upload(_norm_weight(rng, ffn)) if bitnet else None
+    spec = LayerSpec(attn_norm, wq, wk, wv, attn_sub, wo, ffn_norm, w_gate, w_up, ffn_sub,
+                     w_down, "relu2" if bitnet else "silu", heads, kv, d, 500000.0, 1e-5)
+    table, rows = None, end + 1  # + 1: a last op-by-op step reads what decode_layer cached
+    if paged:
+        rows, (table,) = _pool_tables(rng, blocks_for(end + 1) + 2, [end + 1])
+    caches = [b.kv_cache_alloc(1, rows, kv, d) for _ in range(2)]
+    gate = b.relu2_mul if bitnet else b.silu_mul
+
+    def ops(h, cache, pos):  # the block as bitnet.core.model runs it op by op
+        x = b.rmsnorm(h, spec.attn_norm, spec.eps)
+        q = b.rope(b.linear_ternary(wq, x), pos, heads, d, spec.rope_theta)
+        k = b.rope(b.linear_ternary(wk, x), pos, kv, d, spec.rope_theta)
+        a = b.attention(q, k, b.linear_ternary(wv, x), cache, 0, pos, heads, kv, d, table)
+        if attn_sub is not None:
+            a = b.rmsnorm(a, attn_sub, spec.eps)
+        h = b.add(h, b.linear_ternary(wo, a))
+        x = b.rmsnorm(h, spec.ffn_norm, spec.eps)
+        f = gate(b.linear_ternary(w_gate, x), b.linear_ternary(w_up, x))
+        if ffn_sub is not None:
+            f = b.rmsnorm(f, ffn_sub, spec.eps)
+        return b.add(h, b.linear_ternary(w_down, f))
+
+    filled = _act(rng, prompt, hidden)
+    for cache in caches:
+        ops(b.upload(filled), cache, 0)
+    layer = b.prepare_layer(spec)
+    outputs = []
+    for pos in range(prompt, end):
+        h = _act(rng, 1, hidden)
+        want = b.download(ops(b.upload(h), caches[0], pos))
+        if layer is not None:
+            got = b.download(b.decode_layer(layer, b.upload(h), caches[1], 0, pos, table))
+            if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+                raise ValueError(f"decode_layer at position {pos} differs from the ops (max "
+                                 f"|diff| {np.max(np.abs(got - want)):.3g})")
+        outputs.append(want)
+    if layer is not None:  # the rows decode_layer cached: one more op-by-op step reads them
+        h = _act(rng, 1, hidden)
+        seen = [b.download(ops(b.upload(h), cache, end)) for cache in caches]
+        if not np.array_equal(seen[0].view(np.uint32), seen[1].view(np.uint32)):
+            raise ValueError("decode_layer cached other K / V rows than the ops")
+    return np.concatenate(outputs, axis=0)
+
+
 _RUNNERS: dict[str, Callable[..., np.ndarray]] = {
     "embed": _run_embed,
     "rmsnorm": _run_rmsnorm,
@@ -405,6 +468,7 @@ _RUNNERS: dict[str, Callable[..., np.ndarray]] = {
     "slice_rows": _run_slice_rows,
     "layer": _run_layer,
     "replay": _run_replay,
+    "decode_layer": _run_decode_layer,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +553,19 @@ def _build_table() -> None:
     for fmt in (WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0):
         _TABLE.append(_case("layer", LAYER_TOL, _LAYER_OPS, fmt, WeightFormat.F16, fmt=fmt,
                             head=WeightFormat.F16, hidden=256, heads=4, kv=2, ffn=512, n=5))
+    # a whole decode block (decode_layer, where a backend offers it) == the ops, bit for bit:
+    # BitNet blocks in each ternary family, Llama blocks (GQA 3 at D 256; MHA), paged
+    for fmt, hidden, heads, kv, block, paged in (
+            (WeightFormat.I2_S, 256, 4, 2, "bitnet", False),
+            (WeightFormat.TQ2_0, 256, 4, 2, "bitnet", True),
+            (WeightFormat.TQ1_0, 256, 4, 1, "bitnet", False),
+            (WeightFormat.I2_S, 768, 3, 1, "llama", True),
+            (WeightFormat.TQ2_0, 512, 4, 4, "llama", False)):
+        ops = (_LAYER_OPS if block == "bitnet" else _LLAMA_LAYER_OPS) - {
+            Op.EMBED, Op.SLICE_ROWS, Op.LINEAR_FLOAT}
+        _TABLE.append(_case("decode_layer", LAYER_TOL, ops, fmt, None, fmt=fmt, hidden=hidden,
+                            heads=heads, kv=kv, ffn=512, block=block, prompt=14, steps=4,
+                            paged=paged))
     # the plain Llama block at Falcon3's head shape (D 256, GQA 3) and 1bitLLM-large's (D 96)
     for fmt, hidden, heads, kv in ((WeightFormat.I2_S, 768, 3, 1),
                                    (WeightFormat.TQ2_0, 768, 3, 1),

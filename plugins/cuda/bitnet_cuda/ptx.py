@@ -27,7 +27,7 @@ MANIFEST_PATH = PTX_DIR / "manifest.json"
 TARGET_ARCHS = (75,)
 # one .cu per op family; the module name is the file stem
 KERNEL_MODULES = ("linear_ternary", "linear_float", "embed", "rmsnorm", "rope", "attention",
-                  "gating", "add", "inbox")
+                  "gating", "add", "inbox", "decode_layer")
 MIN_DRIVER_VERSION = 13000  # cuDriverGetVersion() encoding of CUDA 13.0: needed for PTX ISA 9.0
 
 

@@ -31,7 +31,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from bitnet.hal.device_runtime import GROUPS, ITEMS, KERNELS, KernelSpec, Limits
+from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, KERNELS, KernelSpec,
+                                       Limits)
 
 from bitnet_cuda import graph, ptx
 
@@ -41,6 +42,7 @@ MAX_BLOCK = 256  # __launch_bounds__ of every kernel
 WARP = 32
 MAX_HEAD_DIM = 256  # attention.cu's ATT_MAX_DIM
 SHARED_MEMORY = 48 * 1024  # static shared memory a block may use without opting in
+FUSED_MAX_WIDTH = 16384  # decode_layer.cu's FUSED_MAX_K: the widest row its prologues hold
 # the inbox (kernels/inbox.cu's #defines): int32 words
 INBOX_HEADER = 4
 INBOX_ENTRY = 8
@@ -58,6 +60,7 @@ MODULE_OF = {
     "rope": "rope",
     "kv_store": "attention", "attention": "attention",
     "add": "add", "relu2_mul": "gating", "silu_mul": "gating",
+    **{name: "decode_layer" for name in FUSED_KERNELS},
 }
 
 
@@ -99,6 +102,7 @@ class CudaRuntime:
     """One NVIDIA GPU through PyCUDA: memory, the shipped kernels and a non-blocking stream."""
 
     name = "cuda"
+    fused_max_width = FUSED_MAX_WIDTH  # GpuBackend.prepare_layer: the FUSED_KERNELS are here
 
     def __init__(self, cuda: Any, index: int) -> None:
         self.cuda = cuda

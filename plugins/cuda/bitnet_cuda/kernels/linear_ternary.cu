@@ -6,10 +6,8 @@
 //   quantize_q8_k         + linear_tq    TQ2_0 and TQ1_0 (as I2_S-interleaved codes with f32
 //                                        block scales, bitnet.hal.device_layout), llama.cpp's
 //
-// Weight codes stay 2-bit on the device; four codes at a time become int8 lanes of a 32-bit word
-// ((word >> shift) & 0x03030303), turned into -1 / 0 / 1 bytes by a borrow-free byte subtract
-// (ternary4), and meet four int8 activations in one __dp4a: sum((code - 1) * q), exact integers,
-// as the reference demands (no code sums from the quantizer: the table's quantizers write none).
+// The row dots and epilogues are ternary_rows.cuh's, the quantizers' element arithmetic
+// quantize.cuh's: the fused decode-layer kernels (decode_layer.cu) share both.
 //
 // Geometry (the table's MATMUL grid): one warp per output row, blockDim.x / 32 rows per block,
 // grid (ceil(M / rows), ceil(n / TILE_N)); a tile of one token (decode) runs the TN = 1 path.
@@ -22,9 +20,10 @@
 // next step for long prompts (not done: on an H100 this GEMM already gives 3100 tok/s of 2B prompt,
 // 10x the CPU).
 #include "common.cuh"
+#include "quantize.cuh"
+#include "ternary_rows.cuh"
 
 #define QUANT_THREADS 256
-#define QK_K 256
 #define ROWS_PER_BLOCK 8  // the most rows a block holds (__launch_bounds__)
 #define GEMM_TOKENS 8  // TILE_N: tokens a matmul work-group carries
 
@@ -58,27 +57,14 @@ extern "C" __global__ void __launch_bounds__(QUANT_THREADS) quantize_per_token_i
         for (int w = 1; w < QUANT_THREADS / WARP_SIZE; ++w) {
             m = fmaxf(m, s_max[w]);
         }
-        // the reference floors at 1e-5 and divides in float64, then rounds to f32 once
-        const double md = fmax(1e-5, (double)m);
-        s_scale = (float)(127.0 / md);
+        s_scale = i8_scale(m);
         scale[row] = s_scale;
     }
     __syncthreads();
 
     const float s = s_scale;
     for (int k = threadIdx.x; k < K; k += QUANT_THREADS) {
-        // f32 product, round half to even, clip: exactly the reference's order
-        float v = rintf(__fmul_rn(xr[k], s));
-        v = fminf(fmaxf(v, -128.0f), 127.0f);
-        qr[k] = (signed char)(int)v;
-    }
-}
-
-// (|x|, index) reduction step: the larger |x| wins; on a tie the lower index (the first found).
-__device__ __forceinline__ void amax_pick(float& a, int& idx, float other_a, int other_idx) {
-    if (other_a > a || (other_a == a && other_idx < idx)) {
-        a = other_a;
-        idx = other_idx;
+        qr[k] = i8_value(xr[k], s);
     }
 }
 
@@ -121,41 +107,15 @@ extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
     const float maxv = s_max;
     int qi = 0;
     if (maxv != 0.0f) {
-        const float iscale = __fdiv_rn(-127.0f, maxv);
-        qi = min(127, (int)rintf(__fmul_rn(iscale, v)));
+        const float iscale = q8k_iscale(maxv);
+        qi = q8k_value(iscale, v);
         if (threadIdx.x == 0) {
-            d[(size_t)row * nblk + blk] = __fdiv_rn(1.0f, iscale);
+            d[(size_t)row * nblk + blk] = q8k_d(iscale);
         }
     } else if (threadIdx.x == 0) {
         d[(size_t)row * nblk + blk] = 0.0f;  // an all-zero block: d = 0, q = 0
     }
     q[base + threadIdx.x] = (signed char)qi;
-}
-
-// ---------------------------------------------------------------------------------------------
-// integer dot of one 16-byte code vector with the activations of one token
-
-// Four codes 0..2 (bytes of w) -> four signed bytes code - 1: the high bit of each byte set
-// first, so the subtraction borrows across no byte boundary.
-__device__ __forceinline__ int ternary4(unsigned int w) {
-    return (int)(((w | 0x80808080u) - 0x01010101u) ^ 0x80808080u);
-}
-
-// Bytes 0..15 of `pk` are bytes b0 .. b0+15 of a 32-byte group that serves 128 elements; byte b
-// holds elements 32*g + b (g = 0..3), the I2_S interleave: g = 0 in bits 7:6 (shift 6 - 2g).
-// `qt` points at activation element (group base + b0), 16-byte aligned. Adds sum((code-1) * q).
-__device__ __forceinline__ int dot_codes16(const uint4 pk, const signed char* __restrict__ qt,
-                                           int acc) {
-#pragma unroll
-    for (int g = 0; g < 4; ++g) {
-        const int shift = 6 - 2 * g;
-        const int4 qv = *reinterpret_cast<const int4*>(qt + 32 * g);
-        acc = __dp4a(ternary4((pk.x >> shift) & 0x03030303u), qv.x, acc);
-        acc = __dp4a(ternary4((pk.y >> shift) & 0x03030303u), qv.y, acc);
-        acc = __dp4a(ternary4((pk.z >> shift) & 0x03030303u), qv.z, acc);
-        acc = __dp4a(ternary4((pk.w >> shift) & 0x03030303u), qv.w, acc);
-    }
-    return acc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,27 +133,8 @@ __device__ __forceinline__ void linear_i2s_rows(
     if (row >= M) {
         return;  // the whole warp leaves together: no shuffle or barrier is left waiting
     }
-    const int nvec = K / 64;  // 16-byte vectors per row, 64 codes each
-    const uint4* wrow = w + (size_t)row * nvec;
     int acc[TN];
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        acc[t] = 0;
-    }
-    for (int u = lane; u < nvec; u += WARP_SIZE) {
-        const uint4 pk = __ldg(wrow + u);
-        const int base = (u >> 1) * 128 + (u & 1) * 16;  // 128-element group, byte offset in it
-#pragma unroll
-        for (int t = 0; t < TN; ++t) {
-            if (t0 + t < n) {
-                acc[t] = dot_codes16(pk, q + (size_t)(t0 + t) * K + base, acc[t]);
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < TN; ++t) {
-        acc[t] = warp_sum_int(acc[t]);
-    }
+    i2s_dots<TN>(w + (size_t)row * (K / 64), q, K, t0, n, lane, acc);
     if (lane != 0) {
         return;
     }
@@ -201,13 +142,7 @@ __device__ __forceinline__ void linear_i2s_rows(
     for (int t = 0; t < TN; ++t) {
         const int tok = t0 + t;
         if (tok < n) {
-            const int dot = acc[t];  // sum((code - 1) * q), exact
-            // the bitnet.cpp epilogue: one f32 divide, then one f32 multiply
-            float yv = __fmul_rn(__fdiv_rn((float)dot, act_scale[tok]), w_scale);
-            if (out_scale != 1.0f) {
-                yv = __fmul_rn(yv, out_scale);
-            }
-            y[(size_t)tok * M + row] = yv;
+            y[(size_t)tok * M + row] = i2s_output(acc[t], act_scale[tok], w_scale, out_scale);
         }
     }
 }
@@ -241,50 +176,9 @@ __device__ __forceinline__ void linear_tq_rows(
         return;
     }
     const int nblk = K / QK_K;
-    const int nvec = nblk * 4;  // four 16-byte vectors per 256-block
-    const uint4* wrow = w + (size_t)row * nvec;
-    const float* drow = w_d + (size_t)row * nblk;
-    float acc[TN] = {};  // zeros
-    // 32 lanes x 16 bytes = 8 blocks per step; lanes 4j .. 4j+3 share block j of the step
-    for (int u0 = 0; u0 < nvec; u0 += WARP_SIZE) {
-        const int u = u0 + lane;
-        int part[TN] = {};  // zeros
-        if (u < nvec) {
-            const uint4 pk = __ldg(wrow + u);
-            // block u/4; bytes 0..31 serve elements 0..127, bytes 32..63 elements 128..255
-            const int base = (u >> 2) * QK_K + ((u >> 1) & 1) * 128 + (u & 1) * 16;
-#pragma unroll
-            for (int t = 0; t < TN; ++t) {
-                if (t0 + t < n) {
-                    part[t] = dot_codes16(pk, q + (size_t)(t0 + t) * K + base, 0);
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < TN; ++t) {
-            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 1);
-            part[t] += __shfl_xor_sync(FULL_MASK, part[t], 2);
-        }
-        // combine the step's blocks one by one, in block order, as the reference does:
-        // acc += float(sumi_b) * (d_w_b * d_y_b), each op rounded in f32 (no FMA contraction)
-        for (int j = 0; j < WARP_SIZE / 4; ++j) {
-            const int b = u0 / 4 + j;
-            if (b >= nblk) {
-                break;  // uniform across the warp
-            }
-            const float dw = drow[b];
-#pragma unroll
-            for (int t = 0; t < TN; ++t) {
-                const int raw = __shfl_sync(FULL_MASK, part[t], 4 * j);
-                const int tok = t0 + t;
-                if (tok < n) {
-                    const size_t ab = (size_t)tok * nblk + b;
-                    const float dd = __fmul_rn(dw, act_d[ab]);
-                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)raw, dd));
-                }
-            }
-        }
-    }
+    float acc[TN];
+    tq_sums<TN>(w + (size_t)row * nblk * 4, w_d + (size_t)row * nblk, q, act_d, K, t0, n, lane,
+                acc);
     store_row<TN>(acc, lane, row, t0, n, M, out_scale, y);
 }
 

@@ -1,11 +1,11 @@
 // rope: NEOX rotary embedding of f32 x [n, H * D] -> new f32 buffer. Pair (i, i + D/2) of each
 // head of row t turns by the angle of position step[t] and index i, read from cos / sin tables
 // [positions, D/2] in double that the host computed once per (theta, D) as the reference does
-// (bitnet.hal.rope_tables); the rotation is computed in double and rounded to f32 once.
+// (bitnet.hal.rope_tables); the rotation is rope.cuh's (in double, rounded to f32 once).
 // Positions are read from device memory, so a captured step replays at new positions and the
 // rows of many sequences (attention_rows) each sit at their own.
 // Grid: (H * D/2, n) items, one per pair, in blocks of ROPE_THREADS.
-#include "common.cuh"
+#include "rope.cuh"
 
 #define ROPE_THREADS 256
 
@@ -24,10 +24,6 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope(
     const int i = gid % half;
     const size_t first = ((size_t)t * n_heads + h) * head_dim + i;
     const size_t angle = (size_t)step[t] * half + i;
-    const double c = cos_table[angle];
-    const double s = sin_table[angle];
-    const double a = (double)x[first];
-    const double b = (double)x[first + half];
-    y[first] = (float)(a * c - b * s);
-    y[first + half] = (float)(a * s + b * c);
+    rope_pair(x[first], x[first + half], cos_table[angle], sin_table[angle], y[first],
+              y[first + half]);
 }
