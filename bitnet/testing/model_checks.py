@@ -172,6 +172,58 @@ def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend
             np.testing.assert_array_equal(got, want)
 
 
+MAX_DISPATCHES_PER_LAYER = 8  # a decode token's block run whole on a GPU backend (issue 15)
+
+
+def test_whole_block_decode_equals_the_ops(bitnet_api, conformance_backend):
+    """Where the backend runs a decode token's block whole (``prepare_layer`` /
+    ``decode_layer``), the demo model's decode steps give the op-by-op steps' logits bit for
+    bit, eagerly and replayed; on a GPU backend (a ``runtime``) each whole block is at most
+    MAX_DISPATCHES_PER_LAYER dispatches. Skipped where no block runs whole."""
+    with bitnet_api.load(device=_device(conformance_backend), progress=False) as model:
+        t = model.transformer
+        fused = t.fused
+        if all(layer is None for layer in fused):
+            pytest.skip(f"{conformance_backend.name} runs no block whole")
+        ops = t.ops  # the model's counting wrapper: its decode_layer is what the model calls
+        runtime = getattr(ops.inner, "runtime", None)
+        per_call: list[int] = []
+        if runtime is not None:
+            inner_decode = ops.decode_layer
+            dispatch = runtime.dispatch
+            count = [0]
+
+            def counted_dispatch(*args, **kwargs):
+                count[0] += 1
+                return dispatch(*args, **kwargs)
+
+            def counted_decode(*args, **kwargs):
+                before = count[0]
+                out = inner_decode(*args, **kwargs)
+                per_call.append(count[0] - before)
+                return out
+
+            runtime.dispatch = counted_dispatch
+            ops.decode_layer = counted_decode
+        try:
+            whole = decode_logits(t, replay=False)
+            replayed = decode_logits(t, replay=True)
+        finally:
+            if runtime is not None:
+                del runtime.dispatch
+                ops.decode_layer = inner_decode
+        t.fused = [None] * len(fused)
+        try:
+            by_ops = decode_logits(t, replay=False)
+        finally:
+            t.fused = fused
+        for want, got, again in zip(by_ops, whole, replayed):
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+            np.testing.assert_array_equal(again.view(np.uint32), want.view(np.uint32))
+        if runtime is not None:
+            assert per_call and max(per_call) <= MAX_DISPATCHES_PER_LAYER, per_call
+
+
 def test_batched_decode_in_a_paged_pool_matches_decoding_alone(bitnet_api, conformance_backend):
     """What the server runs: sequences of one paged pool (shuffled blocks, histories across
     block edges) decoded together (Transformer.forward_batch, attention_rows) give each one

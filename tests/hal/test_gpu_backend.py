@@ -12,7 +12,9 @@ import pytest
 
 from bitnet.formats.floats import quantize_rows
 from bitnet.hal import KV_BLOCK, WeightFormat, WeightTensor
-from bitnet.hal.device_runtime import KERNELS, MATMUL, KernelCache, KernelSpec, Limits
+from bitnet.hal.backend import LayerSpec
+from bitnet.hal.device_runtime import (FUSED_KERNELS, KERNELS, MATMUL, KernelCache, KernelSpec,
+                                       Limits)
 from bitnet.hal.gpu_backend import GpuBackend
 from bitnet.testing.weights import q6_k_tensor, ternary_tensor
 
@@ -150,7 +152,8 @@ def test_every_op_dispatches_in_the_kernel_table_order(backend):
     backend.add(backend.relu2_mul(h, h), backend.silu_mul(h, h))
     backend.concat_rows([backend.slice_rows(h, 0, 1), h])
     ran = {name for name, *_ in backend.runtime.dispatches}
-    assert ran == set(KERNELS) - {"embed_q6_k"}  # every kernel but the Q6_K table's embed
+    # every op kernel but the Q6_K table's embed (decode_layer's: below)
+    assert ran == set(KERNELS) - set(FUSED_KERNELS) - {"embed_q6_k"}
 
 
 def test_one_input_is_quantized_once_per_mode(backend):
@@ -305,3 +308,130 @@ def test_a_recording_writes_its_positions_at_each_replay():
         with backend.recording():
             backend.attention_rows(x, kv, kv, pool, 0, np.array([1], np.int32), heads,
                                    kv_heads, dim, 10000.0, table[None])
+
+
+# -- decode_layer: a block in seven dispatches ------------------------------------------------
+
+class FusedNullRuntime(NullRuntime):
+    fused_max_width = 1024  # rows up to 1024 wide fit the fused prologues
+
+
+class FusedRecordingNullRuntime(RecordingNullRuntime):
+    fused_max_width = 1024
+
+
+def _layer_spec(b: GpuBackend, rng, fmt=WeightFormat.I2_S, d=256, heads=4, kv=2, ff=512,
+                sub_norms=True, activation="relu2", formats=None) -> LayerSpec:
+    """A block's weights on b; ``formats`` overrides the seven weights' formats in order."""
+    shapes = [(heads * 64, d), (kv * 64, d), (kv * 64, d), (d, heads * 64), (ff, d), (ff, d),
+              (d, ff)]
+    formats = formats or [fmt] * 7
+    weights = []
+    for (rows, cols), f in zip(shapes, formats):
+        if f is WeightFormat.F16:
+            data = quantize_rows(f, rng.standard_normal((rows, cols)).astype(np.float32))
+            weights.append(b.load_weight(WeightTensor("w", f, rows, cols, data)))
+        else:
+            values = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+            weights.append(b.load_weight(ternary_tensor(f, values, rng)))
+    q, k, v, o, gate, up, down = weights
+
+    def norm(width):
+        return b.upload(np.ones((1, width), np.float32))
+
+    return LayerSpec(norm(d), q, k, v, norm(heads * 64) if sub_norms else None, o, norm(d),
+                     gate, up, norm(ff) if sub_norms else None, down, activation, heads, kv, 64,
+                     10000.0, 1e-5)
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0])
+@pytest.mark.parametrize("sub_norms", [True, False])
+def test_decode_layer_runs_a_block_in_seven_dispatches(fmt, sub_norms):
+    """One decode token's block: norm + q/k/v, rope + kv store + attention, sub-norm +
+    quantize (the plain quantizer without a sub-norm), o + residual, norm + gate/up, sub-norm
+    + quantize, down + residual: 7 dispatches (issue 15's bound is 8), in the table's order."""
+    b = _backend(FusedNullRuntime())
+    rng = np.random.default_rng(3)
+    spec = _layer_spec(b, rng, fmt, sub_norms=sub_norms)
+    layer = b.prepare_layer(spec)
+    assert layer is not None and layer.family == ("i2s" if fmt is WeightFormat.I2_S else "tq")
+    pool = b.kv_cache_alloc(1, 4 * KV_BLOCK, 2, 64)
+    h = b.upload(np.ones((1, 256), np.float32))
+    before = len(b.runtime.dispatches)
+    out = b.decode_layer(layer, h, pool, 0, KV_BLOCK + 1, np.array([3, 1], np.int32))
+    names = [d[0] for d in b.runtime.dispatches[before:]]
+    family = layer.family
+    quantize = ("rmsnorm_quantize_" + ("i8" if family == "i2s" else "q8_k") if sub_norms else
+                "quantize_" + ("per_token_i8" if family == "i2s" else "q8_k"))
+    assert names == [f"norm_qkv_{family}", "rope_attention", quantize, f"linear_add_{family}",
+                     f"norm_gate_up_{family}", quantize, f"linear_add_{family}"]
+    assert out.shape == (1, 256)
+    attention = b.runtime.dispatches[before + 1]
+    assert attention[1] == (4, 1)  # a group per query head
+    assert attention[3][6:] == (KV_BLOCK, KV_BLOCK + 2)  # block, span (one past the position)
+    assert b.runtime.dispatches[before + 4][3][2] == 0  # relu2
+
+
+def test_every_fused_kernel_runs_in_the_table_order():
+    b = _backend(FusedNullRuntime())
+    rng = np.random.default_rng(4)
+    for fmt, activation in ((WeightFormat.I2_S, "silu"), (WeightFormat.TQ2_0, "relu2")):
+        spec = _layer_spec(b, rng, fmt, activation=activation)
+        cache = b.kv_cache_alloc(1, 8, 2, 64)
+        b.decode_layer(b.prepare_layer(spec), b.upload(np.ones((1, 256), np.float32)), cache,
+                       0, 2)
+    ran = {name for name, *_ in b.runtime.dispatches}
+    assert set(FUSED_KERNELS) <= ran
+
+
+def test_prepare_layer_offers_only_what_the_fused_kernels_run():
+    """None (op by op) without the runtime's fused kernels, for a float or mixed-family
+    block, or a row wider than the prologue holds; an unknown activation is refused."""
+    rng = np.random.default_rng(5)
+    plain = _backend(NullRuntime())
+    assert plain.prepare_layer(_layer_spec(plain, rng)) is None  # no fused_max_width
+    b = _backend(FusedNullRuntime())
+    assert b.prepare_layer(_layer_spec(b, rng)) is not None
+    mixed = [WeightFormat.I2_S] * 6 + [WeightFormat.TQ2_0]
+    assert b.prepare_layer(_layer_spec(b, rng, formats=mixed)) is None
+    tq = [WeightFormat.TQ2_0] * 6 + [WeightFormat.TQ1_0]  # one quantizer: one family
+    assert b.prepare_layer(_layer_spec(b, rng, formats=tq)).family == "tq"
+    floats = [WeightFormat.F16] + [WeightFormat.I2_S] * 6
+    assert b.prepare_layer(_layer_spec(b, rng, formats=floats)) is None
+    assert b.prepare_layer(_layer_spec(b, rng, d=2048)) is None  # wider than 1024
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        b.prepare_layer(_layer_spec(b, rng, activation="gelu"))
+
+
+def test_decode_layer_refuses_bad_calls():
+    b = _backend(FusedNullRuntime())
+    layer = b.prepare_layer(_layer_spec(b, np.random.default_rng(6)))
+    cache = b.kv_cache_alloc(1, 8, 2, 64)
+    h = b.upload(np.ones((1, 256), np.float32))
+    with pytest.raises(ValueError, match=r"h must be float32 \[1, 256\]"):
+        b.decode_layer(layer, b.upload(np.ones((2, 256), np.float32)), cache, 0, 0)
+    with pytest.raises(ValueError, match="exceed the cache"):
+        b.decode_layer(layer, h, cache, 0, 8)
+    with pytest.raises(ValueError, match="other head sizes"):
+        b.decode_layer(layer, h, b.kv_cache_alloc(1, 8, 1, 64), 0, 0)
+
+
+def test_a_recorded_decode_layer_replays_at_new_positions():
+    """decode_layer's rope_attention reads the recording's step buffer, and a block table
+    bounds the recording's reach as attention's does."""
+    runtime = FusedRecordingNullRuntime()
+    b = _backend(runtime)
+    layer = b.prepare_layer(_layer_spec(b, np.random.default_rng(7)))
+    pool = b.kv_cache_alloc(1, 8 * KV_BLOCK, 2, 64)
+    table = np.array([5, 2, 7], np.int32)
+    h = b.upload(np.ones((1, 256), np.float32))
+    with b.recording() as recorded:
+        b.decode_layer(layer, h, pool, 0, 0, table)
+    captured = recorded.recording.dispatches
+    assert len(captured) == 7
+    attention = captured[1]
+    assert attention[0] == "rope_attention" and attention[3][7] == 3 * KV_BLOCK  # span
+    assert recorded.positions == 3 * KV_BLOCK
+    step = attention[4][KERNELS["rope_attention"].buffers.index("step")]
+    recorded.replay(2 * KV_BLOCK + 3)
+    assert np.frombuffer(bytes(step[:4]), np.int32).tolist() == [2 * KV_BLOCK + 3]

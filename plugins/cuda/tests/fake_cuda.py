@@ -293,6 +293,112 @@ def _silu(g, u):
         return g / (np.float32(1) + np.exp(-g)) * u
 
 
+# decode_layer.cu's fused kernels, composed from the models of the kernels they fuse (so the
+# fake driver's fused path gives its op path's bits, as the .cu sources do in the emulator)
+
+def _quantized(family: str, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return km.quantize_per_token_i8(xs) if family == "i2s" else km.quantize_q8_k(xs)
+
+
+def _matmul(family: str, w: int, w_d: int | None, scale: float, out_scale: float,
+            q: np.ndarray, act: np.ndarray, rows: int, k: int) -> np.ndarray:
+    """One weight's rows for the quantized activations (q, act): linear_i2s / linear_tq."""
+    if family == "i2s":
+        return km.linear_i2s(MEMORY.view(w, np.uint8, rows * k // 4), q, act, np.float32(scale),
+                             np.float32(out_scale), rows, k)
+    nb = k // 256
+    return km.linear_tq(MEMORY.view(w, np.uint8, rows * nb * 64),
+                        MEMORY.view(w_d, np.float32, rows * nb).reshape(rows, nb), q,
+                        act.reshape(1, nb), np.float32(out_scale), rows, k)
+
+
+def _prologue(x: int, norm: int, k: int, eps: float, family: str):
+    xs = MEMORY.view(x, np.float32, k).reshape(1, k)
+    return _quantized(family, km.rmsnorm(xs, MEMORY.view(norm, np.float32, k), np.float32(eps)))
+
+
+def k_norm_qkv(family: str):
+    def run(grid, block, x, norm, *args):
+        if family == "i2s":
+            (*codes, y, k, mq, mk, mv, eps), rest = args[:9], args[9:]
+            scales, outs, ds = rest[:3], rest[3:], [None] * 3
+        else:
+            (*codes, y, k, mq, mk, mv, eps), rest = args[:3] + args[6:12], args[12:]
+            ds, scales, outs = args[3:6], [1.0] * 3, rest
+        _covers(grid, block, mq + mk + mv, 1)
+        q, act = _prologue(x, norm, k, eps, family)
+        parts = [_matmul(family, w, wd, sc, os_, q, act, m, k)
+                 for w, wd, sc, os_, m in zip(codes, ds, scales, outs, (mq, mk, mv))]
+        MEMORY.view(y, np.float32, mq + mk + mv)[:] = np.concatenate(parts, axis=1)[0]
+    return run
+
+
+def k_norm_gate_up(family: str):
+    def run(grid, block, x, norm, *args):
+        if family == "i2s":
+            wg, wu, y, k, f, act_code, eps, sg, su, og, ou = args
+            dg = du = None
+        else:
+            wg, wu, dg, du, y, k, f, act_code, eps, og, ou = args
+            sg = su = 1.0
+        _covers(grid, block, f, 1)
+        q, act = _prologue(x, norm, k, eps, family)
+        gate = _matmul(family, wg, dg, sg, og, q, act, f, k)
+        up = _matmul(family, wu, du, su, ou, q, act, f, k)
+        MEMORY.view(y, np.float32, f)[:] = (_relu2 if act_code == 0 else _silu)(gate, up)[0]
+    return run
+
+
+def k_rmsnorm_quantize(family: str):
+    def run(grid, block, x, w, q, scales, k, eps):
+        n = grid[0]
+        xs = MEMORY.view(x, np.float32, n * k).reshape(n, k)
+        qq, ss = _quantized(family, km.rmsnorm(xs, MEMORY.view(w, np.float32, k),
+                                               np.float32(eps)))
+        MEMORY.view(q, np.int8, n * k)[:] = qq.reshape(-1)
+        MEMORY.view(scales, np.float32, ss.size)[:] = ss.reshape(-1)
+    return run
+
+
+def k_linear_add(family: str):
+    def run(grid, block, w, *args):
+        if family == "i2s":
+            q, act, h, y, k, m, scale, out_scale = args
+            w_d = None
+        else:
+            w_d, q, act, h, y, k, m, out_scale = args
+            scale = 1.0
+        _covers(grid, block, m, 1)
+        nb = 1 if family == "i2s" else k // 256
+        out = _matmul(family, w, w_d, scale, out_scale, MEMORY.view(q, np.int8, k).reshape(1, k),
+                      MEMORY.view(act, np.float32, nb), m, k)
+        MEMORY.view(y, np.float32, m)[:] = MEMORY.view(h, np.float32, m) + out[0]
+    return run
+
+
+def k_rope_attention(grid, block, qkv, cos_t, sin_t, k_cache, v_cache, step, table, scores,
+                     out, layer, n_ctx, n_heads, n_kv_heads, head_dim, score_scale, kv_block,
+                     span):
+    assert grid[0] == n_heads and grid[1] == 1
+    pos = MEMORY.view(step, np.int32, 1).astype(np.int64)
+    assert pos[0] < span
+    half = head_dim // 2
+    tables = [MEMORY.view(t, np.float64, (int(pos[0]) + 1) * half) for t in (cos_t, sin_t)]
+    width = n_kv_heads * head_dim
+    xs = MEMORY.view(qkv, np.float32, n_heads * head_dim + 2 * width).reshape(1, -1)
+    q = km.rope(xs[:, :n_heads * head_dim], *tables, n_heads, head_dim, pos)
+    k = km.rope(xs[:, n_heads * head_dim:-width], *tables, n_kv_heads, head_dim, pos)
+    rows = _row_tables(table, kv_block, 0, pos)
+    layer_off = layer * n_ctx * width * 2
+    kc = MEMORY.view(k_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
+    vc = MEMORY.view(v_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
+    kc[rows[0][-1]] = k[0].astype(np.float16)
+    vc[rows[0][-1]] = xs[0, -width:].astype(np.float16)
+    res = km.attention(q, kc.astype(np.float32), vc.astype(np.float32), rows, n_heads,
+                       n_kv_heads, head_dim, np.float32(score_scale), block[0] // 32)
+    MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
+
+
 def k_inbox(grid, block, box, capacity):
     """The inbox's staged writes to their buffers (runtime.py's layout)."""
     assert grid == (1, 1, 1) and block[0] >= capacity
@@ -320,6 +426,12 @@ MODELS: dict[str, Callable[..., None]] = {
     "silu_mul": k_elementwise(_silu),
     "add": k_elementwise(lambda a, b: a + b),
 }
+for _family, _quant in (("i2s", "i8"), ("tq", "q8_k")):
+    MODELS[f"norm_qkv_{_family}"] = k_norm_qkv(_family)
+    MODELS[f"norm_gate_up_{_family}"] = k_norm_gate_up(_family)
+    MODELS[f"linear_add_{_family}"] = k_linear_add(_family)
+    MODELS[f"rmsnorm_quantize_{_quant}"] = k_rmsnorm_quantize(_family)
+MODELS["rope_attention"] = k_rope_attention
 for _fmt in ("f32", "f16", "bf16", "q8_0"):
     MODELS[f"linear_float_{_fmt}"] = k_linear_float(_fmt)
     MODELS[f"embed_{_fmt}"] = k_embed(_fmt)

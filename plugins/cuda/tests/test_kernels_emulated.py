@@ -100,3 +100,49 @@ def test_attention_prefill_then_decode(emulated):
         want = REF.attention(q, k, v, cache_r, 1, pos, heads, kv_heads, dim)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         pos += n
+
+
+@pytest.mark.parametrize("fmt,arch", [("i2_s", "bitnet-b1.58"), ("tq1_0", "bitnet")])
+def test_whole_block_decode_steps_equal_the_ops(emulated, tmp_path, fmt, arch):
+    """decode_layer.cu's kernels in a model (relu2 and silu blocks): decode steps across a
+    KV_BLOCK edge give the op-by-op logits bit for bit, eagerly and replayed (the recorded
+    step's graph), in at most 8 launches a block."""
+    from bitnet.core.config import ModelConfig
+    from bitnet.core.gguf import open_gguf
+    from bitnet.core.loader import load_weights
+    from bitnet.core.model import Transformer
+    from bitnet.hal import WeightFormat
+    from bitnet.testing.model_checks import MAX_DISPATCHES_PER_LAYER, decode_logits
+    from bitnet.testing.synthetic import make_synthetic_model
+
+    path = make_synthetic_model(
+        tmp_path / f"{fmt}.gguf", d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=512,
+        n_vocab=300, n_ctx=32, arch=arch, weight_format=WeightFormat(fmt),
+        embed_format=WeightFormat.Q6_K, seed=3)
+    gguf = open_gguf(path)
+    config = ModelConfig.from_metadata(gguf.metadata)
+    t = Transformer(config, load_weights(gguf, config), emulated, 32)
+    assert all(layer is not None for layer in t.fused)
+    prompt = tuple(range(1, 15))  # steps at positions 14 .. 17 cross the block edge at 16
+    runtime = emulated.runtime
+    before = runtime.submissions
+    whole = decode_logits(t, replay=False, prompt=prompt, steps=4)
+    replayed = decode_logits(t, replay=True, prompt=prompt, steps=4)
+    assert t.replay.replayed >= 3
+    fused = t.fused
+    t.fused = [None] * len(fused)
+    by_ops = decode_logits(t, replay=False, prompt=prompt, steps=4)
+    t.fused = fused
+    for want, got, again in zip(by_ops, whole, replayed):
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        np.testing.assert_array_equal(again.view(np.uint32), want.view(np.uint32))
+    assert runtime.submissions > before
+    calls = []
+    dispatch = runtime.dispatch
+    runtime.dispatch = lambda *a: (calls.append(a[0].spec.name), dispatch(*a))
+    try:
+        t.ops.decode_layer(t.fused[0], t.ops.upload(np.ones((1, 256), np.float32)), t.cache,
+                           0, 18)
+    finally:
+        del runtime.dispatch
+    assert len(calls) <= MAX_DISPATCHES_PER_LAYER, calls
