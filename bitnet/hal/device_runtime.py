@@ -75,6 +75,11 @@ KERNELS: dict[str, KernelSig] = {
     "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
 }
 
+# Reductions whose order a fused kernel must repeat (rmsnorm's sum, attention's exp sum) use a
+# tree of this many virtual lanes whatever the work-group size (OpenCL, Vulkan: the runtime
+# sizes their scratch; CUDA's rmsnorm tree is the same 256 lanes, kernels/norm.cuh)
+REDUCE_LANES = 256
+
 # The fused kernels of GpuBackend.decode_layer: one decode token's block in seven dispatches,
 # the bits of the ops above (each shares its arithmetic with the kernels it replaces, and the
 # RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever the work-group size). A

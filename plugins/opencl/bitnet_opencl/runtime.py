@@ -18,7 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyopencl as cl
 
-from bitnet.hal.device_runtime import GROUPS, ITEMS, KernelCache, KernelSpec, Limits
+from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, REDUCE_LANES, KernelCache,
+                                       KernelSpec, Limits)
 from bitnet_opencl.devices import CL_DEVICE_INTEGER_DOT_PRODUCT_CAPABILITIES_KHR, raw_device_info
 
 TILE_N = 8  # tokens per work-group in the matmuls (kernels' TILE_N; GpuBackend's)
@@ -44,7 +45,13 @@ SOURCES = {
     "add": ("elementwise.cl", "add"),
     "relu2_mul": ("elementwise.cl", "relu2_mul"),
     "silu_mul": ("elementwise.cl", "silu_mul"),
+    **{name: ("decode_layer.cl", name) for name in FUSED_KERNELS},
 }
+# programs built from more than their own file (after common.cl): decode_layer.cl calls
+# attention.cl's attend
+PROGRAM_FILES = {"decode_layer.cl": ("attention.cl", "decode_layer.cl")}
+FUSED_MAX_WIDTH = 8192  # the widest row decode_layer.cl's prologues hold in local memory
+FUSED_LOCAL_MEMORY = 48 * 1024  # ... on a device with at least this much
 
 
 _GLOBAL = cl.kernel_arg_address_qualifier.GLOBAL
@@ -54,6 +61,12 @@ _SCALAR_TYPES = {"i": np.int32, "f": np.float32}
 
 def kernel_source(file: str) -> str:
     return (resources.files("bitnet_opencl") / "kernels" / file).read_text()
+
+
+def program_source(file: str) -> str:
+    """A program's OpenCL C: common.cl, then its file (or PROGRAM_FILES' files)."""
+    return "\n".join([kernel_source("common.cl"),
+                      *map(kernel_source, PROGRAM_FILES.get(file, (file,)))])
 
 
 def has_int_dot(cl_device: Any) -> bool:
@@ -98,7 +111,6 @@ class OpenCLRuntime:
                                      cl_device.driver_version.strip(),
                                      cl_device.platform.version.strip(), cl.VERSION_TEXT])
         self._cache = KernelCache("opencl", self.fingerprint)
-        self._common = kernel_source("common.cl")
         self._programs: dict[tuple[str, str], Any] = {}
         self._kernels: dict[KernelSpec, ClKernel] = {}
         self._capture: OpenCLRecording | None = None
@@ -110,6 +122,10 @@ class OpenCLRuntime:
                              shared_memory=int(cl_device.local_mem_size),
                              max_buffer=int(cl_device.max_mem_alloc_size), fp64=self.fp64,
                              max_head_dim=MAX_HEAD_DIM)
+        # GpuBackend.decode_layer's fused kernels (decode_layer.cl), where local memory holds
+        # their prologue
+        self.fused_max_width = (FUSED_MAX_WIDTH if cl_device.local_mem_size >= FUSED_LOCAL_MEMORY
+                                else 0)
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -168,7 +184,7 @@ class OpenCLRuntime:
             options += [f"-D{define}"] if define else []
             options += ["-DUSE_INT_DOT"] if self.int_dot else []
             options += ["-DUSE_FP64"] if self.fp64 else []
-            source = self._common + "\n" + kernel_source(file)
+            source = program_source(file)
             cache_key = hashlib.sha256((source + "\0" + " ".join(options)).encode()).hexdigest()
             binary = self._cache.get(cache_key, lambda: self._build(source, options, file))
             try:
@@ -203,19 +219,28 @@ class OpenCLRuntime:
 
     def _local_bytes(self, spec: KernelSpec, wg: int, scalars: Sequence[float]) -> list[int]:
         """Bytes of each __local parameter of spec's kernel, in order."""
-        if spec.name == "rmsnorm":  # acc_t: double where the device has it
-            return [(8 if self.fp64 else 4) * wg]
-        if spec.name == "quantize_per_token_i8":
+        wide = (8 if self.fp64 else 4) * REDUCE_LANES  # acc_t: double where the device has it
+        narrow = 4 * REDUCE_LANES
+        name = spec.name
+        if name == "rmsnorm":
+            return [wide]
+        if name == "quantize_per_token_i8":
             return [4 * wg]
-        if spec.name == "quantize_q8_k":
+        if name == "quantize_q8_k":
             return [4 * wg, 4 * wg]
-        if spec.name == "attention":  # scratch, and q in f16 (head_dim = scalars[4])
-            return [4 * wg, 4 * int(scalars[4])]
-        if spec.name in ("linear_tq", "linear_q6_k"):  # int32 sums of TILE_N tokens a block
-            return [spec.rows * 4 * TILE_N * spec.blocks]
-        if spec.name in ("linear_i2s", "linear_float"):  # ... a lane
-            return [spec.rows * 4 * TILE_N * spec.lanes]
-        return []
+        if name == "attention":  # scratch, and q in f16 (head_dim = scalars[4])
+            return [narrow, 4 * int(scalars[4])]
+        if name == "rope_attention":  # scratch, q, the fresh key and value (head_dim)
+            return [narrow] + [4 * int(scalars[4])] * 3
+        if name.startswith("rmsnorm_quantize"):
+            return [wide, narrow]
+        # matmuls: int32 sums of TILE_N tokens a block (TQ, Q6_K) or a lane (I2_S, float)
+        per_row = spec.blocks if name.endswith(("_tq", "q6_k")) else spec.lanes
+        sums = spec.rows * 4 * TILE_N * per_row
+        if name.startswith("norm_"):  # the prologue: int8 row, its scales, the norm's scratch
+            k = int(scalars[0])
+            return [-(-k // 16) * 16, 4 * max(1, k // 256), wide, narrow, sums]
+        return [sums]
 
     def dispatch(self, kernel: ClKernel, grid: tuple[int, ...], buffers: Sequence[Any],
                  scalars: Sequence[float]) -> None:

@@ -35,11 +35,65 @@ __kernel void kv_store(__global const float* k, __global const float* v,
     vstore_half_rte(v[src + 1], dst + 1, cache_v);
 }
 
+// One work-group's attention of one query head: q16 [D] (local, already rounded to f16)
+// against positions 0 .. last of one KV head (cache rows from layer_base, `width` apart,
+// through `rows`), scores in s (global, > last entries), then a max-subtracted softmax and the
+// weighted sum of V into out [D]. fresh (rope_attention): position last's key and value,
+// rounded to f16, come from fresh_k / fresh_v (local) instead of the cache row another
+// work-group may still be writing; the same values, the same bits. scratch: REDUCE_LANES
+// floats. The exp sum takes FIXED_REDUCE's tree: any work-group size gives the same bits.
+void attend(__local const float* q16, __global const half* cache_k,
+            __global const half* cache_v, __global const int* rows, const int block,
+            const size_t layer_base, const int width, const int last, const int head_dim,
+            const float score_scale, __global float* s, __global float* out,
+            __local float* scratch, const int lid, const int wg, const int fresh,
+            __local const float* fresh_k, __local const float* fresh_v) {
+    float local_max = -INFINITY;
+    for (int p = lid; p <= last; p += wg) {
+        const size_t row = layer_base + cache_row(rows, block, p) * width;
+        float dot = 0.0f;
+        if (fresh && p == last) {
+            for (int d = 0; d < head_dim; d++) {
+                dot += q16[d] * fresh_k[d];
+            }
+        } else {
+            for (int d = 0; d < head_dim; d++) {
+                dot += q16[d] * vload_half(row + d, cache_k);
+            }
+        }
+        const float score = dot * score_scale;
+        s[p] = score;
+        local_max = fmax(local_max, score);
+    }
+    REDUCE(scratch, local_max, lid, wg, OP_MAX);
+    const float max_score = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);  // every work-item reads all of s
+    FIXED_REDUCE(scratch, float, 0.0f, last + 1, p_, exp(s[p_] - max_score), OP_ADD, lid, wg);
+    const float total = scratch[0];
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int p = lid; p <= last; p += wg) {
+        s[p] = exp(s[p] - max_score) / total;  // the probabilities, normalized once
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE);  // every work-item reads all of s below
+
+    for (int d = lid; d < head_dim; d += wg) {
+        float acc = 0.0f;
+        for (int p = 0; p < last; p++) {
+            acc += s[p] * vload_half(layer_base + cache_row(rows, block, p) * width + d,
+                                     cache_v);
+        }
+        acc += s[last] * (fresh ? fresh_v[d]
+                                : vload_half(layer_base + cache_row(rows, block, last) * width
+                                             + d, cache_v));
+        out[d] = acc;
+    }
+}
+
 // One work-group per (head h, row t): scores over positions 0 .. step[t], times
 // score_scale = float32(1 / sqrt(D)), go to the global scratch [n, H, span] (span > every
-// position); then a max-subtracted softmax and the weighted sum of V. q is rounded to f16 first
-// (ggml's F16 dot converts it; the contract says so). q [n, H*D] f32 -> out [n, H*D] f32.
-// Keys are visited by position, whatever rows hold them: a paged cache gives the bits of a
+// position); then a max-subtracted softmax and the weighted sum of V (attend). q is rounded to
+// f16 first (ggml's F16 dot converts it; the contract says so). q [n, H*D] f32 -> out [n, H*D]
+// f32. Keys are visited by position, whatever rows hold them: a paged cache gives the bits of a
 // contiguous one.
 __kernel void attention(__global const float* q, __global const half* cache_k,
                         __global const half* cache_v, __global const int* step,
@@ -53,52 +107,15 @@ __kernel void attention(__global const float* q, __global const half* cache_k,
     const int lid = get_local_id(0);
     const int wg = get_local_size(0);
     const int width = n_kv_heads * head_dim;
-    const int last = step[t];
-    __global const int* rows = table + (size_t)t * table_stride;
     const int kv_head = h / (n_heads / n_kv_heads);
     __global const float* qh = q + (size_t)t * n_heads * head_dim + h * head_dim;
-    const size_t layer_base = (size_t)layer * n_ctx * width + kv_head * head_dim;
-    __global float* s = scores + ((size_t)t * n_heads + h) * span;
 
     for (int d = lid; d < head_dim; d += wg) {
         q16[d] = round_to_f16(qh[d]);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-
-    float local_max = -INFINITY;
-    for (int p = lid; p <= last; p += wg) {
-        const size_t row = layer_base + cache_row(rows, block, p) * width;
-        float dot = 0.0f;
-        for (int d = 0; d < head_dim; d++) {
-            dot += q16[d] * vload_half(row + d, cache_k);
-        }
-        const float score = dot * score_scale;
-        s[p] = score;
-        local_max = fmax(local_max, score);
-    }
-    REDUCE(scratch, local_max, lid, wg, OP_MAX);
-    const float max_score = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-
-    float local_sum = 0.0f;
-    for (int p = lid; p <= last; p += wg) {
-        const float e = exp(s[p] - max_score);
-        s[p] = e;
-        local_sum += e;
-    }
-    REDUCE(scratch, local_sum, lid, wg, OP_ADD);
-    const float total = scratch[0];
-    for (int p = lid; p <= last; p += wg) {
-        s[p] = s[p] / total;  // the probabilities, normalized once
-    }
-    barrier(CLK_GLOBAL_MEM_FENCE);  // every work-item reads all of s below
-
-    for (int d = lid; d < head_dim; d += wg) {
-        float acc = 0.0f;
-        for (int p = 0; p <= last; p++) {
-            acc += s[p] * vload_half(layer_base + cache_row(rows, block, p) * width + d,
-                                     cache_v);
-        }
-        out[(size_t)t * n_heads * head_dim + h * head_dim + d] = acc;
-    }
+    attend(q16, cache_k, cache_v, table + (size_t)t * table_stride, block,
+           (size_t)layer * n_ctx * width + kv_head * head_dim, width, step[t], head_dim,
+           score_scale, scores + ((size_t)t * n_heads + h) * span,
+           out + (size_t)t * n_heads * head_dim + h * head_dim, scratch, lid, wg, 0, q16, q16);
 }

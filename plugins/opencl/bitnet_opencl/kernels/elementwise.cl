@@ -13,8 +13,7 @@ __kernel void relu2_mul(__global const float* gate, __global const float* up, co
                         __global float* y) {
     const int i = get_global_id(0);
     if (i < count) {
-        const float r = fmax(gate[i], 0.0f);
-        y[i] = r * r * up[i];
+        y[i] = relu2_mul_value(gate[i], up[i]);
     }
 }
 
@@ -23,7 +22,6 @@ __kernel void silu_mul(__global const float* gate, __global const float* up, con
                        __global float* y) {
     const int i = get_global_id(0);
     if (i < count) {
-        const float g = gate[i];
-        y[i] = g / (1.0f + exp(-g)) * up[i];
+        y[i] = silu_mul_value(gate[i], up[i]);
     }
 }

@@ -1,5 +1,5 @@
 // Activation quantization for linear_ternary, on the device (bitnet.formats.activations is the
-// bit-level reference).
+// bit-level reference; the element arithmetic is common.cl's, shared with decode_layer.cl).
 
 // Per-token int8 (bitnet.cpp, I2_S). One work-group per token: x [n, K] f32 -> q [n, K] int8,
 // s [n] f32 with s = float32(127 / max(1e-5, max|x|)).
@@ -16,13 +16,9 @@ __kernel void quantize_per_token_i8(__global const float* x, const int K,
     }
     REDUCE(scratch, m, lid, wg, OP_MAX);
     m = scratch[0];
-    // The reference floors m at 1e-5 in float64, then rounds 127/m to f32. For an f32 m, the
-    // double-rounded quotient equals the correctly rounded f32 quotient; 1e-5f is the float just
-    // below 1e-5, so "m > 1e-5f" is "m >= 1e-5". float32(127 / 1e-5) = 12700000.
-    const float scale = m > 1e-5f ? div_rn(127.0f, m) : 12700000.0f;
+    const float scale = i8_scale(m);
     for (int k = lid; k < K; k += wg) {
-        float v = rint(row[k] * scale);
-        q[(size_t)t * K + k] = (char)clamp(v, -128.0f, 127.0f);
+        q[(size_t)t * K + k] = i8_value(row[k], scale);
     }
     if (lid == 0) {
         s[t] = scale;
@@ -76,12 +72,11 @@ __kernel void quantize_q8_k(__global const float* x, const int K,
         }
         return;
     }
-    const float iscale = div_rn(-127.0f, amax);
+    const float iscale = q8k_iscale(amax);
     for (int j = lid; j < 256; j += wg) {
-        float v = rint(iscale * x[base + j]);
-        q[base + j] = (char)fmin(v, 127.0f);
+        q[base + j] = q8k_value(iscale, x[base + j]);
     }
     if (lid == 0) {
-        d[(size_t)t * nb + b] = div_rn(1.0f, iscale);
+        d[(size_t)t * nb + b] = q8k_d(iscale);
     }
 }

@@ -1,12 +1,6 @@
-// RMSNorm in ggml's order: sum of f32 squares (in double where the device has cl_khr_fp64),
-// mean rounded to f32, scale = 1 / sqrt(mean + eps) in f32, y = (x * scale) * w.
-// x [n, K], w [1, K]; one work-group per row.
-#ifdef USE_FP64
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-typedef double acc_t;
-#else
-typedef float acc_t;
-#endif
+// RMSNorm in ggml's order (common.cl's rms_scale: f32 squares summed in acc_t, double where the
+// device has cl_khr_fp64, by FIXED_REDUCE's tree, which the fused decode-layer kernels share),
+// y = (x * scale) * w. x [n, K], w [1, K]; one work-group per row.
 
 __kernel void rmsnorm(__global const float* x, __global const float* w, const int K,
                       const float eps, __global float* y, __local acc_t* scratch) {
@@ -14,15 +8,8 @@ __kernel void rmsnorm(__global const float* x, __global const float* w, const in
     const int lid = get_local_id(0);
     const int wg = get_local_size(0);
     __global const float* row = x + (size_t)t * K;
-    acc_t ss = 0;
+    const float scale = rms_scale(row, K, eps, scratch, lid, wg);
     for (int k = lid; k < K; k += wg) {
-        const float square = row[k] * row[k];
-        ss += (acc_t)square;
-    }
-    REDUCE(scratch, ss, lid, wg, OP_ADD);
-    const float mean = (float)(scratch[0] / (acc_t)K);
-    const float scale = div_rn(1.0f, sqrt_rn(mean + eps));
-    for (int k = lid; k < K; k += wg) {
-        y[(size_t)t * K + k] = (row[k] * scale) * w[k];
+        y[(size_t)t * K + k] = normed(row[k], scale, w[k]);
     }
 }

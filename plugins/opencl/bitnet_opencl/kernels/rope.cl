@@ -4,12 +4,7 @@
 // [positions, D/2] that the host
 // computed in float64 once per (theta, D). Where the device has cl_khr_fp64 the tables and the
 // rotation stay in double, as the reference computes them. Global size (H * D/2, n).
-#ifdef USE_FP64
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-typedef double angle_t;
-#else
-typedef float angle_t;
-#endif
+// (angle_t and rope_pair: common.cl, shared with the fused rope_attention)
 
 __kernel void rope(__global const float* x, const int n_heads, const int head_dim,
                    __global const angle_t* cos_table, __global const angle_t* sin_table,
@@ -24,10 +19,8 @@ __kernel void rope(__global const float* x, const int n_heads, const int head_di
     const int i = gid % half_dim;
     const size_t first = (size_t)t * n_heads * head_dim + h * head_dim + i;
     const size_t angle = (size_t)step[t] * half_dim + i;
-    const angle_t c = cos_table[angle];
-    const angle_t s = sin_table[angle];
-    const angle_t a = x[first];
-    const angle_t b = x[first + half_dim];
-    y[first] = (float)(a * c - b * s);
-    y[first + half_dim] = (float)(a * s + b * c);
+    const float2 r = rope_pair(x[first], x[first + half_dim], cos_table[angle],
+                               sin_table[angle]);
+    y[first] = r.x;
+    y[first + half_dim] = r.y;
 }
