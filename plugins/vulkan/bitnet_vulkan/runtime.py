@@ -30,7 +30,7 @@ _STAGING_CHUNK = 64 << 20  # host <-> device copies go through a staging buffer 
 _SETS_PER_BATCH = 512  # descriptor sets one batch may hold before it is flushed
 _SETS_PER_RECORDING = 8192  # descriptor sets a recording may hold (a decode step's dispatches)
 _INLINE_WRITE = 65536  # writes up to this many bytes go inline in the command buffer
-_MAX_BINDINGS = 7
+_MAX_BINDINGS = 9
 _COMPUTE = vk.VK_SHADER_STAGE_COMPUTE_BIT
 MAX_HEAD_DIM = 512  # attention.comp's MAX_HEAD_DIM
 FLOAT_FORMAT_IDS = {"f32": 0, "f16": 1, "bf16": 2, "q8_0": 3}  # float_decode.glsl's FMT
@@ -39,8 +39,15 @@ ELEMENTWISE_OPS = {"add": 0, "relu2_mul": 1, "silu_mul": 2}  # elementwise.comp'
 SHADER_NAMES = {"embed_q6_k": "embed_q6k", "quantize_per_token_i8": "quantize_i8",
                 "quantize_q8_k": "quantize_q8k", "linear_q6_k": "linear_q6k",
                 "add": "elementwise", "relu2_mul": "elementwise", "silu_mul": "elementwise"}
-FP64_SHADERS = ("rmsnorm", "rope")  # *_f64 where the device has shaderFloat64
-INT_DOT_SHADERS = ("linear_i2s", "linear_tq", "linear_q6k")  # *_idot with OpSDot
+# *_f64 where the device has shaderFloat64; *_idot with OpSDot; *_f64_idot both
+# (scripts/build_shaders.py's FP64_SOURCES and INT_DOT_SOURCES)
+FP64_SHADERS = ("rmsnorm", "rope", "rmsnorm_quantize_i8", "rmsnorm_quantize_q8_k",
+                "norm_qkv_i2s", "norm_qkv_tq", "norm_gate_up_i2s", "norm_gate_up_tq",
+                "rope_attention")
+INT_DOT_SHADERS = ("linear_i2s", "linear_tq", "linear_q6k", "norm_qkv_i2s", "norm_qkv_tq",
+                   "norm_gate_up_i2s", "norm_gate_up_tq", "linear_add_i2s", "linear_add_tq")
+FUSED_MAX_WIDTH = 4096  # shaders/fused.glsl's FUSED_MAX_K: the widest prologue row
+FUSED_SHARED_MEMORY = 32 * 1024  # the fused matmuls' shared memory, at most (d = 4096)
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,23 @@ SHADERS = {
     "kv_store": ShaderSpec(6, "<iiiii"),
     "attention": ShaderSpec(7, "<iiiiifiii"),
     "elementwise": ShaderSpec(3, "<i"),
+    # decode_layer's fused kernels (bitnet.hal.device_runtime.FUSED_KERNELS)
+    "rmsnorm_quantize_i8": ShaderSpec(4, "<if"),
+    "rmsnorm_quantize_q8_k": ShaderSpec(4, "<if"),
+    "norm_qkv_i2s": ShaderSpec(6, "<iiiifffffff"),
+    "norm_qkv_tq": ShaderSpec(9, "<iiiiffff"),
+    "norm_gate_up_i2s": ShaderSpec(5, "<iiifffff"),
+    "norm_gate_up_tq": ShaderSpec(7, "<iiifff"),
+    "linear_add_i2s": ShaderSpec(5, "<iiff"),
+    "linear_add_tq": ShaderSpec(6, "<iif"),
+    "rope_attention": ShaderSpec(9, "<iiiiifii"),
 }
+for _name in FP64_SHADERS:  # the variants bind and push as their source does
+    SHADERS.setdefault(f"{_name}_f64", SHADERS[_name])
+for _name in INT_DOT_SHADERS:
+    SHADERS.setdefault(f"{_name}_idot", SHADERS[_name])
+    if _name in FP64_SHADERS:
+        SHADERS[f"{_name}_f64_idot"] = SHADERS[_name]
 
 
 def find_memory_type(memory: Any, type_bits: int, wanted: int, fallback: int | None) -> int:
@@ -150,6 +173,9 @@ class VulkanRuntime:
                              shared_memory=device.shared_memory,
                              max_buffer=device.max_buffer_range, fp64=use_fp64,
                              max_head_dim=MAX_HEAD_DIM)
+        # GpuBackend.decode_layer's fused shaders, where shared memory holds their prologue
+        self.fused_max_width = (FUSED_MAX_WIDTH if device.shared_memory >= FUSED_SHARED_MEMORY
+                                else 0)
         self.memory_props = vk.vkGetPhysicalDeviceMemoryProperties(physical)
         limits = vk.vkGetPhysicalDeviceProperties(physical).limits
         self.max_groups = int(limits.maxComputeWorkGroupCount[0])

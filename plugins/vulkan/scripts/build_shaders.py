@@ -29,14 +29,28 @@ SHADER_DIR = Path(__file__).resolve().parents[1] / "bitnet_vulkan" / "shaders"
 MANIFEST = SHADER_DIR / "manifest.json"
 TARGET_ENV = "vulkan1.1"
 
-# Extra builds of one source with preprocessor defines: name -> (source, defines).
-VARIANTS = {
-    "rmsnorm_f64": ("rmsnorm.comp", ("USE_FP64",)),
-    "rope_f64": ("rope.comp", ("USE_FP64",)),
-    "linear_i2s_idot": ("linear_i2s.comp", ("USE_INT_DOT",)),
-    "linear_tq_idot": ("linear_tq.comp", ("USE_INT_DOT",)),
-    "linear_q6k_idot": ("linear_q6k.comp", ("USE_INT_DOT",)),
-}
+# Extra builds of one source with preprocessor defines (bitnet_vulkan.runtime picks them by the
+# same suffixes): *_f64 with USE_FP64 (double sums and angles where the device has
+# shaderFloat64), *_idot with USE_INT_DOT (OpSDot), *_f64_idot with both.
+FP64_SOURCES = ("rmsnorm", "rope", "rmsnorm_quantize_i8", "rmsnorm_quantize_q8_k",
+                "norm_qkv_i2s", "norm_qkv_tq", "norm_gate_up_i2s", "norm_gate_up_tq",
+                "rope_attention")
+INT_DOT_SOURCES = ("linear_i2s", "linear_tq", "linear_q6k", "norm_qkv_i2s", "norm_qkv_tq",
+                   "norm_gate_up_i2s", "norm_gate_up_tq", "linear_add_i2s", "linear_add_tq")
+
+
+def _variants() -> dict[str, tuple[str, tuple[str, ...]]]:
+    variants = {}
+    for stem in FP64_SOURCES:
+        variants[f"{stem}_f64"] = (f"{stem}.comp", ("USE_FP64",))
+    for stem in INT_DOT_SOURCES:
+        variants[f"{stem}_idot"] = (f"{stem}.comp", ("USE_INT_DOT",))
+        if stem in FP64_SOURCES:
+            variants[f"{stem}_f64_idot"] = (f"{stem}.comp", ("USE_FP64", "USE_INT_DOT"))
+    return variants
+
+
+VARIANTS = _variants()
 INT_DOT = "USE_INT_DOT"  # marks the variants whose dot4_packed becomes OpSDot
 PATCH_RECIPE = "OpSDotKHR PackedVectorFormat4x8BitKHR v1"  # part of the staleness hash
 
@@ -87,14 +101,16 @@ def patch_int_dot(assembly: str) -> str:
     body = (f"%idot_a = OpLoad %uint {params[0]}\n%idot_b = OpLoad %uint {params[1]}\n"
             "%idot_r = OpSDotKHR %int %idot_a %idot_b PackedVectorFormat4x8BitKHR\n"
             "OpReturnValue %idot_r\n")
-    header = ("OpCapability Shader\nOpCapability DotProductKHR\n"
-              "OpCapability DotProductInput4x8BitPackedKHR\n"
-              'OpExtension "SPV_KHR_integer_dot_product"\n')
+    capabilities = ("OpCapability Shader\nOpCapability DotProductKHR\n"
+                    "OpCapability DotProductInput4x8BitPackedKHR\n")
     patched = assembly[:body_start] + body + assembly[end:]
     # debug names of the removed body's ids would dangle; names are not needed to assemble
-    patched = "".join(line for line in patched.splitlines(keepends=True)
-                      if not line.lstrip().startswith("OpName "))
-    return patched.replace("OpCapability Shader\n", header, 1)
+    lines = [line for line in patched.replace("OpCapability Shader\n", capabilities, 1)
+             .splitlines(keepends=True) if not line.lstrip().startswith("OpName ")]
+    # the extension follows every capability (a Float64 one too: SPIR-V's layout order)
+    last = max(i for i, line in enumerate(lines) if line.lstrip().startswith("OpCapability "))
+    lines.insert(last + 1, 'OpExtension "SPV_KHR_integer_dot_product"\n')
+    return "".join(lines)
 
 
 def compile_shader(source: str, defines: tuple[str, ...], output: Path) -> None:

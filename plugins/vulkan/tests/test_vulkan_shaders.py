@@ -71,8 +71,10 @@ def test_shaders_take_the_kernel_table_order():
 
     for name, sig in KERNELS.items():
         shader = SHADER_NAMES.get(name, name)
-        variants = [shader] + ([shader + "_f64"] if shader in FP64_SHADERS else []) \
-            + ([shader + "_idot"] if shader in INT_DOT_SHADERS else [])
+        fp64, idot = shader in FP64_SHADERS, shader in INT_DOT_SHADERS
+        variants = [shader] + ([shader + "_f64"] if fp64 else []) \
+            + ([shader + "_idot"] if idot else []) + ([shader + "_f64_idot"] if fp64 and idot
+                                                       else [])
         for variant in variants:
             assert SHADERS[variant].bindings == len(sig.buffers), variant
             assert SHADERS[variant].push_format == "<" + sig.scalars, variant

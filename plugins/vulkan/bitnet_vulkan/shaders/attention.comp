@@ -30,15 +30,7 @@ layout(push_constant) uniform Params {
     int span;
 } pc;
 
-#define MAX_HEAD_DIM 512  // the host checks
-
-shared float red[WG_SIZE];
-shared float q16[MAX_HEAD_DIM];
-
-float cached(uint element, bool is_key) {
-    const uint word = is_key ? cache_k[element >> 1] : cache_v[element >> 1];
-    return f16_to_f32((element & 1u) != 0u ? (word >> 16) : (word & 0xFFFFu));
-}
+#include "attend.glsl"
 
 void main() {
     const uint h = gl_WorkGroupID.x;
@@ -58,44 +50,5 @@ void main() {
         q16[d] = f16_to_f32(f32_to_f16_rte(q[qh + d]));
     }
     barrier();
-
-    float local_max = -1.0 / 0.0;
-    for (uint p = lid; p <= last; p += WG_SIZE) {
-        const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
-        float dot = 0.0;
-        for (uint d = 0u; d < D; d++) {
-            dot += q16[d] * cached(row + d, true);
-        }
-        const float score = dot * pc.score_scale;
-        scores[s0 + p] = score;
-        local_max = max(local_max, score);
-    }
-    red[lid] = local_max;
-    TREE_REDUCE(red, lid, OP_MAX)
-    const float max_score = red[0];
-    barrier();
-
-    float local_sum = 0.0;
-    for (uint p = lid; p <= last; p += WG_SIZE) {
-        const float e = exp(scores[s0 + p] - max_score);
-        scores[s0 + p] = e;
-        local_sum += e;
-    }
-    red[lid] = local_sum;
-    TREE_REDUCE(red, lid, OP_ADD)
-    const float total = red[0];
-    for (uint p = lid; p <= last; p += WG_SIZE) {
-        scores[s0 + p] = scores[s0 + p] / total;  // the probabilities, normalized once
-    }
-    memoryBarrierBuffer();  // every invocation reads all of this head's probabilities below
-    barrier();
-
-    for (uint d = lid; d < D; d += WG_SIZE) {
-        float acc = 0.0;
-        for (uint p = 0u; p <= last; p++) {
-            const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
-            acc += scores[s0 + p] * cached(row + d, false);
-        }
-        outv[qh + d] = acc;
-    }
+    attend(layer_base, width, base, block, last, D, pc.score_scale, s0, qh);
 }

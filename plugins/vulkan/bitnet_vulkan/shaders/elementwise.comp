@@ -3,6 +3,7 @@
 // Elementwise ops over `count` f32 values; OP is specialization constant 1:
 // 0 add (a + b), 1 relu2_mul (max(a, 0)^2 * b), 2 silu_mul (a * sigmoid(a) * b).
 #include "common.glsl"
+#include "norm.glsl"
 
 layout(local_size_x_id = 0) in;
 
@@ -21,12 +22,8 @@ void main() {
     if (OP == 0) {
         y[i] = a[i] + b[i];
     } else if (OP == 1) {
-        const float r = max(a[i], 0.0);
-        precise float v = r * r * b[i];
-        y[i] = v;
+        y[i] = relu2_mul_value(a[i], b[i]);
     } else {
-        const float g = a[i];
-        precise float v = g / (1.0 + exp(-g)) * b[i];
-        y[i] = v;
+        y[i] = silu_mul_value(a[i], b[i]);
     }
 }

@@ -3,6 +3,7 @@
 // Per-token int8 activations (bitnet.cpp, I2_S): x [n, K] f32 -> q [n, K] int8 (4 per word),
 // s [n] f32 = float32(127 / max(1e-5, max|x|)). One work-group per token.
 #include "common.glsl"
+#include "norm.glsl"
 
 layout(local_size_x_id = 0) in;
 
@@ -25,17 +26,11 @@ void main() {
     red[lid] = m;
     TREE_REDUCE(red, lid, OP_MAX)
     m = red[0];
-    // 1e-5 as f32 is just below 1e-5, so "m > 1e-5" is the reference's float64 "m >= 1e-5";
-    // the double-rounded 127/m equals the correctly rounded f32 quotient.
-    const float scale = m > 1e-5 ? div_rn(127.0, m) : 12700000.0;
+    const float scale = i8_scale(m);
     for (uint w = lid; w < K / 4u; w += WG_SIZE) {
-        uint packed = 0u;
-        for (uint i = 0u; i < 4u; i++) {
-            precise float v = x[row + 4u * w + i] * scale;
-            int qi = int(clamp(roundEven(v), -128.0, 127.0));
-            packed |= (uint(qi) & 0xFFu) << (8u * i);
-        }
-        q[row / 4u + w] = packed;
+        const uint e = row + 4u * w;
+        q[row / 4u + w] = pack4(i8_value(x[e], scale), i8_value(x[e + 1u], scale),
+                                i8_value(x[e + 2u], scale), i8_value(x[e + 3u], scale));
     }
     if (lid == 0u) {
         s[t] = scale;

@@ -4,6 +4,7 @@
 // q [n, K] int8 (4 per word), d [n, K/256] = 1 / (-127 / amax), amax the signed element of
 // largest magnitude, the first one on ties; an all-zero block gives d = 0 and q = 0.
 #include "common.glsl"
+#include "norm.glsl"
 
 layout(local_size_x_id = 0) in;
 
@@ -46,17 +47,13 @@ void main() {
         barrier();
     }
     const float amax = x[base + best_idx[0]];
-    const float iscale = amax == 0.0 ? 0.0 : div_rn(-127.0, amax);
+    const float iscale = amax == 0.0 ? 0.0 : q8k_iscale(amax);
     for (uint w = lid; w < 64u; w += WG_SIZE) {
-        uint packed = 0u;
-        for (uint i = 0u; i < 4u; i++) {
-            precise float v = iscale * x[base + 4u * w + i];
-            int qi = int(min(roundEven(v), 127.0));
-            packed |= (uint(qi) & 0xFFu) << (8u * i);
-        }
-        q[base / 4u + w] = packed;
+        const uint e = base + 4u * w;
+        q[base / 4u + w] = pack4(q8k_value(iscale, x[e]), q8k_value(iscale, x[e + 1u]),
+                                 q8k_value(iscale, x[e + 2u]), q8k_value(iscale, x[e + 3u]));
     }
     if (lid == 0u) {
-        d[t * nb + b] = amax == 0.0 ? 0.0 : div_rn(1.0, iscale);
+        d[t * nb + b] = amax == 0.0 ? 0.0 : q8k_d(iscale);
     }
 }

@@ -1,17 +1,12 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// RMSNorm in ggml's order: sum of f32 squares (in double when built with USE_FP64 and the
-// device has shaderFloat64), mean rounded to f32, scale = 1 / sqrt(mean + eps) in f32,
-// y = (x * scale) * w. x [n, K], w [1, K]; one work-group per row.
+// RMSNorm in ggml's order (norm.glsl's RMS_SCALE: f32 squares summed in double when built with
+// USE_FP64 and the device has shaderFloat64, by FIXED_REDUCE's tree, which the fused
+// decode-layer shaders share), y = (x * scale) * w. x [n, K], w [1, K]; one work-group per row.
 #include "common.glsl"
+#include "norm.glsl"
 
 layout(local_size_x_id = 0) in;
-
-#ifdef USE_FP64
-#define ACC double
-#else
-#define ACC float
-#endif
 
 layout(std430, set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Wt { float weight[]; };
@@ -21,24 +16,16 @@ layout(push_constant) uniform Params {
     float eps;
 } pc;
 
-shared ACC red[WG_SIZE];
+shared ACC wide[REDUCE_LANES];
 
 void main() {
     const uint t = gl_WorkGroupID.x;
     const uint lid = gl_LocalInvocationID.x;
     const uint K = uint(pc.K);
     const uint row = t * K;
-    ACC ss = ACC(0);
+    float scale;
+    RMS_SCALE(scale, wide, x, row, K, pc.eps, lid, WG_SIZE)
     for (uint k = lid; k < K; k += WG_SIZE) {
-        precise float square = x[row + k] * x[row + k];
-        ss += ACC(square);
-    }
-    red[lid] = ss;
-    TREE_REDUCE(red, lid, OP_ADD)
-    const float mean = float(red[0] / ACC(K));
-    const float scale = div_rn(1.0, sqrt_rn(mean + pc.eps));
-    for (uint k = lid; k < K; k += WG_SIZE) {
-        precise float v = (x[row + k] * scale) * weight[k];
-        y[row + k] = v;
+        y[row + k] = normed(x[row + k], scale, weight[k]);
     }
 }

@@ -8,14 +8,10 @@
 // stay in double, as the reference computes them.
 // Dispatch (ceil(H * D/2 / WG_SIZE), n).
 #include "common.glsl"
+#include "norm.glsl"
 
 layout(local_size_x_id = 0) in;
 
-#ifdef USE_FP64
-#define ANGLE double
-#else
-#define ANGLE float
-#endif
 
 layout(std430, set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer C { ANGLE cos_table[]; };
@@ -38,12 +34,7 @@ void main() {
     const uint i = gid % half_dim;
     const uint first = t * uint(pc.n_heads * pc.head_dim) + h * uint(pc.head_dim) + i;
     const uint angle = uint(step[t]) * half_dim + i;
-    const ANGLE c = cos_table[angle];
-    const ANGLE s = sin_table[angle];
-    const ANGLE a = ANGLE(x[first]);
-    const ANGLE b = ANGLE(x[first + half_dim]);
-    precise ANGLE r0 = a * c - b * s;
-    precise ANGLE r1 = a * s + b * c;
-    y[first] = float(r0);
-    y[first + half_dim] = float(r1);
+    const vec2 r = rope_pair(x[first], x[first + half_dim], cos_table[angle], sin_table[angle]);
+    y[first] = r.x;
+    y[first + half_dim] = r.y;
 }

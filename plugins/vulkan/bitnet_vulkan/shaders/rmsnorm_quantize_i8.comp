@@ -1,0 +1,25 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// A sub-norm and the per-token int8 quantization of its output (I2_S), one work-group per row:
+// x [n, K] f32, w [K] -> q [n, K] int8 (4 per word), s [n] (GpuBackend.decode_layer).
+#include "common.glsl"
+#include "norm.glsl"
+#include "fused.glsl"
+
+layout(local_size_x_id = 0) in;
+
+layout(std430, set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(std430, set = 0, binding = 1) readonly buffer Wt { float weight[]; };
+layout(std430, set = 0, binding = 2) writeonly buffer Q { uint q[]; };
+layout(std430, set = 0, binding = 3) writeonly buffer S { float s[]; };
+layout(push_constant) uniform Params {
+    int K;
+    float eps;
+} pc;
+
+void main() {
+    const uint t = gl_WorkGroupID.x;
+    const uint K = uint(pc.K);
+    NORM_QUANTIZE_I8(x, t * K, weight, K, pc.eps, q, t * K / 4u, s, t, gl_LocalInvocationID.x,
+                     WG_SIZE)
+}
