@@ -24,6 +24,13 @@ from bitnet_metal.kernels_source import library_source
 # KERNELS entries whose .metal entry point takes the table's buffers, then its scalars
 IN_TABLE_ORDER = ("add", "relu2_mul", "silu_mul", "rmsnorm", "rope", "kv_store",
                   "attention")
+# GpuBackend.decode_layer's fused kernels (bitnet.hal.device_runtime.FUSED_KERNELS): none is
+# written in Metal yet. fused_max_width 0 keeps GpuBackend.prepare_layer at None (op by op);
+# a finisher writes these (the OpenCL decode_layer.cl is the closest model), adds them to
+# IN_TABLE_ORDER and sets fused_max_width to the widest row their prologue holds.
+FUSED_TO_WRITE = ("norm_qkv_i2s", "norm_qkv_tq", "rope_attention", "rmsnorm_quantize_i8",
+                  "rmsnorm_quantize_q8_k", "linear_add_i2s", "linear_add_tq",
+                  "norm_gate_up_i2s", "norm_gate_up_tq")
 THREADS = 256  # threads per threadgroup (items and groups grids)
 _SCALAR_TYPES = {"i": np.int32, "f": np.float32}
 
@@ -32,6 +39,7 @@ class MetalRuntime:
     """One MTLDevice with one command queue; each dispatch its own command buffer."""
 
     name = "metal"
+    fused_max_width = 0  # no FUSED_KERNELS in Metal yet (FUSED_TO_WRITE): decode_layer not offered
 
     def __init__(self, mtl_device: Any, metal: Any) -> None:
         self.metal = metal

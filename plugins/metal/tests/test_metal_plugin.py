@@ -130,6 +130,23 @@ def test_runtime_skeleton_names_every_verb():
     assert "bitnet-metal.kernel" in ast.unparse(raises[0])
 
 
+def test_the_fused_decode_kernels_are_named_and_not_offered():
+    """decode_layer's fused kernels are listed for a finisher, and the runtime offers none
+    (fused_max_width 0: GpuBackend.prepare_layer then runs every block op by op)."""
+    from bitnet.hal.device_runtime import FUSED_KERNELS
+
+    tree = ast.parse((PLUGIN / "bitnet_metal" / "runtime.py").read_text())
+    names = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+             if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+             and n.targets[0].id in ("FUSED_TO_WRITE", "IN_TABLE_ORDER")}
+    assert set(names["FUSED_TO_WRITE"]) == set(FUSED_KERNELS)
+    assert not set(FUSED_KERNELS) & set(names["IN_TABLE_ORDER"])
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MetalRuntime")
+    width = next(n for n in cls.body if isinstance(n, ast.AnnAssign | ast.Assign)
+                 and "fused_max_width" in ast.unparse(n))
+    assert ast.unparse(width).endswith("= 0")
+
+
 def test_pyobjc_dependency_is_macos_only():
     project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
     pyobjc = [d for d in project["dependencies"] if d.startswith("pyobjc")]
