@@ -56,7 +56,8 @@ run() {
         BITNET_REPLAY=$replay step "${bitnet[@]}" bench -m "$model" --device cuda \
             --prompt 512 --tokens 128 -r 3 --json
     done
-    step "$py" benchmarks/profile_ops.py -m "$model" --device cuda --batch 1 8
+    # --fused: batch-1 steps with whole decode blocks (7 launches a block) against op by op
+    step "$py" benchmarks/profile_ops.py -m "$model" --device cuda --batch 1 8 --fused
     for dev in vulkan opencl; do
         step "${bitnet[@]}" validate --device "$dev"
         step "${bitnet[@]}" bench -m "$model" --device "$dev" --prompt 128 --tokens 32 -r 1 --json
