@@ -40,6 +40,7 @@ class DecodeReplay:
         self.enabled = os.environ.get("BITNET_REPLAY", "1") != "0"
         self.steps: dict[int, RecordedStep] = {}  # id(cache) -> its recording
         self.replayed = 0  # steps that replayed (tests assert on it)
+        self.failure: str | None = None  # why recording failed, if it did (then replay is off)
 
     def decode(self, token: int, pos: int, cache: Any) -> Any:
         """One token at pos of cache -> logits f32 [1, V] on the device."""
@@ -76,6 +77,7 @@ class DecodeReplay:
             log.warning("bitnet: recording the decode step on %s failed (%s: %s); decoding "
                         "eagerly", getattr(b, "name", "backend"), type(exc).__name__, exc)
             self.enabled = False
+            self.failure = f"{type(exc).__name__}: {exc}"
             return None, None
         if recorded is None:  # the backend cannot record: the step ran eagerly inside
             self.enabled = False

@@ -164,10 +164,14 @@ def decode_logits(t, replay: bool, prompt: tuple[int, ...] = (1, 40, 41, 42),
 
 def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend):
     """The demo model's decode steps replayed from one recording (bitnet.core.replay) give the
-    eager steps' logits bit for bit; a backend without replay runs both eagerly."""
+    eager steps' logits bit for bit; a backend without replay runs both eagerly. A backend
+    whose recording raises fails here (users would only see one log line and eager speed)."""
     with bitnet_api.load(device=_device(conformance_backend)) as model:
-        eager = decode_logits(model.transformer, replay=False)
-        replayed = decode_logits(model.transformer, replay=True)
+        t = model.transformer
+        eager = decode_logits(t, replay=False)
+        t.replay.failure = None
+        replayed = decode_logits(t, replay=True)
+        assert t.replay.failure is None, f"recording the decode step failed: {t.replay.failure}"
         for want, got in zip(eager, replayed):
             np.testing.assert_array_equal(got, want)
 
