@@ -277,7 +277,7 @@ def test_positions_and_tables_are_reuploaded_when_their_values_change(backend):
 def test_a_recording_writes_its_positions_at_each_replay():
     """Recorded rope and attention read the step buffer the recording owns; replay(pos)
     writes pos .. pos+n-1 there, then replays; the table a recorded attention reads is a
-    constant input and bounds the recording's reach. attention_rows cannot be recorded."""
+    constant input and bounds the recording's reach."""
     runtime = RecordingNullRuntime()
     backend = _backend(runtime)
     heads, kv_heads, dim = 2, 1, 64
@@ -301,7 +301,51 @@ def test_a_recording_writes_its_positions_at_each_replay():
     assert np.frombuffer(bytes(step[:4]), np.int32).tolist() == [17]
     with pytest.raises(ValueError, match="beyond this recording"):
         recorded.replay(3 * KV_BLOCK)
-    with pytest.raises(ValueError, match="cannot be recorded"):
+    with pytest.raises(ValueError, match="of one sequence"):
+        recorded.replay_rows(np.array([1], np.int32), table[None])
+
+
+def test_a_recorded_batched_step_writes_its_rows_positions_and_tables_at_each_replay():
+    """attention_rows under a recording reads the recording's own positions [B] and tables
+    [B, T] buffers (one pair for every layer); replay_rows writes the positions each time and
+    the tables only when they changed, then replays: 2 or 3 submissions whatever B and the
+    layer count. A recording holds one batched step or one sequence's tokens, not both."""
+    runtime = RecordingNullRuntime()
+    backend = _backend(runtime)
+    heads, kv_heads, dim, batch, layers = 2, 1, 64, 3, 2
+    pool = backend.kv_cache_alloc(layers, 12 * KV_BLOCK, kv_heads, dim)
+    tables = np.arange(12, dtype=np.int32).reshape(batch, 4)
+    q = backend.upload(np.ones((batch, heads * dim), np.float32))
+    kv = backend.upload(np.ones((batch, kv_heads * dim), np.float32))
+    with backend.recording() as recorded:
+        for layer in range(layers):
+            backend.attention_rows(q, kv, kv, pool, layer, np.array([0, 5, 9], np.int32),
+                                   heads, kv_heads, dim, 10000.0, tables)
+    captured = recorded.recording.dispatches
+    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention"] * layers
+    step, table = recorded.rows
+    assert all(d[4][KERNELS[d[0]].buffers.index("step")] is step.mem for d in captured)
+    assert all(d[4][KERNELS[d[0]].buffers.index("table")] is table.mem for d in captured
+               if "table" in KERNELS[d[0]].buffers)
+    assert captured[-1][3][6:] == (KV_BLOCK, 4, 4 * KV_BLOCK)  # the tables' whole reach
+    assert recorded.positions == 4 * KV_BLOCK
+    before = runtime.submissions
+    recorded.replay_rows(np.array([3, 60, 17], np.int32), tables[::-1])
+    assert runtime.submissions - before == 3  # positions, tables, the replay
+    assert np.frombuffer(bytes(step.mem[:12]), np.int32).tolist() == [3, 60, 17]
+    assert np.frombuffer(bytes(table.mem[:48]), np.int32).tolist() == \
+        tables[::-1].ravel().tolist()
+    before = runtime.submissions
+    recorded.replay_rows(np.array([4, 61, 18], np.int32), tables[::-1])
+    assert runtime.submissions - before == 2  # the same tables: not written again
+    with pytest.raises(ValueError, match="beyond this recording"):
+        recorded.replay_rows(np.array([4, 4 * KV_BLOCK, 18], np.int32), tables)
+    with pytest.raises(ValueError, match="replay_rows of positions"):
+        recorded.replay_rows(np.array([4, 5], np.int32), tables[:2])
+    with pytest.raises(ValueError, match="replay_rows"):
+        recorded.replay(3)
+    with pytest.raises(ValueError, match="not both"):
         with backend.recording():
-            backend.attention_rows(x, kv, kv, pool, 0, np.array([1], np.int32), heads,
-                                   kv_heads, dim, 10000.0, table[None])
+            backend.rope(q, 0, heads, dim, 10000.0)
+            backend.attention_rows(q, kv, kv, pool, 0, np.array([0, 5, 9], np.int32), heads,
+                                   kv_heads, dim, 10000.0, tables)
