@@ -20,7 +20,7 @@ priority so, on a small machine, they take only what the server leaves. Workload
   in the window in which it is admitted, against the same streams without it.
 - ``chats`` (bitnet only): 64 chats of 512 positions (448 prompt tokens, 64 generated) sent at
   once to a server whose KV pool is the memory 8 whole-context slots took before the paged pool
-  (``--kv-memory`` = 8 x ``--chat-ctx`` positions); the most sequences decoding at once, the
+  (``--kv-memory`` = 8 x ``--chat-ctx`` positions); the most sequences admitted at once, the
   preemptions (both read from ``/metrics`` while it runs) and peak resident memory.
 
 llama-server is started with `--parallel N` (one slot per client, continuous batching on), a
@@ -305,7 +305,7 @@ def chats(engine: Engine, ctx: int) -> dict[str, float]:
             done.append(True)
             watcher.result()
         return {"kv_pool_mb": pool / 2**20, "chats": CHATS,
-                "peak_decoding_at_once": peak[0],
+                "peak_admitted_at_once": peak[0],
                 "preemptions": metric(server.url, "bitnet_preemptions"),
                 "tok_s": CHATS * CHAT_TOKENS / wall, "wall_s": wall,
                 "peak_rss_mb": server.peak_rss_mb()}
