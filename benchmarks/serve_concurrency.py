@@ -47,6 +47,7 @@ import httpx
 PREFIX_TOKENS = 1000
 LONG_PROMPT = 2000
 CHATS, CHAT_PROMPT, CHAT_TOKENS, OLD_SLOTS = 64, 448, 64, 8
+CHAT_WAIT = 7200  # seconds a chat client waits for a byte (its prompt queues behind 63 others)
 
 
 def free_port() -> int:
@@ -170,16 +171,16 @@ class Stream:
         return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
 
 
-def stream(url: str, prompt: list[int], tokens: int) -> Stream:
+def stream(url: str, prompt: list[int], tokens: int, wait: float = 900) -> Stream:
     """One streaming completion on a connection of its own (llama-server closes a kept-alive
     connection after a streamed response, or while its client waits); raises unless it ran to
-    max_tokens."""
+    max_tokens. ``wait``: seconds without a byte before the client gives up."""
     body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
             "stream": True}
     sent = time.perf_counter()
     arrivals: list[float] = []
     finish = None
-    with httpx.Client(base_url=url, timeout=900) as client, \
+    with httpx.Client(base_url=url, timeout=wait) as client, \
             client.stream("POST", "/v1/completions", json=body) as r:
         r.raise_for_status()
         for line in r.iter_lines():
@@ -299,10 +300,12 @@ def chats(engine: Engine, ctx: int) -> dict[str, float]:
         with ThreadPoolExecutor(CHATS + 1) as pool_:
             watcher = pool_.submit(watch)
             t0 = time.perf_counter()
-            streams = list(pool_.map(lambda i: stream(server.url, prompt_ids(i, CHAT_PROMPT),
-                                                      CHAT_TOKENS), range(CHATS)))
+            try:  # the last prompt waits for all before it: no client timeout
+                list(pool_.map(lambda i: stream(server.url, prompt_ids(i, CHAT_PROMPT),
+                                                CHAT_TOKENS, wait=CHAT_WAIT), range(CHATS)))
+            finally:
+                done.append(True)
             wall = time.perf_counter() - t0
-            done.append(True)
             watcher.result()
         return {"kv_pool_mb": pool / 2**20, "chats": CHATS,
                 "peak_admitted_at_once": peak[0],
