@@ -7,8 +7,8 @@ order of ``bitnet.hal.device_runtime.KERNELS``; ``embed`` and ``linear_float`` h
 point per float format (``embed_f16``, ``linear_float_q8_0``, ...).
 
 Prompts on tensor cores: on sm_80 and newer the runtime declares ``MMA_TILE`` in its limits,
-and GpuBackend then runs ``linear_i2s`` / ``linear_tq`` of 16 tokens or more as their "mma"
-variants (``linear_i2s_mma``, ``linear_tq_mma`` in ``kernels/linear_mma.cu``, compute_80 PTX:
+and GpuBackend then runs ``linear_i2s`` / ``linear_tq`` / ``linear_q6_k`` of 16 tokens or more
+as their "mma" variants (``linear_i2s_mma`` ... in ``kernels/linear_mma.cu``, compute_80 PTX:
 int8 ``mma.sync`` m16n8k32), with grids sized from the tile; below sm_80, or for fewer tokens,
 the dp4a kernels run. Both give the same bits.
 
@@ -57,7 +57,8 @@ RUNTIME_ENTRIES = {"inbox": "Pi"}  # the runtime's own kernels (not in the KERNE
 # covers 64 rows x 64 tokens; worth it from 16 tokens on (an m16n8k32 needs 8 tokens, and below
 # 16 the dp4a kernels' 8-token tiles waste less)
 MMA_THREADS = 128
-MMA_TILE = MatmulTile("mma", ("linear_i2s", "linear_tq"), rows=64, tokens=64, min_tokens=16)
+MMA_TILE = MatmulTile("mma", ("linear_i2s", "linear_tq", "linear_q6_k"), rows=64, tokens=64,
+                      min_tokens=16)
 VARIANT_MODULES = {"mma": "linear_mma"}  # the .cu file (module) of each variant
 
 # the .cu file (module) of each kernel in the table

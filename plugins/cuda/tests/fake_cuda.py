@@ -154,8 +154,8 @@ def k_linear_tq(grid, block, w, w_d, q, act_d, y, k, n, m, out_scale, mma=False)
     MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_linear_q6_k(grid, block, w, w_sub, w_d, q, act_d, y, k, n, m, out_scale):
-    _covers(grid, block, m, n)
+def k_linear_q6_k(grid, block, w, w_sub, w_d, q, act_d, y, k, n, m, out_scale, mma=False):
+    _covers(grid, block, m, n, mma)
     nb = k // 256
     out = km.linear_q6k(MEMORY.view(w, np.int8, m * k).reshape(m, k),
                         MEMORY.view(w_sub, np.int8, m * k // 16).reshape(m, k // 16),
@@ -322,6 +322,7 @@ MODELS: dict[str, Callable[..., None]] = {
     # the tensor-core variants compute the same numbers (bit for bit) over another grid
     "linear_i2s_mma": functools.partial(k_linear_i2s, mma=True),
     "linear_tq_mma": functools.partial(k_linear_tq, mma=True),
+    "linear_q6_k_mma": functools.partial(k_linear_q6_k, mma=True),
     "linear_q6_k": k_linear_q6_k,
     "embed_q6_k": k_embed_q6_k,
     "rmsnorm": k_rmsnorm,

@@ -21,6 +21,7 @@ from bitnet.backends.reference.backend import ReferenceBackend
 from bitnet.formats.floats import quantize_rows
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
 from bitnet.hal import DeviceInfo, DeviceKind, WeightFormat, WeightTensor
+from bitnet.testing.weights import q6_k_tensor
 
 REF = ReferenceBackend(DeviceInfo(backend="reference", index=0, name="numpy",
                                   kind=DeviceKind.CPU))
@@ -76,15 +77,18 @@ def test_prompts_take_the_tensor_core_gemm_from_sm_80(monkeypatch, capability, n
     try:
         assert bool(cuda.runtime.limits.matmul_tiles) == (capability >= (8, 0))
         rng = np.random.default_rng(n)
-        for fmt in (WeightFormat.I2_S, WeightFormat.TQ1_0):
+        for fmt, base in ((WeightFormat.I2_S, "linear_i2s"), (WeightFormat.TQ1_0, "linear_tq"),
+                          (WeightFormat.Q6_K, "linear_q6_k")):
             fake_cuda.LAUNCHES.clear()
-            tensor = _ternary(fmt, 70, 512, rng)
+            if fmt is WeightFormat.Q6_K:
+                tensor, op = q6_k_tensor(70, 512, rng), "linear_float"
+            else:
+                tensor, op = _ternary(fmt, 70, 512, rng), "linear_ternary"
             x = rng.standard_normal((n, 512)).astype(np.float32)
-            got = cuda.download(cuda.linear_ternary(cuda.load_weight(tensor), cuda.upload(x)))
-            assert np.array_equal(got, REF.linear_ternary(REF.load_weight(tensor), x))
+            got = cuda.download(getattr(cuda, op)(cuda.load_weight(tensor), cuda.upload(x)))
+            assert np.array_equal(got, getattr(REF, op)(REF.load_weight(tensor), x))
             (name, grid, block), = [launch for launch in fake_cuda.LAUNCHES
                                     if launch[0].startswith("linear_")]
-            base = "linear_i2s" if fmt is WeightFormat.I2_S else "linear_tq"
             if mma:
                 assert (name, grid, block) == (base + "_mma", (2, -(-n // 64), 1), (128, 1, 1))
             else:

@@ -23,7 +23,7 @@ import fake_cuda
 from bitnet.backends.reference.backend import ReferenceBackend
 from bitnet.hal import CreateOptions, DeviceInfo, DeviceKind, WeightFormat
 from bitnet.registry import validation
-from bitnet.testing.weights import ternary_tensor
+from bitnet.testing.weights import q6_k_tensor, ternary_tensor
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")]
@@ -196,26 +196,37 @@ MMA_CASES = [
     (WeightFormat.TQ2_0, 17, 65, 6912, 1.0),
     (WeightFormat.TQ2_0, 70, 64, 512, 2.0),
     (WeightFormat.TQ1_0, 31, 100, 1280, 1.0),
+    (WeightFormat.Q6_K, 16, 70, 256, 1.0),
+    (WeightFormat.Q6_K, 37, 129, 2560, 0.5),
 ]
+MMA_KERNELS = {WeightFormat.I2_S: "linear_i2s", WeightFormat.TQ2_0: "linear_tq",
+               WeightFormat.TQ1_0: "linear_tq", WeightFormat.Q6_K: "linear_q6_k"}
 
 
 @pytest.mark.parametrize("fmt,n,m,k,out_scale", MMA_CASES,
                          ids=[f"{c[0].value}-n{c[1]}-m{c[2]}-k{c[3]}" for c in MMA_CASES])
 def test_tensor_core_gemm_is_bit_exact(monkeypatch, emulator_library, fmt, n, m, k, out_scale):
-    """linear_ternary on a fake sm_90 (the mma kernels) and a fake sm_75 (dp4a) from their .cu
-    sources: bit for bit equal to each other and to the reference."""
+    """linear_ternary (and Q6_K's linear_float) on a fake sm_90 (the mma kernels) and a fake
+    sm_75 (dp4a) from their .cu sources: bit for bit equal to each other and to the
+    reference."""
     rng = np.random.default_rng(n * k + m)
-    tensor = ternary_tensor(fmt, rng.integers(-1, 2, (m, k)).astype(np.int8), rng, out_scale)
+    if fmt is WeightFormat.Q6_K:
+        tensor = q6_k_tensor(m, k, rng, out_scale)
+        op = "linear_float"
+    else:
+        tensor = ternary_tensor(fmt, rng.integers(-1, 2, (m, k)).astype(np.int8), rng,
+                                out_scale)
+        op = "linear_ternary"
     x = (rng.standard_normal((n, k)) * rng.uniform(0.1, 4.0, (n, 1))).astype(np.float32)
     x[1, :256] = 0.0  # an all-zero Q8_K block (d = 0)
     x[2, 5] = 60.0  # an outlier: most of its token's q become small
-    want = REF.linear_ternary(REF.load_weight(tensor), x)
-    expected_kernel = "linear_i2s" if fmt is WeightFormat.I2_S else "linear_tq"
+    want = getattr(REF, op)(REF.load_weight(tensor), x)
+    expected_kernel = MMA_KERNELS[fmt]
     for capability, kernel in (((9, 0), expected_kernel + "_mma"), ((7, 5), expected_kernel)):
         backend = _open(monkeypatch, emulator_library, capability)
         try:
-            got = backend.download(backend.linear_ternary(backend.load_weight(tensor),
-                                                          backend.upload(x)))
+            got = backend.download(getattr(backend, op)(backend.load_weight(tensor),
+                                                        backend.upload(x)))
         finally:
             backend.close()
         launched = [name for name, _, _ in fake_cuda.LAUNCHES if name.startswith("linear_")]

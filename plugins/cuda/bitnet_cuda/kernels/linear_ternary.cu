@@ -264,7 +264,7 @@ __device__ __forceinline__ void linear_tq_rows(
                 const int raw = __shfl_sync(FULL_MASK, part[t], 4 * j);
                 const int tok = t0 + t;
                 if (tok < n) {
-                    acc[t] = tq_block_add(acc[t], raw, dw, act_d[(size_t)tok * nblk + b]);
+                    acc[t] = q8k_block_add(acc[t], raw, dw, act_d[(size_t)tok * nblk + b]);
                 }
             }
         }
