@@ -10,7 +10,8 @@ Prompts on tensor cores: on sm_80 and newer the runtime declares ``MMA_TILE`` in
 and GpuBackend then runs ``linear_i2s`` / ``linear_tq`` / ``linear_q6_k`` of 16 tokens or more
 as their "mma" variants (``linear_i2s_mma`` ... in ``kernels/linear_mma.cu``, compute_80 PTX:
 int8 ``mma.sync`` m16n8k32), with grids sized from the tile; below sm_80, or for fewer tokens,
-the dp4a kernels run. Both give the same bits.
+the dp4a kernels run. Both give the same bits. ``BITNET_CUDA_MMA=0`` keeps every matmul on the
+dp4a kernels (to measure what the tensor cores give).
 
 All work goes in order on one non-blocking stream, so it can be captured as a CUDA graph
 (``graph.py``: the optional ``record`` verb). While a recording lives, small host writes (a
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -60,6 +62,7 @@ MMA_THREADS = 128
 MMA_TILE = MatmulTile("mma", ("linear_i2s", "linear_tq", "linear_q6_k"), rows=64, tokens=64,
                       min_tokens=16)
 VARIANT_MODULES = {"mma": "linear_mma"}  # the .cu file (module) of each variant
+MMA_SWITCH = "BITNET_CUDA_MMA"  # "0": no tensor-core tiles (A/B measurements)
 
 # the .cu file (module) of each kernel in the table
 MODULE_OF = {
@@ -131,7 +134,9 @@ class CudaRuntime:
         self._here()
         self.capability = tuple(dev.compute_capability())
         ptx.arch_for(self.capability, "linear_ternary")  # refuses a GPU below the base level
-        tiles = (MMA_TILE,) if ptx.has_module(self.capability, "linear_mma") else ()
+        tiles = ()
+        if ptx.has_module(self.capability, "linear_mma") and os.environ.get(MMA_SWITCH) != "0":
+            tiles = (MMA_TILE,)
         self.stream = cuda.Stream(flags=1)  # CU_STREAM_NON_BLOCKING: capturable
         self.submissions = 0
         self.fingerprint = f"{self.device_name}|{cuda.get_driver_version()}|{ptx.fingerprint()}"

@@ -102,6 +102,24 @@ def test_prompts_take_the_tensor_core_gemm_from_sm_80(monkeypatch, capability, n
         cuda.close()
 
 
+def test_the_tensor_cores_can_be_switched_off(monkeypatch):
+    """BITNET_CUDA_MMA=0 (for A/B measurements): an sm_90 declares no tile, prompts run dp4a."""
+    monkeypatch.setenv("BITNET_CUDA_MMA", "0")
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    cuda = descriptor.create(device, CreateOptions())
+    try:
+        assert cuda.runtime.limits.matmul_tiles == ()
+        tensor = _ternary(WeightFormat.I2_S, 8, 256, np.random.default_rng(1))
+        cuda.linear_ternary(cuda.load_weight(tensor), cuda.upload(np.ones((32, 256), np.float32)))
+        assert [n for n, _, _ in fake_cuda.LAUNCHES if n.startswith("linear_")] == ["linear_i2s"]
+    finally:
+        cuda.close()
+
+
 def test_a_variant_the_gpu_lacks_is_refused(backend, monkeypatch):
     from bitnet.hal.device_runtime import KernelSpec
 
