@@ -331,6 +331,18 @@ class GpuBackend(KernelBackend):
                              f"shared memory, the device has {limits.shared_memory}")
         return KernelSpec(name, fmt=fmt, lanes=lanes, rows=rows, blocks=blocks)
 
+    def _matmul_grid(self, name: str, words_per_row: int, m: int, n: int, fmt: str = "",
+                     blocks: int = 0) -> tuple[KernelSpec, tuple[int, int]]:
+        """A matmul's spec and grid (row groups, token tiles) for m rows x n tokens: the
+        runtime's MatmulTile for the kernel once n reaches its min_tokens, else ``_matmul``'s
+        shape over TILE_N tokens."""
+        for tile in self.runtime.limits.matmul_tiles:
+            if name in tile.kernels and n >= tile.min_tokens:
+                spec = KernelSpec(name, fmt=fmt, blocks=blocks, variant=tile.variant)
+                return spec, (-(-m // tile.rows), -(-n // tile.tokens))
+        spec = self._matmul(name, words_per_row, fmt=fmt, blocks=blocks)
+        return spec, (-(-m // spec.rows), -(-n // TILE_N))
+
     # -- ops ---------------------------------------------------------------------------------
 
     def embed(self, table: GpuWeight, token_ids: DeviceArray) -> DeviceArray:
@@ -375,37 +387,34 @@ class GpuBackend(KernelBackend):
             raise TypeError(f"{self.name} linear_ternary got a {w.format.value} weight")
         n, k = arg_checks.matmul_input(self.name, "linear_ternary", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
-        tiles = -(-n // TILE_N)
         if w.format is WeightFormat.I2_S:
             q, scales = self._quantize(x, "per_token_i8")
-            spec = self._matmul("linear_i2s", TILE_N * 32)
-            self._run(spec, (-(-w.rows // spec.rows), tiles), [w.codes, q.mem, scales.mem,
-                      out.mem], k, n, w.rows, w.tensor_scale, w.out_scale)
+            spec, grid = self._matmul_grid("linear_i2s", TILE_N * 32, w.rows, n)
+            self._run(spec, grid, [w.codes, q.mem, scales.mem, out.mem], k, n, w.rows,
+                      w.tensor_scale, w.out_scale)
             return out
         nb = k // 256
         q, act_d = self._quantize(x, "q8_k")
-        spec = self._matmul("linear_tq", TILE_N * nb, blocks=nb)
-        self._run(spec, (-(-w.rows // spec.rows), tiles),
-                  [w.codes, w.block_scales, q.mem, act_d.mem, out.mem], k, n, w.rows,
-                  w.out_scale)
+        spec, grid = self._matmul_grid("linear_tq", TILE_N * nb, w.rows, n, blocks=nb)
+        self._run(spec, grid, [w.codes, w.block_scales, q.mem, act_d.mem, out.mem], k, n,
+                  w.rows, w.out_scale)
         return out
 
     def linear_float(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
         n, k = arg_checks.matmul_input(self.name, "linear_float", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
-        tiles = -(-n // TILE_N)
         if isinstance(w, Q6KWeight):  # Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)
             nb = k // 256
             q, act_d = self._quantize(x, "q8_k")
-            spec = self._matmul("linear_q6_k", TILE_N * nb, blocks=nb)
-            self._run(spec, (-(-w.rows // spec.rows), tiles),
-                      [w.codes, w.sub, w.d, q.mem, act_d.mem, out.mem], k, n, w.rows, w.out_scale)
+            spec, grid = self._matmul_grid("linear_q6_k", TILE_N * nb, w.rows, n, blocks=nb)
+            self._run(spec, grid, [w.codes, w.sub, w.d, q.mem, act_d.mem, out.mem], k, n,
+                      w.rows, w.out_scale)
             return out
         if not isinstance(w, FloatWeight):
             raise TypeError(f"{self.name} linear_float got a {w.format.value} weight")
-        spec = self._matmul("linear_float", TILE_N * 32, fmt=w.format.value)
-        self._run(spec, (-(-w.rows // spec.rows), tiles), [w.data, x.mem, out.mem], w.row_bytes,
-                  k, n, w.rows, w.out_scale)
+        spec, grid = self._matmul_grid("linear_float", TILE_N * 32, w.rows, n,
+                                       fmt=w.format.value)
+        self._run(spec, grid, [w.data, x.mem, out.mem], w.row_bytes, k, n, w.rows, w.out_scale)
         return out
 
     def rope(self, x: DeviceArray, pos: int, n_heads: int, head_dim: int,

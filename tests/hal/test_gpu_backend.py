@@ -4,6 +4,7 @@ on real runtimes (PoCL, lavapipe) by each plugin's conformance suite."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -12,8 +13,9 @@ import pytest
 
 from bitnet.formats.floats import quantize_rows
 from bitnet.hal import KV_BLOCK, WeightFormat, WeightTensor
-from bitnet.hal.device_runtime import KERNELS, MATMUL, KernelCache, KernelSpec, Limits
-from bitnet.hal.gpu_backend import GpuBackend
+from bitnet.hal.device_runtime import (KERNELS, MATMUL, KernelCache, KernelSpec, Limits,
+                                       MatmulTile)
+from bitnet.hal.gpu_backend import TILE_N, GpuBackend
 from bitnet.testing.weights import q6_k_tensor, ternary_tensor
 
 
@@ -151,6 +153,36 @@ def test_every_op_dispatches_in_the_kernel_table_order(backend):
     backend.concat_rows([backend.slice_rows(h, 0, 1), h])
     ran = {name for name, *_ in backend.runtime.dispatches}
     assert ran == set(KERNELS) - {"embed_q6_k"}  # every kernel but the Q6_K table's embed
+
+
+def test_a_runtime_matmul_tile_sizes_the_grid_from_its_min_tokens():
+    """A MatmulTile in the runtime's limits: GpuBackend runs its kernels as the tile's variant
+    from min_tokens tokens on, with (row groups, token tiles) of the tile; other kernels and
+    fewer tokens keep the default spec over TILE_N tokens."""
+    runtime = NullRuntime()
+    runtime.limits = dataclasses.replace(runtime.limits, matmul_tiles=(
+        MatmulTile("wide", ("linear_i2s",), rows=64, tokens=32, min_tokens=16),))
+    backend = _backend(runtime)
+    rng = np.random.default_rng(4)
+    weights = {fmt: backend.load_weight(ternary_tensor(
+        fmt, rng.integers(-1, 2, (100, 256)).astype(np.int8), rng))
+        for fmt in (WeightFormat.I2_S, WeightFormat.TQ2_0)}
+    specs: list[tuple[KernelSpec, tuple[int, ...]]] = []
+    runtime.kernel = lambda spec: specs.append(spec) or spec
+    default_rows = backend._matmul("linear_i2s", TILE_N * 32).rows
+    for n in (15, 16, 33):
+        x = backend.upload(rng.standard_normal((n, 256)).astype(np.float32))
+        for fmt, w in weights.items():
+            runtime.dispatches.clear()
+            backend.linear_ternary(w, x)
+            (name, grid, *_), = [d for d in runtime.dispatches if d[0].startswith("linear_")]
+            spec = specs[-1]
+            if fmt is WeightFormat.I2_S and n >= 16:
+                assert (spec.variant, grid) == ("wide", (2, -(-n // 32)))
+            else:
+                assert spec.variant == ""
+                assert grid == (-(-100 // spec.rows), -(-n // TILE_N))
+    assert default_rows < 64
 
 
 def test_one_input_is_quantized_once_per_mode(backend):

@@ -18,10 +18,9 @@
 // 2560..6912 rows give hundreds of blocks to hide memory latency; no shared memory or block barrier
 // is needed. The GEMM variant keeps the same shape but lets each warp carry TN = GEMM_TOKENS
 // tokens, so every weight vector read from DRAM is reused TN times; the TN activation rows (TN * K
-// bytes) are shared by the block's warps through L1. A shared-memory / mma.sync int8 tile is the
-// next step for long prompts (not done: on an H100 this GEMM already gives 3100 tok/s of 2B prompt,
-// 10x the CPU).
-#include "common.cuh"
+// bytes) are shared by the block's warps through L1. On sm_80+ prompts of 16 tokens or more run
+// linear_mma.cu's int8 tensor-core tiles instead (the same integer dots and epilogues).
+#include "ternary.cuh"
 
 #define QUANT_THREADS 256
 #define QK_K 256
@@ -135,12 +134,6 @@ extern "C" __global__ void __launch_bounds__(QK_K) quantize_q8_k(
 // ---------------------------------------------------------------------------------------------
 // integer dot of one 16-byte code vector with the activations of one token
 
-// Four codes 0..2 (bytes of w) -> four signed bytes code - 1: the high bit of each byte set
-// first, so the subtraction borrows across no byte boundary.
-__device__ __forceinline__ int ternary4(unsigned int w) {
-    return (int)(((w | 0x80808080u) - 0x01010101u) ^ 0x80808080u);
-}
-
 // Bytes 0..15 of `pk` are bytes b0 .. b0+15 of a 32-byte group that serves 128 elements; byte b
 // holds elements 32*g + b (g = 0..3), the I2_S interleave: g = 0 in bits 7:6 (shift 6 - 2g).
 // `qt` points at activation element (group base + b0), 16-byte aligned. Adds sum((code-1) * q).
@@ -200,14 +193,8 @@ __device__ __forceinline__ void linear_i2s_rows(
 #pragma unroll
     for (int t = 0; t < TN; ++t) {
         const int tok = t0 + t;
-        if (tok < n) {
-            const int dot = acc[t];  // sum((code - 1) * q), exact
-            // the bitnet.cpp epilogue: one f32 divide, then one f32 multiply
-            float yv = __fmul_rn(__fdiv_rn((float)dot, act_scale[tok]), w_scale);
-            if (out_scale != 1.0f) {
-                yv = __fmul_rn(yv, out_scale);
-            }
-            y[(size_t)tok * M + row] = yv;
+        if (tok < n) {  // acc[t] = sum((code - 1) * q), exact
+            y[(size_t)tok * M + row] = i2s_output(acc[t], act_scale[tok], w_scale, out_scale);
         }
     }
 }
@@ -265,8 +252,7 @@ __device__ __forceinline__ void linear_tq_rows(
             part[t] += __shfl_xor_sync(FULL_MASK, part[t], 1);
             part[t] += __shfl_xor_sync(FULL_MASK, part[t], 2);
         }
-        // combine the step's blocks one by one, in block order, as the reference does:
-        // acc += float(sumi_b) * (d_w_b * d_y_b), each op rounded in f32 (no FMA contraction)
+        // combine the step's blocks one by one, in block order, as the reference does
         for (int j = 0; j < WARP_SIZE / 4; ++j) {
             const int b = u0 / 4 + j;
             if (b >= nblk) {
@@ -278,9 +264,7 @@ __device__ __forceinline__ void linear_tq_rows(
                 const int raw = __shfl_sync(FULL_MASK, part[t], 4 * j);
                 const int tok = t0 + t;
                 if (tok < n) {
-                    const size_t ab = (size_t)tok * nblk + b;
-                    const float dd = __fmul_rn(dw, act_d[ab]);
-                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)raw, dd));
+                    acc[t] = q8k_block_add(acc[t], raw, dw, act_d[(size_t)tok * nblk + b]);
                 }
             }
         }
