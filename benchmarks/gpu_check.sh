@@ -56,6 +56,9 @@ run() {
         BITNET_REPLAY=$replay step "${bitnet[@]}" bench -m "$model" --device cuda \
             --prompt 512 --tokens 128 -r 3 --json
     done
+    # prompts on the dp4a GEMM: what the int8 tensor cores (sm_80+, 16 tokens and up) give
+    BITNET_CUDA_MMA=0 step "${bitnet[@]}" bench -m "$model" --device cuda --prompt 512 \
+        --tokens 16 -r 3 --json
     # --fused: batch-1 steps with whole decode blocks (7 launches a block) against op by op
     step "$py" benchmarks/profile_ops.py -m "$model" --device cuda --batch 1 8 --fused
     for dev in vulkan opencl; do

@@ -18,6 +18,10 @@ priority so, on a small machine, they take only what the server leaves. Workload
   request of the same length (bitnet: block-level prefix reuse; llama-server: `cache_prompt`).
 - ``long``: 4 streams decode while a 2,000-token prompt arrives; p99 ITL of the running streams
   in the window in which it is admitted, against the same streams without it.
+- ``chats`` (bitnet only): 64 chats of 512 positions (448 prompt tokens, 64 generated) sent at
+  once to a server whose KV pool is the memory 8 whole-context slots took before the paged pool
+  (``--kv-memory`` = 8 x ``--chat-ctx`` positions); the most sequences admitted at once, the
+  preemptions (both read from ``/metrics`` while it runs) and peak resident memory.
 
 llama-server is started with `--parallel N` (one slot per client, continuous batching on), a
 context of N x the per-request length, `--threads`/`--threads-batch`, and an HTTP thread
@@ -42,6 +46,8 @@ import httpx
 
 PREFIX_TOKENS = 1000
 LONG_PROMPT = 2000
+CHATS, CHAT_PROMPT, CHAT_TOKENS, OLD_SLOTS = 64, 448, 64, 8
+CHAT_WAIT = 7200  # seconds a chat client waits for a byte (its prompt queues behind 63 others)
 
 
 def free_port() -> int:
@@ -68,6 +74,15 @@ def vocab_size(path: str) -> int:
     from bitnet.core.gguf import open_gguf
 
     return len(open_gguf(path).metadata["tokenizer.ggml.tokens"])
+
+
+def position_bytes(path: str) -> int:
+    """Bytes of K and V (f16) of one position over every layer of the file's model."""
+    from bitnet.core.config import ModelConfig
+    from bitnet.core.gguf import open_gguf
+
+    c = ModelConfig.from_metadata(open_gguf(path).metadata)
+    return c.n_layers * 2 * c.n_kv_heads * c.head_dim * 2
 
 
 @dataclass
@@ -108,10 +123,15 @@ class Server:
                 raise RuntimeError(f"{engine.name} exited with status {self.proc.returncode}: "
                                    f"{self.proc.stderr.read().decode(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
+                self.proc.kill()
                 raise RuntimeError(f"{engine.name} was not ready within 900 s")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                health = httpx.get(self.url + "/health", timeout=2)
+                if health.status_code == 200:
                     break
+                if "error" in health.text:  # bitnet serve: the model failed to load
+                    self.proc.kill()
+                    raise RuntimeError(f"{engine.name} failed to load: {health.text}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
@@ -151,16 +171,16 @@ class Stream:
         return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
 
 
-def stream(url: str, prompt: list[int], tokens: int) -> Stream:
+def stream(url: str, prompt: list[int], tokens: int, wait: float = 900) -> Stream:
     """One streaming completion on a connection of its own (llama-server closes a kept-alive
     connection after a streamed response, or while its client waits); raises unless it ran to
-    max_tokens."""
+    max_tokens. ``wait``: seconds without a byte before the client gives up."""
     body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
             "stream": True}
     sent = time.perf_counter()
     arrivals: list[float] = []
     finish = None
-    with httpx.Client(base_url=url, timeout=900) as client, \
+    with httpx.Client(base_url=url, timeout=wait) as client, \
             client.stream("POST", "/v1/completions", json=body) as r:
         r.raise_for_status()
         for line in r.iter_lines():
@@ -255,6 +275,45 @@ def long_prompt(engine: Engine, tokens: int, running: int = 4) -> dict[str, floa
                 "long_prompt_admit_s": end - start, "gaps_in_window": len(during)}
 
 
+def metric(url: str, name: str) -> float:
+    """One value of bitnet serve's /metrics (Prometheus text)."""
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[1])
+    raise RuntimeError(f"/metrics has no {name}")
+
+
+def chats(engine: Engine, ctx: int) -> dict[str, float]:
+    """CHATS chats of CHAT_PROMPT + CHAT_TOKENS positions at once, in the KV memory that
+    OLD_SLOTS slots of ``ctx`` positions each took (bitnet serve only)."""
+    pool = OLD_SLOTS * ctx * position_bytes(engine.model)
+    engine = Engine(engine.name, engine.model, engine.threads, engine.binary, engine.device,
+                    [*engine.extra, "--kv-memory", f"{pool}B", "--ctx", str(ctx)])
+    with Server(engine, CHATS, 0) as server:
+        peak, done = [0.0], []
+
+        def watch() -> None:
+            while not done:
+                peak[0] = max(peak[0], metric(server.url, "bitnet_active_sequences"))
+                time.sleep(0.5)
+
+        with ThreadPoolExecutor(CHATS + 1) as pool_:
+            watcher = pool_.submit(watch)
+            t0 = time.perf_counter()
+            try:  # the last prompt waits for all before it: no client timeout
+                list(pool_.map(lambda i: stream(server.url, prompt_ids(i, CHAT_PROMPT),
+                                                CHAT_TOKENS, wait=CHAT_WAIT), range(CHATS)))
+            finally:
+                done.append(True)
+            wall = time.perf_counter() - t0
+            watcher.result()
+        return {"kv_pool_mb": pool / 2**20, "chats": CHATS,
+                "peak_admitted_at_once": peak[0],
+                "preemptions": metric(server.url, "bitnet_preemptions"),
+                "tok_s": CHATS * CHAT_TOKENS / wall, "wall_s": wall,
+                "peak_rss_mb": server.peak_rss_mb()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", required=True, help="GGUF file (e.g. a 2B-shape TQ2_0)")
@@ -266,7 +325,9 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=32, help="prompt tokens (concurrency)")
     p.add_argument("--requests", type=int, default=2, help="requests per client")
     p.add_argument("--workloads", nargs="+", default=["concurrency", "prefix", "long"],
-                   choices=["concurrency", "prefix", "long"])
+                   choices=["concurrency", "prefix", "long", "chats"])
+    p.add_argument("--chat-ctx", type=int, default=4096,
+                   help="chats: the context each of the old slots reserved")
     p.add_argument("--bitnet-arg", action="append", default=[],
                    help="extra argument for bitnet serve (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object")
@@ -287,6 +348,10 @@ def main() -> None:
                     if not args.json:
                         print(e.name, n, "clients", _fmt(results[e.name][f"clients_{n}"]),
                               flush=True)
+        elif workload == "chats":
+            results["bitnet"]["chats"] = chats(engines[0], args.chat_ctx)
+            if not args.json:
+                print("bitnet chats", _fmt(results["bitnet"]["chats"]), flush=True)
         else:
             for e in engines:
                 results[e.name][workload] = (prefix if workload == "prefix" else long_prompt)(

@@ -212,6 +212,14 @@ class Transformer:
         what ``bitnet.core.replay`` records."""
         return self._run(np.empty(n, np.int32), Segment(pos, cache), False, ids)
 
+    def run_rows_ids(self, ids: Buffer, positions: np.ndarray, cache: KVCache,
+                     tables: np.ndarray) -> Buffer:
+        """``forward_batch`` of B token ids already on the device (int32 [B]): what
+        ``bitnet.core.replay`` records for a batched step."""
+        return self._run(np.empty(len(positions), np.int32),
+                         Rows(np.asarray(positions, np.int32), cache,
+                              np.asarray(tables, np.int32)), False, ids)
+
     def _run(self, tokens: np.ndarray, where: "Segment | Rows", last_only: bool,
              ids: Buffer | None = None, head: bool = True) -> Buffer | None:
         c = self.config

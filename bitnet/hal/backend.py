@@ -284,7 +284,9 @@ class KernelBackend:
         """Optional. Capture the ops run inside for replay: yields an object whose
         ``replay(pos)`` runs them again at position ``pos`` (below its ``positions``) on the
         same buffers, or None (this default) when the backend cannot: the ops then ran as
-        usual. ``bitnet.core.replay`` records a decode step this way."""
+        usual. Where the captured ops include ``attention_rows`` (a batched step), the object
+        replays with ``replay_rows(positions, tables)`` instead: host int32 [B] and [B, T] of
+        the shapes captured. ``bitnet.core.replay`` records decode steps this way."""
         yield None
 
     def write(self, buf: Buffer, array: np.ndarray) -> None:

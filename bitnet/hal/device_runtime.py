@@ -13,7 +13,9 @@ geometry:
   (kernels test ``x < count`` themselves);
 - ``groups``: (x, y) work-groups of the runtime's reduction size (one group per row or block);
 - ``matmul``: (row blocks, token tiles) of ``lanes x rows`` work-groups (the kernel's
-  ``KernelSpec``): ``lanes`` invocations share an output row, ``rows`` rows share a group.
+  ``KernelSpec``): ``lanes`` invocations share an output row, ``rows`` rows share a group,
+  ``TILE_N`` tokens a tile (``bitnet.hal.gpu_backend``); or, for a spec with a ``variant``, of
+  the work-groups of the runtime's ``MatmulTile`` of that variant (its ``rows`` x ``tokens``).
 
 Record and replay (optional): ``record()`` returns a context in which dispatches are also kept;
 the ``Recording`` it yields replays them later, with the same buffers, in at most two host
@@ -119,17 +121,34 @@ KERNELS.update(FUSED_KERNELS)
 @dataclass(frozen=True)
 class KernelSpec:
     """A kernel and its compile-time specialization: ``fmt`` (a float format's value, for
-    ``embed`` and ``linear_float``), and for matmuls the work-group shape and K/256 blocks."""
+    ``embed`` and ``linear_float``), for matmuls the work-group shape and K/256 blocks, and
+    ``variant``: a runtime's other implementation of the same kernel (a ``MatmulTile``'s), with
+    the table's buffers and scalars."""
 
     name: str
     fmt: str = ""
     lanes: int = 0
     rows: int = 0
     blocks: int = 0
+    variant: str = ""
 
     @property
     def sig(self) -> KernelSig:
         return KERNELS[self.name]
+
+
+@dataclass(frozen=True)
+class MatmulTile:
+    """A matmul variant a runtime offers besides the default work-group shape: kernel ``name``
+    of ``kernels`` as ``KernelSpec(name, variant=variant)``, whose work-group covers ``rows``
+    output rows x ``tokens`` tokens. GpuBackend picks it from ``min_tokens`` tokens on (e.g.
+    CUDA's int8 tensor-core tiles for prompts, where the device has them)."""
+
+    variant: str
+    kernels: tuple[str, ...]
+    rows: int
+    tokens: int
+    min_tokens: int
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,7 @@ class Limits:
     max_buffer: int  # the largest single buffer, bytes
     fp64: bool  # float64 in kernels: rmsnorm and rope tables then match the reference exactly
     max_head_dim: int  # the largest head the attention kernel holds
+    matmul_tiles: tuple[MatmulTile, ...] = ()  # matmul variants this device runs, if any
 
 
 class Recording(Protocol):

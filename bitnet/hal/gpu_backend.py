@@ -126,13 +126,42 @@ class StepRecording:
     buffers: list[DeviceArray]
     positions: int
     steps: dict[int, DeviceArray] = field(default_factory=dict)  # n -> step buffer int32 [n]
+    # a captured batched step (attention_rows): its rows' positions int32 [B] and block tables
+    # int32 [B, T], which replay_rows writes; the tables last written (rewritten on change)
+    rows: tuple[DeviceArray, DeviceArray] | None = None
+    rows_tables: np.ndarray | None = None
 
     def replay(self, pos: int) -> None:
+        if self.rows is not None:
+            raise ValueError(f"{self.backend.name}: a recorded batched step replays with "
+                             f"replay_rows(positions, tables)")
         if not 0 <= pos < self.positions:
             raise ValueError(f"{self.backend.name}: position {pos} is beyond this recording "
                              f"({self.positions} positions)")
         for n, step in self.steps.items():  # the captured tokens' positions: pos .. pos+n-1
             self.backend.runtime.copy_in(step.mem, np.arange(pos, pos + n, dtype=np.int32))
+        self.recording.replay()
+
+    def replay_rows(self, positions: np.ndarray, tables: np.ndarray) -> None:
+        """A recorded batched step again: row r at positions[r] through tables[r] (int32 [B]
+        and [B, T], the shapes captured; every position below ``positions``)."""
+        if self.rows is None:
+            raise ValueError(f"{self.backend.name}: this recording is of one sequence: "
+                             f"replay(pos)")
+        step, table = self.rows
+        positions = np.ascontiguousarray(positions, dtype=np.int32)
+        tables = np.ascontiguousarray(tables, dtype=np.int32)
+        if positions.shape != step.shape or tables.shape != table.shape:
+            raise ValueError(f"{self.backend.name}: replay_rows of positions {positions.shape} "
+                             f"and tables {tables.shape} on a recording of {step.shape} and "
+                             f"{table.shape}")
+        if positions.size and not (0 <= positions.min() and positions.max() < self.positions):
+            raise ValueError(f"{self.backend.name}: positions up to {int(positions.max())} are "
+                             f"beyond this recording ({self.positions} positions)")
+        self.backend.runtime.copy_in(step.mem, positions)
+        if self.rows_tables is None or not np.array_equal(self.rows_tables, tables):
+            self.backend.runtime.copy_in(table.mem, tables)
+            self.rows_tables = tables.copy()
         self.recording.replay()
 
     def close(self) -> None:
@@ -285,6 +314,9 @@ class GpuBackend(KernelBackend):
         While capturing, one unwritten buffer per n that each replay fills
         (StepRecording.replay)."""
         if self._capture is not None:
+            if self._capture.rows is not None:
+                raise ValueError(f"{self.name}: one recording holds one sequence's tokens or "
+                                 f"one batched step, not both")
             step = self._capture.steps.get(n)
             if step is None:
                 step = self._capture.steps[n] = self._alloc((n,), np.int32)
@@ -311,6 +343,18 @@ class GpuBackend(KernelBackend):
             raise ValueError(f"{self.name} {name}: one row needs {4 * words_per_row} bytes of "
                              f"shared memory, the device has {limits.shared_memory}")
         return KernelSpec(name, fmt=fmt, lanes=lanes, rows=rows, blocks=blocks)
+
+    def _matmul_grid(self, name: str, words_per_row: int, m: int, n: int, fmt: str = "",
+                     blocks: int = 0) -> tuple[KernelSpec, tuple[int, int]]:
+        """A matmul's spec and grid (row groups, token tiles) for m rows x n tokens: the
+        runtime's MatmulTile for the kernel once n reaches its min_tokens, else ``_matmul``'s
+        shape over TILE_N tokens."""
+        for tile in self.runtime.limits.matmul_tiles:
+            if name in tile.kernels and n >= tile.min_tokens:
+                spec = KernelSpec(name, fmt=fmt, blocks=blocks, variant=tile.variant)
+                return spec, (-(-m // tile.rows), -(-n // tile.tokens))
+        spec = self._matmul(name, words_per_row, fmt=fmt, blocks=blocks)
+        return spec, (-(-m // spec.rows), -(-n // TILE_N))
 
     # -- ops ---------------------------------------------------------------------------------
 
@@ -356,60 +400,59 @@ class GpuBackend(KernelBackend):
             raise TypeError(f"{self.name} linear_ternary got a {w.format.value} weight")
         n, k = arg_checks.matmul_input(self.name, "linear_ternary", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
-        tiles = -(-n // TILE_N)
         if w.format is WeightFormat.I2_S:
             q, scales = self._quantize(x, "per_token_i8")
-            spec = self._matmul("linear_i2s", TILE_N * 32)
-            self._run(spec, (-(-w.rows // spec.rows), tiles), [w.codes, q.mem, scales.mem,
-                      out.mem], k, n, w.rows, w.tensor_scale, w.out_scale)
+            spec, grid = self._matmul_grid("linear_i2s", TILE_N * 32, w.rows, n)
+            self._run(spec, grid, [w.codes, q.mem, scales.mem, out.mem], k, n, w.rows,
+                      w.tensor_scale, w.out_scale)
             return out
         nb = k // 256
         q, act_d = self._quantize(x, "q8_k")
-        spec = self._matmul("linear_tq", TILE_N * nb, blocks=nb)
-        self._run(spec, (-(-w.rows // spec.rows), tiles),
-                  [w.codes, w.block_scales, q.mem, act_d.mem, out.mem], k, n, w.rows,
-                  w.out_scale)
+        spec, grid = self._matmul_grid("linear_tq", TILE_N * nb, w.rows, n, blocks=nb)
+        self._run(spec, grid, [w.codes, w.block_scales, q.mem, act_d.mem, out.mem], k, n,
+                  w.rows, w.out_scale)
         return out
 
     def linear_float(self, w: GpuWeight, x: DeviceArray) -> DeviceArray:
         n, k = arg_checks.matmul_input(self.name, "linear_float", x, w.cols)
         out = self._alloc((n, w.rows), np.float32)
-        tiles = -(-n // TILE_N)
         if isinstance(w, Q6KWeight):  # Q6_K x Q8_K as llama.cpp (hal KernelBackend.linear_float)
             nb = k // 256
             q, act_d = self._quantize(x, "q8_k")
-            spec = self._matmul("linear_q6_k", TILE_N * nb, blocks=nb)
-            self._run(spec, (-(-w.rows // spec.rows), tiles),
-                      [w.codes, w.sub, w.d, q.mem, act_d.mem, out.mem], k, n, w.rows, w.out_scale)
+            spec, grid = self._matmul_grid("linear_q6_k", TILE_N * nb, w.rows, n, blocks=nb)
+            self._run(spec, grid, [w.codes, w.sub, w.d, q.mem, act_d.mem, out.mem], k, n,
+                      w.rows, w.out_scale)
             return out
         if not isinstance(w, FloatWeight):
             raise TypeError(f"{self.name} linear_float got a {w.format.value} weight")
-        spec = self._matmul("linear_float", TILE_N * 32, fmt=w.format.value)
-        self._run(spec, (-(-w.rows // spec.rows), tiles), [w.data, x.mem, out.mem], w.row_bytes,
-                  k, n, w.rows, w.out_scale)
+        spec, grid = self._matmul_grid("linear_float", TILE_N * 32, w.rows, n,
+                                       fmt=w.format.value)
+        self._run(spec, grid, [w.data, x.mem, out.mem], w.row_bytes, k, n, w.rows, w.out_scale)
         return out
 
     def rope(self, x: DeviceArray, pos: int, n_heads: int, head_dim: int,
              theta: float) -> DeviceArray:
         n, _ = arg_checks.rope_input(self.name, x, n_heads, head_dim)
-        return self._rope(x, self._segment(pos, n), pos + n, n_heads, head_dim, theta)
+        return self._rope(x, self._segment(pos, n), pos + n, n_heads, head_dim, theta, n)
 
     def _rope(self, x: DeviceArray, step: DeviceArray, end: int, n_heads: int, head_dim: int,
-              theta: float) -> DeviceArray:
-        """Rows of x rotated at the positions step holds (all below ``end``)."""
+              theta: float, run: int = 1) -> DeviceArray:
+        """Rows of x rotated at the positions step holds (all below ``end``); ``run``: how many
+        consecutive positions the rows hold from the first (n tokens of one sequence), which
+        bounds where a recording of it may start."""
         n, width = x.shape
-        cos_t, sin_t = self._angles(theta, head_dim, end, n)
+        cos_t, sin_t = self._angles(theta, head_dim, end, run)
         out = self._alloc((n, width), np.float32)
         self._run(KernelSpec("rope"), (width // 2, n),
                   [x.mem, cos_t, sin_t, step.mem, out.mem], n_heads, head_dim)
         return out
 
-    def _angles(self, theta: float, head_dim: int, end: int, n: int) -> tuple[Any, Any]:
-        """The rope cos / sin tables reaching position ``end`` - 1 (n rows at a time); while
-        capturing, a replay can go as far as the tables do."""
+    def _angles(self, theta: float, head_dim: int, end: int, run: int) -> tuple[Any, Any]:
+        """The rope cos / sin tables reaching position ``end`` - 1; while capturing, a replay
+        can start as far as the tables hold ``run`` consecutive positions from there."""
         tables = self._rope_tables.get(theta, head_dim, end)
         if self._capture is not None:
-            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - n + 1)
+            self._reach = min(self._reach, self._rope_tables.positions(theta, head_dim) - run + 1)
         return tables
 
     def attention(self, q: DeviceArray, k: DeviceArray, v: DeviceArray, cache: GpuKVCache,
@@ -446,16 +489,34 @@ class GpuBackend(KernelBackend):
         passes the same arrays)."""
         tables, positions = arg_checks.attention_rows_fit(self.name, q, k, v, cache, positions,
                                                           tables, n_heads, n_kv_heads, head_dim)
-        if self._capture is not None:
-            raise ValueError(f"{self.name} attention_rows cannot be recorded: a replay places "
-                             f"one sequence (StepRecording.replay(pos))")
         self._head_fits("attention_rows", head_dim)
-        step = self._device_ints("step", positions)
-        end = int(positions.max()) + 1
+        if self._capture is not None:  # replay_rows writes the rows' positions and tables
+            step, table, end = self._captured_rows(positions, tables)
+        else:
+            step, table = self._device_ints("step", positions), self._device_ints("table", tables)
+            end = int(positions.max()) + 1
         q = self._rope(q, step, end, n_heads, head_dim, theta)
         k = self._rope(k, step, end, n_kv_heads, head_dim, theta)
-        return self._attend(q, k, v, cache, layer, step, self._device_ints("table", tables), end,
-                            n_heads, n_kv_heads, head_dim)
+        return self._attend(q, k, v, cache, layer, step, table, end, n_heads, n_kv_heads,
+                            head_dim)
+
+    def _captured_rows(self, positions: np.ndarray,
+                       tables: np.ndarray) -> tuple[DeviceArray, DeviceArray, int]:
+        """While capturing a batched step: the recording's own positions and tables buffers
+        (one pair for every layer) and the reach of its tables, which any replay may use."""
+        capture = self._capture
+        if capture.steps:
+            raise ValueError(f"{self.name}: one recording holds one sequence's tokens or one "
+                             f"batched step, not both")
+        if capture.rows is None:
+            capture.rows = (self._alloc(positions.shape, np.int32),
+                            self._alloc(tables.shape, np.int32))
+        elif capture.rows[1].shape != tables.shape:
+            raise ValueError(f"{self.name}: every layer of a recorded step takes tables of "
+                             f"one shape, got {tables.shape} after {capture.rows[1].shape}")
+        end = tables.shape[1] * KV_BLOCK
+        self._reach = min(self._reach, end)
+        return capture.rows[0], capture.rows[1], end
 
     def _head_fits(self, op: str, head_dim: int) -> None:
         if head_dim > self.runtime.limits.max_head_dim:

@@ -51,7 +51,8 @@ class _SchedulerCollector:
         values = {
             "bitnet_queue_depth": ("Requests waiting for admission (queued or preempted)",
                                    s.waiting if s else 0),
-            "bitnet_active_sequences": ("Sequences being decoded", s.active if s else 0),
+            "bitnet_active_sequences": ("Sequences admitted: holding KV blocks, prefilling or "
+                                        "decoding", s.active if s else 0),
             "bitnet_prompt_tokens_per_second": (
                 "Prompt processing speed since start",
                 s.prompt_tokens / s.prompt_seconds if s and s.prompt_seconds else 0.0),

@@ -396,12 +396,14 @@ class Scheduler:
         try:
             ids = np.asarray([s.tokens[-1] for s in ready], dtype=np.int32)
             positions = np.asarray([len(s.tokens) - 1 for s in ready], dtype=np.int32)
-            if self.batched and len(ready) > 1:
+            # B rows in one step; one row too where the backend replays recorded steps
+            if self.batched and (len(ready) > 1 or t.replay.can_record()):
                 # one table per row, int32 [B, T]; the unused tail names block 0 (never read)
                 tables = np.zeros((len(ready), max(len(s.blocks) for s in ready)), np.int32)
                 for r, s in enumerate(ready):
                     tables[r, :len(s.blocks)] = s.blocks
-                rows = t.ops.download(t.forward_batch(ids, positions, self._cache, tables))
+                rows = t.ops.download(t.replay.decode_rows(ids, positions, self._cache,
+                                                           tables))
             else:
                 rows = np.stack([t.ops.download(t.forward(ids[r:r + 1], int(positions[r]), True,
                                                           self._cache,

@@ -164,10 +164,14 @@ def decode_logits(t, replay: bool, prompt: tuple[int, ...] = (1, 40, 41, 42),
 
 def test_replayed_decode_steps_equal_eager_steps(bitnet_api, conformance_backend):
     """The demo model's decode steps replayed from one recording (bitnet.core.replay) give the
-    eager steps' logits bit for bit; a backend without replay runs both eagerly."""
+    eager steps' logits bit for bit; a backend without replay runs both eagerly. A backend
+    whose recording raises fails here (users would only see one log line and eager speed)."""
     with bitnet_api.load(device=_device(conformance_backend)) as model:
-        eager = decode_logits(model.transformer, replay=False)
-        replayed = decode_logits(model.transformer, replay=True)
+        t = model.transformer
+        eager = decode_logits(t, replay=False)
+        t.replay.failure = None
+        replayed = decode_logits(t, replay=True)
+        assert t.replay.failure is None, f"recording the decode step failed: {t.replay.failure}"
         for want, got in zip(eager, replayed):
             np.testing.assert_array_equal(got, want)
 
@@ -252,3 +256,77 @@ def test_batched_decode_in_a_paged_pool_matches_decoding_alone(bitnet_api, confo
                 assert together[r].argmax() == one.argmax()
                 assert np.abs(together[r] - one).max() <= 1e-5 * np.abs(one).max()
             positions = positions + 1
+
+
+def test_replayed_batched_steps_equal_eager_batched_steps(bitnet_api, conformance_backend):
+    """The server's batched decode steps replayed (bitnet.core.replay: one recording per pool
+    and batch size, tables widened to the context's width) give the eager steps' logits bit for
+    bit, as the batch shrinks and the rows cross block edges. A backend that records replays
+    every step; one without replay runs them eagerly; one whose recording raises fails here."""
+    from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for
+
+    prompts = [[1, 15, 27, 3] * 3 + [5, 6], [1, 9], [1, 40, 41, 42, 43, 44, 45] * 2]
+    with bitnet_api.load(device=_device(conformance_backend), progress=False) as model:
+        t = model.transformer
+        width = blocks_for(len(max(prompts, key=len)) + 8)
+        tables = np.random.default_rng(7).permutation(len(prompts) * width).astype(np.int32)
+        tables = tables.reshape(len(prompts), width)
+
+        def steps(replay: bool) -> tuple[list[np.ndarray], int]:
+            t.replay.enabled, t.replay.failure = replay, None
+            t.replay.row_steps.clear()
+            before = t.replay.replayed
+            pool = t.new_cache(len(prompts) * width * KV_BLOCK)
+            for p, table in zip(prompts, tables):
+                t.forward(np.asarray(p, np.int32), 0, True, pool, table)
+            positions = np.array([len(p) for p in prompts], np.int32)
+            rows, out = [0, 1, 2], []
+            for step in range(6):
+                if step == 3:
+                    rows = [0, 2]  # a sequence finished: a batch of two from here
+                used = blocks_for(int(positions[rows].max()) + 1)
+                ids = np.asarray(rows, np.int32) + 5 + step
+                out.append(t.ops.download(t.replay.decode_rows(
+                    ids, positions[rows], pool, tables[rows, :used])))
+                positions[rows] += 1
+            assert t.replay.failure is None, f"recording a batched step failed: " \
+                                             f"{t.replay.failure}"
+            return out, t.replay.replayed - before
+
+        eager, _ = steps(False)
+        replayed, count = steps(True)
+        assert count == (len(replayed) if t.replay.can_record() else 0)
+        for want, got in zip(eager, replayed):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_the_scheduler_gives_the_same_tokens_with_replay_on_and_off(bitnet_api,
+                                                                    conformance_backend):
+    """What `bitnet serve` runs: requests of different lengths through the scheduler (chunked
+    prefill, batched decode in a paged pool, the batch shrinking as requests finish) give the
+    same tokens with decode steps replayed and eager."""
+    from bitnet.core.sampling import SamplingParams
+    from bitnet.server.scheduler import Request, Scheduler
+
+    prompts = [[1, 15, 27, 3, 8], [1, 9], [1, 40, 41, 42, 43, 44, 45] * 3, [1, 2, 3]]
+    with bitnet_api.load(device=_device(conformance_backend), progress=False) as model:
+        def scheduled(replay: bool) -> list[list[int]]:
+            t = model.transformer
+            t.replay.enabled, t.replay.failure = replay, None
+            t.replay.row_steps.clear()
+            sched = Scheduler(model, start=False, max_batch=4, prefill_chunk=8)
+            sched.pace.budget = lambda limit: limit  # whole chunks: the same in both runs
+            got: list[list[int]] = [[] for _ in prompts]
+            for i, p in enumerate(prompts):
+                sched.submit(Request(p, SamplingParams(temperature=0.0 if i % 2 else 0.8,
+                                                       seed=i), 6 + 3 * i,
+                                     lambda ev, i=i: ev.token is None or got[i].append(ev.token),
+                                     ignore_eos=True))
+            while sched.busy:
+                sched.step()
+            assert t.replay.failure is None, t.replay.failure
+            return got
+
+        eager = scheduled(False)
+        assert scheduled(True) == eager
+        assert [len(g) for g in eager] == [6 + 3 * i for i in range(len(prompts))]

@@ -111,6 +111,30 @@ def test_linear_ternary_edge_rows(conformance_backend, reference_backend, fmt):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("n", [16, 37, 70])
+@pytest.mark.parametrize("fmt", [*sorted(TERNARY_FORMATS), WeightFormat.Q6_K])
+def test_prompt_sized_integer_matmuls_are_bit_exact(conformance_backend, reference_backend,
+                                                    fmt, n):
+    """Prompt-sized batches, which a backend may run on other kernels (CUDA: int8 tensor-core
+    tiles of 64 rows x 64 tokens from 16 tokens on): rows and tokens that are no multiple of a
+    tile, an all-zero Q8_K block, out_scale; bit for bit."""
+    rng = np.random.default_rng(n)
+    rows, cols = 70, 512
+    if fmt is WeightFormat.Q6_K:
+        require(conformance_backend, Op.LINEAR_FLOAT, fmt)
+        tensor, op = q6_k_tensor(rows, cols, rng, out_scale=0.5), "linear_float"
+    else:
+        require(conformance_backend, Op.LINEAR_TERNARY, fmt)
+        values = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+        tensor, op = ternary_tensor(fmt, values, rng, out_scale=0.5), "linear_ternary"
+    x = (rng.standard_normal((n, cols)) * rng.uniform(0.01, 10, (n, 1))).astype(np.float32)
+    x[n // 2, 256:] = 0.0
+    backend = conformance_backend
+    got = backend.download(getattr(backend, op)(backend.load_weight(tensor), backend.upload(x)))
+    want = getattr(reference_backend, op)(reference_backend.load_weight(tensor), x)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("fmt", sorted(FLOAT_FORMATS))
 def test_linear_float_and_embed(conformance_backend, reference_backend, fmt):
     backend = conformance_backend

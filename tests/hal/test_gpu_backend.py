@@ -4,6 +4,7 @@ on real runtimes (PoCL, lavapipe) by each plugin's conformance suite."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -14,8 +15,8 @@ from bitnet.formats.floats import quantize_rows
 from bitnet.hal import KV_BLOCK, WeightFormat, WeightTensor
 from bitnet.hal.backend import LayerSpec
 from bitnet.hal.device_runtime import (FUSED_KERNELS, KERNELS, MATMUL, KernelCache, KernelSpec,
-                                       Limits)
-from bitnet.hal.gpu_backend import GpuBackend
+                                       Limits, MatmulTile)
+from bitnet.hal.gpu_backend import TILE_N, GpuBackend
 from bitnet.testing.weights import q6_k_tensor, ternary_tensor
 
 
@@ -156,6 +157,36 @@ def test_every_op_dispatches_in_the_kernel_table_order(backend):
     assert ran == set(KERNELS) - set(FUSED_KERNELS) - {"embed_q6_k"}
 
 
+def test_a_runtime_matmul_tile_sizes_the_grid_from_its_min_tokens():
+    """A MatmulTile in the runtime's limits: GpuBackend runs its kernels as the tile's variant
+    from min_tokens tokens on, with (row groups, token tiles) of the tile; other kernels and
+    fewer tokens keep the default spec over TILE_N tokens."""
+    runtime = NullRuntime()
+    runtime.limits = dataclasses.replace(runtime.limits, matmul_tiles=(
+        MatmulTile("wide", ("linear_i2s",), rows=64, tokens=32, min_tokens=16),))
+    backend = _backend(runtime)
+    rng = np.random.default_rng(4)
+    weights = {fmt: backend.load_weight(ternary_tensor(
+        fmt, rng.integers(-1, 2, (100, 256)).astype(np.int8), rng))
+        for fmt in (WeightFormat.I2_S, WeightFormat.TQ2_0)}
+    specs: list[tuple[KernelSpec, tuple[int, ...]]] = []
+    runtime.kernel = lambda spec: specs.append(spec) or spec
+    default_rows = backend._matmul("linear_i2s", TILE_N * 32).rows
+    for n in (15, 16, 33):
+        x = backend.upload(rng.standard_normal((n, 256)).astype(np.float32))
+        for fmt, w in weights.items():
+            runtime.dispatches.clear()
+            backend.linear_ternary(w, x)
+            (name, grid, *_), = [d for d in runtime.dispatches if d[0].startswith("linear_")]
+            spec = specs[-1]
+            if fmt is WeightFormat.I2_S and n >= 16:
+                assert (spec.variant, grid) == ("wide", (2, -(-n // 32)))
+            else:
+                assert spec.variant == ""
+                assert grid == (-(-100 // spec.rows), -(-n // TILE_N))
+    assert default_rows < 64
+
+
 def test_one_input_is_quantized_once_per_mode(backend):
     """q, k and v (gate and up) read one input: it is quantized once, and again only for another
     input or another quantization (TQ weights take Q8_K blocks, I2_S per-token int8)."""
@@ -280,7 +311,7 @@ def test_positions_and_tables_are_reuploaded_when_their_values_change(backend):
 def test_a_recording_writes_its_positions_at_each_replay():
     """Recorded rope and attention read the step buffer the recording owns; replay(pos)
     writes pos .. pos+n-1 there, then replays; the table a recorded attention reads is a
-    constant input and bounds the recording's reach. attention_rows cannot be recorded."""
+    constant input and bounds the recording's reach."""
     runtime = RecordingNullRuntime()
     backend = _backend(runtime)
     heads, kv_heads, dim = 2, 1, 64
@@ -304,10 +335,54 @@ def test_a_recording_writes_its_positions_at_each_replay():
     assert np.frombuffer(bytes(step[:4]), np.int32).tolist() == [17]
     with pytest.raises(ValueError, match="beyond this recording"):
         recorded.replay(3 * KV_BLOCK)
-    with pytest.raises(ValueError, match="cannot be recorded"):
+    with pytest.raises(ValueError, match="of one sequence"):
+        recorded.replay_rows(np.array([1], np.int32), table[None])
+
+
+def test_a_recorded_batched_step_writes_its_rows_positions_and_tables_at_each_replay():
+    """attention_rows under a recording reads the recording's own positions [B] and tables
+    [B, T] buffers (one pair for every layer); replay_rows writes the positions each time and
+    the tables only when they changed, then replays: 2 or 3 submissions whatever B and the
+    layer count. A recording holds one batched step or one sequence's tokens, not both."""
+    runtime = RecordingNullRuntime()
+    backend = _backend(runtime)
+    heads, kv_heads, dim, batch, layers = 2, 1, 64, 3, 2
+    pool = backend.kv_cache_alloc(layers, 12 * KV_BLOCK, kv_heads, dim)
+    tables = np.arange(12, dtype=np.int32).reshape(batch, 4)
+    q = backend.upload(np.ones((batch, heads * dim), np.float32))
+    kv = backend.upload(np.ones((batch, kv_heads * dim), np.float32))
+    with backend.recording() as recorded:
+        for layer in range(layers):
+            backend.attention_rows(q, kv, kv, pool, layer, np.array([0, 5, 9], np.int32),
+                                   heads, kv_heads, dim, 10000.0, tables)
+    captured = recorded.recording.dispatches
+    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention"] * layers
+    step, table = recorded.rows
+    assert all(d[4][KERNELS[d[0]].buffers.index("step")] is step.mem for d in captured)
+    assert all(d[4][KERNELS[d[0]].buffers.index("table")] is table.mem for d in captured
+               if "table" in KERNELS[d[0]].buffers)
+    assert captured[-1][3][6:] == (KV_BLOCK, 4, 4 * KV_BLOCK)  # the tables' whole reach
+    assert recorded.positions == 4 * KV_BLOCK
+    before = runtime.submissions
+    recorded.replay_rows(np.array([3, 60, 17], np.int32), tables[::-1])
+    assert runtime.submissions - before == 3  # positions, tables, the replay
+    assert np.frombuffer(bytes(step.mem[:12]), np.int32).tolist() == [3, 60, 17]
+    assert np.frombuffer(bytes(table.mem[:48]), np.int32).tolist() == \
+        tables[::-1].ravel().tolist()
+    before = runtime.submissions
+    recorded.replay_rows(np.array([4, 61, 18], np.int32), tables[::-1])
+    assert runtime.submissions - before == 2  # the same tables: not written again
+    with pytest.raises(ValueError, match="beyond this recording"):
+        recorded.replay_rows(np.array([4, 4 * KV_BLOCK, 18], np.int32), tables)
+    with pytest.raises(ValueError, match="replay_rows of positions"):
+        recorded.replay_rows(np.array([4, 5], np.int32), tables[:2])
+    with pytest.raises(ValueError, match="replay_rows"):
+        recorded.replay(3)
+    with pytest.raises(ValueError, match="not both"):
         with backend.recording():
-            backend.attention_rows(x, kv, kv, pool, 0, np.array([1], np.int32), heads,
-                                   kv_heads, dim, 10000.0, table[None])
+            backend.rope(q, 0, heads, dim, 10000.0)
+            backend.attention_rows(q, kv, kv, pool, 0, np.array([0, 5, 9], np.int32), heads,
+                                   kv_heads, dim, 10000.0, tables)
 
 
 # -- decode_layer: a block in seven dispatches ------------------------------------------------

@@ -6,6 +6,13 @@ own cache, ``~/.nv/ComputeCache``). Every kernel takes its buffers and then its 
 order of ``bitnet.hal.device_runtime.KERNELS``; ``embed`` and ``linear_float`` have one entry
 point per float format (``embed_f16``, ``linear_float_q8_0``, ...).
 
+Prompts on tensor cores: on sm_80 and newer the runtime declares ``MMA_TILE`` in its limits,
+and GpuBackend then runs ``linear_i2s`` / ``linear_tq`` / ``linear_q6_k`` of 16 tokens or more
+as their "mma" variants (``linear_i2s_mma`` ... in ``kernels/linear_mma.cu``, compute_80 PTX:
+int8 ``mma.sync`` m16n8k32), with grids sized from the tile; below sm_80, or for fewer tokens,
+the dp4a kernels run. Both give the same bits. ``BITNET_CUDA_MMA=0`` keeps every matmul on the
+dp4a kernels (to measure what the tensor cores give).
+
 All work goes in order on one non-blocking stream, so it can be captured as a CUDA graph
 (``graph.py``: the optional ``record`` verb). While a recording lives, small host writes (a
 step's token id and position, at most INBOX_PAYLOAD bytes) are staged on the host: a graph
@@ -25,14 +32,15 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, KERNELS, KernelSpec,
-                                       Limits)
+from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, KERNELS, KernelSpec, Limits,
+                                       MatmulTile)
 
 from bitnet_cuda import graph, ptx
 
@@ -49,6 +57,14 @@ INBOX_ENTRY = 8
 INBOX_PAYLOAD = 16  # bytes a staged write holds at most
 INBOX_CAPACITY = 32  # staged writes a replay carries (one thread each)
 RUNTIME_ENTRIES = {"inbox": "Pi"}  # the runtime's own kernels (not in the KERNELS table)
+# the int8 tensor-core GEMMs (kernels/linear_mma.cu's MMA_* #defines): a block of MMA_THREADS
+# covers 64 rows x 64 tokens; worth it from 16 tokens on (an m16n8k32 needs 8 tokens, and below
+# 16 the dp4a kernels' 8-token tiles waste less)
+MMA_THREADS = 128
+MMA_TILE = MatmulTile("mma", ("linear_i2s", "linear_tq", "linear_q6_k"), rows=64, tokens=64,
+                      min_tokens=16)
+VARIANT_MODULES = {"mma": "linear_mma"}  # the .cu file (module) of each variant
+MMA_SWITCH = "BITNET_CUDA_MMA"  # "0": no tensor-core tiles (A/B measurements)
 
 # the .cu file (module) of each kernel in the table
 MODULE_OF = {
@@ -69,8 +85,15 @@ FLOAT_FORMATS = ("f32", "f16", "bf16", "q8_0")  # their formats (Q6_K has kernel
 
 
 def entry_name(spec: KernelSpec) -> str:
-    """The PTX entry point of a kernel spec: the table's name, then the format if any."""
-    return f"{spec.name}_{spec.fmt}" if spec.fmt else spec.name
+    """The PTX entry point of a kernel spec: the table's name, then the format or the variant,
+    if any."""
+    suffix = spec.fmt or spec.variant
+    return f"{spec.name}_{suffix}" if suffix else spec.name
+
+
+def module_of(spec: KernelSpec) -> str:
+    """The .cu file (module) holding a spec's entry point."""
+    return VARIANT_MODULES[spec.variant] if spec.variant else MODULE_OF[spec.name]
 
 
 def arg_format(spec: KernelSpec) -> str:
@@ -84,6 +107,7 @@ def entry_points() -> dict[str, str]:
     PTX's parameters against it, and the CPU emulator builds its launchers from it)."""
     specs = [KernelSpec(name, fmt=fmt) for name in KERNELS
              for fmt in (FLOAT_FORMATS if name in FORMAT_ENTRIES else ("",))]
+    specs += [KernelSpec(name, variant=MMA_TILE.variant) for name in MMA_TILE.kernels]
     return {**{entry_name(spec): arg_format(spec) for spec in specs}, **RUNTIME_ENTRIES}
 
 
@@ -112,13 +136,17 @@ class CudaRuntime:
         self._context = dev.retain_primary_context()
         self._key = next(_RUNTIME_KEYS)  # this runtime's entry in each thread's _PUSHED
         self._here()
-        self.arch = ptx.arch_for(dev.compute_capability())
+        self.capability = tuple(dev.compute_capability())
+        ptx.arch_for(self.capability, "linear_ternary")  # refuses a GPU below the base level
+        tiles = ()
+        if ptx.has_module(self.capability, "linear_mma") and os.environ.get(MMA_SWITCH) != "0":
+            tiles = (MMA_TILE,)
         self.stream = cuda.Stream(flags=1)  # CU_STREAM_NON_BLOCKING: capturable
         self.submissions = 0
         self.fingerprint = f"{self.device_name}|{cuda.get_driver_version()}|{ptx.fingerprint()}"
         self.limits = Limits(simd_width=WARP, max_work_group=MAX_BLOCK, max_rows=MAX_BLOCK // WARP,
                              shared_memory=SHARED_MEMORY, max_buffer=self.total_memory,
-                             fp64=True, max_head_dim=MAX_HEAD_DIM)
+                             fp64=True, max_head_dim=MAX_HEAD_DIM, matmul_tiles=tiles)
         self._modules: dict[str, Any] = {}
         self._kernels: dict[KernelSpec, CudaKernel] = {}
         self._graphs: graph.GraphApi | None = None  # loaded at the first record()
@@ -212,15 +240,19 @@ class CudaRuntime:
     def kernel(self, spec: KernelSpec) -> CudaKernel:
         found = self._kernels.get(spec)
         if found is None:
-            module_name = MODULE_OF[spec.name]
-            module = self._modules.get(module_name)
-            if module is None:
-                self._here()
-                module = self.cuda.module_from_buffer(ptx.read_ptx(module_name, self.arch))
-                self._modules[module_name] = module
+            module = self._module(module_of(spec))
             function = module.get_function(entry_name(spec)).prepare(arg_format(spec))
             found = self._kernels[spec] = CudaKernel(spec, function)
         return found
+
+    def _module(self, name: str) -> Any:
+        """A kernel module, loaded at its first use from the PTX of this GPU's feature level."""
+        module = self._modules.get(name)
+        if module is None:
+            self._here()
+            arch = ptx.arch_for(self.capability, name)
+            module = self._modules[name] = self.cuda.module_from_buffer(ptx.read_ptx(name, arch))
+        return module
 
     def launch_geometry(self, spec: KernelSpec,
                         grid: tuple[int, ...]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -231,6 +263,12 @@ class CudaRuntime:
             return (-(-x // ITEMS_THREADS), y, 1), (ITEMS_THREADS, 1, 1)
         if sig.grid == GROUPS:
             return (x, y, 1), (GROUPS_THREADS, 1, 1)
+        if spec.variant:  # a MatmulTile's grid: one block of its threads a tile
+            if not any(tile.variant == spec.variant and spec.name in tile.kernels
+                       for tile in self.limits.matmul_tiles):
+                raise ValueError(f"bitnet-cuda {spec.name}: no {spec.variant!r} variant on "
+                                 f"this GPU (sm_{self.capability[0]}{self.capability[1]})")
+            return (x, y, 1), (MMA_THREADS, 1, 1)
         if spec.lanes != WARP:  # MATMUL: one warp per row
             raise ValueError(f"bitnet-cuda {spec.name}: matmuls run one warp ({WARP} lanes) "
                              f"per row, not {spec.lanes}")
@@ -304,9 +342,8 @@ class CudaRuntime:
         self._inbox = self.cuda.pagelocked_zeros(
             words, np.int32, mem_flags=self.cuda.host_alloc_flags.DEVICEMAP)
         self._inbox_ptr = int(self._inbox.base.get_device_pointer())
-        module = self.cuda.module_from_buffer(ptx.read_ptx("inbox", self.arch))
-        self._modules["inbox"] = module
-        self._inbox_kernel = module.get_function("inbox").prepare(RUNTIME_ENTRIES["inbox"])
+        self._inbox_kernel = self._module("inbox").get_function("inbox").prepare(
+            RUNTIME_ENTRIES["inbox"])
 
     def launch_graph(self, exe: Any) -> None:
         """Replay a recording: the staged writes go in the inbox, then one graph launch."""
@@ -333,11 +370,23 @@ class CudaRuntime:
         self._recordings -= 1
 
     def info(self) -> dict[str, Any]:
-        return {"device": self.device_name, "kernel": f"ptx compute_{self.arch}",
-                "ptx": ptx.fingerprint(), "matmul": "warp per row"}
+        return {"device": self.device_name, "kernel": f"ptx {self._levels()}",
+                "ptx": ptx.fingerprint(), "matmul": self._matmuls()}
 
     def notes(self) -> tuple[str, ...]:
-        return (f"PTX compute_{self.arch}, JIT-compiled by the driver",)
+        return (f"PTX {self._levels()}, JIT-compiled by the driver", self._matmuls())
+
+    def _levels(self) -> str:
+        """The PTX feature levels this GPU loads: "compute_75" or "compute_75 + compute_80"."""
+        archs = sorted({ptx.arch_for(self.capability, m) for m in ptx.KERNEL_MODULES
+                        if ptx.has_module(self.capability, m)})
+        return " + ".join(f"compute_{a}" for a in archs)
+
+    def _matmuls(self) -> str:
+        if self.limits.matmul_tiles:
+            return (f"warp per row (dp4a); int8 mma.sync m16n8k32 from {MMA_TILE.min_tokens} "
+                    "tokens")
+        return "warp per row (dp4a)"
 
 
 _PUSHED = threading.local()  # .by_runtime: {runtime key: _Pushed} of the pushes of this thread

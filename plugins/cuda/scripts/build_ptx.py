@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the PTX that bitnet-cuda ships: every kernels/*.cu for every target in ptx.TARGET_ARCHS.
+"""Build the PTX that bitnet-cuda ships: every kernels/*.cu for each of its ptx.MODULE_ARCHS.
 
     python plugins/cuda/scripts/build_ptx.py              # rewrite bitnet_cuda/kernels/ptx/
     python plugins/cuda/scripts/build_ptx.py --out DIR    # build elsewhere (tests compare)
@@ -56,14 +56,13 @@ def build(out_dir: Path, jobs: int = 2) -> dict:
     """Compile every module for every arch into out_dir and write manifest.json there."""
     nvcc = nvcc_path()
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [(m, a) for m in ptx.KERNEL_MODULES for a in ptx.TARGET_ARCHS]
+    tasks = ptx.targets()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(lambda t: compile_one(nvcc, t[0], t[1], out_dir), tasks))
     manifest = {
         "nvcc": nvcc_version(nvcc),
         "flags": list(NVCC_FLAGS),
-        "archs": list(ptx.TARGET_ARCHS),
-        "modules": list(ptx.KERNEL_MODULES),
+        "archs": {module: list(ptx.MODULE_ARCHS[module]) for module in ptx.KERNEL_MODULES},
         "sources_sha256": ptx.sources_digest(),
     }
     text = json.dumps(manifest, indent=2) + "\n"
@@ -73,7 +72,7 @@ def build(out_dir: Path, jobs: int = 2) -> dict:
 
 def stale_files(built: Path) -> list[str]:
     """Names whose freshly built bytes differ from the shipped ones."""
-    names = [ptx.ptx_name(m, a) for m in ptx.KERNEL_MODULES for a in ptx.TARGET_ARCHS]
+    names = [ptx.ptx_name(m, a) for m, a in ptx.targets()]
     names.append("manifest.json")
     return [n for n in names
             if not (ptx.PTX_DIR / n).is_file()
@@ -97,7 +96,7 @@ def main() -> int:
         return 0
     out = args.out or ptx.PTX_DIR
     manifest = build(out, args.jobs)
-    print(f"built {len(ptx.KERNEL_MODULES)} modules x {len(ptx.TARGET_ARCHS)} archs with nvcc "
+    print(f"built {len(ptx.targets())} PTX files ({len(ptx.KERNEL_MODULES)} modules) with nvcc "
           f"{manifest['nvcc']} into {out}")
     return 0
 

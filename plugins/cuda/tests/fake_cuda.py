@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import itertools
 import re
 import struct
@@ -24,6 +25,10 @@ import numpy as np
 import kernel_model as km
 
 TILE_N = 8  # tokens a matmul tile carries (the kernels' GEMM_TOKENS)
+# the tensor-core GEMMs' block (kernels/linear_mma.cu's MMA_THREADS, MMA_ROWS, MMA_TOKENS)
+MMA_BLOCK = (128, 1, 1)
+MMA_ROWS = 64
+MMA_TOKENS = 64
 
 
 class FakeError(Exception):
@@ -96,12 +101,16 @@ def _run_emulated(name: str, fmt: str, grid: tuple, block: tuple, values: tuple)
     getattr(EMULATOR[0], f"emu_{name}")(dims[0], dims[1], argv)
 
 
-def _covers(grid: tuple, block: tuple, rows: int, n: int) -> None:
-    """A matmul grid: one warp per row, block[0] / 32 rows a block, TILE_N tokens a tile."""
-    per_block = block[0] // 32
+def _covers(grid: tuple, block: tuple, rows: int, n: int, mma: bool = False) -> None:
+    """A matmul grid: one warp per row, block[0] / 32 rows a block, TILE_N tokens a tile; or
+    (mma) MMA_ROWS x MMA_TOKENS a block of MMA_BLOCK threads."""
+    per_block, tokens = block[0] // 32, TILE_N
+    if mma:
+        assert block == MMA_BLOCK, block
+        per_block, tokens = MMA_ROWS, MMA_TOKENS
     assert block[0] % 32 == 0 and block[1:] == (1, 1), block
     assert grid[0] * per_block >= rows > (grid[0] - 1) * per_block, (grid, block, rows)
-    assert grid[1] * TILE_N >= n > (grid[1] - 1) * TILE_N, (grid, n)
+    assert grid[1] * tokens >= n > (grid[1] - 1) * tokens, (grid, n)
 
 
 def _items(grid: tuple, block: tuple, count: int) -> None:
@@ -125,8 +134,8 @@ def k_quantize_q8_k(grid, block, x, q, d, k):
     MEMORY.view(d, np.float32, dd.size)[:] = dd.reshape(-1)
 
 
-def k_linear_i2s(grid, block, w, q, act_scale, y, k, n, m, w_scale, out_scale):
-    _covers(grid, block, m, n)
+def k_linear_i2s(grid, block, w, q, act_scale, y, k, n, m, w_scale, out_scale, mma=False):
+    _covers(grid, block, m, n, mma)
     codes = MEMORY.view(w, np.uint8, m * k // 4)
     qq = MEMORY.view(q, np.int8, n * k).reshape(n, k)
     out = km.linear_i2s(codes, qq, MEMORY.view(act_scale, np.float32, n), np.float32(w_scale),
@@ -134,8 +143,8 @@ def k_linear_i2s(grid, block, w, q, act_scale, y, k, n, m, w_scale, out_scale):
     MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_linear_tq(grid, block, w, w_d, q, act_d, y, k, n, m, out_scale):
-    _covers(grid, block, m, n)
+def k_linear_tq(grid, block, w, w_d, q, act_d, y, k, n, m, out_scale, mma=False):
+    _covers(grid, block, m, n, mma)
     nb = k // 256
     out = km.linear_tq(MEMORY.view(w, np.uint8, m * nb * 64),
                        MEMORY.view(w_d, np.float32, m * nb).reshape(m, nb),
@@ -145,8 +154,8 @@ def k_linear_tq(grid, block, w, w_d, q, act_d, y, k, n, m, out_scale):
     MEMORY.view(y, np.float32, n * m)[:] = out.reshape(-1)
 
 
-def k_linear_q6_k(grid, block, w, w_sub, w_d, q, act_d, y, k, n, m, out_scale):
-    _covers(grid, block, m, n)
+def k_linear_q6_k(grid, block, w, w_sub, w_d, q, act_d, y, k, n, m, out_scale, mma=False):
+    _covers(grid, block, m, n, mma)
     nb = k // 256
     out = km.linear_q6k(MEMORY.view(w, np.int8, m * k).reshape(m, k),
                         MEMORY.view(w_sub, np.int8, m * k // 16).reshape(m, k // 16),
@@ -416,6 +425,10 @@ MODELS: dict[str, Callable[..., None]] = {
     "quantize_q8_k": k_quantize_q8_k,
     "linear_i2s": k_linear_i2s,
     "linear_tq": k_linear_tq,
+    # the tensor-core variants compute the same numbers (bit for bit) over another grid
+    "linear_i2s_mma": functools.partial(k_linear_i2s, mma=True),
+    "linear_tq_mma": functools.partial(k_linear_tq, mma=True),
+    "linear_q6_k_mma": functools.partial(k_linear_q6_k, mma=True),
     "linear_q6_k": k_linear_q6_k,
     "embed_q6_k": k_embed_q6_k,
     "rmsnorm": k_rmsnorm,

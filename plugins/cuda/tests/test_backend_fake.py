@@ -9,6 +9,7 @@ CUDA code itself: that needs a GPU (the conformance suite).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 
@@ -20,6 +21,7 @@ from bitnet.backends.reference.backend import ReferenceBackend
 from bitnet.formats.floats import quantize_rows
 from bitnet.formats.ternary import i2s_pack, tq1_pack, tq2_pack
 from bitnet.hal import DeviceInfo, DeviceKind, WeightFormat, WeightTensor
+from bitnet.testing.weights import q6_k_tensor
 
 REF = ReferenceBackend(DeviceInfo(backend="reference", index=0, name="numpy",
                                   kind=DeviceKind.CPU))
@@ -51,6 +53,81 @@ def test_linear_ternary_is_bit_exact(backend, fmt, n):
     matmul = "linear_i2s" if fmt is WeightFormat.I2_S else "linear_tq"
     grid, block = launched[matmul]
     assert block == (128, 1, 1) and grid == (4, -(-n // 8), 1)  # 4 warps (rows) a block
+
+
+# (compute capability, tokens) -> the tensor-core variant runs? From sm_80 and 16 tokens on.
+VARIANT_CHOICE = [((9, 0), 16, True), ((8, 0), 70, True), ((12, 0), 20, True),
+                  ((9, 0), 15, False), ((9, 0), 1, False), ((7, 5), 64, False),
+                  ((7, 5), 16, False)]
+
+
+@pytest.mark.parametrize("capability,n,mma", VARIANT_CHOICE)
+def test_prompts_take_the_tensor_core_gemm_from_sm_80(monkeypatch, capability, n, mma):
+    """On a fake GPU of each compute capability: the runtime declares the "mma" tile only from
+    sm_80, GpuBackend picks it from 16 tokens on and sizes the grid from it (64 rows x 64
+    tokens a 128-thread block), the compute_80 module is loaded only then, and the numbers are
+    the reference's either way."""
+    monkeypatch.setattr(fake_cuda.FakeDevice, "capability", capability)
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    cuda = descriptor.create(device, CreateOptions())
+    try:
+        assert bool(cuda.runtime.limits.matmul_tiles) == (capability >= (8, 0))
+        rng = np.random.default_rng(n)
+        for fmt, base in ((WeightFormat.I2_S, "linear_i2s"), (WeightFormat.TQ1_0, "linear_tq"),
+                          (WeightFormat.Q6_K, "linear_q6_k")):
+            fake_cuda.LAUNCHES.clear()
+            if fmt is WeightFormat.Q6_K:
+                tensor, op = q6_k_tensor(70, 512, rng), "linear_float"
+            else:
+                tensor, op = _ternary(fmt, 70, 512, rng), "linear_ternary"
+            x = rng.standard_normal((n, 512)).astype(np.float32)
+            got = cuda.download(getattr(cuda, op)(cuda.load_weight(tensor), cuda.upload(x)))
+            assert np.array_equal(got, getattr(REF, op)(REF.load_weight(tensor), x))
+            (name, grid, block), = [launch for launch in fake_cuda.LAUNCHES
+                                    if launch[0].startswith("linear_")]
+            if mma:
+                assert (name, grid, block) == (base + "_mma", (2, -(-n // 64), 1), (128, 1, 1))
+            else:
+                assert (name, grid, block) == (base, (18, -(-n // 8), 1), (128, 1, 1))
+        loaded = set(cuda.runtime._modules)
+        assert ("linear_mma" in loaded) == mma
+        notes = " ".join(cuda.capabilities.notes)
+        assert ("mma.sync" in notes) == (capability >= (8, 0))
+        assert ("compute_80" in notes) == (capability >= (8, 0))
+    finally:
+        cuda.close()
+
+
+def test_the_tensor_cores_can_be_switched_off(monkeypatch):
+    """BITNET_CUDA_MMA=0 (for A/B measurements): an sm_90 declares no tile, prompts run dp4a."""
+    monkeypatch.setenv("BITNET_CUDA_MMA", "0")
+    fake_cuda.install(monkeypatch)
+    from bitnet_cuda.descriptor import descriptor
+    from bitnet.hal import CreateOptions
+
+    (device,) = descriptor.probe()
+    cuda = descriptor.create(device, CreateOptions())
+    try:
+        assert cuda.runtime.limits.matmul_tiles == ()
+        tensor = _ternary(WeightFormat.I2_S, 8, 256, np.random.default_rng(1))
+        cuda.linear_ternary(cuda.load_weight(tensor), cuda.upload(np.ones((32, 256), np.float32)))
+        assert [n for n, _, _ in fake_cuda.LAUNCHES if n.startswith("linear_")] == ["linear_i2s"]
+    finally:
+        cuda.close()
+
+
+def test_a_variant_the_gpu_lacks_is_refused(backend, monkeypatch):
+    from bitnet.hal.device_runtime import KernelSpec
+
+    monkeypatch.setattr(backend.runtime, "limits",
+                        dataclasses.replace(backend.runtime.limits, matmul_tiles=()))
+    spec = KernelSpec("linear_i2s", variant="mma")
+    with pytest.raises(ValueError, match="no 'mma' variant on this GPU"):
+        backend.runtime.launch_geometry(spec, (1, 1))
 
 
 @pytest.mark.parametrize("fmt", [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16,

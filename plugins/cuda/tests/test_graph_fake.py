@@ -111,3 +111,45 @@ def test_the_transformer_replays_decode_steps_bit_exactly(monkeypatch, tmp_path)
         result = bench_model(model, 8, 6, 1)
         print("submissions_per_token", result["submissions_per_token"])
         assert result["submissions_per_token"] <= 2
+
+
+@pytest.mark.slow
+def test_the_servers_batched_steps_replay_bit_exactly(monkeypatch, tmp_path):
+    """Batched decode steps (bitnet.core.replay.decode_rows, what the scheduler runs) over the
+    fake driver: one graph per batch size, the same logits as the eager steps, and a replayed
+    step costs the writes too large for the inbox (ids and positions of B > 4 rows; the block
+    tables when they changed), the graph launch and the logits read."""
+    fake_cuda.install(monkeypatch)
+    monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
+    import bitnet
+    from bitnet.hal.kv_blocks import KV_BLOCK
+
+    batch, width = 6, 3
+    with bitnet.load(device="cuda", progress=False) as model:
+        t = model.transformer
+        tables = np.arange(batch * width, dtype=np.int32).reshape(batch, width)[::-1].copy()
+
+        def steps(replay: bool) -> tuple[list[np.ndarray], list[int]]:
+            t.replay.enabled = replay
+            t.replay.row_steps.clear()
+            pool = t.new_cache(batch * width * KV_BLOCK)
+            for r in range(batch):
+                t.forward(np.arange(1, 3 + 2 * r, dtype=np.int32), 0, True, pool, tables[r])
+            positions = np.array([2 + 2 * r for r in range(batch)], np.int32)
+            out, costs = [], []
+            for step in range(4):
+                before = model.backend.submission_count()
+                ids = np.arange(batch, dtype=np.int32) + 7 + step
+                out.append(t.ops.download(t.replay.decode_rows(ids, positions, pool,
+                                                               tables[:, :2])))
+                costs.append(model.backend.submission_count() - before)
+                positions += 1
+            return out, costs
+
+        eager, _ = steps(False)
+        replayed, costs = steps(True)
+        assert t.replay.failure is None and len(t.replay.row_steps) == 1
+        for want, got in zip(eager, replayed):
+            np.testing.assert_array_equal(got, want)
+        print("submissions per replayed batched step", costs)
+        assert max(costs[2:]) <= 4  # ids, positions, the graph launch, the read

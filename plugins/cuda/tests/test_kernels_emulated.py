@@ -1,6 +1,8 @@
 """The REAL kernel sources (kernels/*.cu), compiled for the host by tests/emulator/ (g++, one
 fiber per CUDA thread) and driven by the real CudaBackend through the fake PyCUDA, against the
-reference backend: registry validation cases and a prefill + decode attention sequence.
+reference backend: registry validation cases, a prefill + decode attention sequence, and the
+int8 tensor-core GEMMs (linear_mma.cu) against the reference and the dp4a kernels, with the
+emulator's mma checked against a numpy model of the PTX ISA's fragment layout.
 
 This executes the CUDA C++ logic (indexing, warp shuffles, barriers, epilogue rounding order) on
 the CPU. It is not a GPU run: nvcc's device code generation, memory coalescing, timing and
@@ -19,8 +21,9 @@ import pytest
 
 import fake_cuda
 from bitnet.backends.reference.backend import ReferenceBackend
-from bitnet.hal import CreateOptions, DeviceInfo, DeviceKind
+from bitnet.hal import CreateOptions, DeviceInfo, DeviceKind, WeightFormat
 from bitnet.registry import validation
+from bitnet.testing.weights import q6_k_tensor, ternary_tensor
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20)")]
@@ -44,13 +47,19 @@ def emulator_library(tmp_path_factory):
     return ctypes.CDLL(str(build_emulator.build(tmp_path_factory.mktemp("cuda_emu"))))
 
 
-@pytest.fixture
-def emulated(monkeypatch, emulator_library):
-    fake_cuda.install(monkeypatch, emulator=emulator_library)
+def _open(monkeypatch, library, capability=(9, 0)):
+    """The cuda backend on a fake GPU of that compute capability whose kernels run emulated."""
+    monkeypatch.setattr(fake_cuda.FakeDevice, "capability", capability)
+    fake_cuda.install(monkeypatch, emulator=library)
     from bitnet_cuda.descriptor import descriptor
 
     (device,) = descriptor.probe()
-    backend = descriptor.create(device, CreateOptions())
+    return descriptor.create(device, CreateOptions())
+
+
+@pytest.fixture
+def emulated(monkeypatch, emulator_library):
+    backend = _open(monkeypatch, emulator_library)
     yield backend
     backend.close()
 
@@ -146,3 +155,127 @@ def test_whole_block_decode_steps_equal_the_ops(emulated, tmp_path, fmt, arch):
     finally:
         del runtime.dispatch
     assert len(calls) <= MAX_DISPATCHES_PER_LAYER, calls
+
+
+# -- int8 tensor cores (linear_mma.cu) ----------------------------------------------------------
+
+def fragment_registers(a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    """A numpy model of the PTX ISA's "Matrix Fragments for mma.m16n8k32" (.s8 A row-major,
+    .s8 B column-major, .s32 C/D; docs.nvidia.com/cuda/parallel-thread-execution/
+    #warp-level-matrix-fragment-mma-16832), written from its formulas element by element:
+    groupID = lane >> 2, threadID_in_group = lane % 4; A's a_i (i < 16) sits at row groupID
+    for 0 <= i < 4 or 8 <= i < 12 (else groupID + 8), column threadID_in_group * 4 + (i & 3)
+    (+ 16 for i >= 8); B's b_i (i < 8) at row threadID_in_group * 4 + (i & 3) (+ 16 for
+    i >= 4), column groupID; C's c_i (i < 4) at row groupID (+ 8 for i >= 2), column
+    threadID_in_group * 2 + (i & 1). Element i of a fragment is byte i % 4 (low to high) of
+    register i // 4. Returns per-lane registers: A uint32 [32, 4], B [32, 2], C int32 [32, 4]."""
+    a_bytes = np.zeros((32, 16), np.int8)
+    b_bytes = np.zeros((32, 8), np.int8)
+    c_regs = np.zeros((32, 4), np.int32)
+    for lane in range(32):
+        group, tig = lane >> 2, lane % 4
+        for i in range(16):
+            row = group if (0 <= i < 4 or 8 <= i < 12) else group + 8
+            col = tig * 4 + (i & 3) + (16 if i >= 8 else 0)
+            a_bytes[lane, i] = a[row, col]
+        for i in range(8):
+            row = tig * 4 + (i & 3) + (16 if i >= 4 else 0)
+            b_bytes[lane, i] = b[row, group]
+        for i in range(4):
+            c_regs[lane, i] = c[group + (8 if i >= 2 else 0), tig * 2 + (i & 1)]
+    as_words = lambda x: np.ascontiguousarray(x).view("<u4")  # bytes i % 4 of register i // 4
+    return as_words(a_bytes), as_words(b_bytes), c_regs
+
+
+def accumulator_matrix(d_regs: np.ndarray) -> np.ndarray:
+    """Per-lane D registers int32 [32, 4] -> D [16, 8] by the same documented C/D layout."""
+    d = np.zeros((16, 8), np.int64)
+    for lane in range(32):
+        group, tig = lane >> 2, lane % 4
+        for i in range(4):
+            d[group + (8 if i >= 2 else 0), tig * 2 + (i & 1)] = d_regs[lane, i]
+    return d
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_emulated_mma_follows_the_ptx_fragment_layout(emulator_library, seed):
+    """kernels/mma.cuh's mma_s8_m16n8k32 in the emulator, fed lane by lane with the fragments
+    of random A, B, C as the PTX ISA distributes them, returns the fragments of A @ B + C.
+    Distinct extreme values (-128, 127) catch a swapped lane, register or byte."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+    b = rng.integers(-128, 128, (32, 8)).astype(np.int8)
+    a[seed, 0], b[0, seed] = -128, -128  # the corner of the range
+    c = rng.integers(-2**20, 2**20, (16, 8)).astype(np.int32)
+    a_regs, b_regs, c_regs = fragment_registers(a, b, c)
+    cd = np.ascontiguousarray(c_regs)
+    pointer = lambda x: x.ctypes.data_as(ctypes.c_void_p)
+    emulator_library.emu_mma_probe(pointer(np.ascontiguousarray(a_regs)),
+                                   pointer(np.ascontiguousarray(b_regs)), pointer(cd))
+    want = a.astype(np.int64) @ b.astype(np.int64) + c
+    assert np.array_equal(accumulator_matrix(cd), want)
+
+
+def test_fragment_model_is_a_bijection():
+    """Every element of A, B and C has exactly one (lane, register, byte) in the model: it is a
+    layout, not a lossy map (so the test above can only pass with the documented one)."""
+    a = np.arange(16 * 32).reshape(16, 32)
+    b = np.arange(32 * 8).reshape(32, 8)
+    seen_a = np.zeros_like(a)
+    seen_b = np.zeros_like(b)
+    for lane in range(32):
+        group, tig = lane >> 2, lane % 4
+        for i in range(16):
+            seen_a[group if (i < 4 or 8 <= i < 12) else group + 8,
+                   tig * 4 + (i & 3) + (16 if i >= 8 else 0)] += 1
+        for i in range(8):
+            seen_b[tig * 4 + (i & 3) + (16 if i >= 4 else 0), group] += 1
+    assert (seen_a == 1).all() and (seen_b == 1).all()
+
+
+# (format, n tokens, M rows, K, out_scale): n odd / below / above the 64-token tile, M not a
+# multiple of the 64-row tile, K from one 256-block to 6912 (the 2B model's FFN width)
+MMA_CASES = [
+    (WeightFormat.I2_S, 16, 64, 256, 1.0),
+    (WeightFormat.I2_S, 33, 70, 2560, 0.5),
+    (WeightFormat.I2_S, 65, 130, 6912, 1.0),
+    (WeightFormat.TQ2_0, 17, 65, 6912, 1.0),
+    (WeightFormat.TQ2_0, 70, 64, 512, 2.0),
+    (WeightFormat.TQ1_0, 31, 100, 1280, 1.0),
+    (WeightFormat.Q6_K, 16, 70, 256, 1.0),
+    (WeightFormat.Q6_K, 37, 129, 2560, 0.5),
+]
+MMA_KERNELS = {WeightFormat.I2_S: "linear_i2s", WeightFormat.TQ2_0: "linear_tq",
+               WeightFormat.TQ1_0: "linear_tq", WeightFormat.Q6_K: "linear_q6_k"}
+
+
+@pytest.mark.parametrize("fmt,n,m,k,out_scale", MMA_CASES,
+                         ids=[f"{c[0].value}-n{c[1]}-m{c[2]}-k{c[3]}" for c in MMA_CASES])
+def test_tensor_core_gemm_is_bit_exact(monkeypatch, emulator_library, fmt, n, m, k, out_scale):
+    """linear_ternary (and Q6_K's linear_float) on a fake sm_90 (the mma kernels) and a fake
+    sm_75 (dp4a) from their .cu sources: bit for bit equal to each other and to the
+    reference."""
+    rng = np.random.default_rng(n * k + m)
+    if fmt is WeightFormat.Q6_K:
+        tensor = q6_k_tensor(m, k, rng, out_scale)
+        op = "linear_float"
+    else:
+        tensor = ternary_tensor(fmt, rng.integers(-1, 2, (m, k)).astype(np.int8), rng,
+                                out_scale)
+        op = "linear_ternary"
+    x = (rng.standard_normal((n, k)) * rng.uniform(0.1, 4.0, (n, 1))).astype(np.float32)
+    x[1, :256] = 0.0  # an all-zero Q8_K block (d = 0)
+    x[2, 5] = 60.0  # an outlier: most of its token's q become small
+    want = getattr(REF, op)(REF.load_weight(tensor), x)
+    expected_kernel = MMA_KERNELS[fmt]
+    for capability, kernel in (((9, 0), expected_kernel + "_mma"), ((7, 5), expected_kernel)):
+        backend = _open(monkeypatch, emulator_library, capability)
+        try:
+            got = backend.download(getattr(backend, op)(backend.load_weight(tensor),
+                                                        backend.upload(x)))
+        finally:
+            backend.close()
+        launched = [name for name, _, _ in fake_cuda.LAUNCHES if name.startswith("linear_")]
+        assert launched == [kernel], (capability, launched)
+        assert np.array_equal(got, want), f"sm_{capability[0]}{capability[1]}: " + \
+            f"{np.count_nonzero(got != want)} of {got.size} differ"

@@ -33,23 +33,34 @@ def test_manifest_matches_the_sources():
     manifest = ptx.read_manifest()
     assert manifest["sources_sha256"] == ptx.sources_digest(), (
         "kernels/*.cu changed since the PTX was built: run plugins/cuda/scripts/build_ptx.py")
-    assert manifest["archs"] == list(ptx.TARGET_ARCHS)
-    assert manifest["modules"] == list(ptx.KERNEL_MODULES)
+    assert manifest["archs"] == {m: list(ptx.MODULE_ARCHS[m]) for m in ptx.KERNEL_MODULES}
     assert {p.stem for p in ptx.KERNEL_DIR.glob("*.cu")} == set(ptx.KERNEL_MODULES)
 
 
-def test_every_module_is_shipped_for_every_arch():
-    for module in ptx.KERNEL_MODULES:
-        for arch in ptx.TARGET_ARCHS:
-            text = ptx.ptx_path(module, arch).read_text()
-            assert f".target sm_{arch}" in text
-            assert ptx.read_ptx(module, arch).endswith(b"\0")
+def test_every_module_is_shipped_for_each_of_its_levels():
+    for module, arch in ptx.targets():
+        text = ptx.ptx_path(module, arch).read_text()
+        assert f".target sm_{arch}" in text
+        assert ptx.read_ptx(module, arch).endswith(b"\0")
+    shipped = {p.name for p in ptx.PTX_DIR.glob("*.ptx")}
+    assert shipped == {ptx.ptx_name(m, a) for m, a in ptx.targets()}, "stray or missing PTX"
+
+
+def test_only_the_tensor_core_module_needs_more_than_compute_75():
+    """mma.sync (int8 tensor cores) is sm_80+: its module ships for compute_80 alone, and no
+    other module uses it (they all serve sm_75 from one compute_75 file)."""
+    for module, arch in ptx.targets():
+        text = ptx.ptx_path(module, arch).read_text()
+        if module == "linear_mma":
+            assert arch == 80 and "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in text
+        else:
+            assert arch == ptx.BASE_ARCH and "mma.sync" not in text
 
 
 def test_host_signatures_match_the_ptx_parameters():
     declared: dict[str, str] = {}
-    for module in ptx.KERNEL_MODULES:
-        declared.update(_entries(ptx.ptx_path(module, ptx.TARGET_ARCHS[0]).read_text()))
+    for module, arch in ptx.targets():
+        declared.update(_entries(ptx.ptx_path(module, arch).read_text()))
     host = entry_points()
     assert set(declared) == set(host), "kernels without host signatures or back"
     for name, signature in host.items():
@@ -57,12 +68,16 @@ def test_host_signatures_match_the_ptx_parameters():
 
 
 def test_arch_choice():
-    assert ptx.arch_for((7, 5)) == 75
-    assert ptx.arch_for((8, 6)) == 75  # one feature level serves every GPU: the driver JITs it
-    assert ptx.arch_for((9, 0)) == 75
-    assert ptx.arch_for((12, 0)) == 75
+    for capability in ((7, 5), (8, 6), (9, 0), (12, 0)):  # the driver JITs forward
+        assert ptx.arch_for(capability, "linear_ternary") == 75
     with pytest.raises(ValueError, match="below sm_75"):
-        ptx.arch_for((7, 0))
+        ptx.arch_for((7, 0), "rmsnorm")
+    assert not ptx.has_module((7, 5), "linear_mma")
+    with pytest.raises(ValueError, match="below sm_80, what linear_mma's instructions need"):
+        ptx.arch_for((7, 5), "linear_mma")
+    for capability in ((8, 0), (8, 9), (9, 0), (12, 0)):
+        assert ptx.has_module(capability, "linear_mma")
+        assert ptx.arch_for(capability, "linear_mma") == 80
 
 
 @pytest.mark.slow
@@ -72,8 +87,11 @@ def test_ptxas_assembles_every_module(arch, capsys):
     """The shipped PTX assembles for every GPU generation it serves (ptxas compiles a lower
     target's PTX forward, as the driver's JIT does)."""
     report = []
+    capability = (arch // 10, arch % 10)
     for module in ptx.KERNEL_MODULES:
-        path = ptx.ptx_path(module, ptx.arch_for((arch // 10, arch % 10)))
+        if not ptx.has_module(capability, module):
+            continue  # linear_mma below sm_80: never loaded there (the runtime offers no tile)
+        path = ptx.ptx_path(module, ptx.arch_for(capability, module))
         done = subprocess.run(["ptxas", f"-arch=sm_{arch}", "-v", str(path), "-o", "/dev/null"],
                               capture_output=True, text=True)
         assert done.returncode == 0, f"ptxas sm_{arch} {module}:\n{done.stderr}"

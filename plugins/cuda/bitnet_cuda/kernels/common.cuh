@@ -56,10 +56,16 @@ __device__ __forceinline__ int block_sum_int(int v, int* s_sum) {
     return total;
 }
 
-// A matmul output times the weight's output scale unless that is 1 (one f32 multiply, as the
-// reference).
-__device__ __forceinline__ float scaled_output(float y, float out_scale) {
+// A matmul output times out_scale, unless that is 1 (one f32 multiply, as the reference).
+__device__ __forceinline__ float apply_out_scale(float y, float out_scale) {
     return out_scale != 1.0f ? __fmul_rn(y, out_scale) : y;
+}
+
+// One 256-block of a K-quant x Q8_K dot (llama.cpp; TQ2_0 / TQ1_0 and Q6_K), block by block
+// in block order: acc += f32(sumi_b) * (d_w_b * d_y_b), each op rounded in f32 (no FMA
+// contraction), as the reference. Shared by the dp4a and the tensor-core kernels.
+__device__ __forceinline__ float q8k_block_add(float acc, int sumi, float d_w, float d_y) {
+    return __fadd_rn(acc, __fmul_rn((float)sumi, __fmul_rn(d_w, d_y)));
 }
 
 // The matmul epilogue of one output row: lane 0 of the row's warp stores y[t0 + t, row] =
@@ -75,7 +81,7 @@ __device__ __forceinline__ void store_row(const float (&acc)[TN], int lane, int 
     for (int t = 0; t < TN; ++t) {
         const int tok = t0 + t;
         if (tok < n) {
-            y[(size_t)tok * M + row] = scaled_output(acc[t], out_scale);
+            y[(size_t)tok * M + row] = apply_out_scale(acc[t], out_scale);
         }
     }
 }

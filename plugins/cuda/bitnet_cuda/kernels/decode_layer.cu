@@ -182,7 +182,7 @@ extern "C" __global__ void __launch_bounds__(FUSED_ROWS * WARP_SIZE) norm_qkv_tq
     tq_sums<1>(w + (size_t)r * nblk * 4, wd + (size_t)r * nblk, prologue_q(p), p.scales, K, 0,
                1, lane, acc);
     if (lane == 0) {
-        y[row] = scaled_output(acc[0], out_scale);
+        y[row] = apply_out_scale(acc[0], out_scale);
     }
 }
 
@@ -236,7 +236,7 @@ extern "C" __global__ void __launch_bounds__(FUSED_ROWS * WARP_SIZE) norm_gate_u
     tq_sums<1>(wu + (size_t)row * nblk * 4, du + (size_t)row * nblk, prologue_q(p), p.scales, K,
                0, 1, lane, up);
     if (lane == 0) {
-        y[row] = gated(act, scaled_output(gate[0], out_g), scaled_output(up[0], out_u));
+        y[row] = gated(act, apply_out_scale(gate[0], out_g), apply_out_scale(up[0], out_u));
     }
 }
 
@@ -297,7 +297,7 @@ extern "C" __global__ void __launch_bounds__(FUSED_ROWS * WARP_SIZE) linear_add_
     tq_sums<1>(w + (size_t)row * nblk * 4, w_d + (size_t)row * nblk, q, act_d, K, 0, 1, lane,
                acc);
     if (lane == 0) {
-        y[row] = __fadd_rn(h[row], scaled_output(acc[0], out_scale));
+        y[row] = __fadd_rn(h[row], apply_out_scale(acc[0], out_scale));
     }
 }
 

@@ -154,8 +154,7 @@ __device__ __forceinline__ void linear_q6k_rows(
                 const int isum = __shfl_sync(FULL_MASK, part[t], 16 * j);
                 const int tok = t0 + t;
                 if (tok < n) {
-                    const float dd = __fmul_rn(dw, act_d[(size_t)tok * nblk + b]);
-                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)isum, dd));
+                    acc[t] = q8k_block_add(acc[t], isum, dw, act_d[(size_t)tok * nblk + b]);
                 }
             }
         }

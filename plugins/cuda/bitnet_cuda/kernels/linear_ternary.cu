@@ -16,10 +16,8 @@
 // 2560..6912 rows give hundreds of blocks to hide memory latency; no shared memory or block barrier
 // is needed. The GEMM variant keeps the same shape but lets each warp carry TN = GEMM_TOKENS
 // tokens, so every weight vector read from DRAM is reused TN times; the TN activation rows (TN * K
-// bytes) are shared by the block's warps through L1. A shared-memory / mma.sync int8 tile is the
-// next step for long prompts (not done: on an H100 this GEMM already gives 3100 tok/s of 2B prompt,
-// 10x the CPU).
-#include "common.cuh"
+// bytes) are shared by the block's warps through L1. On sm_80+ prompts of 16 tokens or more run
+// linear_mma.cu's int8 tensor-core tiles instead (the same integer dots and epilogues).
 #include "quantize.cuh"
 #include "ternary_rows.cuh"
 

@@ -1,5 +1,6 @@
-// One output row of a ternary matmul, for TN tokens: the integer dots and float epilogues that
-// linear_ternary.cu's matmuls and the fused decode-layer kernels (decode_layer.cu) share.
+// One output row of a ternary matmul, for TN tokens: the integer dots that linear_ternary.cu's
+// matmuls and the fused decode-layer kernels (decode_layer.cu) share; their float epilogues are
+// ternary.cuh's i2s_output and common.cuh's q8k_block_add (the tensor-core kernels' too).
 //
 // Weight codes stay 2-bit on the device; four codes at a time become int8 lanes of a 32-bit word
 // ((word >> shift) & 0x03030303), turned into -1 / 0 / 1 bytes by a borrow-free byte subtract
@@ -8,15 +9,8 @@
 // global or shared memory (16-byte aligned rows K bytes apart).
 #pragma once
 
-#include "common.cuh"
 #include "quantize.cuh"
-
-// Four codes 0..2 (bytes of w) -> four signed bytes code - 1: the high bit of each byte set
-// first, so the subtraction borrows across no byte boundary.
-__device__ __forceinline__ int ternary4(unsigned int w)
-{
-    return (int)(((w | 0x80808080u) - 0x01010101u) ^ 0x80808080u);
-}
+#include "ternary.cuh"  // ternary4, i2s_output (shared with linear_mma.cu)
 
 // Bytes 0..15 of `pk` are bytes b0 .. b0+15 of a 32-byte group that serves 128 elements; byte b
 // holds elements 32*g + b (g = 0..3), the I2_S interleave: g = 0 in bits 7:6 (shift 6 - 2g).
@@ -62,14 +56,6 @@ __device__ __forceinline__ void i2s_dots(const uint4* __restrict__ wrow,
     for (int t = 0; t < TN; ++t) {
         acc[t] = warp_sum_int(acc[t]);
     }
-}
-
-// The bitnet.cpp epilogue of one I2_S output: one f32 divide, one f32 multiply (then the
-// output scale unless it is 1).
-__device__ __forceinline__ float i2s_output(int dot, float act_scale, float w_scale,
-                                            float out_scale)
-{
-    return scaled_output(__fmul_rn(__fdiv_rn((float)dot, act_scale), w_scale), out_scale);
 }
 
 // TQ2_0 codes (TQ1_0 is repacked to them at load) in the I2_S interleave: per row, K/256 blocks
@@ -122,8 +108,7 @@ __device__ __forceinline__ void tq_sums(const uint4* __restrict__ wrow,
                 const int raw = __shfl_sync(FULL_MASK, part[t], 4 * j);
                 const int tok = t0 + t;
                 if (tok < n) {
-                    const float dd = __fmul_rn(dw, act_d[(size_t)tok * nblk + b]);
-                    acc[t] = __fadd_rn(acc[t], __fmul_rn((float)raw, dd));
+                    acc[t] = q8k_block_add(acc[t], raw, dw, act_d[(size_t)tok * nblk + b]);
                 }
             }
         }

@@ -5,6 +5,8 @@ against cuda_emu.h, with one C launcher per entry point:
 
 where args[i] points to the i-th argument (a device pointer, int, float or double, in the .cu
 parameter order of bitnet_cuda.runtime.entry_points(): the KERNELS table's). Used by fake_cuda.py's "emulator" mode.
+The library also holds ``mma_probe.cpp``'s ``emu_mma_probe``: one warp through kernels/mma.cuh
+with fragments given lane by lane (the fragment-layout test).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from bitnet_cuda.runtime import entry_points
 HERE = Path(__file__).parent
 C_TYPES = {"i": "int", "f": "float", "d": "double"}
 FLAGS = ("-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-pthread", "-w")
+PROBE = "mma_probe"  # tests/emulator/mma_probe.cpp
 
 
 def module_entries(module: str) -> list[str]:
-    text = ptx.ptx_path(module, ptx.TARGET_ARCHS[0]).read_text()
+    text = ptx.ptx_path(module, ptx.MODULE_ARCHS[module][0]).read_text()
     return re.findall(r"\.entry\s+(\w+)\(", text)
 
 
@@ -57,8 +60,11 @@ def build(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def compile_module(module: str) -> Path:
-        source = out_dir / f"{module}.emu.cpp"
-        source.write_text(translation_unit(module))
+        if module == PROBE:
+            source = HERE / f"{PROBE}.cpp"
+        else:
+            source = out_dir / f"{module}.emu.cpp"
+            source.write_text(translation_unit(module))
         obj = out_dir / f"{module}.emu.o"
         cmd = [compiler, *FLAGS, f"-I{HERE}", f"-I{ptx.KERNEL_DIR}", "-c", str(source), "-o",
                str(obj)]
@@ -68,7 +74,7 @@ def build(out_dir: Path) -> Path:
         return obj
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        objects = list(pool.map(compile_module, ptx.KERNEL_MODULES))
+        objects = list(pool.map(compile_module, (*ptx.KERNEL_MODULES, PROBE)))
     library = out_dir / "libbitnet_cuda_emu.so"
     cmd = [compiler, "-shared", "-pthread", *map(str, objects), "-o", str(library)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)

@@ -4,7 +4,9 @@
 // after another, so `__shared__` maps to function-static storage. __syncthreads parks a fiber
 // until every live thread of the block arrived; a warp shuffle parks it until every live lane of
 // its warp arrived (twice: write the slot, then read). A wait that can never end (a barrier some
-// thread skips) aborts with a message. Float intrinsics map to plain IEEE operations: build with
+// thread skips) aborts with a message. The int8 tensor-core mma (mma_m16n8k32_s8) is a warp
+// collective too: every lane posts its fragments, then computes its part of D from all of them
+// by the PTX ISA's fragment layout. Float intrinsics map to plain IEEE operations: build with
 // -ffp-contract=off so `a * b + c` is not fused, as __fmul_rn / __fadd_rn forbid on the GPU.
 // It checks the kernels' logic (indexing, reductions, barriers, epilogue order); it says nothing
 // about speed, coalescing, or races the hardware would expose differently.
@@ -29,6 +31,9 @@
 #define __restrict__
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+// kernels/mma.cuh calls emu::mma_m16n8k32_s8 instead of emitting the PTX instruction
+#define BITNET_CUDA_EMULATOR 1
 
 struct dim3_t {
     unsigned x, y, z;
@@ -59,9 +64,18 @@ struct Fiber {
     dim3_t thread{0, 0, 0};
 };
 
+// One lane's operands of an mma.m16n8k32: A, B and C fragments as the PTX registers hold them.
+struct MmaSlot {
+    unsigned a[4];
+    unsigned b[2];
+    int c[4];
+    bool posted;
+};
+
 struct Block {
     std::vector<Fiber> fibers;
     std::vector<std::uint64_t> slots;  // one shuffle slot per thread
+    std::vector<MmaSlot> mma;  // one mma slot per thread
     ucontext_t scheduler;
     Fiber* current = nullptr;
     dim3_t block_idx{0, 0, 0};
@@ -159,12 +173,66 @@ T shuffle(T v, unsigned src_lane) {
     return out;
 }
 
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 of the calling lane's warp: d holds C on
+// entry and D = A * B + C on return. The fragment layout is the PTX ISA's "Matrix Fragments for
+// mma.m16n8k32" (.s8 A / B, .s32 C / D:
+// https://docs.nvidia.com/cuda/parallel-thread-execution/#warp-level-matrix-fragment-mma-16832),
+// with g = lane >> 2 (groupID), t = lane % 4 (threadID_in_group), element i of a fragment in
+// byte i % 4 of register i / 4:
+//   A (16 x 32, row)  element i of lane (g, t): row g + 8 * ((i / 4) % 2), col 4 t + i % 4 + 16 * (i / 8)
+//   B (32 x 8, col)   element i of lane (g, t): row 4 t + i % 4 + 16 * (i / 4), col g
+//   C / D (16 x 8)    element i of lane (g, t): row g + 8 * (i / 2), col 2 t + i % 2
+// Here each lane reads A[row][k] and B[k][col] back from the lane and register that hold them.
+// Sums wrap modulo 2^32 as the s32 hardware sums do (without .satfinite). tests/
+// test_kernels_emulated.py checks this against a numpy model of the same table.
+inline void mma_m16n8k32_s8(int (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    Block& blk = *g_block;
+    Fiber* self = blk.current;
+    const unsigned base = self->linear / 32 * 32;
+    if (base + 32 > blk.fibers.size()) {
+        std::fprintf(stderr, "cuda_emu: mma.sync in a warp of fewer than 32 threads\n");
+        std::abort();
+    }
+    MmaSlot& mine = blk.mma[self->linear];
+    std::memcpy(mine.a, a, sizeof mine.a);
+    std::memcpy(mine.b, b, sizeof mine.b);
+    std::memcpy(mine.c, d, sizeof mine.c);
+    mine.posted = true;
+    park(State::at_warp_sync);
+    for (unsigned l = 0; l < 32; ++l) {
+        if (!blk.mma[base + l].posted) {  // .aligned: every lane must execute the same mma
+            std::fprintf(stderr, "cuda_emu: mma.sync reached by lane %u without lane %u\n",
+                         self->linear % 32, l);
+            std::abort();
+        }
+    }
+    const unsigned g = self->linear % 32 / 4;
+    const unsigned t = self->linear % 4;
+    auto byte = [](unsigned reg, unsigned k) { return int(std::int8_t(reg >> (8 * (k % 4)))); };
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = g + 8 * (i / 2);
+        const unsigned col = 2 * t + i % 2;
+        std::uint32_t sum = std::uint32_t(mine.c[i]);
+        for (unsigned k = 0; k < 32; ++k) {
+            const MmaSlot& a_lane = blk.mma[base + (row % 8) * 4 + (k % 16) / 4];
+            const MmaSlot& b_lane = blk.mma[base + col * 4 + (k % 16) / 4];
+            const int av = byte(a_lane.a[row / 8 + 2 * (k / 16)], k);
+            const int bv = byte(b_lane.b[k / 16], k);
+            sum += std::uint32_t(av * bv);
+        }
+        d[i] = int(sum);
+    }
+    park(State::at_warp_sync);  // every lane has read every slot: they may be reused
+    mine.posted = false;
+}
+
 // Run `kernel` over grid x block, blocks in order, threads as fibers.
 inline void launch(dim3_t grid, dim3_t block, const std::function<void()>& kernel) {
     const unsigned threads = block.x * block.y * block.z;
     Block b;
     b.fibers.resize(threads);
     b.slots.resize(threads);
+    b.mma.assign(threads, MmaSlot{});
     b.block_dim = block;
     b.grid_dim = grid;
     b.kernel = &kernel;
