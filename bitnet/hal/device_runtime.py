@@ -179,6 +179,8 @@ class DeviceRuntime(Protocol):
     fingerprint: str  # device, driver and kernel digest: keys compiled-kernel caches
     limits: Limits
     submissions: int  # host submissions so far (kernel launches, queue submits, graph launches)
+    # optional: ``fused_max_width`` (int), the widest row the FUSED_KERNELS' prologues hold;
+    # absent or 0: the runtime has no FUSED_KERNELS and GpuBackend.prepare_layer returns None
 
     def allocate(self, nbytes: int) -> Any:
         """Device memory of at least nbytes; MemoryError naming the limit when too large."""
