@@ -53,8 +53,9 @@ run() {
     step "$py" benchmarks/make_models.py "$out" --formats i2_s --embed q6_k
     model="$(ls "$out"/*i2_s*.gguf | head -1)"
     for replay in 0 1; do
+        # --batch 8: the server's batched step (aggregate of 8 sequences; target >= 4x tg)
         BITNET_REPLAY=$replay step "${bitnet[@]}" bench -m "$model" --device cuda \
-            --prompt 512 --tokens 128 -r 3 --json
+            --prompt 512 --tokens 128 -r 3 --batch 8 --json
     done
     # prompts on the dp4a GEMM: what the int8 tensor cores (sm_80+, 16 tokens and up) give
     BITNET_CUDA_MMA=0 step "${bitnet[@]}" bench -m "$model" --device cuda --prompt 512 \

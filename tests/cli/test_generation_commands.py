@@ -79,6 +79,20 @@ def test_bench_json_is_one_line_with_both_speeds() -> None:
     assert out["submissions_per_token"] >= 1
 
 
+def test_bench_batch_reports_the_aggregate_decode_of_b_sequences() -> None:
+    p = bitnet("bench", "-m", MODEL, "--device", "reference", "--prompt", "0", "--tokens",
+               "20", "-r", "1", "--batch", "3")
+    assert p.returncode == 0, p.stderr
+    assert "all 3 sequences" in p.stdout and "x tg" in p.stdout
+    p = bitnet("bench", "-m", MODEL, "--device", "reference", "--prompt", "0", "--tokens",
+               "20", "-r", "1", "--batch", "3", "--json")
+    out = json.loads(p.stdout)
+    assert out["batch"] == 3 and out["batch_decode_tps"] > 0
+    assert out["batch_submissions_per_step"] >= 1
+    p = bitnet("bench", "-m", MODEL, "--device", "reference", "--batch", "0")
+    assert p.returncode != 0 and "--batch" in p.stderr
+
+
 @pytest.mark.parametrize("prompt,tokens", [(0, 3), (5, 0)])
 def test_bench_times_decode_or_prompt_alone(prompt: int, tokens: int) -> None:
     p = bitnet("bench", "-m", MODEL, "--device", "reference", "--prompt", str(prompt),
