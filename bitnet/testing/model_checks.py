@@ -315,7 +315,7 @@ def test_the_scheduler_gives_the_same_tokens_with_replay_on_and_off(bitnet_api,
             t.replay.enabled, t.replay.failure = replay, None
             t.replay.row_steps.clear()
             sched = Scheduler(model, start=False, max_batch=4, prefill_chunk=8)
-            sched.pace.budget = lambda limit: limit  # whole chunks: the same in both runs
+            sched.pace.budget = lambda limit, *_: limit  # whole chunks: the same in both runs
             got: list[list[int]] = [[] for _ in prompts]
             for i, p in enumerate(prompts):
                 sched.submit(Request(p, SamplingParams(temperature=0.0 if i % 2 else 0.8,

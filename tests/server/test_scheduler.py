@@ -141,7 +141,7 @@ def test_a_preempted_sequence_resumes_from_its_cached_blocks(model) -> None:
 
 def test_running_streams_keep_decoding_while_a_long_prompt_is_prefilled(model) -> None:
     sched = Scheduler(model, start=False, prefill_chunk=16)
-    sched.pace.budget = lambda limit: limit  # whole chunks (the pace is timing: tested below)
+    sched.pace.budget = lambda limit, *_: limit  # whole chunks (the pace is timing: tested below)
     stream, long = Outcome(), Outcome()
     sched.submit(request(prompt_of(1, 5), stream, seed=1, max_tokens=100))
     while not stream.tokens:
@@ -174,7 +174,7 @@ def test_soak_of_mixed_requests_keeps_the_pool_bounded_and_returns_every_block(m
     one_context = model.transformer.n_ctx // KV_BLOCK
     sched = Scheduler(model, start=False, max_batch=6, max_waiting=1000, prefill_chunk=48,
                       kv_memory=blocks_memory(model, 2 * one_context))
-    sched.pace.budget = lambda limit: limit
+    sched.pace.budget = lambda limit, *_: limit
     systems = [prompt_of(100 + k, rng.randrange(KV_BLOCK, 4 * KV_BLOCK)) for k in range(3)]
     live: list[tuple[Request, Outcome, int]] = []  # request, outcome, cancel after n tokens
     done: list[tuple[Request, Outcome, int]] = []
@@ -275,9 +275,34 @@ def test_prefill_pace_fits_a_chunk_into_a_share_of_a_decode_step() -> None:
     pace.decoded(0.25)  # a decode step of 250 ms
     assert pace.budget(256) == int(200 * 0.25 * PREFILL_SHARE)  # 40 tokens ~ 0.2 s of prompt
     assert pace.budget(32) == 32  # never above the chunk limit
+    # 6 prompts waiting behind 2 decoding streams: 3 streams' worth of the step
+    assert pace.budget(256, 6, 2) == int(200 * 0.25 * PREFILL_SHARE * 3)
+    assert pace.budget(256, 1, 4) == pace.budget(256)  # fewer prompts than streams: one share
     quick = PrefillPace()
     quick.filled(100, 0.5)
     quick.decoded(0.001)
     assert quick.budget(256) == 1  # never below one token: a prompt always advances
     pace.filled(1000, 1.0)  # the newest figures weigh `smoothing`
     assert pace.rate == pytest.approx(200 + pace.smoothing * (1000 - 200))
+
+
+def test_the_pace_is_told_how_many_prompts_wait_per_decoding_stream(model) -> None:
+    """While one stream decodes and three prompts wait, the chunk budget is asked for three
+    streams' worth (each sequence an even share of the time)."""
+    sched = Scheduler(model, start=False, prefill_chunk=16)
+    asked: list[tuple[int, int]] = []
+
+    def budget(limit: int, prefilling: int = 1, decoding: int = 1) -> int:
+        asked.append((prefilling, decoding))
+        return 4
+
+    sched.pace.budget = budget
+    first = Outcome()
+    sched.submit(request(prompt_of(1, 5), first, seed=1, max_tokens=50))
+    while not first.tokens:
+        sched.step()
+    for i in range(3):
+        sched.submit(request(prompt_of(10 + i, 60), Outcome(), seed=i, max_tokens=2))
+    sched.step()
+    assert asked[-1] == (3, 1)
+    drain(sched)
