@@ -132,7 +132,7 @@ static void rows16_gemv_avx512(const uint8_t *w, int K, int gps, const int8_t *q
             _Pragma("GCC unroll 8")
             for (int j = 0; j < 8; j++) {
                 const uint8_t *wc = wg + 64 * j;
-                _mm_prefetch((const char *)(wc + BN_PREFETCH_BYTES), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wc + BN_PREFETCH_GEMV_BYTES), _MM_HINT_T0);
                 __m512i wb = _mm512_loadu_si512((const void *)wc);
                 __m512i *a = acc[j & 1];
                 const int8_t *qc = qg + 4 * j;
