@@ -40,6 +40,12 @@ typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
  * ~19 ms at 2 KB to ~15 ms at 8 KB (its 128256 x 2100-byte rows are one long stream). */
 #define BN_PREFETCH_BYTES 2048
 #define BN_PREFETCH_HEAD_BYTES 8192
+/* The AVX-512 one-token r16 kernel (rows16_gemv_avx512): the whole matrix is one front-to-back
+ * stream there, and 2 KB ahead was the slowest distance tried on every 2B shape (Zen 4 dev VM,
+ * 2026-12-05, one thread, 256 MB of distinct copies a pass, distances interleaved in one
+ * process, best of 30 passes: 6912x2560 at 2/4/6/8 KB 28.2/29.9/31.0/30.4 GB/s, 2560x6912
+ * 23.7/25.9/24.1/24.3, 640x2560 25.1/26.4/27.0/26.6, plain read 31-33; under load). */
+#define BN_PREFETCH_GEMV_BYTES 4096
 
 /* Raw sums for one weight row against nt <= BN_TILE_MAX_TOKENS activation rows.
  * w: [K/4] t2 codes; q: nt rows of K int8 (row stride qstride);
@@ -62,11 +68,13 @@ typedef float (*bn_dot_row_fn)(const void *row, const float *x, int K);
 
 /* Q6_K row x Q8_K activations (llama.cpp's Q6_K path, backend.py linear_float): q [K] int8,
  * pair32 [K/2] = 32 * (q[2i] + q[2i+1]) (the -32 offset of the 6-bit codes, precomputed once
- * per token), dy [K/256] the Q8_K scales. Exact per-block integer sums, f32 in block order. */
+ * per token), dy [K/256] the Q8_K scales. Exact per-block integer sums, f32 in block order.
+ * A table leaves it NULL where its q6_k_rows with one token is the faster decode path. */
 typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
                                      const int16_t *pair32, const float *dy, int K);
 
-/* Batched Q6_K (n > 1 tokens), in two steps with an ISA-specific activation layout.
+/* Batched Q6_K (n > 1 tokens; one token too where the table has no per-row dot), in two steps
+ * with an ISA-specific activation layout.
  * - q6_k_act: one token's Q8_K codes q [K] -> its activations qa [K/256 * q6_k_act_block bytes]
  *   in the layout the table's q6_k_rows reads (run once per token and call).
  * - q6_k_rows: nr <= BN_Q6_K_ROWS consecutive rows (w: the first, row_bytes apart) x
@@ -74,7 +82,7 @@ typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
  *   dy + t * K/256): y [t * ystride + r] = that row's dot with that token (times out_scale when
  *   out_scale != 1). Exact per-block integer sums sum_j sc_j * sum_k (q6_k - 32) q8_k and the f32
  *   epilogue acc += (float)isum * (d_w * d_y) in block order, so every (row, token) equals what
- *   bn_dot_q6_k_q8_k_fn gives for it alone: a token's logits do not depend on the batch. */
+ *   dot_q6_k_q8_k_generic gives for it alone: a token's logits do not depend on the batch. */
 #define BN_Q6_K_ROWS 16
 #define BN_Q6_K_TOKENS 64
 typedef void (*bn_q6_k_act_fn)(const int8_t *q, int K, uint8_t *qa);

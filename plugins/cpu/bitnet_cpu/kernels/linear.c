@@ -273,9 +273,10 @@ static bn_dot_row_fn float_dot(const bn_kernels *kt, int fmt)
     }
 }
 
-/* Q8_K activations of tokens t0..t1-1 for the Q6_K head: for decode (pair32) the pair sums
- * 32*(q[2i]+q[2i+1]) that fold the -32 code offset out of the inner loop, for a batch (qa) each
- * token in the table's batched layout (q6_k_act, act_stride bytes a token). */
+/* Q8_K activations of tokens t0..t1-1 for the Q6_K head: for the per-row dot (pair32) the
+ * pair sums 32*(q[2i]+q[2i+1]) that fold the -32 code offset out of the inner loop, for the
+ * row-group kernel (qa) each token in the table's batched layout (q6_k_act, act_stride bytes a
+ * token). */
 static void quantize_q8_k_pairs(const bn_kernels *kt, const float *x, int t0, int t1, int K,
                                 int8_t *q, float *dy, int16_t *pair32, uint8_t *qa,
                                 size_t act_stride)
@@ -298,7 +299,9 @@ static void quantize_q8_k_pairs(const bn_kernels *kt, const float *x, int t0, in
 
 /* Q6_K x Q8_K (backend.py linear_float): activations quantized per 256-block like the TQ path,
  * then exact integer block sums against the 6-bit codes; the integer-SIMD path is also the
- * fast one (the head is bandwidth-bound, not conversion-bound). */
+ * fast one (the head is bandwidth-bound, not conversion-bound). One token runs the table's
+ * per-row dot where it has one, else its row-group kernel (q6_k_rows with one token: the
+ * same bits either way, bitnet_cpu.h). */
 static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes, int M, int K,
                        const float *x, int n, float *y, float out_scale, int nthreads)
 {
@@ -306,14 +309,14 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
         return -2;
     }
     int nb = K / 256;
-    int batch = n > 1;
+    int per_row = n == 1 && kt->dot_q6_k_q8_k;
     int8_t *q = alloc64((size_t)n * K);
     float *dy = alloc64((size_t)n * nb * sizeof(float));
-    /* decode: the pair sums; batch: the activations in the table's batched layout */
-    int16_t *pair32 = batch ? NULL : alloc64((size_t)(K / 2) * sizeof(int16_t));
-    size_t act_stride = batch ? (size_t)nb * (size_t)kt->q6_k_act_block : 0;
-    uint8_t *qa = batch ? alloc64((size_t)n * act_stride) : NULL;
-    if (!q || !dy || (!batch && !pair32) || (batch && !qa)) {
+    /* per-row dot: the pair sums; row groups: the activations in the table's batched layout */
+    int16_t *pair32 = per_row ? alloc64((size_t)(K / 2) * sizeof(int16_t)) : NULL;
+    size_t act_stride = per_row ? 0 : (size_t)nb * (size_t)kt->q6_k_act_block;
+    uint8_t *qa = per_row ? NULL : alloc64((size_t)n * act_stride);
+    if (!q || !dy || (per_row && !pair32) || (!per_row && !qa)) {
         free(q);
         free(dy);
         free(pair32);
@@ -333,7 +336,7 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
                 quantize_q8_k_pairs(kt, x, t, t + 1, K, q, dy, pair32, qa, act_stride);
             }
         }
-        if (n == 1) {
+        if (per_row) {
             /* decode: one streaming pass, unpack fused into the dot (bandwidth-bound).
              * dynamic chunks of 256 rows (~540 KB): see linear_ternary */
             #pragma omp for schedule(dynamic, 256)
@@ -342,11 +345,11 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
                 y[r] = out_scale != 1.0f ? v * out_scale : v;
             }
         } else {
-            /* batch: groups of BN_Q6_K_ROWS rows, each group's codes unpacked once per block
-             * and used for every token of the call (up to BN_Q6_K_TOKENS at a time, so the
-             * kernels' scratch stays fixed). Dynamic chunks of 16 groups (256 rows): see
-             * linear_ternary. Same integer block sums and epilogue as decode, so a token's row
-             * equals the one it gets alone. */
+            /* groups of BN_Q6_K_ROWS rows, each group's codes unpacked once per block and used
+             * for every token of the call (up to BN_Q6_K_TOKENS at a time, so the kernels'
+             * scratch stays fixed). Dynamic chunks of 16 groups (256 rows): see
+             * linear_ternary. Same integer block sums and epilogue as the per-row dot, so a
+             * token's row equals the one it gets alone. */
             int ngroups = (M + BN_Q6_K_ROWS - 1) / BN_Q6_K_ROWS;
             #pragma omp for schedule(dynamic, 16)
             for (int g = 0; g < ngroups; g++) {

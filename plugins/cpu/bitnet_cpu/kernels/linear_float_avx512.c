@@ -1,6 +1,6 @@
 /* linear_float_avx512.c: the F16 row dot product with 16-wide f32 (AVX-512F/BW/VL) and the
- * Q6_K head kernels with VNNI (per-row decode dot; batched rows x tokens with one sub-block per
- * lane); the other float formats use the AVX2 kernels (linear_float_avx2.c). */
+ * Q6_K head kernel with VNNI (rows x tokens with one sub-block per lane, for decode too); the
+ * other float formats use the AVX2 kernels (linear_float_avx2.c). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -109,70 +109,8 @@ void f16_rows_avx512(const uint8_t *w, size_t row_bytes, int r0, int r1, const f
     }
 }
 
-/* Q6_K x Q8_K with VNNI. One half-block (128 codes) is two zmm: ql's 64 bytes hold the low
- * nibbles of codes 0..63 (bits 0-3) and 64..127 (bits 4-7); qh's 32 bytes, broadcast to both
- * 256-bit halves, give the top two bits with a per-half shift (vpsllvw / vpsrlvw), so each zmm
- * is 64 consecutive codes and pairs with 64 consecutive activations in one vpdpbusd (u8 codes
- * x s8 activations -> s32, four products per lane: a lane never mixes sub-blocks of 16). The
- * -32 code offset is a second vpdpbusd of 32 x activations, subtracted lane by lane; each lane
- * is then multiplied by its sub-block scale (the 16 scales widened to s32 once per block and
- * spread with vpermd). Integer block sums are exact, so the block total equals the AVX2 and
- * reference kernels' and the f32 epilogue runs in the same block order: bit-identical output.
- * About half the instructions of the AVX2 kernel per block, which matters because the head
- * streamed at ~14 GB/s on one thread, below the ~24 GB/s a plain read reaches here. */
-float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair32,
-                           const float *dy, int K)
-{
-    (void)pair32;  /* the offset comes from the 32 x activations vpdpbusd instead */
-    const uint8_t *b = (const uint8_t *)row;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i m30 = _mm512_set1_epi8(0x30);
-    const __m512i c32 = _mm512_set1_epi8(32);
-    /* codes 0..31 take qh bits 0-1 (<< 4), codes 32..63 bits 2-3 (<< 2); codes 64..95 bits 4-5
-     * (as is), codes 96..127 bits 6-7 (>> 2) */
-    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-    /* lane i of a 64-code vector belongs to sub-block i / 4 of its four */
-    const __m512i sub = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    float acc = 0.0f;
-    for (int blk = 0; blk < K / 256; blk++) {
-        uint16_t dh;
-        memcpy(&dh, b + 208, 2);
-        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 192)));
-        __m512i isum = _mm512_setzero_si512();
-        _mm_prefetch((const char *)(b + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 64 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 128 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 192 + BN_PREFETCH_HEAD_BYTES), _MM_HINT_T0);
-        for (int half = 0; half < 2; half++) {
-            __m512i ql = _mm512_loadu_si512((const void *)(b + 64 * half));
-            __m512i qh = _mm512_broadcast_i64x4(
-                _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * half)));
-            __m512i v0 = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                         _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30));
-            __m512i v1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                         _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
-            const int8_t *qa = q + (size_t)blk * 256 + (size_t)half * 128;
-            __m512i q0 = _mm512_loadu_si512((const void *)qa);
-            __m512i q1 = _mm512_loadu_si512((const void *)(qa + 64));
-            __m512i d0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), v0, q0),
-                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), c32, q0));
-            __m512i d1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), v1, q1),
-                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), c32, q1));
-            __m512i first = _mm512_set1_epi32(8 * half);
-            __m512i s0 = _mm512_permutexvar_epi32(_mm512_add_epi32(sub, first), sc);
-            __m512i s1 = _mm512_permutexvar_epi32(
-                _mm512_add_epi32(sub, _mm512_add_epi32(first, _mm512_set1_epi32(4))), sc);
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(d0, s0));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(d1, s1));
-        }
-        acc += (float)_mm512_reduce_add_epi32(isum) * (_cvtsh_ss(dh) * dy[blk]);
-        b += 210;
-    }
-    return acc;
-}
-
-/* ---- Batched Q6_K (n > 1 tokens): one sub-block of 16 codes per s32 lane ----
+/* ---- Q6_K rows x tokens (a batch, and one decoded token): one sub-block of 16 codes per s32
+ * lane ----
  *
  * Both operands of vpdpbusd come from a 256-column block laid out so that lane i (0..15) of
  * vector m (0..3) holds columns 16 s(i) + 4m .. 16 s(i) + 4m + 3 of sub-block s(i) =
@@ -183,7 +121,7 @@ float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair
  * columns, against 8 vpdpwssd + a shared unpack for the int16 path this replaced (and no L2
  * reloads: a block's activations of every token stay in L1).
  *
- * s(i) is what the weights give cheaply: the four 64-code vectors of the decode kernel (codes
+ * s(i) is what the weights give cheaply: the four 64-code vectors a Q6_K block unpacks to (codes
  * 0..63, 64..127 of each half; lane d = sub-block 4k + d / 4, quad d % 4 in vector k) become the
  * four vectors above with one 4 x 4 dword transpose inside each 128-bit lane (8 unpacks), so
  * the permutation lives in the activation layout (once per token) and one pshufb of the scales.
@@ -191,7 +129,12 @@ float dot_q6_k_q8_k_avx512(const void *row, const int8_t *q, const int16_t *pair
  * Block sums per (row, token) are reduced 16 at a time with a transpose-add tree (lane j of the
  * result = the sum of input j), so the f32 epilogue runs 16 (row, token) pairs per instruction:
  * acc += (float)isum * (d_w * d_y), the per-row kernels' operations in their order (no FMA), so
- * the output is bit-identical to dot_q6_k_q8_k_* and to the reference, for any batch. */
+ * the output is bit-identical to dot_q6_k_q8_k_* and to the reference, for any batch.
+ *
+ * One token (decode) runs here too: on Zen 4 a block of one row and one token costs ~24 cycles
+ * against ~31 in the per-row dot this table had (which unpacked the same codes, then spent 8
+ * vpdpbusd, 4 vpmulld, 4 vpermd and a horizontal sum per block): the head streamed at 28 against
+ * 23 GB/s from memory, 31 against 24 from cache (2026-12-05, one thread, min of runs). */
 
 #define Q6B_ACT_BLOCK BN_Q6_K_ACT_BLOCK_AVX512  /* 256 permuted int8 + 16 int32 offsets */
 
@@ -239,7 +182,9 @@ q6b_unpack(const uint8_t *b, __m512i *u, __m512i *sc, float *d)
 {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
     const __m512i m30 = _mm512_set1_epi8(0x30);
-    /* as dot_q6_k_q8_k_avx512: the top two bits of codes 0..31 are qh bits 0-1 (<< 4), of 32..63
+    /* ql's 64 bytes hold the low nibbles of codes 0..63 (bits 0-3) and 64..127 (bits 4-7) of a
+     * half; qh's 32 bytes, broadcast to both 256-bit halves, give the top two bits with a
+     * per-half shift: the top two bits of codes 0..31 are qh bits 0-1 (<< 4), of 32..63
      * bits 2-3 (<< 2), of 64..95 bits 4-5 (as is), of 96..127 bits 6-7 (>> 2) */
     const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
