@@ -145,40 +145,62 @@ def cache_rows(table: np.ndarray, block: int, positions: np.ndarray) -> np.ndarr
     return table[positions // block].astype(np.int64) * block + positions % block
 
 
-def attention(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, rows: list[np.ndarray],
-              n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
-              warps: int) -> np.ndarray:
-    """Online softmax per warp (positions j = w, w + warps, ...), merged as the kernel does; q
-    is rounded to f16 first. keys, vals: one layer of the caches [n_ctx, Hkv*D] as f32;
-    rows[i]: the cache rows of query row i's positions 0 .. last."""
+def _merge(ms: np.ndarray, ls: np.ndarray, accs: np.ndarray) -> tuple[np.float32, np.float32,
+                                                                     np.ndarray]:
+    """Online-softmax runs (max, exp sum, unnormalized output) merged (merge_runs)."""
+    m_all = ms.max()
+    e = np.exp(ms - m_all)
+    return m_all, np.float32((ls * e).sum()), (accs * e[:, None]).sum(axis=0)
+
+
+def attention_parts(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, rows: list[np.ndarray],
+                    n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
+                    warps: int, split: int, splits: int) -> np.ndarray:
+    """Each split run of `split` positions (attention's blocks): online softmax per warp
+    (positions first + w, first + w + warps, ...), merged as the kernel does, into (m, l, o)
+    records [n, H, splits, D + 2]; runs past a row's last position stay 0. q is rounded to f16
+    first. keys, vals: one layer of the caches [n_ctx, Hkv*D] as f32; rows[i]: the cache rows
+    of query row i's positions 0 .. last."""
     n = q.shape[0]
-    out = np.zeros((n, n_heads * head_dim), dtype=np.float32)
+    parts = np.zeros((n, n_heads, splits, head_dim + 2), dtype=np.float32)
     group = n_heads // n_kv_heads
     for i in range(n):
         for h in range(n_heads):
             kvh = h // group
             qh = q[i, h * head_dim:(h + 1) * head_dim].astype(np.float16).astype(np.float32)
             cols = slice(kvh * head_dim, (kvh + 1) * head_dim)
-            ms, ls, accs = [], [], []
-            for w in range(warps):
-                m = np.float32(-np.inf)
-                l_sum = np.float32(0)
-                acc = np.zeros(head_dim, np.float32)
-                for j in range(w, len(rows[i]), warps):
-                    row = rows[i][j]
-                    score = np.float32(np.dot(qh, keys[row, cols])) * score_scale
-                    m_new = max(m, score)
-                    corr = np.exp(np.float32(m - m_new))
-                    p = np.exp(np.float32(score - m_new))
-                    l_sum = l_sum * corr + p
-                    acc = acc * corr + p * vals[row, cols]
-                    m = m_new
-                ms.append(m)
-                ls.append(l_sum)
-                accs.append(acc)
-            m_all = max(ms)
-            e = np.exp(np.array(ms, np.float32) - m_all)
-            total = np.float32((np.array(ls, np.float32) * e).sum())
-            o = (np.array(accs) * e[:, None]).sum(axis=0)
-            out[i, h * head_dim:(h + 1) * head_dim] = o / total
-    return out
+            for s, first in enumerate(range(0, len(rows[i]), split)):
+                end = min(len(rows[i]), first + split)
+                ms, ls, accs = [], [], []
+                for w in range(warps):
+                    m = np.float32(-np.inf)
+                    l_sum = np.float32(0)
+                    acc = np.zeros(head_dim, np.float32)
+                    for j in range(first + w, end, warps):
+                        row = rows[i][j]
+                        score = np.float32(np.dot(qh, keys[row, cols])) * score_scale
+                        m_new = max(m, score)
+                        corr = np.exp(np.float32(m - m_new))
+                        p = np.exp(np.float32(score - m_new))
+                        l_sum = l_sum * corr + p
+                        acc = acc * corr + p * vals[row, cols]
+                        m = m_new
+                    ms.append(m)
+                    ls.append(l_sum)
+                    accs.append(acc)
+                m_all, total, o = _merge(np.array(ms, np.float32), np.array(ls, np.float32),
+                                         np.array(accs, np.float32))
+                parts[i, h, s, 0], parts[i, h, s, 1], parts[i, h, s, 2:] = m_all, total, o
+    return parts
+
+
+def attention_combine(parts: np.ndarray, positions: np.ndarray, split: int) -> np.ndarray:
+    """The runs 0 .. position // split of each (row, head) merged, divided once -> [n, H*D]."""
+    n, n_heads, _, width = parts.shape
+    out = np.zeros((n, n_heads, width - 2), dtype=np.float32)
+    for i in range(n):
+        runs = parts[i, :, :int(positions[i]) // split + 1]
+        for h in range(n_heads):
+            _, total, o = _merge(runs[h, :, 0], runs[h, :, 1], runs[h, :, 2:])
+            out[i, h] = o / total
+    return out.reshape(n, -1)

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyopencl as cl
 
-from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, REDUCE_LANES, KernelCache,
-                                       KernelSpec, Limits)
+from bitnet.hal.device_runtime import (ATTENTION_SPLIT, FUSED_KERNELS, GROUPS, ITEMS,
+                                       REDUCE_LANES, KernelCache, KernelSpec, Limits)
 from bitnet_opencl.devices import CL_DEVICE_INTEGER_DOT_PRODUCT_CAPABILITIES_KHR, raw_device_info
 
 TILE_N = 8  # tokens per work-group in the matmuls (kernels' TILE_N; GpuBackend's)
@@ -42,6 +42,7 @@ SOURCES = {
     "rope": ("rope.cl", "rope"),
     "kv_store": ("attention.cl", "kv_store"),
     "attention": ("attention.cl", "attention"),
+    "attention_combine": ("attention.cl", "attention_combine"),
     "add": ("elementwise.cl", "add"),
     "relu2_mul": ("elementwise.cl", "relu2_mul"),
     "silu_mul": ("elementwise.cl", "silu_mul"),
@@ -180,7 +181,8 @@ class OpenCLRuntime:
     def _program(self, file: str, define: str) -> Any:
         key = (file, define)
         if key not in self._programs:
-            options = [f"-DTILE_N={TILE_N}", "-cl-kernel-arg-info"]
+            options = [f"-DTILE_N={TILE_N}", f"-DATTENTION_SPLIT={ATTENTION_SPLIT}",
+                       "-cl-kernel-arg-info"]
             options += [f"-D{define}"] if define else []
             options += ["-DUSE_INT_DOT"] if self.int_dot else []
             options += ["-DUSE_FP64"] if self.fp64 else []
@@ -230,6 +232,8 @@ class OpenCLRuntime:
             return [4 * wg, 4 * wg]
         if name == "attention":  # scratch, and q in f16 (head_dim = scalars[4])
             return [narrow, 4 * int(scalars[4])]
+        if name == "attention_combine":
+            return []
         if name == "rope_attention":  # scratch, q, the fresh key and value (head_dim)
             return [narrow] + [4 * int(scalars[4])] * 3
         if name.startswith("rmsnorm_quantize"):
