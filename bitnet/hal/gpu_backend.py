@@ -617,8 +617,8 @@ class GpuBackend(KernelBackend):
     def decode_layer(self, layer: FusedLayer, h: DeviceArray, cache: GpuKVCache, index: int,
                      pos: int, table: np.ndarray | None = None) -> DeviceArray:
         """One token's block in eight dispatches, the bits of the ops (``KernelBackend``):
-        norm_qkv, rope_attention, attention_combine, rmsnorm_quantize (or the plain quantizer without a sub-norm),
-        linear_add, norm_gate_up, rmsnorm_quantize, linear_add."""
+        norm_qkv, rope_attention, attention_combine, rmsnorm_quantize (or the plain quantizer
+        without a sub-norm), linear_add, norm_gate_up, rmsnorm_quantize, linear_add."""
         s = layer.spec
         d = s.attn_q.cols
         if tuple(h.shape) != (1, d) or h.dtype != np.float32:

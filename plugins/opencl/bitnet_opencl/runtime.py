@@ -51,6 +51,8 @@ SOURCES = {
 # programs built from more than their own file (after common.cl): decode_layer.cl calls
 # attention.cl's attend
 PROGRAM_FILES = {"decode_layer.cl": ("attention.cl", "decode_layer.cl")}
+# every program's defines: the matmul tile, attention's split-K run length
+BUILD_DEFINES = (f"TILE_N={TILE_N}", f"ATTENTION_SPLIT={ATTENTION_SPLIT}")
 FUSED_MAX_WIDTH = 8192  # the widest row decode_layer.cl's prologues hold in local memory
 FUSED_LOCAL_MEMORY = 48 * 1024  # ... on a device with at least this much
 
@@ -181,8 +183,7 @@ class OpenCLRuntime:
     def _program(self, file: str, define: str) -> Any:
         key = (file, define)
         if key not in self._programs:
-            options = [f"-DTILE_N={TILE_N}", f"-DATTENTION_SPLIT={ATTENTION_SPLIT}",
-                       "-cl-kernel-arg-info"]
+            options = [*(f"-D{d}" for d in BUILD_DEFINES), "-cl-kernel-arg-info"]
             options += [f"-D{define}"] if define else []
             options += ["-DUSE_INT_DOT"] if self.int_dot else []
             options += ["-DUSE_FP64"] if self.fp64 else []

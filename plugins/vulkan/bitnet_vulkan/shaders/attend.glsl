@@ -4,16 +4,15 @@
 // layer_base, `width` apart, through the block table at `base`), scores into
 // scores[s0 + position], then the run's max, the sum of exp(score - max) and the exp-weighted
 // sum of V into parts[part0 ..] (m, l, o[D]: ATT_PART(D) floats); attention_combine.comp
-// merges a head's runs. The split length is a constant (bitnet.hal.device_runtime's
-// ATTENTION_SPLIT), so the bits do not depend on the work-group count. The includer declares
-// the buffers cache_k, cache_v (f16 pairs in uints), table, scores and parts. With FRESH_ROW
-// defined (rope_attention), position last's key and value, rounded to f16, come from fresh_k /
-// fresh_v (shared) instead of the cache row another work-group may still be writing: the same
-// values, the same bits. The dot products are `precise` (no contraction) so both shaders round
-// them alike. first <= last (the caller exits runs past last).
+// merges a head's runs. The split length is a constant (common.glsl's ATT_SPLIT), so the
+// bits do not depend on the work-group count. The includer declares the buffers cache_k,
+// cache_v (f16 pairs in uints), table, scores and parts. With FRESH_ROW defined
+// (rope_attention), position last's key and value, rounded to f16, come from fresh_k /
+// fresh_v (shared) instead of the cache row another work-group may still be writing: the
+// same values, the same bits. The dot products are `precise` (no contraction) so both
+// shaders round them alike. first <= last (the caller exits runs past last).
 
 #define MAX_HEAD_DIM 512  // the host checks
-#define ATT_SPLIT 256u  // positions a run, = bitnet.hal.device_runtime.ATTENTION_SPLIT
 #define ATT_PART(D) ((D) + 2u)
 
 shared float red[WG_SIZE];

@@ -17,8 +17,6 @@ layout(push_constant) uniform Params {
     int span;
 } pc;
 
-#define ATT_SPLIT 256u  // = attend.glsl's ATT_SPLIT
-
 void main() {
     const uint h = gl_WorkGroupID.x;
     const uint t = gl_WorkGroupID.y;
