@@ -37,15 +37,17 @@ __kernel void kv_store(__global const float* k, __global const float* v,
 
 // Split-K (flash-decoding): positions fall in runs of ATTENTION_SPLIT (a build option, from
 // bitnet.hal.device_runtime); a work-group attends one run of one (query head, row) and leaves
-// the run's softmax max, exp sum and unnormalized output in `parts` (m, l, o[D]: PART(D)
-// floats); attention_combine merges a head's runs. The split length is a constant, so the
-// bits do not depend on the work-group count or size.
+// the run's softmax max, exp sum and output (normalized within the run) in `parts` (m, l,
+// o[D]: PART(D) floats); attention_combine merges a head's runs. The split length is a
+// constant, so the bits do not depend on the work-group count or size; a context of one run
+// gives the bits of a single-pass softmax (its weight is l / l = 1).
 #define PART(head_dim) ((head_dim) + 2)
 
 // One work-group's run of one query head: q16 [D] (local, already rounded to f16) against
 // positions first .. min(last, first + ATTENTION_SPLIT - 1) of one KV head (cache rows from
 // layer_base, `width` apart, through `rows`), scores in s (global, indexed by position), then
-// the run's max, the sum of exp(score - max) and the exp-weighted sum of V into part.
+// the run's max, the sum of exp(score - max) and the probability-weighted sum of V (the
+// probabilities normalized within the run, once) into part.
 // fresh (rope_attention): position last's key and value, rounded to f16, come from fresh_k /
 // fresh_v (local) instead of the cache row another work-group may still be writing; the same
 // values, the same bits. scratch: REDUCE_LANES floats. The exp sum takes FIXED_REDUCE's tree:
@@ -82,9 +84,9 @@ void attend_run(__local const float* q16, __global const half* cache_k,
     const float total = scratch[0];
     barrier(CLK_GLOBAL_MEM_FENCE);
     for (int p = first + lid; p <= end; p += wg) {
-        s[p] = exp(s[p] - max_score);  // the run's weights, unnormalized
+        s[p] = exp(s[p] - max_score) / total;  // the run's probabilities, normalized once
     }
-    barrier(CLK_GLOBAL_MEM_FENCE);  // every work-item reads all of the run's weights below
+    barrier(CLK_GLOBAL_MEM_FENCE);  // every work-item reads all of the run's probabilities
 
     for (int d = lid; d < head_dim; d += wg) {
         float acc = 0.0f;
@@ -143,7 +145,7 @@ __kernel void attention(__global const float* q, __global const half* cache_k,
 }
 
 // Work-group (h, t) of grid (H, n): the runs 0 .. step[t] / ATTENTION_SPLIT of head h of row t
-// merged (each weighs exp(its max - the largest max)) and divided once -> out [n, H*D] f32.
+// merged, run r weighing l_r * exp(m_r - the largest m) / their sum -> out [n, H*D] f32.
 __kernel void attention_combine(__global const int* step, __global const float* parts,
                                 const int n_heads, const int head_dim, const int span,
                                 __global float* out) {
@@ -164,8 +166,9 @@ __kernel void attention_combine(__global const int* step, __global const float* 
     for (int d = get_local_id(0); d < head_dim; d += get_local_size(0)) {
         float acc = 0.0f;
         for (int r = 0; r < runs; r++) {
-            acc += p[r * stride + 2 + d] * exp(p[r * stride] - m_all);
+            const float weight = p[r * stride + 1] * exp(p[r * stride] - m_all) / total;
+            acc += p[r * stride + 2 + d] * weight;
         }
-        out[((size_t)t * n_heads + h) * head_dim + d] = acc / total;
+        out[((size_t)t * n_heads + h) * head_dim + d] = acc;
     }
 }

@@ -2,10 +2,11 @@
 // rope_attention.comp (split-K, flash-decoding): q16 [D] (shared, already rounded to f16)
 // against positions first .. min(last, first + ATT_SPLIT - 1) of one KV head (cache rows from
 // layer_base, `width` apart, through the block table at `base`), scores into
-// scores[s0 + position], then the run's max, the sum of exp(score - max) and the exp-weighted
-// sum of V into parts[part0 ..] (m, l, o[D]: ATT_PART(D) floats); attention_combine.comp
-// merges a head's runs. The split length is a constant (common.glsl's ATT_SPLIT), so the
-// bits do not depend on the work-group count. The includer declares the buffers cache_k,
+// scores[s0 + position], then the run's max, the sum of exp(score - max) and the
+// probability-weighted sum of V (normalized within the run, once) into parts[part0 ..] (m, l,
+// o[D]: ATT_PART(D) floats); attention_combine.comp merges a head's runs. The split length is
+// a constant (common.glsl's ATT_SPLIT), so the bits do not depend on the work-group count; a
+// context of one run gives a single-pass softmax's bits (its weight is l / l = 1). The includer declares the buffers cache_k,
 // cache_v (f16 pairs in uints), table, scores and parts. With FRESH_ROW defined
 // (rope_attention), position last's key and value, rounded to f16, come from fresh_k /
 // fresh_v (shared) instead of the cache row another work-group may still be writing: the
@@ -60,13 +61,17 @@ void attend_run(uint layer_base, uint width, uint base, uint block, uint first, 
     float local_sum = 0.0;
     for (uint p = first + lid; p <= end; p += WG_SIZE) {
         const float e = exp(scores[s0 + p] - max_score);
-        scores[s0 + p] = e;  // the run's weights, unnormalized
+        scores[s0 + p] = e;
         local_sum += e;
     }
     red[lid] = local_sum;
-    memoryBarrierBuffer();  // every invocation reads all of the run's weights below
     TREE_REDUCE(red, lid, OP_ADD)
     const float total = red[0];
+    for (uint p = first + lid; p <= end; p += WG_SIZE) {
+        scores[s0 + p] = scores[s0 + p] / total;  // the run's probabilities, normalized once
+    }
+    memoryBarrierBuffer();  // every invocation reads all of the run's probabilities below
+    barrier();
 
     for (uint d = lid; d < D; d += WG_SIZE) {
         precise float acc = 0.0;

@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // attention's split runs merged (attend.glsl): work-group (h, t) of (H, n) takes the records
 // (m, l, o[D]) of runs 0 .. step[t] / ATT_SPLIT of head h of row t in parts [n, H, splits,
-// D + 2], weighs each by exp(its max - the largest max) and divides once -> out [n, H*D].
+// D + 2] and weighs run r by l_r * exp(m_r - the largest m) / their sum -> out [n, H*D].
 // The attention op and decode_layer's rope_attention both end here.
 #include "common.glsl"
 
@@ -36,8 +36,10 @@ void main() {
     for (uint d = gl_LocalInvocationID.x; d < D; d += WG_SIZE) {
         precise float acc = 0.0;
         for (uint r = 0u; r < runs; r++) {
-            acc += parts[p0 + r * stride + 2u + d] * exp(parts[p0 + r * stride] - m_all);
+            const float weight = parts[p0 + r * stride + 1u] * exp(parts[p0 + r * stride] - m_all)
+                / total;
+            acc += parts[p0 + r * stride + 2u + d] * weight;
         }
-        outv[(t * uint(pc.n_heads) + h) * D + d] = acc / total;
+        outv[(t * uint(pc.n_heads) + h) * D + d] = acc;
     }
 }
