@@ -48,34 +48,11 @@ kernel void kv_store(device const float* k [[buffer(0)]],
     v_cache[dst + 1] = half(v[src + 1]);
 }
 
-// One split run (positions first .. min(last, first + ATT_SPLIT - 1)) merged over the SIMD
-// groups, or a head's runs merged by attention_combine: records (m, l, o[D]) of `count` runs,
-// weighed by exp(m - the largest m); put(m_all, total, d, o) for each d the thread strides.
-template <typename M, typename L, typename O, typename Put>
-static inline void merge_runs(M m, L l, O o, int count, int head_dim, uint tid, uint threads,
-                              Put put)
-{
-    float m_all = m(0);
-    for (int w = 1; w < count; ++w) {
-        m_all = max(m_all, m(w));
-    }
-    float total = 0.0f;
-    for (int w = 0; w < count; ++w) {
-        total += l(w) * exp(m(w) - m_all);
-    }
-    for (int d = int(tid); d < head_dim; d += int(threads)) {
-        float acc = 0.0f;
-        for (int w = 0; w < count; ++w) {
-            acc += o(w, d) * exp(m(w) - m_all);
-        }
-        put(m_all, total, d, acc);
-    }
-}
-
 // Split-K (flash-decoding), as bitnet-cuda: threadgroup (h * splits + s, i) of
 // (H * splits, n), splits = ceil(span / ATT_SPLIT), takes run s of row i's positions (a run
-// past step[i] exits) and writes its (max, exp sum, unnormalized output) to parts
-// [n, H, splits, D + 2]; attention_combine (H, n) merges each head's runs.
+// past step[i] exits), merges its SIMD groups' online softmax and writes the run's (max, exp
+// sum, unnormalized output) to parts [n, H, splits, D + 2]; attention_combine (H, n) merges a
+// head's runs the same way (each weighed by exp(its max - the largest)) and divides once.
 kernel void attention(device const float* q [[buffer(0)]],
                       device const half* k_cache [[buffer(1)]],
                       device const half* v_cache [[buffer(2)]],
@@ -158,16 +135,25 @@ kernel void attention(device const float* q [[buffer(0)]],
         }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    merge_runs([&](int w) { return tg_m[w]; }, [&](int w) { return tg_l[w]; },
-               [&](int w, int d) { return tg_acc[w][d]; }, ATT_SIMDGROUPS, head_dim, tid,
-               ATT_SIMDGROUPS * 32,
-               [&](float m_all, float total, int d, float o) {
-                   if (d == 0) {
-                       part[0] = m_all;
-                       part[1] = total;
-                   }
-                   part[2 + d] = o;
-               });
+    float m_all = tg_m[0];
+    for (int w = 1; w < ATT_SIMDGROUPS; ++w) {
+        m_all = max(m_all, tg_m[w]);
+    }
+    float total = 0.0f;
+    for (int w = 0; w < ATT_SIMDGROUPS; ++w) {
+        total += tg_l[w] * exp(tg_m[w] - m_all);
+    }
+    if (tid == 0) {
+        part[0] = m_all;
+        part[1] = total;
+    }
+    for (int d = int(tid); d < head_dim; d += ATT_SIMDGROUPS * 32) {
+        float o = 0.0f;
+        for (int w = 0; w < ATT_SIMDGROUPS; ++w) {
+            o += tg_acc[w][d] * exp(tg_m[w] - m_all);
+        }
+        part[2 + d] = o;
+    }
 }
 
 // Threadgroup (h, i) of (H, n): runs 0 .. step[i] / ATT_SPLIT of head h of row i merged and
@@ -188,8 +174,20 @@ kernel void attention_combine(device const int* step [[buffer(0)]],
     const int stride = head_dim + 2;
     device const float* p = parts + ((ulong)i * n_heads + h) * splits * stride;
     device float* o = out + ((ulong)i * n_heads + h) * head_dim;
-    merge_runs([&](int r) { return p[r * stride]; }, [&](int r) { return p[r * stride + 1]; },
-               [&](int r, int d) { return p[r * stride + 2 + d]; }, step[i] / ATT_SPLIT + 1,
-               head_dim, tid, threads,
-               [&](float, float total, int d, float acc) { o[d] = acc / total; });
+    const int runs = step[i] / ATT_SPLIT + 1;
+    float m_all = p[0];
+    for (int r = 1; r < runs; ++r) {
+        m_all = max(m_all, p[r * stride]);
+    }
+    float total = 0.0f;
+    for (int r = 0; r < runs; ++r) {
+        total += p[r * stride + 1] * exp(p[r * stride] - m_all);
+    }
+    for (int d = int(tid); d < head_dim; d += int(threads)) {
+        float acc = 0.0f;
+        for (int r = 0; r < runs; ++r) {
+            acc += p[r * stride + 2 + d] * exp(p[r * stride] - m_all);
+        }
+        o[d] = acc / total;
+    }
 }
