@@ -72,9 +72,10 @@ KERNELS: dict[str, KernelSig] = {
     # splits = ceil(span / ATTENTION_SPLIT) runs of ATTENTION_SPLIT; work-group (h * splits + s,
     # r) (grid (n_heads * splits, rows)) attends query head h of row r over run s of its
     # positions (none past step[r]: a run beyond it exits at once) and writes the run's
-    # softmax max, exp sum and unnormalized output to "parts" f32 [rows, n_heads, splits,
-    # head_dim + 2] (m, l, o[head_dim]); attention_combine (grid (n_heads, rows)) merges the
-    # runs of each head into "out". The grid depends on span, never on the positions.
+    # record to "parts" f32 [rows, n_heads, splits, head_dim + 2]: m, l, o[head_dim] (its
+    # softmax max, exp sum and output, o normalized within the run or not: the plugin's own
+    # attention_combine reads it); attention_combine (grid (n_heads, rows)) merges the runs of
+    # each head into "out". The grid depends on span, never on the positions.
     # attention scalars: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale, block,
     # table_stride, span (the scores scratch is [rows, n_heads, span], span > every position)
     "attention": KernelSig(("q", "cache_k", "cache_v", "step", "table", "scores", "parts"),
@@ -95,11 +96,10 @@ ATTENTION_SPLIT = 256
 REDUCE_LANES = 256
 
 # The fused kernels of GpuBackend.decode_layer: one decode token's block in eight dispatches
-# (with attention_combine),
-# the bits of the ops above (each shares its arithmetic with the kernels it replaces, and the
-# RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever the work-group size). A
-# runtime offers them where its ``fused_max_width`` (the widest row the matmul prologues hold
-# in shared memory) is > 0; without them decode_layer is not offered.
+# (with attention_combine), the bits of the ops above (each shares its arithmetic with the
+# kernels it replaces, and the RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever
+# the work-group size). A runtime offers them where its ``fused_max_width`` (the widest row
+# the matmul prologues hold in shared memory) is > 0; without them decode_layer is not offered.
 FUSED_KERNELS: dict[str, KernelSig] = {
     # x f32 [1, K] -> rmsnorm(x, norm) quantized in each work-group's shared memory (prologue),
     # then q/k/v as one matmul: rows 0..Mq-1 of out from codes_q, then Mk of k, Mv of v.
