@@ -68,25 +68,38 @@ KERNELS: dict[str, KernelSig] = {
     "rope": KernelSig(("x", "cos", "sin", "step", "out"), "ii", ITEMS),  # n_heads, head_dim
     # kv_store: layer, n_ctx, width, block, table_stride
     "kv_store": KernelSig(("k", "v", "cache_k", "cache_v", "step", "table"), "iiiii", ITEMS),
-    # attention: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale, block,
+    # attention is split-K (flash-decoding): the positions 0 .. span-1 fall in
+    # splits = ceil(span / ATTENTION_SPLIT) runs of ATTENTION_SPLIT; work-group (h * splits + s,
+    # r) (grid (n_heads * splits, rows)) attends query head h of row r over run s of its
+    # positions (none past step[r]: a run beyond it exits at once) and writes the run's
+    # record to "parts" f32 [rows, n_heads, splits, head_dim + 2]: m, l, o[head_dim] (its
+    # softmax max, exp sum and output, o normalized within the run or not: the plugin's own
+    # attention_combine reads it); attention_combine (grid (n_heads, rows)) merges the runs of
+    # each head into "out". The grid depends on span, never on the positions.
+    # attention scalars: layer, n_ctx, n_heads, n_kv_heads, head_dim, score scale, block,
     # table_stride, span (the scores scratch is [rows, n_heads, span], span > every position)
-    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "table", "scores", "out"),
+    "attention": KernelSig(("q", "cache_k", "cache_v", "step", "table", "scores", "parts"),
                            "iiiiifiii", GROUPS),
+    # attention_combine scalars: n_heads, head_dim, span
+    "attention_combine": KernelSig(("step", "parts", "out"), "iii", GROUPS),
     "add": KernelSig(("a", "b", "out"), "i", ITEMS),
     "relu2_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
     "silu_mul": KernelSig(("a", "b", "out"), "i", ITEMS),
 }
+
+# attention's positions per work-group (a constant: results do not depend on the device)
+ATTENTION_SPLIT = 256
 
 # Reductions whose order a fused kernel must repeat (rmsnorm's sum, attention's exp sum) use a
 # tree of this many virtual lanes whatever the work-group size (OpenCL, Vulkan: the runtime
 # sizes their scratch; CUDA's rmsnorm tree is the same 256 lanes, kernels/norm.cuh)
 REDUCE_LANES = 256
 
-# The fused kernels of GpuBackend.decode_layer: one decode token's block in seven dispatches,
-# the bits of the ops above (each shares its arithmetic with the kernels it replaces, and the
-# RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever the work-group size). A
-# runtime offers them where its ``fused_max_width`` (the widest row the matmul prologues hold
-# in shared memory) is > 0; without them decode_layer is not offered.
+# The fused kernels of GpuBackend.decode_layer: one decode token's block in eight dispatches
+# (with attention_combine), the bits of the ops above (each shares its arithmetic with the
+# kernels it replaces, and the RMSNorm sum keeps the rmsnorm kernel's reduction tree whatever
+# the work-group size). A runtime offers them where its ``fused_max_width`` (the widest row
+# the matmul prologues hold in shared memory) is > 0; without them decode_layer is not offered.
 FUSED_KERNELS: dict[str, KernelSig] = {
     # x f32 [1, K] -> rmsnorm(x, norm) quantized in each work-group's shared memory (prologue),
     # then q/k/v as one matmul: rows 0..Mq-1 of out from codes_q, then Mk of k, Mv of v.
@@ -108,12 +121,13 @@ FUSED_KERNELS: dict[str, KernelSig] = {
     # Scalars: K, M, (I2_S) the tensor scale, out_scale
     "linear_add_i2s": KernelSig(("codes", "q", "scale", "h", "out"), "iiff", MATMUL),
     "linear_add_tq": KernelSig(("codes", "block_d", "q", "act_d", "h", "out"), "iif", MATMUL),
-    # RoPE of q and k from norm_qkv's out, the KV store and attention for one token, one group
-    # per query head (grid (H, 1)); the first head of each KV group stores its row, every head
-    # uses its own f16-rounded k / v for the current position. Scalars: layer, n_ctx, n_heads,
-    # n_kv_heads, head_dim, score scale, block (0: no table), span (scores scratch [H, span])
+    # RoPE of q and k from norm_qkv's out, the KV store and attention's split runs for one
+    # token, grid (H * splits, 1) as attention's (parts alike; attention_combine follows); the
+    # first run of the first head of each KV group stores its row, every group uses its own
+    # f16-rounded k / v for the current position. Scalars: layer, n_ctx, n_heads, n_kv_heads,
+    # head_dim, score scale, block (0: no table), span (scores scratch [H, span])
     "rope_attention": KernelSig(("qkv", "cos", "sin", "cache_k", "cache_v", "step", "table",
-                                 "scores", "out"), "iiiiifii", GROUPS),
+                                 "scores", "parts"), "iiiiifii", GROUPS),
 }
 KERNELS.update(FUSED_KERNELS)
 

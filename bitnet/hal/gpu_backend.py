@@ -30,7 +30,7 @@ from bitnet.hal import arg_checks
 from bitnet.hal.backend import KernelBackend, LayerSpec, WeightTensor
 from bitnet.hal.device import Capabilities, DeviceInfo
 from bitnet.hal.device_layout import float_rows, split_q6_k_ints, ternary_as_i2s
-from bitnet.hal.device_runtime import DeviceRuntime, KernelSpec
+from bitnet.hal.device_runtime import ATTENTION_SPLIT, DeviceRuntime, KernelSpec
 from bitnet.hal.kv_blocks import KV_BLOCK, check_table
 from bitnet.hal.weight_formats import FLOAT_FORMATS, TERNARY_FORMATS, WeightFormat
 from bitnet.hal.ops import ALL_OPS
@@ -538,12 +538,29 @@ class GpuBackend(KernelBackend):
         self._run(KernelSpec("kv_store"), (width // 2, rows),
                   [k.mem, v.mem, cache.k, cache.v, step.mem, table], layer, cache.n_ctx, width,
                   block, stride)
-        scores = self._alloc((rows, n_heads, span), np.float32)
-        out = self._alloc((rows, n_heads * head_dim), np.float32)
+        scores, parts, splits = self._attention_scratch(rows, n_heads, head_dim, span)
         scale = float(np.float32(1 / np.sqrt(head_dim)))
-        self._run(KernelSpec("attention"), (n_heads, rows),
-                  [q.mem, cache.k, cache.v, step.mem, table, scores.mem, out.mem], layer,
+        self._run(KernelSpec("attention"), (n_heads * splits, rows),
+                  [q.mem, cache.k, cache.v, step.mem, table, scores.mem, parts.mem], layer,
                   cache.n_ctx, n_heads, n_kv_heads, head_dim, scale, block, stride, span)
+        return self._attention_combine(step, parts, rows, n_heads, head_dim, span)
+
+    def _attention_scratch(self, rows: int, n_heads: int, head_dim: int,
+                           span: int) -> tuple[DeviceArray, DeviceArray, int]:
+        """attention's scratch for positions below span: the scores [rows, H, span], each split
+        run's (max, sum, output) [rows, H, splits, D + 2], and the count of split runs (the
+        grid's, from span alone: a recording's grid holds at every position)."""
+        splits = -(-span // ATTENTION_SPLIT)
+        scores = self._alloc((rows, n_heads, span), np.float32)
+        parts = self._alloc((rows, n_heads, splits, head_dim + 2), np.float32)
+        return scores, parts, splits
+
+    def _attention_combine(self, step: DeviceArray, parts: DeviceArray, rows: int,
+                           n_heads: int, head_dim: int, span: int) -> DeviceArray:
+        """The split runs of each (row, head) merged into attention's output [rows, H*D]."""
+        out = self._alloc((rows, n_heads * head_dim), np.float32)
+        self._run(KernelSpec("attention_combine"), (n_heads, rows),
+                  [step.mem, parts.mem, out.mem], n_heads, head_dim, span)
         return out
 
     def _elementwise(self, name: str, a: DeviceArray, b: DeviceArray) -> DeviceArray:
@@ -577,7 +594,7 @@ class GpuBackend(KernelBackend):
             row += part.shape[0]
         return out
 
-    # -- a whole decode block in seven dispatches -----------------------------------------------
+    # -- a whole decode block in eight dispatches -----------------------------------------------
 
     def prepare_layer(self, spec: LayerSpec) -> FusedLayer | None:
         """A block runs fused (``decode_layer``) where the runtime has the FUSED_KERNELS and
@@ -599,9 +616,9 @@ class GpuBackend(KernelBackend):
 
     def decode_layer(self, layer: FusedLayer, h: DeviceArray, cache: GpuKVCache, index: int,
                      pos: int, table: np.ndarray | None = None) -> DeviceArray:
-        """One token's block in seven dispatches, the bits of the ops (``KernelBackend``):
-        norm_qkv, rope_attention, rmsnorm_quantize (or the plain quantizer without a sub-norm),
-        linear_add, norm_gate_up, rmsnorm_quantize, linear_add."""
+        """One token's block in eight dispatches, the bits of the ops (``KernelBackend``):
+        norm_qkv, rope_attention, attention_combine, rmsnorm_quantize (or the plain quantizer
+        without a sub-norm), linear_add, norm_gate_up, rmsnorm_quantize, linear_add."""
         s = layer.spec
         d = s.attn_q.cols
         if tuple(h.shape) != (1, d) or h.dtype != np.float32:
@@ -646,22 +663,22 @@ class GpuBackend(KernelBackend):
 
     def _rope_attention(self, s: LayerSpec, qkv: DeviceArray, cache: GpuKVCache, index: int,
                         pos: int, table: np.ndarray | None) -> DeviceArray:
-        """RoPE, the KV store and attention of one token in one dispatch (grid: a group per
-        query head), reading q, k and v from norm_qkv's output."""
+        """RoPE, the KV store and attention's split runs of one token in one dispatch (grid:
+        a group per query head and split run), reading q, k and v from norm_qkv's output,
+        then attention_combine: the attention op's split structure and bits."""
         step = self._segment(pos, 1)
         span = self._span("decode_layer", cache, pos, 1, table)
         cos_t, sin_t = self._angles(s.rope_theta, s.head_dim, pos + 1, 1)
         table_mem, block = step.mem, 0  # no table: the kernel reads none (any binds)
         if table is not None:
             table_mem, block = self._device_ints("table", table).mem, KV_BLOCK
-        scores = self._alloc((1, s.n_heads, span), np.float32)
-        out = self._alloc((1, s.n_heads * s.head_dim), np.float32)
+        scores, parts, splits = self._attention_scratch(1, s.n_heads, s.head_dim, span)
         scale = float(np.float32(1 / np.sqrt(s.head_dim)))
-        self._run(KernelSpec("rope_attention"), (s.n_heads, 1),
+        self._run(KernelSpec("rope_attention"), (s.n_heads * splits, 1),
                   [qkv.mem, cos_t, sin_t, cache.k, cache.v, step.mem, table_mem, scores.mem,
-                   out.mem], index, cache.n_ctx, s.n_heads, s.n_kv_heads, s.head_dim, scale,
+                   parts.mem], index, cache.n_ctx, s.n_heads, s.n_kv_heads, s.head_dim, scale,
                   block, span)
-        return out
+        return self._attention_combine(step, parts, 1, s.n_heads, s.head_dim, span)
 
     def _norm_quantize(self, layer: FusedLayer, x: DeviceArray,
                        norm: DeviceArray | None) -> tuple[DeviceArray, DeviceArray]:

@@ -296,14 +296,19 @@ def _run_attention_rows(b: KernelBackend, rng, h, kv, d, history, share=False) -
     return np.concatenate(outputs, axis=0)
 
 
-def _run_replay(b: KernelBackend, rng, h, kv, d, steps) -> np.ndarray:
+def _run_replay(b: KernelBackend, rng, h, kv, d, steps, start=0) -> np.ndarray:
     """A decode step (rope of q and k, attention over the cache) run eagerly on one cache, then
     recorded once (``KernelBackend.recording``) and replayed at each position on another, with
     the same inputs written into the recorded buffers. A replayed step must equal the eager
     step bit for bit (else this case fails); a backend without replay runs both eagerly.
+    ``start`` tokens are cached in both first (one attention call), the steps follow them.
     Returns the eager outputs [steps, H*D] (compared with the reference)."""
     theta = 10000.0
-    caches = [b.kv_cache_alloc(1, steps + 2, kv, d) for _ in range(2)]
+    caches = [b.kv_cache_alloc(1, start + steps + 2, kv, d) for _ in range(2)]
+    if start:
+        prompt = [_act(rng, start, w) for w in (h * d, kv * d, kv * d)]
+        for cache in caches:
+            b.attention(*(b.upload(x) for x in prompt), cache, 0, 0, h, kv, d)
     inputs = [(_act(rng, 1, h * d), _act(rng, 1, kv * d), _act(rng, 1, kv * d))
               for _ in range(steps)]
 
@@ -313,11 +318,11 @@ def _run_replay(b: KernelBackend, rng, h, kv, d, steps) -> np.ndarray:
         return b.attention(q, k, v, cache, 0, pos, h, kv, d)
 
     eager = [b.download(step(*(b.upload(x) for x in xs), pos, caches[0]))
-             for pos, xs in enumerate(inputs)]
+             for pos, xs in enumerate(inputs, start)]
     held = [b.upload(np.zeros_like(x)) for x in inputs[0]]
     with b.recording() as recorded:
-        out = step(*held, 0, caches[1])
-    for pos, xs in enumerate(inputs):
+        out = step(*held, start, caches[1])
+    for i, (pos, xs) in enumerate(enumerate(inputs, start)):
         if recorded is None:
             got = b.download(step(*(b.upload(x) for x in xs), pos, caches[1]))
         else:
@@ -325,9 +330,9 @@ def _run_replay(b: KernelBackend, rng, h, kv, d, steps) -> np.ndarray:
                 b.write(buf, x)
             recorded.replay(pos)
             got = b.download(out)
-        if not np.array_equal(got, eager[pos]):
+        if not np.array_equal(got, eager[i]):
             raise ValueError(f"the replayed step at position {pos} differs from the eager step "
-                             f"(max |diff| {np.max(np.abs(got - eager[pos])):.3g})")
+                             f"(max |diff| {np.max(np.abs(got - eager[i])):.3g})")
     return np.concatenate(eager, axis=0)
 
 
@@ -573,6 +578,17 @@ def _build_table() -> None:
         _TABLE.append(_case("layer", LAYER_TOL, _LLAMA_LAYER_OPS, fmt, WeightFormat.F16,
                             fmt=fmt, head=WeightFormat.F16, hidden=hidden, heads=heads, kv=kv,
                             ffn=512, n=5, block="llama"))
+    # long contexts across split-K attention runs (ATTENTION_SPLIT, 256 positions), GQA: the
+    # op (one token, prompt rows across an edge) and decode_layer's steps across an edge, paged
+    for n, h, kv, d, pos in ((1, 2, 1, 64, 300), (3, 4, 2, 64, 254), (1, 8, 2, 128, 1100)):
+        _TABLE.append(_case("attention", ATTENTION_TOL, {Op.ATTENTION}, n=n, h=h, kv=kv, d=d,
+                            pos=pos))
+    _TABLE.append(_case("replay", ATTENTION_TOL, {Op.ROPE, Op.ATTENTION}, h=4, kv=2, d=64,
+                        steps=3, start=255))
+    decode_ops = _LAYER_OPS - {Op.EMBED, Op.SLICE_ROWS, Op.LINEAR_FLOAT}
+    _TABLE.append(_case("decode_layer", LAYER_TOL, decode_ops, WeightFormat.I2_S, None,
+                        fmt=WeightFormat.I2_S, hidden=256, heads=4, kv=2, ffn=512,
+                        block="bitnet", prompt=254, steps=4, paged=True))
 
 
 _build_table()

@@ -14,7 +14,7 @@ import pytest
 from bitnet.formats.floats import quantize_rows
 from bitnet.hal import KV_BLOCK, WeightFormat, WeightTensor
 from bitnet.hal.backend import LayerSpec
-from bitnet.hal.device_runtime import (FUSED_KERNELS, KERNELS, MATMUL, KernelCache, KernelSpec,
+from bitnet.hal.device_runtime import (ATTENTION_SPLIT, FUSED_KERNELS, KERNELS, MATMUL, KernelCache, KernelSpec,
                                        Limits, MatmulTile)
 from bitnet.hal.gpu_backend import TILE_N, GpuBackend
 from bitnet.testing.weights import q6_k_tensor, ternary_tensor
@@ -261,15 +261,16 @@ def _decode_rows(backend, batch: int, layers: int = 3):
 
 
 @pytest.mark.parametrize("batch", [1, 4, 8, 32])
-def test_attention_rows_is_four_dispatches_whatever_the_batch(backend, batch):
-    """rope (q), rope (k), kv_store and attention, each over all B rows: a batched step's
+def test_attention_rows_is_five_dispatches_whatever_the_batch(backend, batch):
+    """rope (q), rope (k), kv_store, attention (split-K runs) and attention_combine, each over
+    all B rows: a batched step's
     attention costs the same dispatches for 1 row or 32, and its positions and block tables
     go to the device once for every layer of the step."""
     runtime = backend.runtime
     copies = runtime.submissions - len(runtime.dispatches)
     _decode_rows(backend, batch, layers=3)
     names = [name for name, *_ in runtime.dispatches]
-    assert names == ["rope", "rope", "kv_store", "attention"] * 3
+    assert names == ["rope", "rope", "kv_store", "attention", "attention_combine"] * 3
     assert all(grid[1] == batch for _, grid, *_ in runtime.dispatches)
     uploads = runtime.submissions - len(runtime.dispatches) - copies
     # q and kv (the test's), rope's cos and sin tables, then positions and tables once
@@ -297,12 +298,13 @@ def test_positions_and_tables_are_reuploaded_when_their_values_change(backend):
                                tables)
 
     decode()
-    assert runtime.submissions - before == uploads + 4  # same values: nothing uploaded
+    assert runtime.submissions - before == uploads + 5  # same values: nothing uploaded
     positions += 1  # in place
     tables[1, 0] = 6
     decode()
-    assert runtime.submissions - before == uploads + 4 + 2 + 4
-    attention = runtime.dispatches[-1]
+    assert runtime.submissions - before == uploads + 5 + 2 + 5
+    attention = runtime.dispatches[-2]
+    assert attention[0] == "attention"
     step, table = attention[4][3], attention[4][4]  # the step and table buffers it read
     assert np.frombuffer(bytes(step[:8]), np.int32).tolist() == positions.tolist()
     assert np.frombuffer(bytes(table[:8 * 4]), np.int32).tolist() == tables.ravel().tolist()
@@ -324,10 +326,12 @@ def test_a_recording_writes_its_positions_at_each_replay():
         k = backend.rope(kv, 0, kv_heads, dim, 10000.0)
         backend.attention(q, k, kv, pool, 0, 0, heads, kv_heads, dim, table=table)
     captured = recorded.recording.dispatches
-    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention"]
-    assert captured[-1][3][6:] == (KV_BLOCK, 0, 3 * KV_BLOCK)  # the table's whole reach
+    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention",
+                                        "attention_combine"]
+    assert captured[-2][3][6:] == (KV_BLOCK, 0, 3 * KV_BLOCK)  # the table's whole reach
     assert recorded.positions == 3 * KV_BLOCK
-    step = captured[-1][4][3]  # the step buffer recorded attention reads
+    step = captured[-2][4][3]  # the step buffer recorded attention reads
+    assert captured[-1][4][0] is step  # ... and the combine
     assert all(d[4][KERNELS[d[0]].buffers.index("step")] is step for d in captured)
     before = runtime.submissions
     recorded.replay(17)
@@ -356,12 +360,13 @@ def test_a_recorded_batched_step_writes_its_rows_positions_and_tables_at_each_re
             backend.attention_rows(q, kv, kv, pool, layer, np.array([0, 5, 9], np.int32),
                                    heads, kv_heads, dim, 10000.0, tables)
     captured = recorded.recording.dispatches
-    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention"] * layers
+    assert [d[0] for d in captured] == ["rope", "rope", "kv_store", "attention",
+                                        "attention_combine"] * layers
     step, table = recorded.rows
     assert all(d[4][KERNELS[d[0]].buffers.index("step")] is step.mem for d in captured)
     assert all(d[4][KERNELS[d[0]].buffers.index("table")] is table.mem for d in captured
                if "table" in KERNELS[d[0]].buffers)
-    assert captured[-1][3][6:] == (KV_BLOCK, 4, 4 * KV_BLOCK)  # the tables' whole reach
+    assert captured[-2][3][6:] == (KV_BLOCK, 4, 4 * KV_BLOCK)  # the tables' whole reach
     assert recorded.positions == 4 * KV_BLOCK
     before = runtime.submissions
     recorded.replay_rows(np.array([3, 60, 17], np.int32), tables[::-1])
@@ -385,7 +390,7 @@ def test_a_recorded_batched_step_writes_its_rows_positions_and_tables_at_each_re
                                    kv_heads, dim, 10000.0, tables)
 
 
-# -- decode_layer: a block in seven dispatches ------------------------------------------------
+# -- decode_layer: a block in eight dispatches ------------------------------------------------
 
 class FusedNullRuntime(NullRuntime):
     fused_max_width = 1024  # rows up to 1024 wide fit the fused prologues
@@ -421,10 +426,11 @@ def _layer_spec(b: GpuBackend, rng, fmt=WeightFormat.I2_S, d=256, heads=4, kv=2,
 
 @pytest.mark.parametrize("fmt", [WeightFormat.I2_S, WeightFormat.TQ2_0, WeightFormat.TQ1_0])
 @pytest.mark.parametrize("sub_norms", [True, False])
-def test_decode_layer_runs_a_block_in_seven_dispatches(fmt, sub_norms):
-    """One decode token's block: norm + q/k/v, rope + kv store + attention, sub-norm +
-    quantize (the plain quantizer without a sub-norm), o + residual, norm + gate/up, sub-norm
-    + quantize, down + residual: 7 dispatches (issue 15's bound is 8), in the table's order."""
+def test_decode_layer_runs_a_block_in_eight_dispatches(fmt, sub_norms):
+    """One decode token's block: norm + q/k/v, rope + kv store + attention's split runs, their
+    combine, sub-norm + quantize (the plain quantizer without a sub-norm), o + residual,
+    norm + gate/up, sub-norm + quantize, down + residual: 8 dispatches (issue 15's bound),
+    in the table's order."""
     b = _backend(FusedNullRuntime())
     rng = np.random.default_rng(3)
     spec = _layer_spec(b, rng, fmt, sub_norms=sub_norms)
@@ -438,13 +444,14 @@ def test_decode_layer_runs_a_block_in_seven_dispatches(fmt, sub_norms):
     family = layer.family
     quantize = ("rmsnorm_quantize_" + ("i8" if family == "i2s" else "q8_k") if sub_norms else
                 "quantize_" + ("per_token_i8" if family == "i2s" else "q8_k"))
-    assert names == [f"norm_qkv_{family}", "rope_attention", quantize, f"linear_add_{family}",
-                     f"norm_gate_up_{family}", quantize, f"linear_add_{family}"]
+    assert names == [f"norm_qkv_{family}", "rope_attention", "attention_combine", quantize,
+                     f"linear_add_{family}", f"norm_gate_up_{family}", quantize,
+                     f"linear_add_{family}"]
     assert out.shape == (1, 256)
     attention = b.runtime.dispatches[before + 1]
-    assert attention[1] == (4, 1)  # a group per query head
+    assert attention[1] == (4, 1)  # a group per query head (one split run: span <= 256)
     assert attention[3][6:] == (KV_BLOCK, KV_BLOCK + 2)  # block, span (one past the position)
-    assert b.runtime.dispatches[before + 4][3][2] == 0  # relu2
+    assert b.runtime.dispatches[before + 5][3][2] == 0  # relu2
 
 
 def test_every_fused_kernel_runs_in_the_table_order():
@@ -503,10 +510,44 @@ def test_a_recorded_decode_layer_replays_at_new_positions():
     with b.recording() as recorded:
         b.decode_layer(layer, h, pool, 0, 0, table)
     captured = recorded.recording.dispatches
-    assert len(captured) == 7
+    assert len(captured) == 8
     attention = captured[1]
     assert attention[0] == "rope_attention" and attention[3][7] == 3 * KV_BLOCK  # span
     assert recorded.positions == 3 * KV_BLOCK
     step = attention[4][KERNELS["rope_attention"].buffers.index("step")]
     recorded.replay(2 * KV_BLOCK + 3)
     assert np.frombuffer(bytes(step[:4]), np.int32).tolist() == [2 * KV_BLOCK + 3]
+
+
+def test_split_k_attention_grids_follow_the_span_alone():
+    """The attention op and decode_layer's rope_attention split the positions into runs of
+    ATTENTION_SPLIT the same way: (H * runs, 1) groups, runs from the span (under a recording
+    the table's whole reach, whatever the position), parts [1, H, runs, D + 2] merged by
+    attention_combine (H, 1)."""
+    runtime = FusedRecordingNullRuntime()
+    b = _backend(runtime)
+    layer = b.prepare_layer(_layer_spec(b, np.random.default_rng(8)))
+    heads, kv_heads, dim = 4, 2, 64
+    blocks = -(-(2 * ATTENTION_SPLIT + 5) // KV_BLOCK)  # a reach of three runs
+    pool = b.kv_cache_alloc(1, blocks * KV_BLOCK, kv_heads, dim)
+    table = np.arange(blocks, dtype=np.int32)[::-1].copy()
+    h = b.upload(np.ones((1, 256), np.float32))
+    q = b.upload(np.ones((1, heads * dim), np.float32))
+    kv = b.upload(np.ones((1, kv_heads * dim), np.float32))
+    grids = {}
+    for pos in (3, 2 * ATTENTION_SPLIT + 1):
+        with b.recording() as recorded:
+            b.decode_layer(layer, h, pool, 0, pos, table)
+            b.attention(q, kv, kv, pool, 0, pos, heads, kv_heads, dim, table=table)
+        ran = [(d[0], d[1]) for d in recorded.recording.dispatches
+               if d[0].startswith(("rope_attention", "attention"))]
+        grids[pos] = ran
+    assert grids[3] == grids[2 * ATTENTION_SPLIT + 1] == [
+        ("rope_attention", (heads * 3, 1)), ("attention_combine", (heads, 1)),
+        ("attention", (heads * 3, 1)), ("attention_combine", (heads, 1))]
+    eager = len(runtime.dispatches)
+    b.attention(q, kv, kv, pool, 0, ATTENTION_SPLIT, heads, kv_heads, dim, table=table)
+    attention = runtime.dispatches[eager:][-2]
+    assert attention[1] == (heads * 2, 1)  # eagerly: the runs up to the position
+    parts = attention[4][KERNELS["attention"].buffers.index("parts")]
+    assert len(parts) >= 4 * heads * 2 * (dim + 2)

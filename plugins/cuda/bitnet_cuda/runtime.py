@@ -74,7 +74,7 @@ MODULE_OF = {
     "linear_i2s": "linear_ternary", "linear_tq": "linear_ternary",
     "linear_q6_k": "linear_float", "linear_float": "linear_float",
     "rope": "rope",
-    "kv_store": "attention", "attention": "attention",
+    "kv_store": "attention", "attention": "attention", "attention_combine": "attention",
     "add": "add", "relu2_mul": "gating", "silu_mul": "gating",
     **{name: "decode_layer" for name in FUSED_KERNELS},
 }

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 import kernel_model as km
+from bitnet.hal.device_runtime import ATTENTION_SPLIT
 
 TILE_N = 8  # tokens a matmul tile carries (the kernels' GEMM_TOKENS)
 # the tensor-core GEMMs' block (kernels/linear_mma.cu's MMA_THREADS, MMA_ROWS, MMA_TOKENS)
@@ -266,9 +267,14 @@ def k_kv_store(grid, block, k, v, k_cache, v_cache, step, table, layer, n_ctx, w
         MEMORY.view(v_cache + dst, np.float16, width)[:] = src_v[t].astype(np.float16)
 
 
-def k_attention(grid, block, q, k_cache, v_cache, step, table, scores, out, layer, n_ctx,
+def _splits(span: int) -> int:
+    return -(-span // ATTENTION_SPLIT)
+
+
+def k_attention(grid, block, q, k_cache, v_cache, step, table, scores, parts, layer, n_ctx,
                 n_heads, n_kv_heads, head_dim, score_scale, kv_block, stride, span):
-    assert grid[0] == n_heads
+    splits = _splits(span)
+    assert grid[0] == n_heads * splits
     n = grid[1]
     positions = MEMORY.view(step, np.int32, n).astype(np.int64)
     assert positions.max() < span
@@ -277,9 +283,20 @@ def k_attention(grid, block, q, k_cache, v_cache, step, table, scores, out, laye
     kc = MEMORY.view(k_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
     vc = MEMORY.view(v_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
     qs = MEMORY.view(q, np.float32, n * n_heads * head_dim).reshape(n, -1)
-    res = km.attention(qs, kc.astype(np.float32), vc.astype(np.float32),
-                       _row_tables(table, kv_block, stride, positions), n_heads, n_kv_heads,
-                       head_dim, np.float32(score_scale), block[0] // 32)
+    res = km.attention_parts(qs, kc.astype(np.float32), vc.astype(np.float32),
+                             _row_tables(table, kv_block, stride, positions), n_heads,
+                             n_kv_heads, head_dim, np.float32(score_scale), block[0] // 32,
+                             ATTENTION_SPLIT, splits)
+    MEMORY.view(parts, np.float32, res.size)[:] = res.reshape(-1)
+
+
+def k_attention_combine(grid, block, step, parts, out, n_heads, head_dim, span):
+    assert grid[0] == n_heads
+    n = grid[1]
+    positions = MEMORY.view(step, np.int32, n).astype(np.int64)
+    shape = (n, n_heads, _splits(span), head_dim + 2)
+    res = km.attention_combine(MEMORY.view(parts, np.float32, int(np.prod(shape))).reshape(shape),
+                               positions, ATTENTION_SPLIT)
     MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
 
 
@@ -386,9 +403,10 @@ def k_linear_add(family: str):
 
 
 def k_rope_attention(grid, block, qkv, cos_t, sin_t, k_cache, v_cache, step, table, scores,
-                     out, layer, n_ctx, n_heads, n_kv_heads, head_dim, score_scale, kv_block,
+                     parts, layer, n_ctx, n_heads, n_kv_heads, head_dim, score_scale, kv_block,
                      span):
-    assert grid[0] == n_heads and grid[1] == 1
+    splits = _splits(span)
+    assert grid[0] == n_heads * splits and grid[1] == 1
     pos = MEMORY.view(step, np.int32, 1).astype(np.int64)
     assert pos[0] < span
     half = head_dim // 2
@@ -403,9 +421,10 @@ def k_rope_attention(grid, block, qkv, cos_t, sin_t, k_cache, v_cache, step, tab
     vc = MEMORY.view(v_cache + layer_off, np.float16, n_ctx * width).reshape(n_ctx, width)
     kc[rows[0][-1]] = k[0].astype(np.float16)
     vc[rows[0][-1]] = xs[0, -width:].astype(np.float16)
-    res = km.attention(q, kc.astype(np.float32), vc.astype(np.float32), rows, n_heads,
-                       n_kv_heads, head_dim, np.float32(score_scale), block[0] // 32)
-    MEMORY.view(out, np.float32, res.size)[:] = res.reshape(-1)
+    res = km.attention_parts(q, kc.astype(np.float32), vc.astype(np.float32), rows, n_heads,
+                             n_kv_heads, head_dim, np.float32(score_scale), block[0] // 32,
+                             ATTENTION_SPLIT, splits)
+    MEMORY.view(parts, np.float32, res.size)[:] = res.reshape(-1)
 
 
 def k_inbox(grid, block, box, capacity):
@@ -435,6 +454,7 @@ MODELS: dict[str, Callable[..., None]] = {
     "rope": k_rope,
     "kv_store": k_kv_store,
     "attention": k_attention,
+    "attention_combine": k_attention_combine,
     "relu2_mul": k_elementwise(_relu2),
     "silu_mul": k_elementwise(_silu),
     "add": k_elementwise(lambda a, b: a + b),

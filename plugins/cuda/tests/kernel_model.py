@@ -145,40 +145,57 @@ def cache_rows(table: np.ndarray, block: int, positions: np.ndarray) -> np.ndarr
     return table[positions // block].astype(np.int64) * block + positions % block
 
 
-def attention(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, rows: list[np.ndarray],
-              n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
-              warps: int) -> np.ndarray:
-    """Online softmax per warp (positions j = w, w + warps, ...), merged as the kernel does; q
-    is rounded to f16 first. keys, vals: one layer of the caches [n_ctx, Hkv*D] as f32;
-    rows[i]: the cache rows of query row i's positions 0 .. last."""
+def _merge(ms: np.ndarray, ls: np.ndarray, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+    """Online-softmax runs (max, exp sum, unnormalized output; runs on axis 0) merged
+    (merge_runs): runs that saw no key hold max -inf and weigh 0."""
+    m_all = ms.max(axis=0)
+    e = np.exp(ms - m_all)
+    return m_all, (ls * e).sum(axis=0, dtype=np.float32), (accs * e[..., None]).sum(axis=0)
+
+
+def attention_parts(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, rows: list[np.ndarray],
+                    n_heads: int, n_kv_heads: int, head_dim: int, score_scale: np.float32,
+                    warps: int, split: int, splits: int) -> np.ndarray:
+    """Each split run of `split` positions (attention's blocks): online softmax per warp
+    (positions first + w, first + w + warps, ...), merged as the kernel does, into (m, l, o)
+    records [n, H, splits, D + 2]; runs past a row's last position stay 0. Every head and warp
+    at once (arrays [warps, H]). q is rounded to f16 first. keys, vals: one layer of the caches
+    [n_ctx, Hkv*D] as f32; rows[i]: the cache rows of query row i's positions 0 .. last."""
     n = q.shape[0]
-    out = np.zeros((n, n_heads * head_dim), dtype=np.float32)
-    group = n_heads // n_kv_heads
+    parts = np.zeros((n, n_heads, splits, head_dim + 2), dtype=np.float32)
+    kv_of = np.arange(n_heads) // (n_heads // n_kv_heads)
+    keys = keys.reshape(len(keys), n_kv_heads, head_dim)
+    vals = vals.reshape(len(vals), n_kv_heads, head_dim)
     for i in range(n):
-        for h in range(n_heads):
-            kvh = h // group
-            qh = q[i, h * head_dim:(h + 1) * head_dim].astype(np.float16).astype(np.float32)
-            cols = slice(kvh * head_dim, (kvh + 1) * head_dim)
-            ms, ls, accs = [], [], []
-            for w in range(warps):
-                m = np.float32(-np.inf)
-                l_sum = np.float32(0)
-                acc = np.zeros(head_dim, np.float32)
-                for j in range(w, len(rows[i]), warps):
-                    row = rows[i][j]
-                    score = np.float32(np.dot(qh, keys[row, cols])) * score_scale
-                    m_new = max(m, score)
-                    corr = np.exp(np.float32(m - m_new))
-                    p = np.exp(np.float32(score - m_new))
-                    l_sum = l_sum * corr + p
-                    acc = acc * corr + p * vals[row, cols]
-                    m = m_new
-                ms.append(m)
-                ls.append(l_sum)
-                accs.append(acc)
-            m_all = max(ms)
-            e = np.exp(np.array(ms, np.float32) - m_all)
-            total = np.float32((np.array(ls, np.float32) * e).sum())
-            o = (np.array(accs) * e[:, None]).sum(axis=0)
-            out[i, h * head_dim:(h + 1) * head_dim] = o / total
-    return out
+        qh = q[i].reshape(n_heads, head_dim).astype(np.float16).astype(np.float32)
+        for s, first in enumerate(range(0, len(rows[i]), split)):
+            run = rows[i][first:first + split]
+            m = np.full((warps, n_heads), -np.inf, np.float32)
+            l_sum = np.zeros((warps, n_heads), np.float32)
+            acc = np.zeros((warps, n_heads, head_dim), np.float32)
+            for at in range(0, len(run), warps):
+                live = run[at:at + warps]
+                w = len(live)
+                k = keys[live][:, kv_of]  # [w, H, D]
+                score = np.einsum("hd,whd->wh", qh, k).astype(np.float32) * score_scale
+                m_new = np.maximum(m[:w], score)
+                corr = np.exp(m[:w] - m_new)
+                p = np.exp(score - m_new)
+                l_sum[:w] = l_sum[:w] * corr + p
+                acc[:w] = acc[:w] * corr[..., None] + p[..., None] * vals[live][:, kv_of]
+                m[:w] = m_new
+            m_all, total, o = _merge(m, l_sum, acc)
+            parts[i, :, s, 0], parts[i, :, s, 1], parts[i, :, s, 2:] = m_all, total, o
+    return parts
+
+
+def attention_combine(parts: np.ndarray, positions: np.ndarray, split: int) -> np.ndarray:
+    """The runs 0 .. position // split of each (row, head) merged, divided once -> [n, H*D]."""
+    n, n_heads, _, width = parts.shape
+    out = np.zeros((n, n_heads, width - 2), dtype=np.float32)
+    for i in range(n):
+        runs = parts[i, :, :int(positions[i]) // split + 1].transpose(1, 0, 2)  # [runs, H, .]
+        _, total, o = _merge(runs[..., 0], runs[..., 1], runs[..., 2:])
+        out[i] = o / total[:, None]
+    return out.reshape(n, -1)

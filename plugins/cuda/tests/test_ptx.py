@@ -119,3 +119,12 @@ def test_shipped_ptx_is_what_the_sources_build_to(tmp_path):
     finally:
         sys.path.remove(str(BUILD_SCRIPT.parent))
     assert build_ptx.stale_files(tmp_path) == [], "stale PTX: run scripts/build_ptx.py"
+
+
+def test_attention_split_is_the_tables():
+    """The kernels' split-K run (attention.cuh's ATT_SPLIT) is the one GpuBackend sizes its
+    grids and scratch by (bitnet.hal.device_runtime.ATTENTION_SPLIT)."""
+    from bitnet.hal.device_runtime import ATTENTION_SPLIT
+
+    source = (ptx.KERNEL_DIR / "attention.cuh").read_text()
+    assert re.findall(r"#define ATT_SPLIT (\d+)", source) == [str(ATTENTION_SPLIT)]

@@ -23,7 +23,7 @@ from bitnet_metal.kernels_source import library_source
 
 # KERNELS entries whose .metal entry point takes the table's buffers, then its scalars
 IN_TABLE_ORDER = ("add", "relu2_mul", "silu_mul", "rmsnorm", "rope", "kv_store",
-                  "attention")
+                  "attention", "attention_combine")
 # GpuBackend.decode_layer's fused kernels (bitnet.hal.device_runtime.FUSED_KERNELS): none is
 # written in Metal yet. fused_max_width 0 keeps GpuBackend.prepare_layer at None (op by op);
 # a finisher writes these (the OpenCL decode_layer.cl is the closest model), adds them to

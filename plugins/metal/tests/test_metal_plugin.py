@@ -24,7 +24,7 @@ EXPECTED_KERNELS = {
     "linear_ternary.metal": {"quantize_per_token_i8", "quantize_q8_k", "linear_i2s", "linear_tq"},
     "rmsnorm.metal": {"rmsnorm"},
     "rope.metal": {"rope"},
-    "attention.metal": {"kv_store", "attention"},
+    "attention.metal": {"kv_store", "attention", "attention_combine"},
     "gating.metal": {"relu2_mul", "silu_mul"},
     "add.metal": {"add"},
     "embed.metal": {"embed_f16"},
@@ -151,3 +151,13 @@ def test_pyobjc_dependency_is_macos_only():
     project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
     pyobjc = [d for d in project["dependencies"] if d.startswith("pyobjc")]
     assert pyobjc and all("sys_platform == 'darwin'" in d for d in pyobjc)
+
+
+def test_attention_split_is_the_tables():
+    """attention.metal's split-K run is the one GpuBackend sizes its grids and scratch by."""
+    import re
+
+    from bitnet.hal.device_runtime import ATTENTION_SPLIT
+
+    source = (KERNEL_DIR / "attention.metal").read_text()
+    assert re.findall(r"#define ATT_SPLIT (\d+)", source) == [str(ATTENTION_SPLIT)]

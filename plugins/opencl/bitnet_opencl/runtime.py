@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyopencl as cl
 
-from bitnet.hal.device_runtime import (FUSED_KERNELS, GROUPS, ITEMS, REDUCE_LANES, KernelCache,
-                                       KernelSpec, Limits)
+from bitnet.hal.device_runtime import (ATTENTION_SPLIT, FUSED_KERNELS, GROUPS, ITEMS,
+                                       REDUCE_LANES, KernelCache, KernelSpec, Limits)
 from bitnet_opencl.devices import CL_DEVICE_INTEGER_DOT_PRODUCT_CAPABILITIES_KHR, raw_device_info
 
 TILE_N = 8  # tokens per work-group in the matmuls (kernels' TILE_N; GpuBackend's)
@@ -42,6 +42,7 @@ SOURCES = {
     "rope": ("rope.cl", "rope"),
     "kv_store": ("attention.cl", "kv_store"),
     "attention": ("attention.cl", "attention"),
+    "attention_combine": ("attention.cl", "attention_combine"),
     "add": ("elementwise.cl", "add"),
     "relu2_mul": ("elementwise.cl", "relu2_mul"),
     "silu_mul": ("elementwise.cl", "silu_mul"),
@@ -50,6 +51,8 @@ SOURCES = {
 # programs built from more than their own file (after common.cl): decode_layer.cl calls
 # attention.cl's attend
 PROGRAM_FILES = {"decode_layer.cl": ("attention.cl", "decode_layer.cl")}
+# every program's defines: the matmul tile, attention's split-K run length
+BUILD_DEFINES = (f"TILE_N={TILE_N}", f"ATTENTION_SPLIT={ATTENTION_SPLIT}")
 FUSED_MAX_WIDTH = 8192  # the widest row decode_layer.cl's prologues hold in local memory
 FUSED_LOCAL_MEMORY = 48 * 1024  # ... on a device with at least this much
 
@@ -180,7 +183,7 @@ class OpenCLRuntime:
     def _program(self, file: str, define: str) -> Any:
         key = (file, define)
         if key not in self._programs:
-            options = [f"-DTILE_N={TILE_N}", "-cl-kernel-arg-info"]
+            options = [*(f"-D{d}" for d in BUILD_DEFINES), "-cl-kernel-arg-info"]
             options += [f"-D{define}"] if define else []
             options += ["-DUSE_INT_DOT"] if self.int_dot else []
             options += ["-DUSE_FP64"] if self.fp64 else []
@@ -230,6 +233,8 @@ class OpenCLRuntime:
             return [4 * wg, 4 * wg]
         if name == "attention":  # scratch, and q in f16 (head_dim = scalars[4])
             return [narrow, 4 * int(scalars[4])]
+        if name == "attention_combine":
+            return []
         if name == "rope_attention":  # scratch, q, the fresh key and value (head_dim)
             return [narrow] + [4 * int(scalars[4])] * 3
         if name.startswith("rmsnorm_quantize"):

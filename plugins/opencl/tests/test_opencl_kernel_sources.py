@@ -11,7 +11,7 @@ import subprocess
 from importlib import resources
 
 import pytest
-from bitnet_opencl.runtime import TILE_N, program_source
+from bitnet_opencl.runtime import BUILD_DEFINES, program_source
 
 CLANG = shutil.which("clang-15") or shutil.which("clang")
 FILES = sorted(p.name for p in (resources.files("bitnet_opencl") / "kernels").iterdir()
@@ -26,8 +26,8 @@ def _compile(tmp_path, file: str, defines: list[str]) -> str:
     source.write_text(program_source(file))
     run = subprocess.run(
         [CLANG, "-x", "cl", "-cl-std=CL3.0", "-target", "spir64", "-Xclang",
-         "-finclude-default-header", "-Xclang", f"-cl-ext={EXTENSIONS}", f"-DTILE_N={TILE_N}",
-         *[f"-D{d}" for d in defines], "-S", "-emit-llvm", "-o", "-", str(source)],
+         "-finclude-default-header", "-Xclang", f"-cl-ext={EXTENSIONS}",
+         *[f"-D{d}" for d in (*BUILD_DEFINES, *defines)], "-S", "-emit-llvm", "-o", "-", str(source)],
         capture_output=True, text=True, check=False,
     )
     assert run.returncode == 0, run.stderr

@@ -76,6 +76,7 @@ SHADERS = {
     "rope_f64": ShaderSpec(5, "<ii"),
     "kv_store": ShaderSpec(6, "<iiiii"),
     "attention": ShaderSpec(7, "<iiiiifiii"),
+    "attention_combine": ShaderSpec(3, "<iii"),
     "elementwise": ShaderSpec(3, "<i"),
     # decode_layer's fused kernels (bitnet.hal.device_runtime.FUSED_KERNELS)
     "rmsnorm_quantize_i8": ShaderSpec(4, "<if"),

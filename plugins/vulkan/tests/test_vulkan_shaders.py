@@ -78,3 +78,14 @@ def test_shaders_take_the_kernel_table_order():
         for variant in variants:
             assert SHADERS[variant].bindings == len(sig.buffers), variant
             assert SHADERS[variant].push_format == "<" + sig.scalars, variant
+
+
+def test_attention_split_is_the_tables():
+    """The shaders' split-K run (common.glsl's ATT_SPLIT) is the one GpuBackend sizes its
+    grids and scratch by (bitnet.hal.device_runtime.ATTENTION_SPLIT)."""
+    import re
+
+    from bitnet.hal.device_runtime import ATTENTION_SPLIT
+
+    source = (resources.files("bitnet_vulkan") / "shaders" / "common.glsl").read_text()
+    assert re.findall(r"#define ATT_SPLIT (\d+)u", source) == [str(ATTENTION_SPLIT)]

@@ -13,15 +13,19 @@
 // table). Keys are visited in position order whatever rows hold them, so a paged cache gives
 // a contiguous one's bits. Arguments as bitnet.hal.device_runtime.KERNELS orders them.
 // attention keeps its scores in registers (online softmax), so the table's `scores` scratch
-// (and its `span`) go unused.
+// (and its `span`) go unused but for the split count.
 //
-// Geometry: kv_store (D * Hkv / 2, n) items, one per pair of elements; attention grid (H, n),
-// ATT_WARPS warps per block. Warp w takes keys w, w + ATT_WARPS, ...
-// with an online (running max) softmax in f32; the warps' partial results are merged at the end.
+// Split-K (flash-decoding): the positions fall in runs of ATT_SPLIT; attention's grid is
+// (H * splits, n) with splits = ceil(span / ATT_SPLIT) (a recording's span is the cache's whole
+// reach, so the grid never depends on the position); block (h * splits + s, i) takes run s of
+// row i's positions (a run past step[i] exits at once), ATT_WARPS warps, warp w the keys
+// w, w + ATT_WARPS, ... of the run with an online (running max) softmax in f32, merged into
+// the run's (max, exp sum, unnormalized output) in `parts` [n, H, splits, D + 2].
+// attention_combine, grid (H, n), merges the runs of each head (merge_runs, the warps' merge)
+// and divides once. The split length is a constant: the bits do not depend on the device.
+// The fused rope_attention (decode_layer.cu) runs the same runs, then the same combine.
 // The reference subtracts the global max instead; the results agree to f32 rounding (the
-// validation suite's tolerance). D <= ATT_MAX_DIM (the host checks). For long contexts with a
-// single token (decode) only H blocks run: a split-K (flash-decoding) pass would use the GPU
-// better; not done: on an H100 a 2B decode step is bound by launch overhead, not by this kernel.
+// validation suite's tolerance). D <= ATT_MAX_DIM (the host checks).
 #include "attention.cuh"
 
 #define KV_THREADS 256
@@ -46,31 +50,46 @@ extern "C" __global__ void __launch_bounds__(KV_THREADS) kv_store(
     v_cache[dst + 1] = __float2half_rn(v[src + 1]);
 }
 
-// Block (h, i) of grid (H, n): query head h of row i of q, against `layer` of the caches up to
-// position `last` through `table`; query head h reads KV head h / (H / Hkv).
-__device__ __forceinline__ void attend_block(
-    const float* __restrict__ q, const __half* __restrict__ k_cache,
-    const __half* __restrict__ v_cache, const int* __restrict__ table, int block,
-    float* __restrict__ out, int layer, int last, int n_heads, int n_kv_heads, int head_dim,
-    int n_ctx, float score_scale)
-{
-    const int h = blockIdx.x;
-    const int width = n_kv_heads * head_dim;
-    const size_t q_off = ((size_t)blockIdx.y * n_heads + h) * head_dim;
-    const size_t kv_off =
-        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
-    attend(q + q_off, k_cache + kv_off, v_cache + kv_off, table, block, out + q_off, last,
-           head_dim, width, score_scale, nullptr, nullptr);
-}
-
+// Block (h * splits + s, i) of grid (H * splits, n): run s of query head h of row i of q,
+// against `layer` of the caches up to position step[i] through `table`; query head h reads KV
+// head h / (H / Hkv).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention(
     const float* __restrict__ q, const __half* __restrict__ k_cache,
     const __half* __restrict__ v_cache, const int* __restrict__ step,
-    const int* __restrict__ table, float* __restrict__ scores, float* __restrict__ out,
+    const int* __restrict__ table, float* __restrict__ scores, float* __restrict__ parts,
     int layer, int n_ctx, int n_heads, int n_kv_heads, int head_dim, float score_scale,
     int block, int table_stride, int span)
 {
+    const int splits = (span + ATT_SPLIT - 1) / ATT_SPLIT;
+    const int h = blockIdx.x / splits;
+    const int s = blockIdx.x % splits;
     const int i = blockIdx.y;
-    attend_block(q, k_cache, v_cache, table + (size_t)i * table_stride, block, out, layer,
-                 step[i], n_heads, n_kv_heads, head_dim, n_ctx, score_scale);
+    const int last = step[i];
+    if (s * ATT_SPLIT > last) {
+        return;
+    }
+    const int width = n_kv_heads * head_dim;
+    const size_t q_off = ((size_t)i * n_heads + h) * head_dim;
+    const size_t kv_off =
+        (size_t)layer * n_ctx * width + (size_t)(h / (n_heads / n_kv_heads)) * head_dim;
+    attend_run(q + q_off, k_cache + kv_off, v_cache + kv_off, table + (size_t)i * table_stride,
+               block, parts + ((size_t)i * n_heads * splits + blockIdx.x) * ATT_PART(head_dim),
+               s * ATT_SPLIT, last, head_dim, width, score_scale, nullptr, nullptr);
+}
+
+// Block (h, i) of grid (H, n): the runs 0 .. step[i] / ATT_SPLIT of head h of row i merged
+// -> out [n, H * D].
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) attention_combine(
+    const int* __restrict__ step, const float* __restrict__ parts, float* __restrict__ out,
+    int n_heads, int head_dim, int span)
+{
+    const int splits = (span + ATT_SPLIT - 1) / ATT_SPLIT;
+    const int h = blockIdx.x;
+    const int i = blockIdx.y;
+    const int stride = ATT_PART(head_dim);
+    const float* p = parts + ((size_t)i * n_heads + h) * splits * stride;
+    float* o = out + ((size_t)i * n_heads + h) * head_dim;
+    merge_runs([&](int r) { return p[r * stride]; }, [&](int r) { return p[r * stride + 1]; },
+               [&](int r, int d) { return p[r * stride + 2 + d]; }, step[i] / ATT_SPLIT + 1,
+               head_dim, [&](float, float total, int d, float acc) { o[d] = acc / total; });
 }

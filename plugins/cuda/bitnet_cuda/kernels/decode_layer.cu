@@ -5,7 +5,8 @@
 //
 //   norm_qkv_{i2s,tq}        rmsnorm + quantization of x in every block (prologue: d is small,
 //                            its int8 row fits shared memory), then q / k / v as one matmul
-//   rope_attention           RoPE of q and k, the KV store and attention; a block per head
+//   rope_attention           RoPE of q and k, the KV store and attention's split runs; a block
+//                            per head and run (attention.cu's attention_combine follows)
 //   rmsnorm_quantize_{i8,q8_k}  the sub-norm and the quantization of its output
 //   linear_add_{i2s,tq}      a matmul with the residual add as its epilogue
 //   norm_gate_up_{i2s,tq}    the prologue, then gate and up rows together, gated (relu2 / silu)
@@ -302,28 +303,35 @@ extern "C" __global__ void __launch_bounds__(FUSED_ROWS * WARP_SIZE) linear_add_
 }
 
 // ---------------------------------------------------------------------------------------------
-// RoPE + KV store + attention of one token at position step[0]: block h (grid (H, 1),
-// ATT_WARPS warps) ropes query head h and its KV head's key, rounds key and value to f16 in
-// shared memory and attends with them for the current position (fresh_k / fresh_v): the block
-// that stores the row (the first head of each KV group) is not the only one reading it.
-// qkv: norm_qkv's output [H*D | Hkv*D | Hkv*D]; tables and scalars as attention.cu's.
+// RoPE + KV store + attention's split runs of one token at position step[0]: block
+// h * splits + s (grid (H * splits, 1), ATT_WARPS warps; a run past the position exits) ropes
+// query head h and its KV head's key, rounds key and value to f16 in shared memory and runs
+// split s with them for the current position (fresh_k / fresh_v): the block that stores the
+// row (run 0 of the first head of each KV group) is not the only one reading it. Its parts go
+// to attention.cu's attention_combine, as the attention op's. qkv: norm_qkv's output
+// [H*D | Hkv*D | Hkv*D]; tables and scalars as attention.cu's.
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) rope_attention(
     const float* __restrict__ qkv, const double* __restrict__ cos_table,
     const double* __restrict__ sin_table, __half* __restrict__ k_cache,
     __half* __restrict__ v_cache, const int* __restrict__ step, const int* __restrict__ table,
-    float* __restrict__ scores, float* __restrict__ out, int layer, int n_ctx, int n_heads,
+    float* __restrict__ scores, float* __restrict__ parts, int layer, int n_ctx, int n_heads,
     int n_kv_heads, int head_dim, float score_scale, int block, int span)
 {
     __shared__ float s_q[ATT_MAX_DIM];
     __shared__ __half s_k[ATT_MAX_DIM];
     __shared__ __half s_v[ATT_MAX_DIM];
-    const int h = blockIdx.x;
+    const int splits = (span + ATT_SPLIT - 1) / ATT_SPLIT;
+    const int h = blockIdx.x / splits;
+    const int run = blockIdx.x % splits;
+    const int pos = step[0];
+    if (run * ATT_SPLIT > pos) {
+        return;
+    }
     const int group = n_heads / n_kv_heads;
     const int kv_head = h / group;
     const int width = n_kv_heads * head_dim;
     const int half = head_dim / 2;
-    const int pos = step[0];
     const float* q = qkv + (size_t)h * head_dim;
     const float* k = qkv + (size_t)n_heads * head_dim + (size_t)kv_head * head_dim;
     const float* v = k + width;
@@ -342,13 +350,14 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE) rope_attenti
     }
     __syncthreads();
     const size_t kv_off = (size_t)layer * n_ctx * width + (size_t)kv_head * head_dim;
-    if (h % group == 0) {
+    if (h % group == 0 && run == 0) {
         const size_t dst = kv_off + cache_row(table, block, pos) * width;
         for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
             k_cache[dst + d] = s_k[d];
             v_cache[dst + d] = s_v[d];
         }
     }
-    attend(s_q, k_cache + kv_off, v_cache + kv_off, table, block, out + (size_t)h * head_dim,
-           pos, head_dim, width, score_scale, s_k, s_v);
+    attend_run(s_q, k_cache + kv_off, v_cache + kv_off, table, block,
+               parts + (size_t)blockIdx.x * ATT_PART(head_dim), run * ATT_SPLIT, pos, head_dim,
+               width, score_scale, s_k, s_v);
 }

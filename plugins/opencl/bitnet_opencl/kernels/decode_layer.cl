@@ -284,28 +284,35 @@ __kernel void linear_add_tq(__global const uint* codes, __global const float* ws
     }
 }
 
-// ---- RoPE + KV store + attention of one token at position step[0]: work-group h (grid
-// (H, 1)) ropes query head h and its KV head's key, rounds key and value to f16 into local
-// memory and attends with them for the current position (attend's fresh row): the group that
-// stores the row (the first head of each KV group) is not the only one reading it.
-// qkv: norm_qkv's output [H*D | Hkv*D | Hkv*D]; tables and scalars as attention's.
+// ---- RoPE + KV store + attention's split runs of one token at position step[0]: work-group
+// h * splits + r (grid (H * splits, 1), as attention's; a run past the position exits) ropes
+// query head h and its KV head's key, rounds key and value to f16 into local memory and runs
+// split r with them for the current position (attend_run's fresh row): the group that stores
+// the row (run 0 of the first head of each KV group) is not the only one reading it. Its
+// parts go to attention.cl's attention_combine, as the attention op's. qkv: norm_qkv's output
+// [H*D | Hkv*D | Hkv*D]; tables and scalars as attention's.
 __kernel void rope_attention(__global const float* qkv, __global const angle_t* cos_table,
                              __global const angle_t* sin_table, __global half* cache_k,
                              __global half* cache_v, __global const int* step,
                              __global const int* table, __global float* scores,
-                             __global float* out, const int layer, const int n_ctx,
+                             __global float* parts, const int layer, const int n_ctx,
                              const int n_heads, const int n_kv_heads, const int head_dim,
                              const float score_scale, const int block, const int span,
                              __local float* scratch, __local float* q16,
                              __local float* fresh_k, __local float* fresh_v) {
-    const int h = get_group_id(0);
+    const int splits = (span + ATTENTION_SPLIT - 1) / ATTENTION_SPLIT;
+    const int h = get_group_id(0) / splits;
+    const int run = get_group_id(0) % splits;
+    const int pos = step[0];
+    if (run * ATTENTION_SPLIT > pos) {
+        return;
+    }
     const int lid = get_local_id(0);
     const int wg = get_local_size(0);
     const int group = n_heads / n_kv_heads;
     const int kv_head = h / group;
     const int width = n_kv_heads * head_dim;
     const int half_dim = head_dim / 2;
-    const int pos = step[0];
     __global const float* qh = qkv + (size_t)h * head_dim;
     __global const float* kh = qkv + (size_t)n_heads * head_dim + kv_head * head_dim;
     __global const float* vh = kh + width;
@@ -325,14 +332,15 @@ __kernel void rope_attention(__global const float* qkv, __global const angle_t* 
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     const size_t layer_base = (size_t)layer * n_ctx * width + kv_head * head_dim;
-    if (h % group == 0) {
+    if (h % group == 0 && run == 0) {
         const size_t dst = layer_base + cache_row(table, block, pos) * width;
         for (int d = lid; d < head_dim; d += wg) {
             vstore_half_rte(fresh_k[d], dst + d, cache_k);  // f16 values: stored exactly
             vstore_half_rte(fresh_v[d], dst + d, cache_v);
         }
     }
-    attend(q16, cache_k, cache_v, table, block, layer_base, width, pos, head_dim, score_scale,
-           scores + (size_t)h * span, out + (size_t)h * head_dim, scratch, lid, wg, 1, fresh_k,
-           fresh_v);
+    attend_run(q16, cache_k, cache_v, table, block, layer_base, width, run * ATTENTION_SPLIT,
+               pos, head_dim, score_scale, scores + (size_t)h * span,
+               parts + (size_t)get_group_id(0) * PART(head_dim), scratch, lid, wg, 1, fresh_k,
+               fresh_v);
 }

@@ -1,14 +1,20 @@
-// One work-group's attention of one query head, shared by attention.comp and the fused
-// rope_attention.comp: q16 [D] (shared, already rounded to f16) against positions 0 .. last of
-// one KV head (cache rows from layer_base, `width` apart, through the block table at `base`),
-// scores into scores[s0 ..] (> last entries), a max-subtracted softmax and the weighted sum of
-// V into outv[out0 ..]. The includer declares the buffers cache_k, cache_v (f16 pairs in
-// uints), table, scores and outv. With FRESH_ROW defined (rope_attention), position last's key
-// and value, rounded to f16, come from fresh_k / fresh_v (shared) instead of the cache row
-// another work-group may still be writing: the same values, the same bits. The dot products
-// are `precise` (no contraction) so both shaders round them alike.
+// One work-group's split run of one query head, shared by attention.comp and the fused
+// rope_attention.comp (split-K, flash-decoding): q16 [D] (shared, already rounded to f16)
+// against positions first .. min(last, first + ATT_SPLIT - 1) of one KV head (cache rows from
+// layer_base, `width` apart, through the block table at `base`), scores into
+// scores[s0 + position], then the run's max, the sum of exp(score - max) and the
+// probability-weighted sum of V (normalized within the run, once) into parts[part0 ..] (m, l,
+// o[D]: ATT_PART(D) floats); attention_combine.comp merges a head's runs. The split length is
+// a constant (common.glsl's ATT_SPLIT), so the bits do not depend on the work-group count; a
+// context of one run gives a single-pass softmax's bits (its weight is l / l = 1). The includer declares the buffers cache_k,
+// cache_v (f16 pairs in uints), table, scores and parts. With FRESH_ROW defined
+// (rope_attention), position last's key and value, rounded to f16, come from fresh_k /
+// fresh_v (shared) instead of the cache row another work-group may still be writing: the
+// same values, the same bits. The dot products are `precise` (no contraction) so both
+// shaders round them alike. first <= last (the caller exits runs past last).
 
 #define MAX_HEAD_DIM 512  // the host checks
+#define ATT_PART(D) ((D) + 2u)
 
 shared float red[WG_SIZE];
 shared float q16[MAX_HEAD_DIM];
@@ -32,11 +38,12 @@ float kv_at(uint row, uint p, uint last, uint d, bool is_key) {
     return cached(row + d, is_key);
 }
 
-void attend(uint layer_base, uint width, uint base, uint block, uint last, uint D,
-            float score_scale, uint s0, uint out0) {
+void attend_run(uint layer_base, uint width, uint base, uint block, uint first, uint last,
+                uint D, float score_scale, uint s0, uint part0) {
     const uint lid = gl_LocalInvocationID.x;
+    const uint end = min(last, first + ATT_SPLIT - 1u);
     float local_max = -1.0 / 0.0;
-    for (uint p = lid; p <= last; p += WG_SIZE) {
+    for (uint p = first + lid; p <= end; p += WG_SIZE) {
         const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
         precise float dot = 0.0;
         for (uint d = 0u; d < D; d++) {
@@ -52,7 +59,7 @@ void attend(uint layer_base, uint width, uint base, uint block, uint last, uint 
     barrier();
 
     float local_sum = 0.0;
-    for (uint p = lid; p <= last; p += WG_SIZE) {
+    for (uint p = first + lid; p <= end; p += WG_SIZE) {
         const float e = exp(scores[s0 + p] - max_score);
         scores[s0 + p] = e;
         local_sum += e;
@@ -60,18 +67,22 @@ void attend(uint layer_base, uint width, uint base, uint block, uint last, uint 
     red[lid] = local_sum;
     TREE_REDUCE(red, lid, OP_ADD)
     const float total = red[0];
-    for (uint p = lid; p <= last; p += WG_SIZE) {
-        scores[s0 + p] = scores[s0 + p] / total;  // the probabilities, normalized once
+    for (uint p = first + lid; p <= end; p += WG_SIZE) {
+        scores[s0 + p] = scores[s0 + p] / total;  // the run's probabilities, normalized once
     }
-    memoryBarrierBuffer();  // every invocation reads all of this head's probabilities below
+    memoryBarrierBuffer();  // every invocation reads all of the run's probabilities below
     barrier();
 
     for (uint d = lid; d < D; d += WG_SIZE) {
         precise float acc = 0.0;
-        for (uint p = 0u; p <= last; p++) {
+        for (uint p = first; p <= end; p++) {
             const uint row = layer_base + CACHE_ROW(table, base, block, p) * width;
             acc += scores[s0 + p] * kv_at(row, p, last, d, false);
         }
-        outv[out0 + d] = acc;
+        parts[part0 + 2u + d] = acc;
+    }
+    if (lid == 0u) {
+        parts[part0] = max_score;
+        parts[part0 + 1u] = total;
     }
 }

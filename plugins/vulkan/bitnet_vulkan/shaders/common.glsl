@@ -143,6 +143,10 @@ int sbyte(uint word, int i) {
 #define OP_ADD(a, b) ((a) + (b))
 #define OP_MAX(a, b) max((a), (b))
 
+// attention's split-K run: positions a work-group attends (bitnet.hal.device_runtime's
+// ATTENTION_SPLIT; attend.glsl, attention_combine.comp)
+#define ATT_SPLIT 256u
+
 // The cache row of position p of a row whose block table starts at element `base` of the
 // int array `table` (bitnet.hal.kv_blocks): table[base + p / block] * block + p % block;
 // block 0 means no table: row p. A macro: GLSL passes no buffer to a function.
