@@ -129,7 +129,7 @@ class Server:
                 health = httpx.get(self.url + "/health", timeout=2)
                 if health.status_code == 200:
                     break
-                if "error" in health.text:  # bitnet serve: the model failed to load
+                if '"status":"error"' in health.text.replace(" ", ""):  # bitnet: load failed
                     self.proc.kill()
                     raise RuntimeError(f"{engine.name} failed to load: {health.text}")
             except httpx.HTTPError:
@@ -264,8 +264,10 @@ def long_prompt(engine: Engine, tokens: int, running: int = 4) -> dict[str, floa
         busy, (start, end) = streams_with(True)
 
         def gaps_in(streams: list[Stream], lo: float, hi: float) -> list[float]:
+            """Gaps that overlap the window: a stall that outlasts the admission (an engine
+            that holds every stream until the prompt is in) counts too."""
             return [b - a for s in streams for a, b in zip(s.arrivals, s.arrivals[1:])
-                    if lo <= b <= hi]
+                    if b >= lo and a <= hi]
 
         base = [g for s in quiet for g in s.gaps]
         during = gaps_in(busy, start, end)
