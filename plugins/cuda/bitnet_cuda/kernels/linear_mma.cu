@@ -213,6 +213,26 @@ __device__ __forceinline__ int acc_token(int t0, int j, int c) {
     return t0 + warp_token0() + 8 * j + 2 * (lane & 3) + (c & 1);
 }
 
+// f(i, j, c, row, token) for each accumulator acc[i][j][c] of the calling thread whose output
+// row is below M and token below n.
+template <class F>
+__device__ __forceinline__ void each_output(int m0, int t0, int M, int n, F f) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int row = acc_row(m0, i, c);
+                const int tok = acc_token(t0, j, c);
+                if (row < M && tok < n) {
+                    f(i, j, c, row, tok);
+                }
+            }
+        }
+    }
+}
+
 __device__ __forceinline__ void zero_acc(WarpAcc& acc) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -258,37 +278,15 @@ __device__ __forceinline__ void blockwise_gemm(const W& weights, const ChunkTile
     for (int blk = 0; blk < nblk; ++blk) {
         zero_acc(acc);
         accumulate(weights, s, q, acc, K, n, M, m0, t0, blk * QK_K, (blk + 1) * QK_K);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-#pragma unroll
-                for (int c = 0; c < 4; ++c) {
-                    const int row = acc_row(m0, i, c);
-                    const int tok = acc_token(t0, j, c);
-                    if (row < M && tok < n) {
-                        out[i][j][c] = q8k_block_add(out[i][j][c], acc[i][j][c],
-                                                     w_d[(size_t)row * nblk + blk],
-                                                     act_d[(size_t)tok * nblk + blk]);
-                    }
-                }
-            }
-        }
+        each_output(m0, t0, M, n, [&](int i, int j, int c, int row, int tok) {
+            out[i][j][c] = q8k_block_add(out[i][j][c], acc[i][j][c],
+                                         w_d[(size_t)row * nblk + blk],
+                                         act_d[(size_t)tok * nblk + blk]);
+        });
     }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const int row = acc_row(m0, i, c);
-                const int tok = acc_token(t0, j, c);
-                if (row < M && tok < n) {
-                    y[(size_t)tok * M + row] = apply_out_scale(out[i][j][c], out_scale);
-                }
-            }
-        }
-    }
+    each_output(m0, t0, M, n, [&](int i, int j, int c, int row, int tok) {
+        y[(size_t)tok * M + row] = apply_out_scale(out[i][j][c], out_scale);
+    });
 }
 
 // I2_S x per-token int8 (linear_i2s's arguments); K % 128 == 0.
@@ -305,21 +303,9 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS) linear_i2s_mma(
     WarpAcc acc;
     zero_acc(acc);
     accumulate(TernaryWeights{w}, s, q, acc, K, n, M, m0, t0, 0, K);
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const int row = acc_row(m0, i, c);
-                const int tok = acc_token(t0, j, c);
-                if (row < M && tok < n) {
-                    y[(size_t)tok * M + row] = i2s_output(acc[i][j][c], act_scale[tok], w_scale,
-                                                          out_scale);
-                }
-            }
-        }
-    }
+    each_output(m0, t0, M, n, [&](int i, int j, int c, int row, int tok) {
+        y[(size_t)tok * M + row] = i2s_output(acc[i][j][c], act_scale[tok], w_scale, out_scale);
+    });
 }
 
 // TQ2_0 / TQ1_0 codes (I2_S interleave, f32 block scales w_d [M, K/256]) x Q8_K (linear_tq's
