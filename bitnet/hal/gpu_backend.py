@@ -209,6 +209,7 @@ class GpuBackend(KernelBackend):
         self.capabilities = Capabilities(ops=ALL_OPS, ternary_formats=TERNARY_FORMATS,
                                          float_formats=FLOAT_FORMATS, notes=notes)
         self._pool = BufferPool(runtime)
+        self._matmul_specs: dict[tuple[str, int, str, int], KernelSpec] = {}  # _matmul's
         # the last input quantized, its mode and its (q, scales): q/k/v (and gate/up) read one
         # input, quantized once; holding x keeps its buffer out of the pool, and ops write new
         # buffers, so only ``write`` can change it (and it drops the memo)
@@ -332,7 +333,15 @@ class GpuBackend(KernelBackend):
     def _matmul(self, name: str, words_per_row: int, fmt: str = "",
                 blocks: int = 0) -> KernelSpec:
         """A matmul kernel's spec: lanes = the SIMD width clamped to [TILE_N, 32]; rows fill
-        MATMUL_WORK_GROUP invocations within the shared memory (words_per_row int32 a row)."""
+        MATMUL_WORK_GROUP invocations within the shared memory (words_per_row int32 a row).
+        Worked out once per shape (every eager matmul of every token asks again)."""
+        key = (name, words_per_row, fmt, blocks)
+        spec = self._matmul_specs.get(key)
+        if spec is None:
+            spec = self._matmul_specs[key] = self._matmul_spec(name, words_per_row, fmt, blocks)
+        return spec
+
+    def _matmul_spec(self, name: str, words_per_row: int, fmt: str, blocks: int) -> KernelSpec:
         limits = self.runtime.limits
         lanes = 1 << (min(32, max(TILE_N, limits.simd_width)).bit_length() - 1)
         if lanes > limits.max_work_group:

@@ -49,20 +49,22 @@ struct ChunkTiles {
     signed char (*q)[MMA_STRIDE];
 };
 
-// Activations k0 .. k0 + 127 of tokens t0 .. t0 + 63 (zeros past n): 512 vectors, 4 a thread.
-__device__ __forceinline__ void stage_activations(const ChunkTiles& s,
-                                                  const signed char* __restrict__ q, int K, int n,
-                                                  int t0, int k0) {
+// Elements k0 .. k0 + 127 of rows r0 .. r0 + 63 of an int8 matrix [rows, K] into a tile (zeros
+// from row ``limit`` on): 512 vectors, 4 a thread. Activations (tokens) and Q6_K codes (rows).
+static_assert(MMA_ROWS == MMA_TOKENS, "one staging loop serves both tiles");
+__device__ __forceinline__ void stage_int8_rows(signed char (*tile)[MMA_STRIDE],
+                                                const signed char* __restrict__ src, int K,
+                                                int limit, int r0, int k0) {
 #pragma unroll
-    for (int i = 0; i < MMA_TOKENS * MMA_CHUNK / 16 / MMA_THREADS; ++i) {
+    for (int i = 0; i < MMA_ROWS * MMA_CHUNK / 16 / MMA_THREADS; ++i) {
         const int v = threadIdx.x + MMA_THREADS * i;
         const int r = v >> 3;
         const int part = v & 7;
-        int4 qv = {0, 0, 0, 0};
-        if (t0 + r < n) {
-            qv = *reinterpret_cast<const int4*>(q + (size_t)(t0 + r) * K + k0 + 16 * part);
+        int4 value = {0, 0, 0, 0};
+        if (r0 + r < limit) {
+            value = __ldg(reinterpret_cast<const int4*>(src + (size_t)(r0 + r) * K + k0) + part);
         }
-        *reinterpret_cast<int4*>(&s.q[r][16 * part]) = qv;
+        *reinterpret_cast<int4*>(&tile[r][16 * part]) = value;
     }
 }
 
@@ -151,17 +153,7 @@ struct Q6KWeights {
 
     __device__ __forceinline__ void stage(const ChunkTiles& s, int K, int M, int m0,
                                           int k0) const {
-#pragma unroll
-        for (int i = 0; i < MMA_ROWS * MMA_CHUNK / 16 / MMA_THREADS; ++i) {
-            const int v = threadIdx.x + MMA_THREADS * i;
-            const int r = v >> 3;
-            const int part = v & 7;
-            int4 wv = {0, 0, 0, 0};
-            if (m0 + r < M) {
-                wv = __ldg(w + ((size_t)(m0 + r) * K + k0) / 16 + part);
-            }
-            *reinterpret_cast<int4*>(&s.w[r][16 * part]) = wv;
-        }
+        stage_int8_rows(s.w, reinterpret_cast<const signed char*>(w), K, M, m0, k0);
         const int r = threadIdx.x >> 1;
         const int half = threadIdx.x & 1;
         int sc = 0;
@@ -254,7 +246,7 @@ __device__ __forceinline__ void accumulate(const W& weights, const ChunkTiles& s
                                            int k_end) {
     for (int k0 = k_begin; k0 < k_end; k0 += MMA_CHUNK) {
         weights.stage(s, K, M, m0, k0);
-        stage_activations(s, q, K, n, t0, k0);
+        stage_int8_rows(s.q, q, K, n, t0, k0);
         __syncthreads();
         weights.multiply(s, acc);
         __syncthreads();  // the tiles are rewritten next chunk
