@@ -9,6 +9,7 @@ cdef extern from "bitnet_cpu.h" nogil:
         const char *name
         int tile_tokens
         int row_group
+        int q6_k_grouped
         void (*ternary_tile)(const uint8_t *w, int K, int gps, const int8_t *q, size_t qstride,
                              int nt, int32_t *sums) noexcept nogil
     const bn_kernels *bn_kernels_get(const char *name)
@@ -19,6 +20,8 @@ cdef extern from "bitnet_cpu.h" nogil:
     void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
     void tq2_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
     void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads)
+    void q6_k_to_groups16(const uint8_t *src, int M, int K, uint8_t *out, int nthreads)
+    void q6_k_group_row(const uint8_t *groups, int K, int row, uint8_t *out)
     void act_quantize_per_token_i8(const float *x, int n, int K, int8_t *q, float *s,
                                    int32_t *asum)
     void act_quantize_q8_k(const float *x, int n, int K, int8_t *q, float *d, int32_t *bsum)
@@ -103,6 +106,11 @@ cdef class Kernels:
     def row_group(self) -> int:
         """0: weights in the per-row t2 layout; 16: in the row-interleaved r16 layout."""
         return self.kt.row_group
+
+    @property
+    def q6_k_grouped(self) -> bool:
+        """True: Q6_K weights are held in the 16-row grouped layout (q6_k_to_groups16)."""
+        return bool(self.kt.q6_k_grouped)
 
     @property
     def tile_tokens(self) -> int:
@@ -320,6 +328,32 @@ def embed_rows(int fmt, const uint8_t[:, ::1] table, const int32_t[::1] ids, int
             if rc != 0:
                 break
     _check(rc, "embed")
+
+
+def q6_k_groups(const uint8_t[:, ::1] src, uint8_t[::1] out, int nthreads):
+    """Q6_K rows src [M, K/256*210] -> the grouped layout out [ceil(M/16)*16 * row bytes]."""
+    cdef int M = <int>src.shape[0]
+    cdef int K = <int>(src.shape[1] // 210 * 256)
+    if src.shape[1] % 210 or out.shape[0] != (M + 15) // 16 * 16 * src.shape[1]:
+        raise ValueError("q6_k_groups: the sizes do not fit the grouped layout")
+    with nogil:
+        q6_k_to_groups16(&src[0, 0], M, K, &out[0], nthreads)
+
+
+def q6_k_group_rows(const uint8_t[::1] groups, int M, int K, const int32_t[::1] rows,
+                    uint8_t[:, ::1] out):
+    """Rows of a grouped Q6_K matrix back in the file's layout: out [len(rows), K/256*210]."""
+    cdef Py_ssize_t i
+    cdef size_t row_bytes = <size_t>(K // 256) * 210
+    if K % 256 or groups.shape[0] < (M + 15) // 16 * 16 * row_bytes or out.shape[1] != row_bytes \
+            or out.shape[0] < rows.shape[0]:
+        raise ValueError("q6_k_group_rows: the sizes do not fit the grouped layout")
+    for i in range(rows.shape[0]):
+        if not 0 <= rows[i] < M:
+            raise IndexError(f"q6_k_group_rows: row {rows[i]} is outside 0..{M - 1}")
+    with nogil:
+        for i in range(rows.shape[0]):
+            q6_k_group_row(&groups[0], K, rows[i], &out[i, 0])
 
 
 def rmsnorm(const float[:, ::1] x, const float[::1] w, float eps, float[:, ::1] y,

@@ -11,6 +11,7 @@ from bitnet.hal.kv_blocks import KV_BLOCK, blocks_for, cache_rows
 from bitnet.hal.weight_formats import WeightFormat
 
 from bitnet.testing.weights import q6_k_tensor
+from bitnet_cpu import _kernels
 
 from conftest import float_tensor, make_backend
 
@@ -329,3 +330,40 @@ def test_linear_q6_k_batch_is_each_token_alone(variant, reference, k, out_scale)
                                       err_msg=f"n={n}")
     want = reference.linear_float(reference.load_weight(tensor), x[:17])
     np.testing.assert_array_equal(alone[:17], want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 40), blocks=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_q6_k_groups_round_trip(m, blocks, seed):
+    """The grouped Q6_K layout (kernels/bitnet_cpu.h) holds every bit of the file's blocks: any
+    bytes (every 6-bit code, scale and d bit pattern), any row count (a padded last group) and
+    odd or even block counts (a lone last block) come back unchanged, row by row."""
+    rng = np.random.default_rng(seed)
+    k = 256 * blocks
+    rb = blocks * 210
+    src = rng.integers(0, 256, size=(m, rb), dtype=np.uint8)
+    groups = np.full((m + 15) // 16 * 16 * rb, 0xAA, np.uint8)
+    _kernels.q6_k_groups(src, groups, 1)
+    rows = rng.permutation(m).astype(np.int32)
+    back = np.empty((m, rb), np.uint8)
+    _kernels.q6_k_group_rows(groups, m, k, rows, back)
+    np.testing.assert_array_equal(back, src[rows])
+    padded = (m + 15) // 16 * 16  # the padding rows are zero blocks (zero codes, scales, d)
+    pad = np.empty((padded - m, rb), np.uint8)
+    _kernels.q6_k_group_rows(groups, padded, k, np.arange(m, padded, dtype=np.int32), pad)
+    assert not pad.any()
+
+
+def test_q6_k_groups_refuse_misfits():
+    """Sizes that do not fit the layout and rows outside the matrix are errors, not reads
+    past the buffer."""
+    src = np.zeros((17, 210), np.uint8)
+    with pytest.raises(ValueError):
+        _kernels.q6_k_groups(src, np.zeros(17 * 210, np.uint8), 1)  # not padded to 32 rows
+    groups = np.zeros(32 * 210, np.uint8)
+    _kernels.q6_k_groups(src, groups, 1)
+    out = np.empty((1, 210), np.uint8)
+    with pytest.raises(IndexError):
+        _kernels.q6_k_group_rows(groups, 17, 256, np.array([17], np.int32), out)
+    with pytest.raises(ValueError):
+        _kernels.q6_k_group_rows(groups, 17, 512, np.array([0], np.int32), out)

@@ -45,7 +45,9 @@ typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
  * 2026-12-05, one thread, 256 MB of distinct copies a pass, distances interleaved in one
  * process, best of 30 passes: 6912x2560 at 2/4/6/8 KB 28.2/29.9/31.0/30.4 GB/s, 2560x6912
  * 23.7/25.9/24.1/24.3, 640x2560 25.1/26.4/27.0/26.6, plain read 31-33; under load). */
+#ifndef BN_PREFETCH_GEMV_BYTES
 #define BN_PREFETCH_GEMV_BYTES 4096
+#endif
 
 /* Raw sums for one weight row against nt <= BN_TILE_MAX_TOKENS activation rows.
  * w: [K/4] t2 codes; q: nt rows of K int8 (row stride qstride);
@@ -77,7 +79,8 @@ typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
  * with an ISA-specific activation layout.
  * - q6_k_act: one token's Q8_K codes q [K] -> its activations qa [K/256 * q6_k_act_block bytes]
  *   in the layout the table's q6_k_rows reads (run once per token and call).
- * - q6_k_rows: nr <= BN_Q6_K_ROWS consecutive rows (w: the first, row_bytes apart) x
+ * - q6_k_rows: nr <= BN_Q6_K_ROWS consecutive rows (w: the first, row_bytes apart; in a
+ *   q6_k_grouped table: the start of their group, below) x
  *   nt <= BN_Q6_K_TOKENS tokens (token t's activations at qa + t * qa_stride, its Q8_K scales at
  *   dy + t * K/256): y [t * ystride + r] = that row's dot with that token (times out_scale when
  *   out_scale != 1). Exact per-block integer sums sum_j sc_j * sum_k (q6_k - 32) q8_k and the f32
@@ -85,6 +88,37 @@ typedef float (*bn_dot_q6_k_q8_k_fn)(const void *row, const int8_t *q,
  *   dot_q6_k_q8_k_generic gives for it alone: a token's logits do not depend on the batch. */
 #define BN_Q6_K_ROWS 16
 #define BN_Q6_K_TOKENS 64
+/* The grouped Q6_K layout (tables with q6_k_grouped; repacked once at load by
+ * q6_k_to_groups16): rows in groups of 16 (the last one padded with zero rows), a group taking
+ * the 16 x row_bytes bytes its rows take in the file. A row's block is
+ *   d      f16 bits;
+ *   scales int8 [16], byte i = the scale of sub-block s(i) = 4 (i % 4) + i / 4;
+ *   codes  [192], the block's four 64-code vectors in the kernel's lane order
+ *          (u_m[4i + e] = code 16 s(i) + 4m + e) as three byte vectors
+ *          L_k[j] = u_k[j] | (bits 4-2k, 5-2k of u3[j]) << 6, k = 0, 1, 2;
+ * and a group holds its nb = K/256 blocks in pairs of 6720 bytes (105 cache lines), each in the
+ * order a decode reads it: the pair's d [2][16 rows], block 2p's scales [16 rows][16], its codes
+ * [16 rows][192], block 2p + 1's scales, its codes. When nb is odd the last block stands alone
+ * as codes, scales, d. So a group is one stream read front to back with the codes on 64-byte
+ * lines: the hardware prefetcher follows it (a gap of a few lines in a stream stops it: 11
+ * against 32 GB/s on one Zen 4 core), and a block's codes come out of it with 9 bitwise ops
+ * where the file's layout took 8 shuffles and 12 shifts and masks. */
+static inline int bn_q6g_sub(int i)  /* the sub-block of lane i */
+{
+    return 4 * (i % 4) + i / 4;
+}
+static inline size_t bn_q6g_at(int nb, int b, int part)  /* part: 0 d, 1 scales, 2 codes */
+{
+    size_t at = (size_t)(b / 2) * 6720;
+    if (nb - (b & ~1) < 2) {  /* the last block of an odd count: codes, scales, d */
+        return at + (part == 2 ? 0 : part == 1 ? 3072 : 3328);
+    }
+    size_t second = b % 2 ? 3328 : 0;
+    return at + (part == 0 ? 32 * (size_t)(b % 2) : part == 1 ? 64 + second : 320 + second);
+}
+#define bn_q6g_d(nb, b) bn_q6g_at(nb, b, 0)
+#define bn_q6g_scales(nb, b) bn_q6g_at(nb, b, 1)
+#define bn_q6g_codes(nb, b) bn_q6g_at(nb, b, 2)
 typedef void (*bn_q6_k_act_fn)(const int8_t *q, int K, uint8_t *qa);
 typedef void (*bn_q6_k_rows_fn)(const uint8_t *w, size_t row_bytes, int nr, int K,
                                 const uint8_t *qa, size_t qa_stride, const float *dy, int nt,
@@ -114,6 +148,7 @@ typedef struct {
     int q6_k_act_block;           /* bytes of q6_k_act's layout per 256 columns of a token */
     bn_q6_k_act_fn q6_k_act;
     bn_q6_k_rows_fn q6_k_rows;
+    int q6_k_grouped;             /* 1: q6_k_rows reads the grouped layout (no per-row dot) */
     void (*f16_to_f32_row)(const uint16_t *src, float *dst, int count);
     /* f32 -> f16 bits, round to nearest even (bn_f32_to_f16's results): the KV cache store and
      * attention's rounding of q */
@@ -187,6 +222,10 @@ int advise_hugepages(const void *addr, size_t len);
  * more than trim_above bytes are free at its top (glibc's mallopt; 0, or -1 where the C library
  * has no such setting or refused the values). Process-wide. */
 int keep_freed_heap(size_t mmap_below, size_t trim_above);
+/* Q6_K rows [M][K/256*210] -> the grouped layout [ceil(M/16)*16 * K/256*210] (above). */
+void q6_k_to_groups16(const uint8_t *src, int M, int K, uint8_t *out, int nthreads);
+/* Row `row` of a grouped Q6_K matrix back as its K/256 Q6_K blocks (out [K/256*210]). */
+void q6_k_group_row(const uint8_t *groups, int K, int row, uint8_t *out);
 /* TQ1_0 rows [M][K/256*54] -> t2 codes + block scales, decoding base-3 once. */
 void tq1_0_repack(const uint8_t *src, int M, int K, uint8_t *codes, float *d, int nthreads);
 

@@ -309,7 +309,7 @@ static int linear_q6_k(const bn_kernels *kt, const uint8_t *w, size_t row_bytes,
         return -2;
     }
     int nb = K / 256;
-    int per_row = n == 1 && kt->dot_q6_k_q8_k;
+    int per_row = n == 1 && kt->dot_q6_k_q8_k && !kt->q6_k_grouped;
     int8_t *q = alloc64((size_t)n * K);
     float *dy = alloc64((size_t)n * nb * sizeof(float));
     /* per-row dot: the pair sums; row groups: the activations in the table's batched layout */

@@ -1,5 +1,6 @@
 /* linear_float_avx512.c: the F16 row dot product with 16-wide f32 (AVX-512F/BW/VL) and the
- * Q6_K head kernel with VNNI (rows x tokens with one sub-block per lane, for decode too); the
+ * Q6_K head kernel with VNNI over the grouped Q6_K layout (rows x tokens with one sub-block per
+ * lane, for decode too); the
  * other float formats use the AVX2 kernels (linear_float_avx2.c). */
 #include <immintrin.h>
 #include <string.h>
@@ -121,36 +122,26 @@ void f16_rows_avx512(const uint8_t *w, size_t row_bytes, int r0, int r1, const f
  * columns, against 8 vpdpwssd + a shared unpack for the int16 path this replaced (and no L2
  * reloads: a block's activations of every token stay in L1).
  *
- * s(i) is what the weights give cheaply: the four 64-code vectors a Q6_K block unpacks to (codes
- * 0..63, 64..127 of each half; lane d = sub-block 4k + d / 4, quad d % 4 in vector k) become the
- * four vectors above with one 4 x 4 dword transpose inside each 128-bit lane (8 unpacks), so
- * the permutation lives in the activation layout (once per token) and one pshufb of the scales.
+ * The weights come in the table's grouped Q6_K layout (bitnet_cpu.h, repacked at load by
+ * q6_k_to_groups16): each row's block already holds the four vectors in this lane order, 6 bits
+ * a code, so they come out with 9 bitwise ops (the file's layout took 8 unpacks for a 4 x 4
+ * dword transpose plus 12 shifts and masks), and a 16-row group is one stream front to back.
  *
  * Block sums per (row, token) are reduced 16 at a time with a transpose-add tree (lane j of the
  * result = the sum of input j), so the f32 epilogue runs 16 (row, token) pairs per instruction:
  * acc += (float)isum * (d_w * d_y), the per-row kernels' operations in their order (no FMA), so
  * the output is bit-identical to dot_q6_k_q8_k_* and to the reference, for any batch.
  *
- * One token (decode) runs here too: on Zen 4 a block of one row and one token costs ~24 cycles
- * against ~31 in the per-row dot this table had (which unpacked the same codes, then spent 8
- * vpdpbusd, 4 vpmulld, 4 vpermd and a horizontal sum per block): the head streamed at 28 against
- * 23 GB/s from memory, 31 against 24 from cache (2026-12-05, one thread, min of runs). */
+ * One token (decode) runs here too, straight from the codes into each row's dot
+ * (q6g_rows_one). Zen 4, one thread, the 2B head (128256 x 2560): ~13.5 cycles a (row, block)
+ * from cache against ~24 in the file's layout, and from memory 10.2 against 11.4 ms (min of 8
+ * interleaved passes; 2 threads 7.8 against 10.5 ms), the same bits (2026-12-05). */
 
 #define Q6B_ACT_BLOCK BN_Q6_K_ACT_BLOCK_AVX512  /* 256 permuted int8 + 16 int32 offsets */
 
-/* Weight prefetch of the batched kernel: a row group (16 rows) reads its 16 row streams one
- * block at a time, which the hardware prefetchers do not follow (without this the kernel
- * waited on DRAM most of its time), so each row's block step prefetches Q6B_PF_LINES lines of
- * the range Q6B_PF_GROUPS groups ahead into L2 (16 x 4 x 64 bytes >= the 16 x 210 a step
- * reads). Zen 4 dev VM, M = 32768 x K = 2560, n = 8, one thread: 18 ms without, 9.2 ms one
- * group ahead, 7.7 ms two (three or four: no better); into L1 (T0) it was slower. */
-#define Q6B_PF_GROUPS 2
-#define Q6B_PF_LINES 4
-
-static inline int q6b_sub(int i)
-{
-    return 4 * (i % 4) + i / 4;
-}
+#ifndef Q6G_PF_GROUPS
+#define Q6G_PF_GROUPS 2
+#endif
 
 /* One token's Q8_K codes -> the layout above: per block, bytes 64m + 4i + b =
  * q[16 s(i) + 4m + b], then int32 [16] = -32 x the sum of sub-block s(i). */
@@ -161,7 +152,7 @@ void q6_k_act_avx512(const int8_t *q, int K, uint8_t *qa)
         uint8_t *o = qa + (size_t)blk * Q6B_ACT_BLOCK;
         int32_t off[16];
         for (int i = 0; i < 16; i++) {
-            const int8_t *sb = qb + 16 * q6b_sub(i);
+            const int8_t *sb = qb + 16 * bn_q6g_sub(i);
             int32_t sum = 0;
             for (int e = 0; e < 16; e++) {
                 sum += sb[e];
@@ -175,45 +166,33 @@ void q6_k_act_avx512(const int8_t *q, int K, uint8_t *qa)
     }
 }
 
-/* One 210-byte Q6_K block -> the four code vectors (u8 0..63, lane order above), the 16
- * sub-block scales as s32 (lane i = scale of sub-block s(i)) and d. */
-static inline __attribute__((always_inline)) void
-q6b_unpack(const uint8_t *b, __m512i *u, __m512i *sc, float *d)
+/* One row's block of the grouped layout (bitnet_cpu.h) -> its four code vectors (u8 0..63,
+ * lane order above): u0..u2 are the low six bits of L0..L2, u3 gathers their top two bits
+ * (16-bit shifts: a byte's garbage from its neighbour is masked off). */
+static inline __attribute__((always_inline)) void q6g_codes(const uint8_t *p, __m512i *u)
 {
-    const __m512i m0f = _mm512_set1_epi8(0x0F);
+    const __m512i m3f = _mm512_set1_epi8(0x3F);
     const __m512i m30 = _mm512_set1_epi8(0x30);
-    /* ql's 64 bytes hold the low nibbles of codes 0..63 (bits 0-3) and 64..127 (bits 4-7) of a
-     * half; qh's 32 bytes, broadcast to both 256-bit halves, give the top two bits with a
-     * per-half shift: the top two bits of codes 0..31 are qh bits 0-1 (<< 4), of 32..63
-     * bits 2-3 (<< 2), of 64..95 bits 4-5 (as is), of 96..127 bits 6-7 (>> 2) */
-    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-    __m512i x[4];
-    for (int half = 0; half < 2; half++) {
-        __m512i ql = _mm512_loadu_si512((const void *)(b + 64 * half));
-        __m512i qh = _mm512_broadcast_i64x4(
-            _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * half)));
-        x[2 * half] = _mm512_ternarylogic_epi32(_mm512_and_si512(ql, m0f),
-                                                _mm512_sllv_epi16(qh, shl), m30, 0xF8);
-        x[2 * half + 1] = _mm512_ternarylogic_epi32(
-            _mm512_and_si512(_mm512_srli_epi16(ql, 4), m0f), _mm512_srlv_epi16(qh, shr), m30,
-            0xF8);  /* a | (b & 0x30) */
-    }
-    __m512i t0 = _mm512_unpacklo_epi32(x[0], x[1]);
-    __m512i t1 = _mm512_unpackhi_epi32(x[0], x[1]);
-    __m512i t2 = _mm512_unpacklo_epi32(x[2], x[3]);
-    __m512i t3 = _mm512_unpackhi_epi32(x[2], x[3]);
-    u[0] = _mm512_unpacklo_epi64(t0, t2);
-    u[1] = _mm512_unpackhi_epi64(t0, t2);
-    u[2] = _mm512_unpacklo_epi64(t1, t3);
-    u[3] = _mm512_unpackhi_epi64(t1, t3);
-    /* byte i = scale of sub-block s(i) */
-    const __m128i sperm = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    *sc = _mm512_cvtepi8_epi32(
-        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 192)), sperm));
-    uint16_t dh;
-    memcpy(&dh, b + 208, 2);
-    *d = _cvtsh_ss(dh);
+    const __m512i m0f = _mm512_set1_epi8(0x0F);
+    const __m512i m03 = _mm512_set1_epi8(0x03);
+    __m512i l0 = _mm512_loadu_si512((const void *)p);
+    __m512i l1 = _mm512_loadu_si512((const void *)(p + 64));
+    __m512i l2 = _mm512_loadu_si512((const void *)(p + 128));
+    u[0] = _mm512_and_si512(l0, m3f);
+    u[1] = _mm512_and_si512(l1, m3f);
+    u[2] = _mm512_and_si512(l2, m3f);
+    /* bits 0-1 from L2 >> 6, bits 2-3 from L1 >> 4 (0xD8: C ? B : A), then bits 4-5 from
+     * L0 >> 2 (0xEC: (A & C) | B) */
+    __m512i lo = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l1, 4), _mm512_srli_epi16(l2, 6),
+                                           m03, 0xD8);
+    u[3] = _mm512_ternarylogic_epi32(lo, _mm512_and_si512(_mm512_srli_epi16(l0, 2), m30), m0f,
+                                     0xEC);
+}
+
+/* The 16 sub-block scales of a row's block as s32 (lane i: sub-block s(i)) */
+static inline __attribute__((always_inline)) __m512i q6g_scales(const uint8_t *p)
+{
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
 }
 
 /* Lane j of the result = the sum of the 16 lanes of v[j] (transpose-add tree, 45 ops). */
@@ -284,54 +263,95 @@ q6b_block(const __m512i (*u)[4], const __m512i *sc, __m512 d16, const uint8_t *a
     }
 }
 
+/* One token (decode): each row's codes go straight into its dot (nothing kept on the stack
+ * between rows), the tree built as rows come. Same integer sums and epilogue as q6b_block with
+ * T = 1. No software prefetch: the group is one stream front to back, which the hardware
+ * prefetchers follow (2B head, one Zen 4 thread: 10.0 ms without, 11.4-13.8 with prefetches
+ * 1-16 KB ahead). */
+static void q6g_rows_one(const uint8_t *w, int nb, const uint8_t *qa, const float *dy,
+                         __m512 *acc)
+{
+    for (int blk = 0; blk < nb; blk++) {
+        const uint8_t *cb = w + bn_q6g_codes(nb, blk);
+        const uint8_t *sb = w + bn_q6g_scales(nb, blk);
+        const uint8_t *ab = qa + (size_t)blk * Q6B_ACT_BLOCK;
+        const __m512i a0 = _mm512_loadu_si512((const void *)ab);
+        const __m512i a1 = _mm512_loadu_si512((const void *)(ab + 64));
+        const __m512i a2 = _mm512_loadu_si512((const void *)(ab + 128));
+        const __m512i a3 = _mm512_loadu_si512((const void *)(ab + 192));
+        const __m512i off = _mm512_loadu_si512((const void *)(ab + 256));
+        __m512i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m512i v[4];
+            for (int r = 0; r < 4; r++) {
+                int row = 4 * k + r;
+                __m512i u[4];
+                q6g_codes(cb + (size_t)row * 192, u);
+                __m512i s = _mm512_dpbusd_epi32(off, u[0], a0);
+                s = _mm512_dpbusd_epi32(s, u[1], a1);
+                s = _mm512_dpbusd_epi32(s, u[2], a2);
+                s = _mm512_dpbusd_epi32(s, u[3], a3);
+                v[r] = _mm512_mullo_epi32(s, q6g_scales(sb + 16 * row));
+            }
+            q[k] = q6b_pair64(q6b_pair32(v[0], v[1]), q6b_pair32(v[2], v[3]));
+        }
+        __m512i isum = q6b_pair128(q6b_pair128(q[0], q[1]), q6b_pair128(q[2], q[3]));
+        __m512 dwv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + bn_q6g_d(nb, blk))));
+        __m512 scale = _mm512_mul_ps(dwv, _mm512_set1_ps(dy[blk]));
+        *acc = _mm512_add_ps(*acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), scale));
+    }
+}
+
 void q6_k_rows_avx512(const uint8_t *w, size_t row_bytes, int nr, int K, const uint8_t *qa,
                       size_t qa_stride, const float *dy, int nt, float *y, size_t ystride,
                       float out_scale)
 {
+    /* w: the group (bitnet_cpu.h, the grouped Q6_K layout), 16 x row_bytes bytes */
     int nb = K / 256;
-    __m512i u[BN_Q6_K_ROWS][4];
-    __m512i sc[BN_Q6_K_ROWS];
-    float dr[BN_Q6_K_ROWS] __attribute__((aligned(64)));
     __m512 acc[BN_Q6_K_TOKENS];
-    for (int r = nr; r < BN_Q6_K_ROWS; r++) {
-        /* missing rows of the last group: zero codes and scales, results not written */
-        for (int m = 0; m < 4; m++) {
-            u[r][m] = _mm512_setzero_si512();
-        }
-        sc[r] = _mm512_setzero_si512();
-        dr[r] = 0.0f;
-    }
     for (int t = 0; t < nt; t++) {
         acc[t] = _mm512_setzero_ps();
     }
-    /* the weights Q6B_PF_GROUPS groups ahead (the caller's next groups; a prefetch past the
-     * matrix end is harmless), a few lines after each row's unpack rather than in one burst */
-    const char *pf = (const char *)w + (size_t)Q6B_PF_GROUPS * BN_Q6_K_ROWS * row_bytes;
-    for (int blk = 0; blk < nb; blk++) {
-        for (int r = 0; r < nr; r++) {
-            q6b_unpack(w + (size_t)r * row_bytes + (size_t)blk * 210, u[r], &sc[r], &dr[r]);
-            for (int l = 0; l < Q6B_PF_LINES; l++) {
-                _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+    if (nt == 1) {
+        q6g_rows_one(w, nb, qa, dy, acc);
+    } else {
+        __m512i u[BN_Q6_K_ROWS][4];
+        __m512i sc[BN_Q6_K_ROWS];
+        /* a batch spends long enough on a block that the hardware prefetchers lose the
+         * stream: the block Q6G_PF_GROUPS groups ahead is prefetched as this one unpacks
+         * (53 lines, 3 a row and one more for the first five) */
+        const char *pf = (const char *)w + (size_t)Q6G_PF_GROUPS * 16 * row_bytes;
+        for (int blk = 0; blk < nb; blk++, pf += 3360) {
+            for (int r = 0; r < BN_Q6_K_ROWS; r++) {
+                const char *p = pf + 192 * r + 64 * (r < 5 ? r : 5);
+                _mm_prefetch(p, _MM_HINT_T1);
+                _mm_prefetch(p + 64, _MM_HINT_T1);
+                _mm_prefetch(p + 128, _MM_HINT_T1);
+                if (r < 5) {
+                    _mm_prefetch(p + 192, _MM_HINT_T1);
+                }
+                q6g_codes(w + bn_q6g_codes(nb, blk) + (size_t)r * 192, u[r]);
+                sc[r] = q6g_scales(w + bn_q6g_scales(nb, blk) + (size_t)r * 16);
             }
-            pf += 64 * Q6B_PF_LINES;
-        }
-        __m512 d16 = _mm512_load_ps(dr);
-        const uint8_t *ab = qa + (size_t)blk * Q6B_ACT_BLOCK;
-        const float *dyb = dy + blk;
-        /* tokens in chunks of 4 (4 rows x 4 tokens a reduction), the rest 2, 1 */
-        int t0 = 0;
-        for (; t0 + 4 <= nt; t0 += 4) {
-            q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
-                      acc + t0, 4);
-        }
-        if (nt - t0 >= 2) {
-            q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
-                      acc + t0, 2);
-            t0 += 2;
-        }
-        if (nt - t0 >= 1) {
-            q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
-                      acc + t0, 1);
+            __m512 d16 = _mm512_cvtph_ps(
+                _mm256_loadu_si256((const __m256i *)(w + bn_q6g_d(nb, blk))));
+            const uint8_t *ab = qa + (size_t)blk * Q6B_ACT_BLOCK;
+            const float *dyb = dy + blk;
+            /* tokens in chunks of 4 (4 rows x 4 tokens a reduction), the rest 2, 1 */
+            int t0 = 0;
+            for (; t0 + 4 <= nt; t0 += 4) {
+                q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
+                          acc + t0, 4);
+            }
+            if (nt - t0 >= 2) {
+                q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
+                          acc + t0, 2);
+                t0 += 2;
+            }
+            if (nt - t0 >= 1) {
+                q6b_block(u, sc, d16, ab + t0 * qa_stride, qa_stride, dyb + (size_t)t0 * nb, nb,
+                          acc + t0, 1);
+            }
         }
     }
     /* the same chunks: lane j of acc[t0 + g] is row g R + j % R, token t0 + j / R */

@@ -135,7 +135,9 @@ static void rows16_gemv_avx512(const uint8_t *w, int K, int gps, const int8_t *q
             _Pragma("GCC unroll 8")
             for (int j = 0; j < 8; j++) {
                 const uint8_t *wc = wg + 64 * j;
-                _mm_prefetch((const char *)(wc + BN_PREFETCH_GEMV_BYTES), _MM_HINT_T0);
+                if (BN_PREFETCH_GEMV_BYTES) {
+                    _mm_prefetch((const char *)(wc + BN_PREFETCH_GEMV_BYTES), _MM_HINT_T0);
+                }
                 __m512i wb = _mm512_loadu_si512((const void *)wc);
                 __m512i *a = acc[j & 1];
                 const int8_t *qc = qg + 4 * j;
@@ -194,6 +196,7 @@ const bn_kernels bn_kernels_avx512 = {
     .q6_k_act_block = BN_Q6_K_ACT_BLOCK_AVX512,
     .q6_k_act = q6_k_act_avx512,
     .q6_k_rows = q6_k_rows_avx512,
+    .q6_k_grouped = 1,
     .f16_to_f32_row = f16_to_f32_row_avx2,
     .f32_to_f16_row = f32_to_f16_row_avx2,
 };

@@ -173,3 +173,112 @@ void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
         }
     }
 }
+
+/* ---- Q6_K in 16-row groups (bitnet_cpu.h, q6_k_grouped tables) ---- */
+
+/* A 210-byte Q6_K block's 256 codes (0..63) in column order (ggml's ql / qh bit layout). */
+static void q6_k_block_codes(const uint8_t *b, uint8_t *c)
+{
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b + 64 * half;
+        const uint8_t *qh = b + 128 + 32 * half;
+        uint8_t *o = c + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+        }
+    }
+}
+
+/* The inverse: 256 codes -> ql / qh of a Q6_K block. */
+static void q6_k_block_from_codes(const uint8_t *c, uint8_t *b)
+{
+    for (int half = 0; half < 2; half++) {
+        uint8_t *ql = b + 64 * half;
+        uint8_t *qh = b + 128 + 32 * half;
+        const uint8_t *o = c + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            ql[l] = (uint8_t)((o[l] & 0xF) | ((o[l + 64] & 0xF) << 4));
+            ql[l + 32] = (uint8_t)((o[l + 32] & 0xF) | ((o[l + 96] & 0xF) << 4));
+            qh[l] = (uint8_t)((o[l] >> 4) | ((o[l + 32] >> 4) << 2) | ((o[l + 64] >> 4) << 4) |
+                              ((o[l + 96] >> 4) << 6));
+        }
+    }
+}
+
+void q6_k_to_groups16(const uint8_t *src, int M, int K, uint8_t *out, int nthreads)
+{
+    int nb = K / 256;
+    size_t row_bytes = (size_t)nb * 210;
+    int ngroups = (M + 15) / 16;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int g = 0; g < ngroups; g++) {
+        uint8_t *o = out + (size_t)g * 16 * row_bytes;
+        for (int b = 0; b < nb; b++) {
+            for (int r = 0; r < 16; r++) {
+                int row = g * 16 + r;
+                uint8_t *cr = o + bn_q6g_codes(nb, b) + (size_t)r * 192;
+                uint8_t *sr = o + bn_q6g_scales(nb, b) + (size_t)r * 16;
+                uint8_t *dr = o + bn_q6g_d(nb, b) + (size_t)r * 2;
+                if (row >= M) {
+                    memset(cr, 0, 192);
+                    memset(sr, 0, 16);
+                    memset(dr, 0, 2);
+                    continue;
+                }
+                const uint8_t *blk = src + (size_t)row * row_bytes + (size_t)b * 210;
+                uint8_t c[256], u[4][64];
+                q6_k_block_codes(blk, c);
+                for (int m = 0; m < 4; m++) {
+                    for (int i = 0; i < 16; i++) {
+                        memcpy(u[m] + 4 * i, c + 16 * bn_q6g_sub(i) + 4 * m, 4);
+                    }
+                }
+                for (int k = 0; k < 3; k++) {
+                    for (int j = 0; j < 64; j++) {
+                        cr[64 * k + j] = (uint8_t)(u[k][j] | (((u[3][j] >> (4 - 2 * k)) & 3) << 6));
+                    }
+                }
+                for (int i = 0; i < 16; i++) {
+                    sr[i] = blk[192 + bn_q6g_sub(i)];
+                }
+                memcpy(dr, blk + 208, 2);
+            }
+        }
+    }
+}
+
+void q6_k_group_row(const uint8_t *groups, int K, int row, uint8_t *out)
+{
+    int nb = K / 256;
+    size_t row_bytes = (size_t)nb * 210;
+    const uint8_t *o = groups + (size_t)(row / 16) * 16 * row_bytes;
+    int r = row % 16;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *cr = o + bn_q6g_codes(nb, b) + (size_t)r * 192;
+        const uint8_t *sr = o + bn_q6g_scales(nb, b) + (size_t)r * 16;
+        const uint8_t *dr = o + bn_q6g_d(nb, b) + (size_t)r * 2;
+        uint8_t *blk = out + (size_t)b * 210;
+        uint8_t c[256];
+        for (int i = 0; i < 16; i++) {
+            for (int m = 0; m < 4; m++) {
+                for (int e = 0; e < 4; e++) {
+                    int j = 4 * i + e;
+                    uint8_t v;
+                    if (m < 3) {
+                        v = cr[64 * m + j] & 0x3F;
+                    } else {
+                        v = (uint8_t)(((cr[j] >> 6) << 4) | ((cr[64 + j] >> 6) << 2) |
+                                      (cr[128 + j] >> 6));
+                    }
+                    c[16 * bn_q6g_sub(i) + 4 * m + e] = v;
+                }
+            }
+            blk[192 + bn_q6g_sub(i)] = sr[i];
+        }
+        q6_k_block_from_codes(c, blk);
+        memcpy(blk + 208, dr, 2);
+    }
+}
