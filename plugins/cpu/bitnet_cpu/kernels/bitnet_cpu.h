@@ -40,14 +40,6 @@ typedef int32_t bn_v16i __attribute__((vector_size(64), aligned(4), may_alias));
  * ~19 ms at 2 KB to ~15 ms at 8 KB (its 128256 x 2100-byte rows are one long stream). */
 #define BN_PREFETCH_BYTES 2048
 #define BN_PREFETCH_HEAD_BYTES 8192
-/* The AVX-512 one-token r16 kernel (rows16_gemv_avx512): the whole matrix is one front-to-back
- * stream there, and 2 KB ahead was the slowest distance tried on every 2B shape (Zen 4 dev VM,
- * 2026-12-05, one thread, 256 MB of distinct copies a pass, distances interleaved in one
- * process, best of 30 passes: 6912x2560 at 2/4/6/8 KB 28.2/29.9/31.0/30.4 GB/s, 2560x6912
- * 23.7/25.9/24.1/24.3, 640x2560 25.1/26.4/27.0/26.6, plain read 31-33; under load). */
-#ifndef BN_PREFETCH_GEMV_BYTES
-#define BN_PREFETCH_GEMV_BYTES 4096
-#endif
 
 /* Raw sums for one weight row against nt <= BN_TILE_MAX_TOKENS activation rows.
  * w: [K/4] t2 codes; q: nt rows of K int8 (row stride qstride);
