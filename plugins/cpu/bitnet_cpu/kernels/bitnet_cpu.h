@@ -229,6 +229,21 @@ void act_quantize_per_token_i8(const float *x, int n, int K, int8_t *q, float *s
 void act_quantize_q8_k(const float *x, int n, int K, int8_t *q, float *d, int32_t *bsum);
 
 /* ---- drivers (OpenMP, nthreads threads) ---- */
+/* Row units (16 rows) a thread takes at a time from a one-token matmul shared with dynamic
+ * scheduling: about BN_RUNS_PER_THREAD runs per thread, never fewer than 8 units. Each run is
+ * one front-to-back stream and each new one costs the hardware prefetchers a restart; dynamic
+ * still lets a running thread take over the rows of one the scheduler stalled. Zen 4 dev VM, 2
+ * threads, one-token r16 GEMVs over 256 MB of copies, runs of 8 units against this rule,
+ * interleaved in one process (2026-12-05): 34-48 against 49-55 GB/s while the bus gave 60 GB/s
+ * to two threads, equal (36-37) while it gave 37. */
+#ifndef BN_RUNS_PER_THREAD
+#define BN_RUNS_PER_THREAD 2
+#endif
+static inline int bn_stream_chunk(int units, int nthreads)
+{
+    int c = units / (BN_RUNS_PER_THREAD * (nthreads > 0 ? nthreads : 1));
+    return c < 8 ? 8 : c;
+}
 /* y [n][M] = ternary W [M][K] (t2 codes, fmt I2_S/TQ2_0/TQ1_0) x f32 x [n][K]. For I2_S `scales`
  * points at the one tensor scale, for TQ formats at the block scales [M][K/256] (r16 tables:
  * [ceil(M/16)][K/256][16], rows of a group side by side). Returns 0 or a

@@ -26,9 +26,14 @@
 
 #include "bitnet_cpu.h"
 
-/* dynamic chunks of 8 row units (128 rows), as linear_ternary: a thread that the scheduler
- * stalls hands its rows to the one still running instead of holding the barrier */
-#define LAYER_CHUNK 8
+static int omp_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
 
 static size_t round64(size_t bytes)
 {
@@ -83,7 +88,7 @@ static void project_residual(const bn_kernels *kt, int fmt, const bn_matrix *m, 
         in = x;
     }
     quantize_tokens(in, 1, K, per_token, a->q, a->ascale, a->asum, 0, 1);
-    #pragma omp for schedule(dynamic, LAYER_CHUNK)
+    #pragma omp for schedule(dynamic, bn_stream_chunk(units(m), omp_threads()))
     for (int u = 0; u < units(m); u++) {
         mm_unit(kt, fmt, m, u, a, rows);
         int r0 = 16 * u;
@@ -162,7 +167,7 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* attention: pre-norm, q/k/v */
         rmsnorm_row_f32(h, L->attn_norm, d, L->eps, x);
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        #pragma omp for schedule(dynamic, bn_stream_chunk(nq + nk + nv, omp_threads()))
         for (int u = 0; u < nq + nk + nv; u++) {
             if (u < nq) {
                 mm_unit(kt, fmt, &L->q, u, &a, qkv);
@@ -187,7 +192,7 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* feed-forward: pre-norm, gate and up */
         rmsnorm_row_f32(h, L->ffn_norm, d, L->eps, x);
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, LAYER_CHUNK)
+        #pragma omp for schedule(dynamic, bn_stream_chunk(2 * ng, omp_threads()))
         for (int u = 0; u < 2 * ng; u++) {
             if (u < ng) {
                 mm_unit(kt, fmt, &L->gate, u, &a, gu);

@@ -210,7 +210,7 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
     }
     int nrb = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     int ngroups = kt->row_group == 16 ? (M + 15) / 16 : 0;
-    int group_chunk = n >= 8 ? 1 : 8 / n;
+    int group_chunk = n == 1 ? bn_stream_chunk(ngroups, nthreads) : n >= 8 ? 1 : 8 / n;
     /* Decode (n == 1): quantize on the calling thread, before the region, so the region holds
      * one worksharing loop and one barrier (its end). A decode token runs ~210 of these calls;
      * every extra barrier is a wait on the slowest thread, a scheduler slice when a vCPU is
@@ -235,7 +235,8 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
              * decode is the same as with a static split (23.6 tok/s at 2 threads either way,
              * 2026-11-23); the gain under load is the intent, not yet measured. With more
              * tokens a group is more work and the chunks shrink to one group from 8 tokens on:
-             * a 640-row matmul is 5 chunks of 8, which 2 threads split 3:2. */
+             * a 640-row matmul is 5 chunks of 8, which 2 threads split 3:2. One token streams
+             * its weights in longer runs (bn_stream_chunk). */
             #pragma omp for schedule(dynamic, group_chunk)
             for (int gr = 0; gr < ngroups; gr++) {
                 ternary_row_groups(kt, fmt, codes, scales, gr, gr + 1, K, q, ascale, asum, n,
