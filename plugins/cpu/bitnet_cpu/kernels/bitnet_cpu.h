@@ -295,11 +295,13 @@ void add_row_f32(const float *a, const float *b, size_t count, float *y);
  * token; else Q8_K blocks), block data in the [block][token] layout its epilogues read. */
 void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q, float *ascale,
                      int32_t *asum, int t0, int t1);
-/* Rows 16u .. 16u+15 (one r16 row group, or one block of t2 rows) of a ternary matmul, with
- * activations from quantize_tokens: exactly what linear_ternary computes for those rows. */
-void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
-                  int u, int K, const int8_t *q, const float *ascale_t, const int32_t *asum_t,
-                  int n, float *y, int M, float out_scale);
+/* Rows 16 u0 .. 16 u1 - 1 (units u0..u1-1: r16 row groups, or blocks of t2 rows) of a
+ * ternary matmul, with activations from quantize_tokens: exactly what linear_ternary computes
+ * for those rows. One call per run of units: a decode streams the run's weights with nothing
+ * between the kernel calls (ternary_row_groups). */
+void ternary_units(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                   int u0, int u1, int K, const int8_t *q, const float *ascale_t,
+                   const int32_t *asum_t, int n, float *y, int M, float out_scale);
 /* One decode token (at pos) against KV head kvh: RoPE of that head of k and of its query heads
  * of q (in place), k and v of that head stored at the row of pos (through table, NULL: row
  * pos) of the caches, then attention of those query heads into out; what rope + rope +

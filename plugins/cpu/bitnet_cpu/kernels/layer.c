@@ -14,7 +14,7 @@
  *   rows of ffn_down, h += row                                               barrier 5
  *
  * Each piece is the op-by-op path's own function (rmsnorm_row_f32, quantize_tokens,
- * ternary_unit, attention_decode_kv_head, gate_row_f32), applied to the same values in the same
+ * ternary_units, attention_decode_kv_head, gate_row_f32), applied to the same values in the same
  * order, so the result is the same bits as the forward pass in model.py (tests/test_layer.py).
  * Which thread computes a row never changes its arithmetic.
  */
@@ -55,6 +55,7 @@ static uint8_t *scratch(size_t bytes)
     return layer_scratch;
 }
 
+
 static int units(const bn_matrix *m)
 {
     return (m->M + 15) / 16;
@@ -67,11 +68,36 @@ typedef struct {
     int32_t *asum;
 } act_buf;
 
-static void mm_unit(const bn_kernels *kt, int fmt, const bn_matrix *m, int u, const act_buf *a,
-                    float *y)
+/* Units u0..u1-1 of `count` matrices taken end to end (mats[i] has units(mats[i]) units and
+ * writes ys[i]): q, k and v, or gate and up, as one run of rows. */
+static void mm_span(const bn_kernels *kt, int fmt, const bn_matrix *const *mats,
+                    float *const *ys, int count, int u0, int u1, const act_buf *a)
 {
-    ternary_unit(kt, fmt, m->codes, m->scales, u, m->K, a->q, a->ascale, a->asum, 1, y, m->M,
-                 m->out_scale);
+    int base = 0;
+    for (int i = 0; i < count && base < u1; i++) {
+        const bn_matrix *m = mats[i];
+        int lo = u0 > base ? u0 - base : 0;
+        int hi = u1 - base < units(m) ? u1 - base : units(m);
+        if (lo < hi) {
+            ternary_units(kt, fmt, m->codes, m->scales, lo, hi, m->K, a->q, a->ascale, a->asum,
+                          1, ys[i], m->M, m->out_scale);
+        }
+        base += units(m);
+    }
+}
+
+/* The chunk c of `total` units shared out in runs (bn_stream_chunk): [*u0, *u1). */
+static int chunk_count(int total, int nthreads)
+{
+    int ch = bn_stream_chunk(total, nthreads);
+    return (total + ch - 1) / ch;
+}
+
+static void chunk_range(int total, int nthreads, int c, int *u0, int *u1)
+{
+    int ch = bn_stream_chunk(total, nthreads);
+    *u0 = c * ch;
+    *u1 = (c + 1) * ch < total ? (c + 1) * ch : total;
 }
 
 /* h += m @ quantize(sub_norm ? rmsnorm(in) : in), for one token: the output projection and the
@@ -88,12 +114,15 @@ static void project_residual(const bn_kernels *kt, int fmt, const bn_matrix *m, 
         in = x;
     }
     quantize_tokens(in, 1, K, per_token, a->q, a->ascale, a->asum, 0, 1);
-    #pragma omp for schedule(dynamic, bn_stream_chunk(units(m), omp_threads()))
-    for (int u = 0; u < units(m); u++) {
-        mm_unit(kt, fmt, m, u, a, rows);
-        int r0 = 16 * u;
-        int n = d - r0 < 16 ? d - r0 : 16;
-        add_row_f32(h + r0, rows + r0, (size_t)n, h + r0);
+    int nt = omp_threads();
+    #pragma omp for schedule(dynamic, 1)
+    for (int c = 0; c < chunk_count(units(m), nt); c++) {
+        int u0, u1;
+        chunk_range(units(m), nt, c, &u0, &u1);
+        mm_span(kt, fmt, &m, &rows, 1, u0, u1, a);
+        int r0 = 16 * u0;
+        int r1 = 16 * u1 < d ? 16 * u1 : d;
+        add_row_f32(h + r0, rows + r0, (size_t)(r1 - r0), h + r0);
     }
 }
 
@@ -167,15 +196,14 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* attention: pre-norm, q/k/v */
         rmsnorm_row_f32(h, L->attn_norm, d, L->eps, x);
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, bn_stream_chunk(nq + nk + nv, omp_threads()))
-        for (int u = 0; u < nq + nk + nv; u++) {
-            if (u < nq) {
-                mm_unit(kt, fmt, &L->q, u, &a, qkv);
-            } else if (u < nq + nk) {
-                mm_unit(kt, fmt, &L->k, u - nq, &a, kk);
-            } else {
-                mm_unit(kt, fmt, &L->v, u - nq - nk, &a, vv);
-            }
+        const bn_matrix *qkv_m[3] = {&L->q, &L->k, &L->v};
+        float *const qkv_y[3] = {qkv, kk, vv};
+        int nt = omp_threads();
+        #pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < chunk_count(nq + nk + nv, nt); c++) {
+            int u0, u1;
+            chunk_range(nq + nk + nv, nt, c, &u0, &u1);
+            mm_span(kt, fmt, qkv_m, qkv_y, 3, u0, u1, &a);
         }
         /* rotary positions, the cache store and causal attention, one KV head at a time */
         #pragma omp for schedule(dynamic, 1)
@@ -192,13 +220,13 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         /* feed-forward: pre-norm, gate and up */
         rmsnorm_row_f32(h, L->ffn_norm, d, L->eps, x);
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
-        #pragma omp for schedule(dynamic, bn_stream_chunk(2 * ng, omp_threads()))
-        for (int u = 0; u < 2 * ng; u++) {
-            if (u < ng) {
-                mm_unit(kt, fmt, &L->gate, u, &a, gu);
-            } else {
-                mm_unit(kt, fmt, &L->up, u - ng, &a, gu + F);
-            }
+        const bn_matrix *gu_m[2] = {&L->gate, &L->up};
+        float *const gu_y[2] = {gu, gu + F};
+        #pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < chunk_count(2 * ng, nt); c++) {
+            int u0, u1;
+            chunk_range(2 * ng, nt, c, &u0, &u1);
+            mm_span(kt, fmt, gu_m, gu_y, 2, u0, u1, &a);
         }
         /* gating, sub-norm, down projection, residual */
         gate_row_f32(L->silu, gu, gu + F, (size_t)F, f);

@@ -85,6 +85,54 @@ static void ternary_rows(const bn_kernels *kt, int fmt, const uint8_t *codes,
     }
 }
 
+#define DECODE_RUN 8  /* <= BN_TILE_MAX_TOKENS: the sums buffer is sized for a tile */
+
+/* The epilogue of row group gr for tokens t0..t0+nt-1 from its raw sums gsums ([nsum][nt][16]):
+ * y rows 16 gr .. of those tokens. */
+static inline __attribute__((always_inline)) void
+group_epilogue(int fmt, const float *scales, int gr, int nsum, const int32_t *gsums, int t0,
+               int nt, const float *ascale_t, const int32_t *asum_t, int n, float *y, int M,
+               float out_scale)
+{
+    int r0 = gr * 16;
+    int rows = M - r0 < 16 ? M - r0 : 16;
+    for (int t = 0; t < nt; t++) {
+        int tok = t0 + t;
+        /* the 16 rows of the group as one vector (a zmm in the AVX-512 clone): written
+         * as plain arrays the compiler vectorized the TQ loop across blocks instead,
+         * with shuffles and spills that cost 40% of a decode GEMV at K = 6912 */
+        bn_v16f acc;
+        if (fmt == BN_I2_S) {
+            /* bitnet.cpp epilogue: exact int, one f32 divide, one f32 multiply */
+            bn_v16i sr = *(const bn_v16i *)(gsums + (size_t)t * 16);
+            acc = (__builtin_convertvector(sr - asum_t[tok], bn_v16f) / ascale_t[tok]) *
+                  scales[0];
+        } else {
+            /* llama.cpp Q8_K: per block f32(sumi) * (d_w * d_y), summed in block order */
+            acc = (bn_v16f){0.0f};
+            for (int b = 0; b < nsum; b++) {
+                bn_v16i sr = *(const bn_v16i *)(gsums + ((size_t)b * nt + t) * 16);
+                int32_t bs = asum_t[(size_t)b * n + tok];
+                float dy = ascale_t[(size_t)b * n + tok];
+                /* r16 tables keep TQ block scales as [group][block][16 rows] */
+                bn_v16f dw = *(const bn_v16f *)(scales + ((size_t)gr * nsum + b) * 16);
+                acc += __builtin_convertvector(sr - bs, bn_v16f) * (dw * dy);
+            }
+        }
+        if (out_scale != 1.0f) {
+            acc = acc * out_scale;
+        }
+        float *yt = y + (size_t)tok * M + r0;
+        if (rows == 16) {
+            *(bn_v16f *)yt = acc;  /* one store (the loop below became a memcpy call) */
+        } else {
+            for (int r = 0; r < rows; r++) {
+                yt[r] = acc[r];
+            }
+        }
+    }
+}
+
 /* Row groups gr0..gr1-1 (16 rows each, r16 layout) of y for all n tokens. The epilogue runs
  * over the 16 rows of a group, the same operations in the same order as ternary_rows. */
 /* Only AVX-512 tables use row groups: an AVX-512 clone of this function (picked by the loader
@@ -103,48 +151,29 @@ static void ternary_row_groups(const bn_kernels *kt, int fmt, const uint8_t *cod
     int nsum = groups / gps;
     int tile = kt->tile_tokens;
     size_t group_bytes = (size_t)K * 4;  /* 16 rows of K/4 bytes */
+    /* One I2_S token: the kernel runs over up to DECODE_RUN groups back to back, then their
+     * epilogues. An epilogue between two groups' kernel calls cost the decode GEMV at K = 6912
+     * ~20% of its rate from memory (Zen 4, one thread, 256 MB of copies: 2560x6912 in 179-181
+     * against 156-158 us, 6912x2560 and 2560x2560 unchanged; 2026-12-05; cause not found: the
+     * same kernel called back to back streams at the read rate). TQ formats keep group by
+     * group: their epilogue reads a second stream (the block scales), and in runs their
+     * K = 2560 shapes lost 5-10%. More tokens: group by group, in tiles of tokens. Each
+     * group's epilogue is the same operations either way. */
+    int run = n == 1 && fmt == BN_I2_S ? DECODE_RUN : 1;
     int32_t sums[BN_TILE_MAX_TOKENS * 16 * nsum] __attribute__((aligned(64)));
-    for (int gr = gr0; gr < gr1; gr++) {
-        int r0 = gr * 16;
-        int rows = M - r0 < 16 ? M - r0 : 16;
+    for (int g0 = gr0; g0 < gr1; g0 += run) {
+        int g1 = g0 + run < gr1 ? g0 + run : gr1;
         for (int t0 = 0; t0 < n; t0 += tile) {
             int nt = n - t0 < tile ? n - t0 : tile;
-            kt->ternary_rows16(codes + (size_t)gr * group_bytes, K, gps, q + (size_t)t0 * K,
-                               (size_t)K, nt, sums);
-            for (int t = 0; t < nt; t++) {
-                int tok = t0 + t;
-                /* the 16 rows of the group as one vector (a zmm in the AVX-512 clone): written
-                 * as plain arrays the compiler vectorized the TQ loop across blocks instead,
-                 * with shuffles and spills that cost 40% of a decode GEMV at K = 6912 */
-                bn_v16f acc;
-                if (fmt == BN_I2_S) {
-                    /* bitnet.cpp epilogue: exact int, one f32 divide, one f32 multiply */
-                    bn_v16i sr = *(const bn_v16i *)(sums + (size_t)t * 16);
-                    acc = (__builtin_convertvector(sr - asum_t[tok], bn_v16f) / ascale_t[tok]) *
-                          scales[0];
-                } else {
-                    /* llama.cpp Q8_K: per block f32(sumi) * (d_w * d_y), summed in block order */
-                    acc = (bn_v16f){0.0f};
-                    for (int b = 0; b < nsum; b++) {
-                        bn_v16i sr = *(const bn_v16i *)(sums + ((size_t)b * nt + t) * 16);
-                        int32_t bs = asum_t[(size_t)b * n + tok];
-                        float dy = ascale_t[(size_t)b * n + tok];
-                        /* r16 tables keep TQ block scales as [group][block][16 rows] */
-                        bn_v16f dw = *(const bn_v16f *)(scales + ((size_t)gr * nsum + b) * 16);
-                        acc += __builtin_convertvector(sr - bs, bn_v16f) * (dw * dy);
-                    }
-                }
-                if (out_scale != 1.0f) {
-                    acc = acc * out_scale;
-                }
-                float *yt = y + (size_t)tok * M + r0;
-                if (rows == 16) {
-                    *(bn_v16f *)yt = acc;  /* one store (the loop below became a memcpy call) */
-                } else {
-                    for (int r = 0; r < rows; r++) {
-                        yt[r] = acc[r];
-                    }
-                }
+            size_t per_group = (size_t)nsum * nt * 16;  /* sums of one group */
+            for (int gr = g0; gr < g1; gr++) {
+                kt->ternary_rows16(codes + (size_t)gr * group_bytes, K, gps,
+                                   q + (size_t)t0 * K, (size_t)K, nt,
+                                   sums + (size_t)(gr - g0) * per_group);
+            }
+            for (int gr = g0; gr < g1; gr++) {
+                group_epilogue(fmt, scales, gr, nsum, sums + (size_t)(gr - g0) * per_group, t0,
+                               nt, ascale_t, asum_t, n, y, M, out_scale);
             }
         }
     }
@@ -173,16 +202,16 @@ void quantize_tokens(const float *x, int n, int K, int per_token, int8_t *q, flo
     }
 }
 
-void ternary_unit(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
-                  int u, int K, const int8_t *q, const float *ascale_t, const int32_t *asum_t,
-                  int n, float *y, int M, float out_scale)
+void ternary_units(const bn_kernels *kt, int fmt, const uint8_t *codes, const float *scales,
+                   int u0, int u1, int K, const int8_t *q, const float *ascale_t,
+                   const int32_t *asum_t, int n, float *y, int M, float out_scale)
 {
     if (kt->row_group == 16) {
-        ternary_row_groups(kt, fmt, codes, scales, u, u + 1, K, q, ascale_t, asum_t, n, y, M,
+        ternary_row_groups(kt, fmt, codes, scales, u0, u1, K, q, ascale_t, asum_t, n, y, M,
                            out_scale);
     } else {
-        int r0 = u * ROW_BLOCK;
-        int r1 = r0 + ROW_BLOCK < M ? r0 + ROW_BLOCK : M;
+        int r0 = u0 * ROW_BLOCK;
+        int r1 = u1 * ROW_BLOCK < M ? u1 * ROW_BLOCK : M;
         ternary_rows(kt, fmt, codes, scales, r0, r1, K, q, ascale_t, asum_t, n, y, M,
                      out_scale);
     }
@@ -237,10 +266,12 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
              * tokens a group is more work and the chunks shrink to one group from 8 tokens on:
              * a 640-row matmul is 5 chunks of 8, which 2 threads split 3:2. One token streams
              * its weights in longer runs (bn_stream_chunk). */
-            #pragma omp for schedule(dynamic, group_chunk)
-            for (int gr = 0; gr < ngroups; gr++) {
-                ternary_row_groups(kt, fmt, codes, scales, gr, gr + 1, K, q, ascale, asum, n,
-                                   y, M, out_scale);
+            int nchunks = (ngroups + group_chunk - 1) / group_chunk;
+            #pragma omp for schedule(dynamic, 1)
+            for (int c = 0; c < nchunks; c++) {
+                int g1 = (c + 1) * group_chunk < ngroups ? (c + 1) * group_chunk : ngroups;
+                ternary_row_groups(kt, fmt, codes, scales, c * group_chunk, g1, K, q, ascale,
+                                   asum, n, y, M, out_scale);
             }
         } else {
             #pragma omp for schedule(static)
