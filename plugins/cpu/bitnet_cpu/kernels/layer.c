@@ -55,7 +55,6 @@ static uint8_t *scratch(size_t bytes)
     return layer_scratch;
 }
 
-
 static int units(const bn_matrix *m)
 {
     return (m->M + 15) / 16;
@@ -86,18 +85,10 @@ static void mm_span(const bn_kernels *kt, int fmt, const bn_matrix *const *mats,
     }
 }
 
-/* The chunk c of `total` units shared out in runs (bn_stream_chunk): [*u0, *u1). */
-static int chunk_count(int total, int nthreads)
+/* The end of run c of units shared out in runs of ch (bn_stream_chunk): [c ch, run_end). */
+static int run_end(int c, int ch, int total)
 {
-    int ch = bn_stream_chunk(total, nthreads);
-    return (total + ch - 1) / ch;
-}
-
-static void chunk_range(int total, int nthreads, int c, int *u0, int *u1)
-{
-    int ch = bn_stream_chunk(total, nthreads);
-    *u0 = c * ch;
-    *u1 = (c + 1) * ch < total ? (c + 1) * ch : total;
+    return (c + 1) * ch < total ? (c + 1) * ch : total;
 }
 
 /* h += m @ quantize(sub_norm ? rmsnorm(in) : in), for one token: the output projection and the
@@ -114,11 +105,12 @@ static void project_residual(const bn_kernels *kt, int fmt, const bn_matrix *m, 
         in = x;
     }
     quantize_tokens(in, 1, K, per_token, a->q, a->ascale, a->asum, 0, 1);
-    int nt = omp_threads();
+    int ch = bn_stream_chunk(units(m), omp_threads());
+    int runs = (units(m) + ch - 1) / ch;
     #pragma omp for schedule(dynamic, 1)
-    for (int c = 0; c < chunk_count(units(m), nt); c++) {
-        int u0, u1;
-        chunk_range(units(m), nt, c, &u0, &u1);
+    for (int c = 0; c < runs; c++) {
+        int u0 = c * ch;
+        int u1 = run_end(c, ch, units(m));
         mm_span(kt, fmt, &m, &rows, 1, u0, u1, a);
         int r0 = 16 * u0;
         int r1 = 16 * u1 < d ? 16 * u1 : d;
@@ -198,12 +190,10 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
         const bn_matrix *qkv_m[3] = {&L->q, &L->k, &L->v};
         float *const qkv_y[3] = {qkv, kk, vv};
-        int nt = omp_threads();
+        int ch = bn_stream_chunk(nq + nk + nv, omp_threads());
         #pragma omp for schedule(dynamic, 1)
-        for (int c = 0; c < chunk_count(nq + nk + nv, nt); c++) {
-            int u0, u1;
-            chunk_range(nq + nk + nv, nt, c, &u0, &u1);
-            mm_span(kt, fmt, qkv_m, qkv_y, 3, u0, u1, &a);
+        for (int c = 0; c < (nq + nk + nv + ch - 1) / ch; c++) {
+            mm_span(kt, fmt, qkv_m, qkv_y, 3, c * ch, run_end(c, ch, nq + nk + nv), &a);
         }
         /* rotary positions, the cache store and causal attention, one KV head at a time */
         #pragma omp for schedule(dynamic, 1)
@@ -222,11 +212,10 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         quantize_tokens(x, 1, d, per_token, a.q, a.ascale, a.asum, 0, 1);
         const bn_matrix *gu_m[2] = {&L->gate, &L->up};
         float *const gu_y[2] = {gu, gu + F};
+        ch = bn_stream_chunk(2 * ng, omp_threads());
         #pragma omp for schedule(dynamic, 1)
-        for (int c = 0; c < chunk_count(2 * ng, nt); c++) {
-            int u0, u1;
-            chunk_range(2 * ng, nt, c, &u0, &u1);
-            mm_span(kt, fmt, gu_m, gu_y, 2, u0, u1, &a);
+        for (int c = 0; c < (2 * ng + ch - 1) / ch; c++) {
+            mm_span(kt, fmt, gu_m, gu_y, 2, c * ch, run_end(c, ch, 2 * ng), &a);
         }
         /* gating, sub-norm, down projection, residual */
         gate_row_f32(L->silu, gu, gu + F, (size_t)F, f);
