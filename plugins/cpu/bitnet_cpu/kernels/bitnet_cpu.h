@@ -197,6 +197,23 @@ static inline float bn_bf16_to_f32(uint16_t h)
     return v.f;
 }
 
+/* A 210-byte Q6_K block's 256 codes (0..63, the value is code - 32) in column order: ql's
+ * low nibbles and qh's 2-bit fields as ggml lays them out; code e is in sub-block e / 16. */
+static inline void bn_q6_k_codes(const uint8_t *block, uint8_t *codes)
+{
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = block + 64 * half;
+        const uint8_t *qh = block + 128 + 32 * half;
+        uint8_t *o = codes + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+        }
+    }
+}
+
 /* ---- repacking (load time) ---- */
 /* Nonzero when any 2-bit field of data[n] equals 3 (an invalid ternary code). */
 int t2_has_code3(const uint8_t *data, size_t n);
@@ -236,13 +253,16 @@ void act_quantize_q8_k(const float *x, int n, int K, int8_t *q, float *d, int32_
  * threads, one-token r16 GEMVs over 256 MB of copies, runs of 8 units against this rule,
  * interleaved in one process (2026-12-05): 34-48 against 49-55 GB/s while the bus gave 60 GB/s
  * to two threads, equal (36-37) while it gave 37. */
-#ifndef BN_RUNS_PER_THREAD
 #define BN_RUNS_PER_THREAD 2
-#endif
 static inline int bn_stream_chunk(int units, int nthreads)
 {
     int c = units / (BN_RUNS_PER_THREAD * (nthreads > 0 ? nthreads : 1));
     return c < 8 ? 8 : c;
+}
+/* The end of run c of `total` units shared out in runs of ch: run c is [c ch, bn_run_end). */
+static inline int bn_run_end(int c, int ch, int total)
+{
+    return (c + 1) * ch < total ? (c + 1) * ch : total;
 }
 /* y [n][M] = ternary W [M][K] (t2 codes, fmt I2_S/TQ2_0/TQ1_0) x f32 x [n][K]. For I2_S `scales`
  * points at the one tensor scale, for TQ formats at the block scales [M][K/256] (r16 tables:

@@ -85,12 +85,6 @@ static void mm_span(const bn_kernels *kt, int fmt, const bn_matrix *const *mats,
     }
 }
 
-/* The end of run c of units shared out in runs of ch (bn_stream_chunk): [c ch, run_end). */
-static int run_end(int c, int ch, int total)
-{
-    return (c + 1) * ch < total ? (c + 1) * ch : total;
-}
-
 /* h += m @ quantize(sub_norm ? rmsnorm(in) : in), for one token: the output projection and the
  * down projection (with their sub-norms in the BitNet block). Called inside the parallel region:
  * the omp for shares the matmul units, and its closing barrier orders the residual adds. */
@@ -110,7 +104,7 @@ static void project_residual(const bn_kernels *kt, int fmt, const bn_matrix *m, 
     #pragma omp for schedule(dynamic, 1)
     for (int c = 0; c < runs; c++) {
         int u0 = c * ch;
-        int u1 = run_end(c, ch, units(m));
+        int u1 = bn_run_end(c, ch, units(m));
         mm_span(kt, fmt, &m, &rows, 1, u0, u1, a);
         int r0 = 16 * u0;
         int r1 = 16 * u1 < d ? 16 * u1 : d;
@@ -193,7 +187,7 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         int ch = bn_stream_chunk(nq + nk + nv, omp_threads());
         #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < (nq + nk + nv + ch - 1) / ch; c++) {
-            mm_span(kt, fmt, qkv_m, qkv_y, 3, c * ch, run_end(c, ch, nq + nk + nv), &a);
+            mm_span(kt, fmt, qkv_m, qkv_y, 3, c * ch, bn_run_end(c, ch, nq + nk + nv), &a);
         }
         /* rotary positions, the cache store and causal attention, one KV head at a time */
         #pragma omp for schedule(dynamic, 1)
@@ -215,7 +209,7 @@ int decode_layer(const bn_kernels *kt, const bn_layer *L, float *h, uint16_t *kc
         ch = bn_stream_chunk(2 * ng, omp_threads());
         #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < (2 * ng + ch - 1) / ch; c++) {
-            mm_span(kt, fmt, gu_m, gu_y, 2, c * ch, run_end(c, ch, 2 * ng), &a);
+            mm_span(kt, fmt, gu_m, gu_y, 2, c * ch, bn_run_end(c, ch, 2 * ng), &a);
         }
         /* gating, sub-norm, down projection, residual */
         gate_row_f32(L->silu, gu, gu + F, (size_t)F, f);

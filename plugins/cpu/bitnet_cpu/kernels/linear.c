@@ -85,7 +85,8 @@ static void ternary_rows(const bn_kernels *kt, int fmt, const uint8_t *codes,
     }
 }
 
-#define DECODE_RUN 8  /* <= BN_TILE_MAX_TOKENS: the sums buffer is sized for a tile */
+#define DECODE_RUN 8
+_Static_assert(DECODE_RUN <= BN_TILE_MAX_TOKENS, "a run's sums fill the buffer of a tile");
 
 /* The epilogue of row group gr for tokens t0..t0+nt-1 from its raw sums gsums ([nsum][nt][16]):
  * y rows 16 gr .. of those tokens. */
@@ -269,9 +270,9 @@ int linear_ternary(const bn_kernels *kt, int fmt, const uint8_t *codes, const fl
             int nchunks = (ngroups + group_chunk - 1) / group_chunk;
             #pragma omp for schedule(dynamic, 1)
             for (int c = 0; c < nchunks; c++) {
-                int g1 = (c + 1) * group_chunk < ngroups ? (c + 1) * group_chunk : ngroups;
-                ternary_row_groups(kt, fmt, codes, scales, c * group_chunk, g1, K, q, ascale,
-                                   asum, n, y, M, out_scale);
+                ternary_row_groups(kt, fmt, codes, scales, c * group_chunk,
+                                   bn_run_end(c, group_chunk, ngroups), K, q, ascale, asum, n,
+                                   y, M, out_scale);
             }
         } else {
             #pragma omp for schedule(static)

@@ -66,22 +66,12 @@ float dot_q6_k_q8_k_generic(const void *row, const int8_t *q, const int16_t *pai
         const int8_t *sc = (const int8_t *)(b + 192);
         uint16_t dh;
         memcpy(&dh, b + 208, 2);
+        uint8_t c[256];
+        bn_q6_k_codes(b, c);
+        const int8_t *qb = q + blk * 256;
         int32_t isum = 0;
-        for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half;
-            const uint8_t *qh = b + 128 + 32 * half;
-            const int8_t *qb = q + blk * 256 + half * 128;
-            for (int l = 0; l < 32; l++) {
-                int is = 8 * half + l / 16;
-                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                isum += sc[is + 0] * q1 * qb[l];
-                isum += sc[is + 2] * q2 * qb[l + 32];
-                isum += sc[is + 4] * q3 * qb[l + 64];
-                isum += sc[is + 6] * q4 * qb[l + 96];
-            }
+        for (int e = 0; e < 256; e++) {
+            isum += sc[e / 16] * (c[e] - 32) * qb[e];
         }
         acc += (float)isum * (bn_f16_to_f32(dh) * dy[blk]);
         b += 210;
@@ -99,22 +89,11 @@ static void q6_k_unpack_generic(const void *row, int16_t *w16, float *dw, int K)
         uint16_t dh;
         memcpy(&dh, b + 208, 2);
         dw[blk] = bn_f16_to_f32(dh);
-        int16_t *c = w16 + (size_t)blk * 256;
-        for (int half = 0; half < 2; half++) {
-            const uint8_t *ql = b + 64 * half;
-            const uint8_t *qh = b + 128 + 32 * half;
-            for (int l = 0; l < 32; l++) {
-                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                c[l] = (int16_t)(sc[(l + 0) / 16] * q1);
-                c[l + 32] = (int16_t)(sc[(l + 32) / 16] * q2);
-                c[l + 64] = (int16_t)(sc[(l + 64) / 16] * q3);
-                c[l + 96] = (int16_t)(sc[(l + 96) / 16] * q4);
-            }
-            c += 128;
-            sc += 8;
+        uint8_t c[256];
+        bn_q6_k_codes(b, c);
+        int16_t *w = w16 + (size_t)blk * 256;
+        for (int e = 0; e < 256; e++) {
+            w[e] = (int16_t)(sc[e / 16] * (c[e] - 32));
         }
         b += 210;
     }
@@ -203,29 +182,14 @@ int dequantize_row(int fmt, const uint8_t *row, int K, float *out)
     case BN_Q6_K:
         for (int blk = 0; blk < K / 256; blk++) {
             const uint8_t *b = row + (size_t)blk * 210;
-            const uint8_t *ql = b;
-            const uint8_t *qh = b + 128;
             const int8_t *sc = (const int8_t *)(b + 192);
             uint16_t dh;
             memcpy(&dh, b + 208, 2);
             float d = bn_f16_to_f32(dh);
-            float *y = out + blk * 256;
-            for (int half = 0; half < 2; half++) {
-                for (int l = 0; l < 32; l++) {
-                    int is = l / 16;
-                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                    y[l] = (d * (float)sc[is + 0]) * (float)q1;
-                    y[l + 32] = (d * (float)sc[is + 2]) * (float)q2;
-                    y[l + 64] = (d * (float)sc[is + 4]) * (float)q3;
-                    y[l + 96] = (d * (float)sc[is + 6]) * (float)q4;
-                }
-                ql += 64;
-                qh += 32;
-                sc += 8;
-                y += 128;
+            uint8_t c[256];
+            bn_q6_k_codes(b, c);
+            for (int e = 0; e < 256; e++) {
+                out[blk * 256 + e] = (d * (float)sc[e / 16]) * (float)(c[e] - 32);
             }
         }
         return 0;

@@ -176,23 +176,7 @@ void t2_to_rows16(const uint8_t *t2, int M, int K, uint8_t *out, int nthreads)
 
 /* ---- Q6_K in 16-row groups (bitnet_cpu.h, q6_k_grouped tables) ---- */
 
-/* A 210-byte Q6_K block's 256 codes (0..63) in column order (ggml's ql / qh bit layout). */
-static void q6_k_block_codes(const uint8_t *b, uint8_t *c)
-{
-    for (int half = 0; half < 2; half++) {
-        const uint8_t *ql = b + 64 * half;
-        const uint8_t *qh = b + 128 + 32 * half;
-        uint8_t *o = c + 128 * half;
-        for (int l = 0; l < 32; l++) {
-            o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-            o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-            o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-            o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
-        }
-    }
-}
-
-/* The inverse: 256 codes -> ql / qh of a Q6_K block. */
+/* The inverse of bn_q6_k_codes: 256 codes -> ql / qh of a Q6_K block. */
 static void q6_k_block_from_codes(const uint8_t *c, uint8_t *b)
 {
     for (int half = 0; half < 2; half++) {
@@ -230,7 +214,7 @@ void q6_k_to_groups16(const uint8_t *src, int M, int K, uint8_t *out, int nthrea
                 }
                 const uint8_t *blk = src + (size_t)row * row_bytes + (size_t)b * 210;
                 uint8_t c[256], u[4][64];
-                q6_k_block_codes(blk, c);
+                bn_q6_k_codes(blk, c);
                 for (int m = 0; m < 4; m++) {
                     for (int i = 0; i < 16; i++) {
                         memcpy(u[m] + 4 * i, c + 16 * bn_q6g_sub(i) + 4 * m, 4);

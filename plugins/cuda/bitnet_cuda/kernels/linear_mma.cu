@@ -205,37 +205,35 @@ __device__ __forceinline__ int acc_token(int t0, int j, int c) {
     return t0 + warp_token0() + 8 * j + 2 * (lane & 3) + (c & 1);
 }
 
-// f(i, j, c, row, token) for each accumulator acc[i][j][c] of the calling thread whose output
-// row is below M and token below n.
+// f(i, j, c) for each accumulator acc[i][j][c] of the calling thread.
 template <class F>
-__device__ __forceinline__ void each_output(int m0, int t0, int M, int n, F f) {
+__device__ __forceinline__ void each_acc(F f) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
-                const int row = acc_row(m0, i, c);
-                const int tok = acc_token(t0, j, c);
-                if (row < M && tok < n) {
-                    f(i, j, c, row, tok);
-                }
+                f(i, j, c);
             }
         }
     }
 }
 
-__device__ __forceinline__ void zero_acc(WarpAcc& acc) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                acc[i][j][c] = 0;
-            }
+// f(i, j, c, row, token) for each accumulator whose output row is below M and token below n.
+template <class F>
+__device__ __forceinline__ void each_output(int m0, int t0, int M, int n, F f) {
+    each_acc([&](int i, int j, int c) {
+        const int row = acc_row(m0, i, c);
+        const int tok = acc_token(t0, j, c);
+        if (row < M && tok < n) {
+            f(i, j, c, row, tok);
         }
-    }
+    });
+}
+
+__device__ __forceinline__ void zero_acc(WarpAcc& acc) {
+    each_acc([&](int i, int j, int c) { acc[i][j][c] = 0; });
 }
 
 // acc += the products of K elements k_begin .. k_end - 1 (whole chunks), staged chunk by chunk.
